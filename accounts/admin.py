@@ -1,0 +1,71 @@
+"""Tenants, workspaces, principals and API keys; a stored key secret is never shown."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from accounts.models import ApiKey, Principal, Tenant, Workspace
+from accounts.services import issue_api_key
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ("name", "id", "created_at")
+    search_fields = ("name",)
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(admin.ModelAdmin):
+    list_display = ("name", "id", "tenant", "created_at")
+    list_filter = ("tenant",)
+    search_fields = ("name",)
+
+
+@admin.register(Principal)
+class PrincipalAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "workspace", "created_at")
+    list_filter = ("kind", "workspace")
+
+
+class NewApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ("workspace", "kind", "name")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "kind", "workspace", "name", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("kind", "workspace")
+    search_fields = ("prefix", "name")
+    exclude = ("secret_hash",)
+    actions = ["revoke_keys"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = NewApiKeyForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("workspace", "kind", "name")
+        return ("prefix", "kind", "workspace", "principal", "name", "created_at", "last_used_at", "revoked_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("prefix", "kind", "workspace", "principal", "created_at", "last_used_at", "revoked_at")
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        issued = issue_api_key(obj.workspace, obj.kind, name=obj.name)
+        obj.pk = issued.api_key.pk
+        obj.__dict__.update(issued.api_key.__dict__)
+        self.message_user(
+            request, f"New key (copy it now, it is not stored and will not be shown again): {issued.raw_key}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke_keys(self, request, queryset):
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)

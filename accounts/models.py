@@ -1,0 +1,76 @@
+"""Tenants, workspaces (the skills API's "spaces"), principals and API keys."""
+
+import uuid
+
+from django.db import models
+
+
+class Tenant(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Workspace(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="workspaces")
+    name = models.CharField(max_length=200)
+    # The workspace's current published AppVersion id (the agents API's X-App-Version header).
+    app_version_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.id})"
+
+
+class PrincipalKind(models.TextChoices):
+    SERVICE = "service", "Workspace service account"
+    END_USER = "end_user", "End user"
+
+
+class Principal(models.Model):
+    """Who acts: a workspace's service account (wak_ keys) or one end user (eak_ keys)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="principals")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="principals")
+    kind = models.CharField(max_length=16, choices=PrincipalKind.choices)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.kind})"
+
+
+class ApiKeyKind(models.TextChoices):
+    WORKSPACE = "workspace", "Workspace key (wak_)"
+    END_USER = "end_user", "End-user key (eak_)"
+
+
+class ApiKey(models.Model):
+    """An API key: shown once at creation, stored as a SHA-256 digest, found by its public prefix.
+
+    The key is `<wak_|eak_><12-char public id><secret>`; the secret has 256 bits of entropy, so a
+    fast digest is as safe as a slow password hash here and keeps authentication cheap.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_keys")
+    principal = models.ForeignKey(Principal, on_delete=models.CASCADE, related_name="api_keys")
+    kind = models.CharField(max_length=16, choices=ApiKeyKind.choices)
+    prefix = models.CharField(max_length=16, unique=True, help_text="Public part, e.g. wak_3f9a1c0b7d2e")
+    secret_hash = models.CharField(max_length=64, help_text="SHA-256 of the whole key")
+    name = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.prefix}…"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

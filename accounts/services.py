@@ -1,0 +1,74 @@
+"""Writes of the accounts app: tenants, workspaces, principals, API keys."""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import ApiKey, ApiKeyKind, Principal, PrincipalKind, Tenant, Workspace
+
+KEY_PREFIXES = {ApiKeyKind.WORKSPACE: "wak_", ApiKeyKind.END_USER: "eak_"}
+PUBLIC_ID_LENGTH = 16  # "wak_" + 12 hex characters
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@dataclass
+class IssuedKey:
+    api_key: ApiKey
+    raw_key: str  # shown once, never stored
+
+
+def issue_api_key(workspace: Workspace, kind: str, principal: Principal | None = None, name: str = "") -> IssuedKey:
+    """Create a key; the raw key is returned once and only its digest is stored."""
+    kind = ApiKeyKind(kind)
+    if principal is None:
+        principal = Principal.objects.create(
+            tenant_id=workspace.tenant_id,
+            workspace=workspace,
+            kind=PrincipalKind.SERVICE if kind == ApiKeyKind.WORKSPACE else PrincipalKind.END_USER,
+            name=name or f"{kind.label} principal",
+        )
+    prefix = KEY_PREFIXES[kind] + secrets.token_hex(6)
+    raw_key = prefix + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(
+        workspace=workspace, principal=principal, kind=kind, prefix=prefix,
+        secret_hash=hash_key(raw_key), name=name,
+    )
+    return IssuedKey(api_key=api_key, raw_key=raw_key)
+
+
+def revoke_api_key(api_key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+@dataclass
+class NewTenant:
+    tenant: Tenant
+    workspace: Workspace
+    workspace_key: IssuedKey
+    end_user_key: IssuedKey
+
+    def as_json(self) -> dict:
+        return {
+            "tenant_id": str(self.tenant.id),
+            "workspace_id": str(self.workspace.id),
+            "workspace_api_key": self.workspace_key.raw_key,
+            "end_user_api_key": self.end_user_key.raw_key,
+        }
+
+
+@transaction.atomic
+def create_tenant(name: str, workspace_name: str | None = None) -> NewTenant:
+    tenant = Tenant.objects.create(name=name)
+    workspace = Workspace.objects.create(tenant=tenant, name=workspace_name or f"{name} workspace")
+    return NewTenant(
+        tenant=tenant,
+        workspace=workspace,
+        workspace_key=issue_api_key(workspace, ApiKeyKind.WORKSPACE, name="service"),
+        end_user_key=issue_api_key(workspace, ApiKeyKind.END_USER, name="end user"),
+    )

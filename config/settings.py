@@ -1,0 +1,174 @@
+"""Settings, all read from the environment here and nowhere else.
+
+With no DATABASE_URL / REDIS_URL the embedded servers of config.local_services are used.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from config import local_services
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-local-development-key-change-me")
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_eventstream",
+    "accounts",
+    "agents",
+    "executions",
+    "conversations",
+    "workers",
+]
+
+# No GZip middleware: it would buffer the SSE streams.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASE_URL = os.environ.get("DATABASE_URL") or local_services.database_url()
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL") or local_services.redis_url()
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Storage: S3 through django-storages when a bucket is configured, the local disk otherwise.
+AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")
+if AWS_STORAGE_BUCKET_NAME:
+    AWS_S3_ENDPOINT_URL = os.environ.get("AWS_S3_ENDPOINT_URL") or None
+    AWS_S3_REGION_NAME = os.environ.get("AWS_S3_REGION_NAME") or None
+    AWS_QUERYSTRING_EXPIRE = env_int("AWS_QUERYSTRING_EXPIRE", 900)
+    _default_storage = {"BACKEND": "storages.backends.s3.S3Storage"}
+else:
+    MEDIA_ROOT = os.environ.get("MEDIA_ROOT", str(local_services.DATA_DIR / "media"))
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- REST framework
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Skills and agents execution platform",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- django-eventstream: we use its channel manager for authorization (it allows every channel
+# by default) and serve the relay ourselves (executions/streaming.py explains why).
+EVENTSTREAM_CHANNELMANAGER_CLASS = "executions.streaming.ExecutionChannelManager"
+EVENTSTREAM_STORAGE_CLASS = "executions.streaming.ExecutionEventStorage"
+
+# --- Execution runtime
+EXECUTION_LEASE_SECONDS = env_int("EXECUTION_LEASE_SECONDS", 30)
+EXECUTION_MAX_ATTEMPTS = env_int("EXECUTION_MAX_ATTEMPTS", 3)
+# A queued row whose message was published this long ago and is still not claimed is re-dispatched.
+EXECUTION_REDISPATCH_AFTER_SECONDS = env_int("EXECUTION_REDISPATCH_AFTER_SECONDS", 60)
+EXECUTION_HARD_TIME_LIMIT_SECONDS = env_int("EXECUTION_HARD_TIME_LIMIT_SECONDS", 3600)
+REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 10)
+SSE_HEARTBEAT_SECONDS = env_int("SSE_HEARTBEAT_SECONDS", 15)
+SYNC_EXECUTE_TIMEOUT_SECONDS = env_int("SYNC_EXECUTE_TIMEOUT_SECONDS", 300)
+# The text of a model's stream is flushed to the event log at most this often (coalescing).
+TEXT_FLUSH_INTERVAL_MS = env_int("TEXT_FLUSH_INTERVAL_MS", 50)
+# Built-in model: delay between streamed chunks (the demo agent overrides it per node).
+BUILTIN_MODEL_CHUNK_DELAY_MS = env_int("BUILTIN_MODEL_CHUNK_DELAY_MS", 0)
+
+# --- Celery on a Redis broker (see DESIGN.md "Known pitfalls").
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None  # results live in the Execution row, not in Celery
+CELERY_TASK_IGNORE_RESULT = True
+# Ack after the task ran, so a worker that dies mid-run leaves the message to be redelivered;
+# the database claim (conditional UPDATE + attempt) decides who actually runs it.
+CELERY_TASK_ACKS_LATE = True
+# A task killed by a crash of its child process is acked as failed even with late ack: the reaper
+# recovers it from the lease, so we do not also ask Celery to reject/requeue it.
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+# Reserve one message at a time: long runs must not hold a backlog hostage on one worker.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = EXECUTION_HARD_TIME_LIMIT_SECONDS
+CELERY_TASK_SOFT_TIME_LIMIT = EXECUTION_HARD_TIME_LIMIT_SECONDS - 60
+# Redis redelivers a reserved message after visibility_timeout even while it still runs: keep it
+# above the hard time limit so a long run is never delivered twice by the broker itself.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": EXECUTION_HARD_TIME_LIMIT_SECONDS + 600}
+# Keep retrying the broker at start-up and after a lost connection instead of exiting.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "executions")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "reap-executions": {"task": "workers.tasks.reap_executions", "schedule": float(REAPER_INTERVAL_SECONDS)},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# Connections of the async pool that SSE streams read the event log through (per process).
+SSE_DB_POOL_SIZE = env_int("SSE_DB_POOL_SIZE", 10)

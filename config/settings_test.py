@@ -1,0 +1,23 @@
+"""Test settings: the same as production except for isolation from a running `make run`.
+
+The Redis database index differs, so a `make run` worker on the same Redis never takes test tasks;
+pytest-django creates its own `test_...` PostgreSQL database.
+"""
+
+import os
+
+os.environ.setdefault("TEXT_FLUSH_INTERVAL_MS", "20")
+os.environ.setdefault("EXECUTION_LEASE_SECONDS", "4")
+os.environ.setdefault("REAPER_INTERVAL_SECONDS", "1")
+os.environ.setdefault("EXECUTION_REDISPATCH_AFTER_SECONDS", "5")
+os.environ.setdefault("SSE_HEARTBEAT_SECONDS", "2")
+
+from config.settings import *  # noqa: E402,F401,F403
+from config.settings import REDIS_URL as _BASE_REDIS_URL  # noqa: E402
+
+if "TEST_REDIS_URL" in os.environ:
+    REDIS_URL = os.environ["TEST_REDIS_URL"]
+else:
+    REDIS_URL = _BASE_REDIS_URL.rsplit("/", 1)[0] + "/9"
+CELERY_BROKER_URL = REDIS_URL
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from config.health import healthz
+from executions import agent_views, views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", healthz),
+    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    # Agents API (spec/agents-execute.txt)
+    path("agents/<str:agent_id>/execute", agent_views.execute_sync),
+    path("agents/<str:agent_id>/execute/stream", agent_views.execute_stream),
+    # Executions of every surface
+    path("executions/<str:execution_id>", views.ExecutionDetailView.as_view()),
+    path("executions/<str:execution_id>/cancel", views.ExecutionCancelView.as_view()),
+    path("executions/<str:execution_id>/events", views.execution_events),
+]

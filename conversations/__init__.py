@@ -1,0 +1,1 @@
+"""Conversations, messages, feedback and per-user memory (the conversations issue fills this app)."""

@@ -1,0 +1,87 @@
+"""Operators' view of executions: filters, search, the event timeline, children, cancel."""
+
+import json
+import uuid
+
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+
+from executions import services
+from executions.models import Execution, ExecutionEvent
+
+
+class ExecutionEventInline(admin.TabularInline):
+    model = ExecutionEvent
+    fields = ("seq", "type", "created_at", "payload")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("seq",)
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="data")
+    def payload(self, event):
+        shown = {k: v for k, v in event.data.items() if k not in ("type", "execution_id", "seq")}
+        return format_html("<code>{}</code>", json.dumps(shown)[:500])
+
+
+class SubExecutionInline(admin.TabularInline):
+    model = Execution
+    fk_name = "parent"
+    verbose_name = "sub-execution"
+    fields = ("link", "state", "source", "created_at", "finished_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="id")
+    def link(self, child):
+        return format_html('<a href="{}">{}</a>', reverse("admin:executions_execution_change", args=[child.id]), child.id)
+
+
+@admin.register(Execution)
+class ExecutionAdmin(admin.ModelAdmin):
+    list_display = ("id", "state", "source", "workspace", "responder", "attempt", "created_at", "finished_at")
+    list_filter = ("state", "source", "workspace", "created_at")
+    search_fields = ("idempotency_key", "chat_tool_call_id")
+    search_help_text = "An execution id, an idempotency key or a chat tool-call id."
+    date_hierarchy = "created_at"
+    list_select_related = ("workspace", "agent_version__agent", "skill_version__skill")
+    inlines = [ExecutionEventInline, SubExecutionInline]
+    actions = ["cancel_executions"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in Execution._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="responder")
+    def responder(self, execution):
+        return execution.agent_version or execution.skill_version or "-"
+
+    def get_search_results(self, request, queryset, search_term):
+        """Exact matches only: an id, an idempotency key, a chat tool-call id."""
+        term = search_term.strip().removeprefix("execution:")
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(id=uuid.UUID(term)), False
+        except ValueError:
+            return queryset.filter(idempotency_key=term) | queryset.filter(chat_tool_call_id=term), False
+
+    @admin.action(description="Cancel the selected executions")
+    def cancel_executions(self, request, queryset):
+        for execution in queryset:
+            services.request_cancel(execution)
+        self.message_user(request, f"Cancel requested for {queryset.count()} execution(s).", messages.SUCCESS)

@@ -1,0 +1,124 @@
+"""The Execution row (one per run of a skill or an agent) and its durable event log."""
+
+import uuid
+
+from django.db import models
+
+from accounts.models import Principal, Tenant, Workspace
+from agents.models import AgentVersion, SkillVersion
+
+
+class ExecutionState(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    AWAITING_CLIENT_TOOL = "awaiting_client_tool"
+    AWAITING_APPROVAL = "awaiting_approval"
+    WAITING_FOR_EXTERNAL_EVENT = "waiting_for_external_event"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+SUSPENDED_STATES = (
+    ExecutionState.AWAITING_CLIENT_TOOL,
+    ExecutionState.AWAITING_APPROVAL,
+    ExecutionState.WAITING_FOR_EXTERNAL_EVENT,
+)
+TERMINAL_STATES = (ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED)
+
+
+class ExecutionSource(models.TextChoices):
+    STANDALONE = "standalone"
+    CHAT = "chat"
+    API = "api"
+    STREAM = "stream"
+    BATCH = "batch"
+    BATCH_ITEM = "batch_item"
+    SUB = "sub"
+
+
+class Execution(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="executions")
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="executions")
+    principal = models.ForeignKey(Principal, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    agent_version = models.ForeignKey(AgentVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    skill_version = models.ForeignKey(SkillVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    source = models.CharField(max_length=16, choices=ExecutionSource.choices)
+    state = models.CharField(max_length=32, choices=ExecutionState.choices, default=ExecutionState.QUEUED)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+
+    inputs = models.JSONField(default=dict, blank=True)
+    outputs = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    failure_reason = models.CharField(max_length=64, blank=True, default="")
+
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    wallclock_ms = models.BigIntegerField(null=True, blank=True)
+    iteration_count = models.IntegerField(default=0)
+    credits = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+
+    chat_thread_id = models.CharField(max_length=128, blank=True, default="")
+    chat_message_id = models.CharField(max_length=128, blank=True, default="")
+    chat_tool_call_id = models.CharField(max_length=128, blank=True, default="")
+    idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    trace_id = models.CharField(max_length=64, blank=True, default="")
+
+    # Durable runtime: lease (attempt is the fencing token), checkpoint, resume input, cancel flag.
+    attempt = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    checkpoint = models.JSONField(default=dict, blank=True)
+    resume_input = models.JSONField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its task message was last published")
+    last_event_seq = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"], name="execution_ws_created"),
+            models.Index(fields=["state", "lease_expires_at"], name="execution_state_lease"),
+            models.Index(fields=["chat_tool_call_id"], name="execution_chat_tool_call"),
+        ]
+
+    def __str__(self):
+        return f"{self.id} ({self.state})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def public_id(self) -> str:
+        """How the execution's own surface names it: the agents API prefixes its ids."""
+        return f"execution:{self.id}" if self.agent_version_id else str(self.id)
+
+
+class ExecutionEvent(models.Model):
+    """One event of an execution's ordered log; seq is 1, 2, 3, ... per execution.
+
+    `data` holds the whole event JSON as clients receive it (type, execution_id, seq included),
+    so the SSE relay sends it without re-encoding.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=64)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["execution", "seq"]
+        constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="execution_event_seq_unique")]
+
+    def __str__(self):
+        return f"{self.execution_id}#{self.seq} {self.type}"

@@ -1,0 +1,38 @@
+"""JSON renderings of an execution."""
+
+from executions.models import Execution
+
+
+def _iso(value):
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def execution_data(execution: Execution) -> dict:
+    """The execution as `GET /executions/{id}` shows it."""
+    return {
+        "id": execution.public_id,
+        "state": execution.state,
+        "source": execution.source,
+        "attempt": execution.attempt,
+        "cancel_requested": execution.cancel_requested,
+        "parent_execution_id": str(execution.parent_id) if execution.parent_id else None,
+        "agent_version_id": str(execution.agent_version_id) if execution.agent_version_id else None,
+        "skill_version_id": str(execution.skill_version_id) if execution.skill_version_id else None,
+        "created_at": _iso(execution.created_at),
+        "updated_at": _iso(execution.updated_at),
+        "started_at": _iso(execution.started_at),
+        "finished_at": _iso(execution.finished_at),
+        "usage": {
+            "input_tokens": execution.input_tokens,
+            "output_tokens": execution.output_tokens,
+            "total_tokens": execution.input_tokens + execution.output_tokens,
+            "cost_usd": str(execution.cost_usd),
+            "wallclock_ms": execution.wallclock_ms,
+            "iteration_count": execution.iteration_count,
+        },
+        "inputs": execution.inputs,
+        "outputs": execution.outputs,
+        "error": execution.error,
+        "failure_reason": execution.failure_reason or None,
+        "last_event_seq": execution.last_event_seq,
+    }

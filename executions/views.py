@@ -1,0 +1,84 @@
+"""Execution endpoints shared by every surface: read, cancel, follow over SSE."""
+
+from asgiref.sync import sync_to_async
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import AuthError, authenticate_headers
+from config.errors import ApiError, error_json
+from executions import services
+from executions.models import ExecutionState
+from executions.selectors import get_readable_execution
+from executions.serializers import execution_data
+from executions.streaming import relay_events
+
+
+class ExecutionDetailView(APIView):
+    @extend_schema(summary="Get an execution", responses={200: OpenApiResponse(description='{"data": execution}')})
+    def get(self, request, execution_id):
+        execution = get_readable_execution(request.user, execution_id)
+        return Response({"data": execution_data(execution)})
+
+
+class ExecutionCancelView(APIView):
+    @extend_schema(
+        summary="Cancel an execution",
+        description="Queued and suspended executions are cancelled at once (200); a running one is asked to "
+        "stop between steps and streamed chunks (202, `cancel_requested: true`). A completed or failed "
+        "execution cannot be cancelled (409 `execution_finished`).",
+        request=None,
+        responses={200: OpenApiResponse(description="cancelled"), 202: OpenApiResponse(description="stopping"),
+                   409: OpenApiResponse(description="already finished")},
+    )
+    def post(self, request, execution_id):
+        execution = get_readable_execution(request.user, execution_id)
+        if execution.state in (ExecutionState.COMPLETED, ExecutionState.FAILED):
+            raise ApiError(409, "execution_finished", f"The execution already ended in state {execution.state}.")
+        execution = services.request_cancel(execution)
+        status = 200 if execution.state == ExecutionState.CANCELLED else 202
+        return Response({"data": execution_data(execution)}, status=status)
+
+
+# --- SSE -------------------------------------------------------------------------------------------
+
+
+async def authenticate_async(request):
+    try:
+        return await sync_to_async(authenticate_headers)(request.headers)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.code, exc.message)
+
+
+def last_event_id(request) -> int:
+    """Last-Event-ID header, or `last_event_id` / `lastEventId` in the query for EventSource."""
+    raw = (
+        request.headers.get("Last-Event-ID")
+        or request.GET.get("last_event_id")
+        or request.GET.get("lastEventId")
+        or "0"
+    )
+    if not raw.strip().isdigit():
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event seq number.", field="Last-Event-ID")
+    return int(raw)
+
+
+def sse_response(frames) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(frames, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx and friends: do not buffer the stream
+    return response
+
+
+async def execution_events(request, execution_id):
+    """GET /executions/{id}/events: the execution's events after Last-Event-ID, live, to the end."""
+    if request.method != "GET":
+        return error_json(ApiError(405, "method_not_allowed", "Use GET."))
+    try:
+        caller = await authenticate_async(request)
+        after = last_event_id(request)
+        execution = await sync_to_async(get_readable_execution)(caller, execution_id)
+    except ApiError as exc:
+        return error_json(exc)
+    return sse_response(relay_events(execution.id, after_seq=after))

@@ -1,0 +1,59 @@
+"""The built-in deterministic model: no network, the demo's and the tests' model.
+
+It streams its answer word by word with a configurable delay, follows a script of turns (text and
+tool calls) when one is given, and reports token usage (one token per whitespace-separated word).
+The same input always gives the same output, so a retried step streams the same text.
+
+Node `model` options: {"provider": "builtin", "chunk_delay_ms": 100, "script": [{"text": "...",
+"tool_calls": [{"name": ..., "arguments": {...}}]}, ...], "reply": "fixed answer", "fail": "message"}.
+"""
+
+import time
+from typing import Iterator
+
+from django.conf import settings
+
+from workers.providers.base import ModelChunk, Usage
+
+DEFAULT_REPLY = (
+    "This answer comes from the built-in deterministic model, which runs without any network. "
+    "It streams one word at a time so that you can watch the execution arrive live over "
+    "Server-Sent Events. You said: {message}"
+)
+
+
+class BuiltinModelError(Exception):
+    pass
+
+
+class BuiltinModel:
+    name = "builtin"
+
+    def __init__(self, options: dict):
+        self.options = options
+        self.chunk_delay = options.get("chunk_delay_ms", settings.BUILTIN_MODEL_CHUNK_DELAY_MS) / 1000
+
+    def _turn(self, messages: list[dict]) -> dict:
+        script = self.options.get("script")
+        if script:
+            assistant_turns = sum(1 for m in messages if m.get("role") == "assistant")
+            return script[min(assistant_turns, len(script) - 1)]
+        last_user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        return {"text": self.options.get("reply") or DEFAULT_REPLY.format(message=last_user)}
+
+    def stream(self, messages: list[dict], tools: list[dict] | None = None) -> Iterator[ModelChunk]:
+        turn = self._turn(messages)
+        words = turn.get("text", "").split(" ")
+        output_tokens = 0
+        for index, word in enumerate(words):
+            if index and self.chunk_delay:
+                time.sleep(self.chunk_delay)
+            if self.options.get("fail") and index == len(words) // 2:
+                raise BuiltinModelError(self.options["fail"])
+            output_tokens += 1
+            yield ModelChunk(kind="text", text=word if index == 0 else " " + word)
+        for call in turn.get("tool_calls", []):
+            output_tokens += 1
+            yield ModelChunk(kind="tool_call", tool_call=call)
+        input_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+        yield ModelChunk(kind="usage", usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens))

@@ -1,0 +1,18 @@
+"""Celery tasks: thin wrappers over the runtime and the reaper services."""
+
+from celery import shared_task
+
+from executions import services
+from workers import runtime
+
+
+@shared_task(name="workers.tasks.run_execution", ignore_result=True)
+def run_execution(execution_id: str) -> str:
+    return runtime.run_execution(execution_id)
+
+
+@shared_task(name="workers.tasks.reap_executions", ignore_result=True)
+def reap_executions() -> dict:
+    reaped = services.reap_expired_leases()
+    reaped["redispatched"] = services.redispatch_stale_queued()
+    return {key: [str(i) for i in ids] for key, ids in reaped.items()}
