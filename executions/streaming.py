@@ -112,6 +112,8 @@ async def follow_events(execution_id: uuid.UUID, after_seq: int = 0, heartbeat: 
     pubsub = _redis().pubsub()
     await pubsub.subscribe(channel_name(execution_id))
     last = after_seq
+    loop = asyncio.get_running_loop()
+    next_heartbeat = loop.time() + heartbeat
     try:
         need_log_read = True
         while True:
@@ -127,9 +129,12 @@ async def follow_events(execution_id: uuid.UUID, after_seq: int = 0, heartbeat: 
                 need_log_read = False
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat)
             if message is None:
-                yield None
-                need_log_read = True
+                if loop.time() >= next_heartbeat:  # not just a subscribe confirmation
+                    yield None
+                    next_heartbeat = loop.time() + heartbeat
+                    need_log_read = True
                 continue
+            next_heartbeat = loop.time() + heartbeat
             data_text = message["data"].decode()
             seq = json.loads(data_text)["seq"]
             if seq <= last:
