@@ -101,6 +101,17 @@ async def read_log(execution_id: uuid.UUID, after_seq: int) -> list[tuple[int, s
         return await cursor.fetchall()
 
 
+async def log_has_ended(execution_id: uuid.UUID, up_to_seq: int) -> bool:
+    pool = await _pool()
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM executions_executionevent"
+            " WHERE execution_id = %s AND seq <= %s AND type = ANY(%s))",
+            (execution_id, up_to_seq, list(END_OF_STREAM_TYPES)),
+        )
+        return (await cursor.fetchone())[0]
+
+
 def _ends_stream(data_text: str) -> bool:
     return json.loads(data_text).get("type") in END_OF_STREAM_TYPES
 
@@ -126,6 +137,8 @@ async def follow_events(execution_id: uuid.UUID, after_seq: int = 0, heartbeat: 
                         return
                 if len(rows) == READ_BATCH:
                     continue
+                if not rows and await log_has_ended(execution_id, last):
+                    return  # resumed after the end: nothing more will come
                 need_log_read = False
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat)
             if message is None:

@@ -1,0 +1,186 @@
+"""The durable runtime: claims, leases, crash recovery, cancel, the reaper."""
+
+import os
+import signal
+import threading
+from datetime import timedelta
+
+import httpx
+import pytest
+from celery import current_app
+from django.db import connection
+from django.utils import timezone
+
+from executions import services
+from executions.models import Execution, ExecutionEvent, ExecutionSource, ExecutionState
+from tests.helpers import auth, execution_uuid, stream_agent, wait_for
+
+
+def new_execution(new_tenant, agent=None, **fields):
+    return Execution.objects.create(
+        tenant=new_tenant.tenant, workspace=new_tenant.workspace, principal=new_tenant.end_user_key.api_key.principal,
+        source=ExecutionSource.API, inputs={"message": "hi"},
+        agent_version=agent.live_version if agent else None, dispatched_at=timezone.now(), **fields,
+    )
+
+
+def events_of(execution_id, type_=None):
+    events = ExecutionEvent.objects.filter(execution_id=execution_id).order_by("seq")
+    return list(events.filter(type=type_) if type_ else events)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_claims_racing_for_one_execution_exactly_one_wins(tenant):
+    execution = new_execution(tenant)
+    barrier = threading.Barrier(8)
+    results = []
+
+    def claim(n):
+        barrier.wait()
+        try:
+            results.append(services.claim_execution(execution.id, f"racer-{n}"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(results, key=lambda r: r is None) == [1] + [None] * 7
+    execution.refresh_from_db()
+    assert execution.state == ExecutionState.RUNNING and execution.attempt == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_task_delivered_twice_runs_once(live, worker, tenant, agent):
+    execution = new_execution(tenant, agent)
+    for _ in range(3):  # e.g. a redelivery after the visibility timeout, plus a reaper re-dispatch
+        current_app.send_task(services.RUN_EXECUTION_TASK, args=[str(execution.id)])
+    wait_for(lambda: Execution.objects.get(id=execution.id).state == ExecutionState.COMPLETED)
+    wait_for(lambda: "not_claimed" in worker.log(), timeout=10)
+    execution.refresh_from_db()
+    assert execution.attempt == 1
+    assert len(events_of(execution.id, "node_start")) == 1
+    assert len(events_of(execution.id, "final")) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_execution_is_recovered_and_completes_once(live, tenant, make_agent):
+    reply = " ".join(f"w{i:02d}" for i in range(40))
+    agent = make_agent(tenant.workspace, chunk_delay_ms=100, reply=reply)
+    events = stream_agent(live, agent, tenant, stop=lambda events: len(events) >= 8)
+    execution_id = execution_uuid(events[0].data["execution_id"])
+    owner = Execution.objects.get(id=execution_id).lease_owner
+    pid = int(owner.rsplit(":", 1)[1])
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+
+    execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="completed").first(), timeout=60)
+    assert execution.attempt == 2
+    assert execution.outputs == {"text": reply}
+    assert len(events_of(execution_id, "final")) == 1
+    assert len(events_of(execution_id, "node_start")) == 1
+    # the client's concatenated text stays exact across the crash: nothing streamed twice
+    texts = events_of(execution_id, "text")
+    assert "".join(e.data["text"] for e in texts) == reply
+    assert [e.seq for e in events_of(execution_id)] == list(range(1, execution.last_event_seq + 1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_during_streaming_stops_within_one_chunk(live, tenant, make_agent):
+    agent = make_agent(tenant.workspace, chunk_delay_ms=100, reply=" ".join(f"w{i}" for i in range(100)))
+    cancel = {}
+
+    def cancel_after_five_texts(events):
+        if "response" not in cancel and sum(e.data["type"] == "text" for e in events) >= 5:
+            cancel["response"] = httpx.post(f"{live}/executions/{events[0].data['execution_id']}/cancel",
+                                            headers=auth(tenant), timeout=10)
+            cancel["seq_at_cancel"] = Execution.objects.get(id=execution_uuid(events[0].data["execution_id"])).last_event_seq
+        return False
+
+    events = stream_agent(live, agent, tenant, stop=cancel_after_five_texts)
+    assert cancel["response"].status_code == 202
+    assert cancel["response"].json()["data"]["cancel_requested"] is True
+    assert events[-1].data["type"] == "error"
+    assert events[-1].data["status"] == "cancelled" and events[-1].data["code"] == "cancelled"
+    texts_after_cancel = [e for e in events if e.data["type"] == "text" and e.data["seq"] > cancel["seq_at_cancel"]]
+    assert len(texts_after_cancel) <= 1
+    execution = Execution.objects.get(id=execution_uuid(events[0].data["execution_id"]))
+    assert execution.state == ExecutionState.CANCELLED
+    assert execution.failure_reason == "cancelled"
+
+
+@pytest.mark.django_db
+def test_cancel_of_a_queued_execution_is_immediate_and_the_worker_does_not_run_it(tenant, agent):
+    execution = new_execution(tenant, agent)
+    services.request_cancel(execution)
+    assert execution.state == ExecutionState.CANCELLED
+    assert services.claim_execution(execution.id, "late-worker") is None
+    assert [e.type for e in events_of(execution.id)] == ["error"]
+
+
+@pytest.mark.django_db
+def test_cancel_of_a_finished_execution_is_a_409(client, tenant, agent):
+    execution = new_execution(tenant, agent, state=ExecutionState.COMPLETED)
+    response = client.post(f"/executions/{execution.id}/cancel", headers=auth(tenant))
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "execution_finished"
+
+
+@pytest.mark.django_db
+def test_reaper_requeues_an_expired_lease_then_fails_after_max_attempts(tenant, agent, settings):
+    past = timezone.now() - timedelta(seconds=1)
+    execution = new_execution(tenant, agent, state=ExecutionState.RUNNING, attempt=1, lease_expires_at=past,
+                              lease_owner="dead:1")
+    assert services.reap_expired_leases()["requeued"] == [execution.id]
+    execution.refresh_from_db()
+    assert execution.state == ExecutionState.QUEUED and execution.lease_owner == ""
+
+    Execution.objects.filter(id=execution.id).update(
+        state=ExecutionState.RUNNING, attempt=settings.EXECUTION_MAX_ATTEMPTS, lease_expires_at=past
+    )
+    assert services.reap_expired_leases()["failed"] == [execution.id]
+    execution.refresh_from_db()
+    assert execution.state == ExecutionState.FAILED and execution.failure_reason == "lease_expired"
+    assert events_of(execution.id)[-1].data["code"] == "lease_expired"
+
+
+@pytest.mark.django_db
+def test_reaper_leaves_live_leases_alone(tenant, agent):
+    future = timezone.now() + timedelta(seconds=30)
+    execution = new_execution(tenant, agent, state=ExecutionState.RUNNING, attempt=1, lease_expires_at=future)
+    assert services.reap_expired_leases() == {"requeued": [], "failed": []}
+    execution.refresh_from_db()
+    assert execution.state == ExecutionState.RUNNING
+
+
+@pytest.mark.django_db
+def test_reaper_redispatches_queued_rows_whose_message_was_lost(tenant, agent):
+    stale = new_execution(tenant, agent)
+    Execution.objects.filter(id=stale.id).update(dispatched_at=timezone.now() - timedelta(minutes=5))
+    fresh = new_execution(tenant, agent)
+    assert services.redispatch_stale_queued() == [stale.id]
+    stale.refresh_from_db()
+    assert timezone.now() - stale.dispatched_at < timedelta(seconds=5)
+    assert fresh.id not in services.redispatch_stale_queued()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lost_message_is_recovered_by_the_reaper_on_beat(live, tenant, agent):
+    """A crash between commit and publish: the row is the outbox, beat's reaper re-dispatches it."""
+    execution = new_execution(tenant, agent)
+    Execution.objects.filter(id=execution.id).update(dispatched_at=timezone.now() - timedelta(minutes=5))
+    done = wait_for(lambda: Execution.objects.filter(id=execution.id, state="completed").first(), timeout=30)
+    assert done.attempt == 1
+
+
+@pytest.mark.django_db
+def test_a_worker_that_lost_its_lease_cannot_write(tenant, agent):
+    from executions.events import LeaseLost, append_event
+
+    execution = new_execution(tenant, agent)
+    attempt = services.claim_execution(execution.id, "w1")
+    Execution.objects.filter(id=execution.id).update(attempt=attempt + 1)  # someone else's attempt now
+    with pytest.raises(LeaseLost):
+        append_event(execution, "text", {"text": "stale"}, attempt=attempt)
+    assert not services.renew_lease(execution.id, attempt)
+    assert not services.complete_execution(execution, attempt, outputs={}, final_payload={})
