@@ -175,3 +175,13 @@ async def relay_events(execution_id: uuid.UUID, after_seq: int = 0):
         else:
             seq, data_text = item
             yield f"id: {seq}\ndata: {data_text}\n\n"
+
+
+async def close_loop_resources() -> None:
+    """Close the current event loop's pool and Redis client (for short-lived loops, e.g. tests)."""
+    loop = asyncio.get_running_loop()
+    pool, client = _pools.pop(loop, None), _redis_clients.pop(loop, None)
+    if pool is not None:
+        await pool.close()
+    if client is not None:
+        await client.aclose()

@@ -1,0 +1,84 @@
+"""The operators' admin: executions with events and children, search, cancel; keys without secrets."""
+
+import pytest
+from django.contrib.auth.models import User
+
+from accounts.models import ApiKey
+from executions.events import append_event
+from executions.models import Execution, ExecutionSource, ExecutionState
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    User.objects.create_superuser("ops", "ops@example.com", "pw")
+    client.login(username="ops", password="pw")
+    return client
+
+
+@pytest.fixture
+def execution(tenant, agent):
+    parent = Execution.objects.create(
+        tenant=tenant.tenant, workspace=tenant.workspace, source=ExecutionSource.API, agent_version=agent.live_version,
+        idempotency_key="idem-123", chat_tool_call_id="tc_abc",
+    )
+    append_event(parent, "start", {"status": "queued"})
+    append_event(parent, "text", {"text": "hello there"})
+    Execution.objects.create(tenant=tenant.tenant, workspace=tenant.workspace, source=ExecutionSource.SUB, parent=parent)
+    return parent
+
+
+def test_execution_page_shows_events_and_sub_executions(admin_client, execution):
+    page = admin_client.get(f"/admin/executions/execution/{execution.id}/change/").content.decode()
+    assert "hello there" in page
+    assert "sub-execution" in page.lower()
+    assert str(execution.children.get().id) in page
+
+
+@pytest.mark.parametrize("term", ["{id}", "execution:{id}", "idem-123", "tc_abc"])
+def test_search_by_id_idempotency_key_and_chat_tool_call_id(admin_client, execution, term):
+    response = admin_client.get("/admin/executions/execution/", {"q": term.format(id=execution.id)})
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 1
+
+
+def test_filters(admin_client, execution):
+    for query in ({"state": "queued"}, {"source": "api"}, {"workspace__id__exact": str(execution.workspace_id)}):
+        assert admin_client.get("/admin/executions/execution/", query).status_code == 200
+
+
+def test_cancel_action(admin_client, execution):
+    response = admin_client.post(
+        "/admin/executions/execution/", {"action": "cancel_executions", "_selected_action": [str(execution.id)]}
+    )
+    assert response.status_code == 302
+    execution.refresh_from_db()
+    assert execution.state == ExecutionState.CANCELLED
+
+
+def test_api_keys_never_show_a_secret(admin_client, tenant):
+    api_key = tenant.end_user_key.api_key
+    page = admin_client.get(f"/admin/accounts/apikey/{api_key.id}/change/").content.decode()
+    assert api_key.prefix in page
+    assert api_key.secret_hash not in page and tenant.end_user_key.raw_key not in page
+    listing = admin_client.get("/admin/accounts/apikey/").content.decode()
+    assert api_key.secret_hash not in listing
+
+
+def test_adding_a_key_in_the_admin_shows_it_once(admin_client, tenant):
+    response = admin_client.post(
+        "/admin/accounts/apikey/add/", {"workspace": str(tenant.workspace.id), "kind": "workspace", "name": "ci"},
+        follow=True,
+    )
+    messages = [str(m) for m in response.context["messages"]]
+    raw = next(m.split(": ")[-1] for m in messages if "not be shown again" in m)
+    stored = ApiKey.objects.get(name="ci")
+    assert raw.startswith(stored.prefix) and stored.secret_hash != raw
+
+
+def test_revoke_action(admin_client, tenant):
+    api_key = tenant.end_user_key.api_key
+    admin_client.post("/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [str(api_key.id)]})
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None

@@ -1,0 +1,96 @@
+"""The SSE relay never silently misses an event, keeps idle streams alive, and ends at the end."""
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+from django.db import connection
+
+from executions import events as event_log
+from executions.events import append_event
+from executions.models import Execution, ExecutionSource, ExecutionState
+from executions.streaming import close_loop_resources, follow_events
+from tests.helpers import auth
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def suspended_execution(tenant, agent):
+    execution = Execution.objects.create(
+        tenant=tenant.tenant, workspace=tenant.workspace, principal=tenant.end_user_key.api_key.principal,
+        source=ExecutionSource.API, agent_version=agent.live_version, state=ExecutionState.AWAITING_APPROVAL,
+    )
+    append_event(execution, "start", {"status": "queued"})
+    return execution
+
+
+def collect(execution_id, after=0):
+    async def run():
+        try:
+            return [seq async for seq, _ in _events(execution_id, after)]
+        finally:
+            await close_loop_resources()
+
+    async def _events(eid, after_seq):
+        async for item in follow_events(eid, after_seq, heartbeat=0.5):
+            if item is not None:
+                yield item
+
+    return asyncio.run(asyncio.wait_for(run(), timeout=30))
+
+
+def test_a_lost_pubsub_message_is_filled_from_the_log(suspended_execution, monkeypatch):
+    real_publish = event_log.publish
+
+    def writer():
+        try:
+            time.sleep(0.5)
+            append_event(suspended_execution, "text", {"text": "a"})  # seq 2, published
+            monkeypatch.setattr(event_log, "publish", lambda *args: None)
+            append_event(suspended_execution, "text", {"text": "b"})  # seq 3, lost on pub/sub
+            monkeypatch.setattr(event_log, "publish", real_publish)
+            append_event(suspended_execution, "text", {"text": "c"})  # seq 4, reveals the gap
+            append_event(suspended_execution, "final", {"status": "completed"})  # seq 5
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seqs = collect(suspended_execution.id)
+    thread.join()
+    assert seqs == [1, 2, 3, 4, 5]
+
+
+def test_a_lost_final_message_is_found_at_the_next_heartbeat(suspended_execution, monkeypatch):
+    def writer():
+        try:
+            time.sleep(0.3)
+            monkeypatch.setattr(event_log, "publish", lambda *args: None)
+            append_event(suspended_execution, "final", {"status": "completed"})
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert collect(suspended_execution.id) == [1, 2]
+    thread.join()
+
+
+def test_idle_stream_gets_heartbeats_then_ends_when_cancelled(live, tenant, suspended_execution):
+    url = f"{live}/executions/{suspended_execution.id}/events"
+    lines = []
+    with httpx.stream("GET", url, headers=auth(tenant), timeout=30) as response:
+        for line in response.iter_lines():
+            lines.append(line)
+            if line == ": heartbeat" and not any("cancel" in l for l in lines):
+                cancel = httpx.post(f"{live}/executions/{suspended_execution.id}/cancel", headers=auth(tenant))
+                assert cancel.status_code == 200
+                lines.append("cancel sent")
+    assert lines[0] == "id: 1"
+    assert ": heartbeat" in lines
+    assert lines[-2].startswith("data: ") and '"code": "cancelled"' in lines[-2]
+    suspended_execution.refresh_from_db()
+    assert suspended_execution.state == ExecutionState.CANCELLED
