@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 # No GZip middleware: it would buffer the SSE streams.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # the admin's static files under uvicorn
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -82,7 +83,9 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # only for `collectstatic`
+# WhiteNoise serves the admin's static files straight from the apps: no collectstatic step needed.
+WHITENOISE_USE_FINDERS = True
 
 # --- Storage: S3 through django-storages when a bucket is configured, the local disk otherwise.
 AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")

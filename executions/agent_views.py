@@ -89,13 +89,13 @@ async def execute_sync(request, agent_id):
                     last = json.loads(item[1])
     except TimeoutError:
         last = None
-    if last is None or last["type"] not in ("final", "error"):
+    if last is None or last["type"] not in ("final", "error", "suspended"):
         await sync_to_async(execution.refresh_from_db)()
         return JsonResponse({"data": {"execution_id": execution.public_id, "status": execution.state}}, status=202)
     data = {"execution_id": execution.public_id, "status": last["status"]}
     if last["type"] == "final":
         data.update(output={**last["output"], "parsed_output": None}, cost_microdollars=last["cost_microdollars"],
                     latency_ms=last["latency_ms"])
-    else:
+    elif last["type"] == "error":
         data["error"] = {"code": last["code"], "message": last["message"]}
     return JsonResponse({"data": data})

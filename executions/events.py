@@ -18,7 +18,10 @@ from django.db import connection, transaction
 
 logger = logging.getLogger(__name__)
 
+# `final` and `error` end every stream; `suspended` ends a stream unless more events follow it
+# (the execution was resumed since).
 END_OF_STREAM_TYPES = frozenset({"final", "error"})
+PAUSE_TYPE = "suspended"
 
 
 def channel_name(execution_id) -> str:

@@ -68,6 +68,7 @@ class Execution(models.Model):
 
     # Durable runtime: lease (attempt is the fencing token), checkpoint, resume input, cancel flag.
     attempt = models.PositiveIntegerField(default=0)
+    recoveries = models.PositiveIntegerField(default=0, help_text="Times the reaper re-queued it after a lost lease")
     lease_owner = models.CharField(max_length=200, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     checkpoint = models.JSONField(default=dict, blank=True)

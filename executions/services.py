@@ -116,10 +116,10 @@ def cancel_running_execution(execution, attempt: int, **usage) -> bool:
                        failure_reason="cancelled", error=CANCELLED_ERROR, **usage)
 
 
-def suspend_execution(execution, attempt: int, state: str, checkpoint: dict, event_type: str, payload: dict) -> bool:
-    """Save the checkpoint and free the worker; a resume call re-queues it."""
+def suspend_execution(execution, attempt: int, state: str, checkpoint: dict, payload: dict) -> bool:
+    """Save the checkpoint and free the worker (a `suspended` event); a resume call re-queues it."""
     assert state in SUSPENDED_STATES
-    return _transition(execution, _held(execution.id, attempt), state, event_type, payload, checkpoint=checkpoint)
+    return _transition(execution, _held(execution.id, attempt), state, "suspended", payload, checkpoint=checkpoint)
 
 
 # --- API side: cancel and resume ------------------------------------------------------------------
@@ -145,6 +145,7 @@ def resume_execution(execution: Execution, from_state: str, resume_input: dict) 
         updated_at=timezone.now(),
     )
     if resumed:
+        append_event(execution, "resumed", {"status": ExecutionState.QUEUED, "from_state": from_state})
         dispatch_on_commit(execution.id)
     return bool(resumed)
 
@@ -157,16 +158,16 @@ def reap_expired_leases() -> dict:
     now = timezone.now()
     requeued, failed = [], []
     expired = Execution.objects.filter(state=ExecutionState.RUNNING, lease_expires_at__lt=now)
-    for execution in expired.only("id", "attempt", "created_at", "agent_version_id"):
+    for execution in expired.only("id", "attempt", "recoveries", "created_at", "agent_version_id"):
         still_expired = _held(execution.id, execution.attempt).filter(lease_expires_at__lt=now)
-        if execution.attempt < settings.EXECUTION_MAX_ATTEMPTS:
+        if execution.recoveries + 1 < settings.EXECUTION_MAX_ATTEMPTS:
             with transaction.atomic():
                 if still_expired.update(state=ExecutionState.QUEUED, lease_owner="", lease_expires_at=None,
-                                        dispatched_at=now, updated_at=now):
+                                        recoveries=F("recoveries") + 1, dispatched_at=now, updated_at=now):
                     dispatch_on_commit(execution.id)
                     requeued.append(execution.id)
         else:
-            error = _error("lease_expired", f"The worker stopped renewing its lease {execution.attempt} times.")
+            error = _error("lease_expired", f"Its worker stopped renewing the lease {execution.recoveries + 1} times.")
             if _transition(execution, still_expired, ExecutionState.FAILED, "error", error,
                            failure_reason="lease_expired", error=error):
                 failed.append(execution.id)

@@ -15,7 +15,7 @@ and a database connection per stream. We keep its channel-manager interface for 
   so a client never misses an event and never sees one twice;
 - a heartbeat comment every SSE_HEARTBEAT_SECONDS keeps proxies from closing an idle stream, and
   the log is re-read at each heartbeat as a second safety net;
-- the stream ends after the `final` or `error` event.
+- the stream ends after the `final` or `error` event, and at a suspension (`suspended`).
 """
 
 import asyncio
@@ -30,7 +30,7 @@ from django.db import connection as django_connection
 from django_eventstream.channelmanager import ChannelManagerBase
 from psycopg_pool import AsyncConnectionPool
 
-from executions.events import END_OF_STREAM_TYPES, channel_name
+from executions.events import END_OF_STREAM_TYPES, PAUSE_TYPE, channel_name
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,9 @@ async def log_has_ended(execution_id: uuid.UUID, up_to_seq: int) -> bool:
         return (await cursor.fetchone())[0]
 
 
-def _ends_stream(data_text: str) -> bool:
-    return json.loads(data_text).get("type") in END_OF_STREAM_TYPES
+def _ends_stream(data_text: str, is_latest: bool = True) -> bool:
+    type_ = json.loads(data_text).get("type")
+    return type_ in END_OF_STREAM_TYPES or (type_ == PAUSE_TYPE and is_latest)
 
 
 async def follow_events(execution_id: uuid.UUID, after_seq: int = 0, heartbeat: float | None = None):
@@ -130,10 +131,10 @@ async def follow_events(execution_id: uuid.UUID, after_seq: int = 0, heartbeat: 
         while True:
             if need_log_read:
                 rows = await read_log(execution_id, last)
-                for seq, data_text in rows:
+                for index, (seq, data_text) in enumerate(rows):
                     yield seq, data_text
                     last = seq
-                    if _ends_stream(data_text):
+                    if _ends_stream(data_text, is_latest=index == len(rows) - 1):
                         return
                 if len(rows) == READ_BATCH:
                     continue

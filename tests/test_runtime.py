@@ -135,9 +135,14 @@ def test_reaper_requeues_an_expired_lease_then_fails_after_max_attempts(tenant, 
     execution.refresh_from_db()
     assert execution.state == ExecutionState.QUEUED and execution.lease_owner == ""
 
+    execution.refresh_from_db()
+    assert execution.recoveries == 1
+    # a resumed suspension also raises the attempt number: only lost leases count towards the limit
     Execution.objects.filter(id=execution.id).update(
-        state=ExecutionState.RUNNING, attempt=settings.EXECUTION_MAX_ATTEMPTS, lease_expires_at=past
+        state=ExecutionState.RUNNING, attempt=10, recoveries=settings.EXECUTION_MAX_ATTEMPTS - 2, lease_expires_at=past
     )
+    assert services.reap_expired_leases()["requeued"] == [execution.id]
+    Execution.objects.filter(id=execution.id).update(state=ExecutionState.RUNNING, lease_expires_at=past)
     assert services.reap_expired_leases()["failed"] == [execution.id]
     execution.refresh_from_db()
     assert execution.state == ExecutionState.FAILED and execution.failure_reason == "lease_expired"

@@ -1,6 +1,7 @@
 """The durable runtime: run one claimed execution step by step.
 
-A step is one workflow node. After every step the checkpoint (next node, node outputs, usage) is
+A step is one workflow node. A node may suspend the execution (`wait_event` waits for an external
+event): the checkpoint is saved, the worker freed, and the resume call re-queues it. After every step the checkpoint (next node, node outputs, usage) is
 saved, fenced by the attempt number; a retried attempt (the reaper re-queued it after its worker
 died) starts from that checkpoint. While a node streams, the text already in the event log for
 that node is not sent again: the built-in model is deterministic, so the client's concatenated
@@ -20,7 +21,7 @@ from django.db import connection
 
 from executions import services
 from executions.events import LeaseLost, append_event
-from executions.models import Execution, ExecutionEvent
+from executions.models import Execution, ExecutionEvent, ExecutionState
 from workers.providers import Usage, get_provider
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,14 @@ def worker_id() -> str:
 
 class Cancelled(Exception):
     pass
+
+
+class Suspend(Exception):
+    """The node waits for input from outside: save the checkpoint and free the worker."""
+
+    def __init__(self, state: str, payload: dict):
+        super().__init__(state)
+        self.state, self.payload = state, payload
 
 
 class StepFailed(Exception):
@@ -106,29 +115,37 @@ class ExecutionRun:
         for index in range(self.checkpoint["next_node"], len(nodes)):
             self.check_cancel()
             node = nodes[index]
+            if not self.replay.get(node["id"], {}).get("started"):
+                self.emit("node_start", {"node_id": node["id"], "node_type": node.get("type")})
             output = self.run_node(node)
+            self.emit("node_complete", {"node_id": node["id"], "node_type": node["type"]})
             self.checkpoint = {
                 "next_node": index + 1,
                 "node_outputs": {**self.checkpoint["node_outputs"], node["id"]: output},
                 "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens},
             }
-            if not services.save_checkpoint(self.execution.id, self.attempt, self.checkpoint,
-                                            iteration_count=index + 1, **self._usage_fields()):
+            if not services.save_checkpoint(self.execution.id, self.attempt, self.checkpoint, resume_input=None,
+                                            iteration_count=index + 1, **self.usage_fields()):
                 raise LeaseLost(str(self.execution.id))
         self.complete(self.checkpoint["node_outputs"][nodes[-1]["id"]])
 
-    def run_node(self, node: dict) -> str:
+    def run_node(self, node: dict):
+        if node.get("type") == "wait_event":
+            return self.wait_for_external_event(node)
         if node.get("type") != "ai":
             raise StepFailed("unsupported_node", f"Node type {node.get('type')!r} is not supported.")
         replayed = self.replay.get(node["id"], {"started": False, "text": ""})
-        if not replayed["started"]:
-            self.emit("node_start", {"node_id": node["id"], "node_type": node["type"]})
         messages = [{"role": "user", "content": self.execution.inputs.get("message", "")}]
         if node.get("instructions"):
             messages.insert(0, {"role": "system", "content": node["instructions"]})
-        text = self.stream_model(node, messages, sent=replayed["text"])
-        self.emit("node_complete", {"node_id": node["id"], "node_type": node["type"]})
-        return text
+        return self.stream_model(node, messages, sent=replayed["text"])
+
+    def wait_for_external_event(self, node: dict):
+        """Suspend until the resume call stores the event; its payload is the node's output."""
+        if self.checkpoint.get("waiting_on") == node["id"] and self.execution.resume_input is not None:
+            return self.execution.resume_input
+        self.checkpoint = {**self.checkpoint, "waiting_on": node["id"]}
+        raise Suspend(ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"node_id": node["id"], "event": node.get("event")})
 
     def stream_model(self, node: dict, messages: list[dict], sent: str) -> str:
         """Stream the model's text as coalesced `text` events; return the whole text."""
@@ -171,11 +188,11 @@ class ExecutionRun:
 
     # --- endings --------------------------------------------------------------------------------
 
-    def _usage_fields(self) -> dict:
+    def usage_fields(self) -> dict:
         return {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens}
 
     def usage_json(self) -> dict:
-        return {**self._usage_fields(), "total_tokens": self.usage.total_tokens}
+        return {**self.usage_fields(), "total_tokens": self.usage.total_tokens}
 
     def complete(self, text: str) -> None:
         latency_ms = int((time.time() - self.execution.created_at.timestamp()) * 1000)
@@ -183,7 +200,7 @@ class ExecutionRun:
             self.execution, self.attempt, outputs={"text": text},
             final_payload={"output": {"text": text, "usage": self.usage_json()}, "cost_microdollars": 0,
                            "latency_ms": latency_ms},
-            **self._usage_fields(),
+            **self.usage_fields(),
         )
 
 
@@ -199,23 +216,26 @@ def run_execution(execution_id) -> str:
     try:
         run.run()
         return "completed"
+    except Suspend as suspension:
+        services.suspend_execution(execution, attempt, suspension.state, run.checkpoint, suspension.payload)
+        return "suspended"
     except Cancelled:
-        services.cancel_running_execution(execution, attempt, **run._usage_fields())
+        services.cancel_running_execution(execution, attempt, **run.usage_fields())
         return "cancelled"
     except StepFailed as exc:
-        services.fail_execution(execution, attempt, exc.failure_reason, exc.message, **run._usage_fields())
+        services.fail_execution(execution, attempt, exc.failure_reason, exc.message, **run.usage_fields())
         return "failed"
     except LeaseLost:
         logger.warning("execution %s: lease of attempt %s lost, stopping", execution_id, attempt)
         return "lease_lost"
     except SoftTimeLimitExceeded:
         services.fail_execution(execution, attempt, "time_limit_exceeded", "The execution ran out of time.",
-                                **run._usage_fields())
+                                **run.usage_fields())
         return "failed"
     except Exception as exc:
         logger.exception("execution %s failed", execution_id)
         services.fail_execution(execution, attempt, "internal_error", f"Internal error: {type(exc).__name__}",
-                                **run._usage_fields())
+                                **run.usage_fields())
         return "failed"
     finally:
         keeper.stop()

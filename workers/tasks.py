@@ -16,3 +16,12 @@ def reap_executions() -> dict:
     reaped = services.reap_expired_leases()
     reaped["redispatched"] = services.redispatch_stale_queued()
     return {key: [str(i) for i in ids] for key, ids in reaped.items()}
+
+
+@shared_task(name="workers.tasks.noop_roundtrip", ignore_result=True)
+def noop_roundtrip(reply_key: str) -> None:
+    """The benchmark's baseline: a bare Celery task that only answers on a Redis list."""
+    import redis
+    from django.conf import settings
+
+    redis.Redis.from_url(settings.REDIS_URL).lpush(reply_key, b"done")

@@ -1,0 +1,71 @@
+"""Suspension frees the worker with the state saved; resume stores the input and re-queues."""
+
+import httpx
+import pytest
+
+from executions import services
+from executions.models import Execution, ExecutionEvent, ExecutionState
+from tests.helpers import auth, execution_uuid, read_stream, stream_agent, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WORKFLOW = {
+    "nodes": [
+        {"id": "draft", "type": "ai", "model": {"provider": "builtin", "reply": "first part"}},
+        {"id": "approval", "type": "wait_event", "event": "approved"},
+        {"id": "final_answer", "type": "ai", "model": {"provider": "builtin", "reply": "second part"}},
+    ]
+}
+
+
+@pytest.fixture
+def gated_agent(tenant):
+    from agents.models import Agent
+    from agents.services import publish_agent_version
+
+    agent = Agent.objects.create(workspace=tenant.workspace, name="gated")
+    publish_agent_version(agent, WORKFLOW)
+    return agent
+
+
+def test_suspend_then_resume_continues_from_the_checkpoint(live, tenant, gated_agent):
+    first = stream_agent(live, gated_agent, tenant)
+    assert first[-1].data["type"] == "suspended"
+    assert first[-1].data["status"] == "waiting_for_external_event"
+    execution = Execution.objects.get(id=execution_uuid(first[0].data["execution_id"]))
+    assert execution.state == ExecutionState.WAITING_FOR_EXTERNAL_EVENT
+    assert execution.lease_owner == "" and execution.lease_expires_at is None  # the worker is free
+    assert execution.checkpoint["next_node"] == 1
+    assert execution.checkpoint["node_outputs"] == {"draft": "first part"}
+
+    # a second resume of the same suspension loses: only one re-queue
+    assert services.resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": True})
+    assert not services.resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": False})
+
+    rest = read_stream("GET", f"{live}/executions/{execution.id}/events", {**auth(tenant), "Last-Event-ID": first[-1].id})
+    assert [e.data["type"] for e in rest][0] == "resumed"
+    assert rest[-1].data["type"] == "final"
+    assert rest[-1].data["output"]["text"] == "second part"
+    execution.refresh_from_db()
+    assert execution.state == ExecutionState.COMPLETED
+    assert execution.checkpoint["node_outputs"] == {
+        "draft": "first part", "approval": {"approved": True}, "final_answer": "second part"
+    }
+    assert execution.resume_input is None
+    # the first node ran once: one node_start each, text of `draft` streamed once
+    starts = list(ExecutionEvent.objects.filter(execution=execution, type="node_start").values_list("data__node_id", flat=True))
+    assert starts == ["draft", "approval", "final_answer"]
+    # a reader from the start goes through the old suspension to the end
+    everything = read_stream("GET", f"{live}/executions/{execution.id}/events", auth(tenant))
+    assert [e.data for e in everything] == [e.data for e in first + rest]
+
+
+def test_sync_execute_returns_when_suspended(live, tenant, gated_agent):
+    response = httpx.post(f"{live}/agents/{gated_agent.id}/execute", headers=auth(tenant), json={"message": "go"},
+                          timeout=30)
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data["status"] == "waiting_for_external_event"
+    execution = Execution.objects.get(id=execution_uuid(data["execution_id"]))
+    services.request_cancel(execution)
+    wait_for(lambda: Execution.objects.get(id=execution.id).state == ExecutionState.CANCELLED)
