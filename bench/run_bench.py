@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from config import local_services  # noqa: E402
+from config import local_services, processes  # noqa: E402
 
 if local_services.uses_local_services():
     os.environ.update(local_services.ensure_started())
@@ -65,16 +65,12 @@ def summary(name, latencies, throughput):
 
 def start_processes(port, concurrency):
     env = {**os.environ, "DATABASE_URL": settings.DATABASE_URL, "REDIS_URL": settings.REDIS_URL}
-    python = sys.executable
-    api = subprocess.Popen(
-        [python, "-m", "uvicorn", "config.asgi:application", "--port", str(port), "--no-access-log",
-         "--log-level", "warning"], cwd=REPO, env=env, start_new_session=True,
-    )
-    worker = subprocess.Popen(
-        [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "WARNING", "--concurrency",
-         str(concurrency), "--queues", settings.CELERY_TASK_DEFAULT_QUEUE, "--without-mingle", "--without-gossip"],
-        cwd=REPO, env=env, start_new_session=True,
-    )
+    api_command, api_env = processes.api("127.0.0.1", port, "--log-level", "warning")
+    worker_command, worker_env = processes.worker(concurrency, settings.CELERY_TASK_DEFAULT_QUEUE,
+                                                  "--without-mingle", "--without-gossip")
+    api = subprocess.Popen(api_command, cwd=REPO, env={**env, **api_env}, start_new_session=True)
+    worker = subprocess.Popen(worker_command + ["--loglevel", "WARNING"], cwd=REPO, env={**env, **worker_env},
+                              start_new_session=True)
     for _ in range(300):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
@@ -129,7 +125,7 @@ def main():
     headers = {"X-API-Key": tenant.end_user_key.raw_key}
     url = f"http://127.0.0.1:{args.port}/agents/{agent.id}/execute/stream"
 
-    processes = start_processes(args.port, args.worker_concurrency)
+    children = start_processes(args.port, args.worker_concurrency)
     broker = redis.Redis.from_url(settings.REDIS_URL)
     try:
         with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=args.concurrency + 2)) as client:
@@ -139,9 +135,9 @@ def main():
                         args.requests, args.concurrency),
             ]
     finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
+        for process in children:
+            process.send_signal(signal.SIGTERM)
+        for process in children:
             process.wait(20)
 
     print(f"\n{'':44} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'req/s':>8}")

@@ -73,7 +73,18 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or local_services.database_url()
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+# Opening a PostgreSQL connection costs milliseconds, so no process should open one per request:
+# - Celery workers (forked, synchronous) keep their connection: DB_CONN_MAX_AGE=300;
+# - the ASGI server uses Django's psycopg pool (persistent connections are unsafe under ASGI):
+#   DB_POOL_MAX_SIZE=10. `make run`, docker-compose and the tests set both per process.
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0), conn_health_checks=True
+    )
+}
+if env_int("DB_POOL_MAX_SIZE", 0):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": env_int("DB_POOL_MAX_SIZE", 0)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL") or local_services.redis_url()
@@ -116,6 +127,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Skills and agents execution platform",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.openapi.add_async_endpoints",
+    ],
 }
 
 # --- django-eventstream: we use its channel manager for authorization (it allows every channel
@@ -131,6 +146,7 @@ EXECUTION_REDISPATCH_AFTER_SECONDS = env_int("EXECUTION_REDISPATCH_AFTER_SECONDS
 EXECUTION_HARD_TIME_LIMIT_SECONDS = env_int("EXECUTION_HARD_TIME_LIMIT_SECONDS", 3600)
 REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 10)
 SSE_HEARTBEAT_SECONDS = env_int("SSE_HEARTBEAT_SECONDS", 15)
+SSE_TOKEN_MAX_AGE_SECONDS = env_int("SSE_TOKEN_MAX_AGE_SECONDS", 300)
 SYNC_EXECUTE_TIMEOUT_SECONDS = env_int("SYNC_EXECUTE_TIMEOUT_SECONDS", 300)
 # The text of a model's stream is flushed to the event log at most this often (coalescing).
 TEXT_FLUSH_INTERVAL_MS = env_int("TEXT_FLUSH_INTERVAL_MS", 50)

@@ -16,4 +16,5 @@ urlpatterns = [
     path("executions/<str:execution_id>", views.ExecutionDetailView.as_view()),
     path("executions/<str:execution_id>/cancel", views.ExecutionCancelView.as_view()),
     path("executions/<str:execution_id>/events", views.execution_events),
+    path("executions/<str:execution_id>/stream-token", views.ExecutionStreamTokenView.as_view()),
 ]

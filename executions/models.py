@@ -111,7 +111,8 @@ class ExecutionEvent(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    # no separate index: the unique (execution, seq) constraint's index serves every lookup
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=64)
     data = models.JSONField(default=dict)

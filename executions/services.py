@@ -50,20 +50,24 @@ def create_execution(*, workspace, principal, source, inputs, agent_version=None
 # --- worker side: claim, lease, checkpoint, finish ------------------------------------------------
 
 
-def claim_execution(execution_id, worker_id: str) -> int | None:
-    """Take a queued execution for this worker; returns the new attempt number, or None if lost."""
+_CLAIM_SQL = """
+UPDATE executions_execution
+   SET state = 'running', attempt = attempt + 1, lease_owner = %(worker)s, lease_expires_at = %(expires)s,
+       updated_at = %(now)s, started_at = COALESCE(started_at, %(now)s)
+ WHERE id = %(id)s AND state = 'queued'
+RETURNING *
+"""
+
+
+def claim_execution(execution_id, worker_id: str) -> Execution | None:
+    """Take a queued execution for this worker, in one statement; None if another caller won it.
+
+    The returned row's `attempt` is this run's fencing token.
+    """
     now = timezone.now()
-    claimed = Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).update(
-        state=ExecutionState.RUNNING,
-        attempt=F("attempt") + 1,
-        lease_owner=worker_id,
-        lease_expires_at=now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS),
-        updated_at=now,
-    )
-    if not claimed:
-        return None
-    Execution.objects.filter(id=execution_id, started_at__isnull=True).update(started_at=now)
-    return Execution.objects.values_list("attempt", flat=True).get(id=execution_id)
+    params = {"id": execution_id, "worker": worker_id, "now": now,
+              "expires": now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)}
+    return next(iter(Execution.objects.raw(_CLAIM_SQL, params)), None)
 
 
 def _held(execution_id, attempt: int):

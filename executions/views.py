@@ -1,6 +1,7 @@
 """Execution endpoints shared by every surface: read, cancel, follow over SSE."""
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
@@ -10,7 +11,8 @@ from accounts.authentication import AuthError, authenticate_headers
 from config.errors import ApiError, error_json
 from executions import services
 from executions.models import ExecutionState
-from executions.selectors import get_readable_execution
+from executions.selectors import get_readable_execution, parse_prefixed_id
+from executions.stream_tokens import caller_from_stream_token, issue_stream_token
 from executions.serializers import execution_data
 from executions.streaming import relay_events
 
@@ -76,9 +78,34 @@ async def execution_events(request, execution_id):
     if request.method != "GET":
         return error_json(ApiError(405, "method_not_allowed", "Use GET."))
     try:
-        caller = await authenticate_async(request)
+        if "token" in request.GET:
+            caller = await _caller_from_token(request.GET["token"], execution_id)
+        else:
+            caller = await authenticate_async(request)
         after = last_event_id(request)
         execution = await sync_to_async(get_readable_execution)(caller, execution_id)
     except ApiError as exc:
         return error_json(exc)
     return sse_response(relay_events(execution.id, after_seq=after))
+
+
+async def _caller_from_token(token: str, execution_id: str):
+    parsed = parse_prefixed_id(execution_id, "execution")
+    try:
+        return await sync_to_async(caller_from_stream_token)(token, parsed)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.code, exc.message)
+
+
+class ExecutionStreamTokenView(APIView):
+    @extend_schema(
+        summary="Get a stream token for EventSource",
+        description="Browsers' EventSource cannot send headers: pass the token as "
+        "`GET /executions/{id}/events?token=...` (valid for this execution, SSE_TOKEN_MAX_AGE_SECONDS).",
+        request=None,
+        responses={201: OpenApiResponse(description='{"data": {"token": "...", "expires_in": 300}}')},
+    )
+    def post(self, request, execution_id):
+        execution = get_readable_execution(request.user, execution_id)
+        token = issue_stream_token(request.user, execution)
+        return Response({"data": {"token": token, "expires_in": settings.SSE_TOKEN_MAX_AGE_SECONDS}}, status=201)

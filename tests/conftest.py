@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 import redis
 
-from config import local_services
+from config import local_services, processes
 from tests.helpers import WORDS_20, builtin_workflow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,10 +72,10 @@ def api_server(services_env, tmp_path_factory):
     """A real uvicorn serving config.asgi; yields its base URL."""
     port = _free_port()
     log = open(tmp_path_factory.mktemp("api") / "api.log", "w")
+    command, process_env = processes.api("127.0.0.1", port)
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log"],
-        cwd=REPO_ROOT, env=services_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        command, cwd=REPO_ROOT, env={**services_env, **process_env}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -98,11 +97,13 @@ class WorkerProcess:
 
     def __init__(self, env, log_path: Path, schedule_path: Path):
         self.log_path = log_path
+        command, process_env = processes.worker(
+            2, "executions", "-B", "--schedule", str(schedule_path), "--without-mingle", "--without-gossip",
+            "--hostname", f"test-worker-{os.getpid()}@%h",
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "--schedule", str(schedule_path),
-             "--loglevel", "INFO", "--concurrency", "2", "--queues", "executions", "--without-mingle",
-             "--without-gossip", "--hostname", f"test-worker-{os.getpid()}@%h"],
-            cwd=REPO_ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+            command, cwd=REPO_ROOT, env={**env, **process_env}, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while "ready." not in log_path.read_text():

@@ -38,7 +38,8 @@ def test_two_claims_racing_for_one_execution_exactly_one_wins(tenant):
     def claim(n):
         barrier.wait()
         try:
-            results.append(services.claim_execution(execution.id, f"racer-{n}"))
+            claimed = services.claim_execution(execution.id, f"racer-{n}")
+            results.append(claimed.attempt if claimed else None)
         finally:
             connection.close()
 
@@ -183,7 +184,7 @@ def test_a_worker_that_lost_its_lease_cannot_write(tenant, agent):
     from executions.events import LeaseLost, append_event
 
     execution = new_execution(tenant, agent)
-    attempt = services.claim_execution(execution.id, "w1")
+    attempt = services.claim_execution(execution.id, "w1").attempt
     Execution.objects.filter(id=execution.id).update(attempt=attempt + 1)  # someone else's attempt now
     with pytest.raises(LeaseLost):
         append_event(execution, "text", {"text": "stale"}, attempt=attempt)

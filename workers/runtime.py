@@ -21,6 +21,7 @@ from django.db import connection
 
 from executions import services
 from executions.events import LeaseLost, append_event
+from agents.models import AgentVersion
 from executions.models import Execution, ExecutionEvent, ExecutionState
 from workers.providers import Usage, get_provider
 
@@ -99,17 +100,15 @@ class ExecutionRun:
         return replay
 
     def check_cancel(self) -> None:
-        if not self.cancel_requested:
-            self.cancel_requested = Execution.objects.filter(id=self.execution.id).values_list(
-                "cancel_requested", flat=True
-            ).get()
+        """Between steps: the claim and every event written since report cancel_requested."""
         if self.cancel_requested:
             raise Cancelled()
 
     # --- the run --------------------------------------------------------------------------------
 
     def run(self) -> None:
-        nodes = self.execution.agent_version.workflow["nodes"] if self.execution.agent_version_id else []
+        version = AgentVersion.objects.filter(id=self.execution.agent_version_id).first()
+        nodes = version.workflow["nodes"] if version else []
         if not nodes:
             raise StepFailed("invalid_workflow", "The responder has no workflow nodes to run.")
         for index in range(self.checkpoint["next_node"], len(nodes)):
@@ -206,10 +205,10 @@ class ExecutionRun:
 
 def run_execution(execution_id) -> str:
     """Claim and run one execution; returns what happened (for logs and tests)."""
-    attempt = services.claim_execution(execution_id, worker_id())
-    if attempt is None:
+    execution = services.claim_execution(execution_id, worker_id())
+    if execution is None:
         return "not_claimed"
-    execution = Execution.objects.select_related("agent_version").get(id=execution_id)
+    attempt = execution.attempt
     keeper = LeaseKeeper(execution.id, attempt)
     keeper.start()
     run = ExecutionRun(execution, attempt)

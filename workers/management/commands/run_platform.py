@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -12,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from agents.demo import seed_demo
-from config import local_services
+from config import local_services, processes
 
 
 class Command(BaseCommand):
@@ -29,17 +28,15 @@ class Command(BaseCommand):
             "REDIS_URL": settings.REDIS_URL,
             "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
         }
-        python = sys.executable
-        beat_schedule = local_services.DATA_DIR / "celerybeat-schedule"
         commands = {
-            "api": [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
-                    "--timeout-graceful-shutdown", "5", "--no-access-log"],
-            "worker": [python, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
-                       "--concurrency", os.environ.get("WORKER_CONCURRENCY", "4"), "--queues", settings.CELERY_TASK_DEFAULT_QUEUE],
-            "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
-                     "--schedule", str(beat_schedule)],
+            "api": processes.api(host, port),
+            "worker": processes.worker(int(os.environ.get("WORKER_CONCURRENCY", "4")), settings.CELERY_TASK_DEFAULT_QUEUE),
+            "beat": processes.beat(str(local_services.DATA_DIR / "celerybeat-schedule")),
         }
-        processes = {name: subprocess.Popen(cmd, env=env, start_new_session=True) for name, cmd in commands.items()}
+        children = {
+            name: subprocess.Popen(command, env={**env, **process_env}, start_new_session=True)
+            for name, (command, process_env) in commands.items()
+        }
 
         stopping = False
 
@@ -51,31 +48,31 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         try:
             base = f"http://{host}:{port}"
-            self._wait_healthy(base, processes)
+            self._wait_healthy(base, children)
             self._print_banner(base, demo)
             while not stopping:
-                for name, process in processes.items():
+                for name, process in children.items():
                     if process.poll() is not None:
                         self.stderr.write(f"{name} exited with code {process.returncode}; stopping.")
                         stopping = True
                 time.sleep(0.5)
         finally:
             self.stdout.write("Stopping api, worker and beat...")
-            for process in processes.values():
+            for process in children.values():
                 if process.poll() is None:
                     process.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 20
-            for process in processes.values():
+            for process in children.values():
                 try:
                     process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     process.kill()
             self.stdout.write("Stopped.")
 
-    def _wait_healthy(self, base, processes):
+    def _wait_healthy(self, base, children):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if processes["api"].poll() is not None:
+            if children["api"].poll() is not None:
                 raise SystemExit("The API server failed to start.")
             try:
                 with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:

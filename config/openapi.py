@@ -1,0 +1,129 @@
+"""OpenAPI additions: the API-key security schemes, and the async endpoints (execute, SSE) that
+drf-spectacular cannot introspect because they are plain async Django views."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.ApiKeyAuthentication"
+    name = ["ApiKeyHeader", "BearerKey"]
+
+    def get_security_definition(self, auto_schema):
+        return [
+            {"type": "apiKey", "in": "header", "name": "X-API-Key",
+             "description": "wak_ (workspace) or eak_ (end-user) key. `Authorization: <key>` also works."},
+            {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"},
+        ]
+
+
+ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string", "description": "Stable error code, e.g. `message_required`"},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "The request field at fault, when there is one"},
+            },
+            "required": ["code", "message"],
+        }
+    },
+}
+
+EVENT = {
+    "type": "object",
+    "description": "One SSE frame: `id: <seq>` then `data: <this JSON>`. Types: start, node_start, text, "
+    "node_complete, final, error (failed or cancelled, with `code`), suspended, resumed.",
+    "properties": {
+        "type": {"type": "string"},
+        "execution_id": {"type": "string", "example": "execution:0f8c..."},
+        "seq": {"type": "integer", "minimum": 1},
+        "status": {"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled",
+                                              "awaiting_client_tool", "awaiting_approval", "waiting_for_external_event"]},
+        "text": {"type": "string", "description": "`text` events: the next chunk of the answer"},
+    },
+    "required": ["type", "execution_id", "seq"],
+}
+
+EXECUTE_REQUEST = {
+    "type": "object",
+    "properties": {
+        "message": {"type": "string", "minLength": 1, "maxLength": 65536,
+                    "description": "Required when the agent has requires_user_message."},
+    },
+}
+
+USAGE = {"type": "object", "properties": {k: {"type": "integer"} for k in ("input_tokens", "output_tokens", "total_tokens")}}
+
+SYNC_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "data": {
+            "type": "object",
+            "properties": {
+                "execution_id": {"type": "string"},
+                "status": {"type": "string", "enum": ["completed", "awaiting_approval", "waiting_for_external_event",
+                                                      "awaiting_client_tool", "failed", "cancelled"]},
+                "output": {"type": "object", "properties": {
+                    "text": {"type": "string"}, "parsed_output": {"nullable": True}, "usage": USAGE}},
+                "cost_microdollars": {"type": "integer"},
+                "latency_ms": {"type": "integer"},
+                "error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+            },
+        }
+    },
+}
+
+SSE = {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ExecutionEvent"}}}
+JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+SECURITY = [{"ApiKeyHeader": []}, {"BearerKey": []}]
+
+
+def _path_param(name):
+    return {"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
+
+
+WORKSPACE_HEADER = {"in": "header", "name": "X-Workspace-Id", "required": False, "schema": {"type": "string"},
+                    "description": "`workspace:<id>`; must be the key's workspace (403 `workspace_mismatch`)."}
+
+
+def _errors(*codes):
+    return {str(code): {"description": "error", "content": JSON_ERROR} for code in codes}
+
+
+def add_async_endpoints(result, generator, request, public):
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components.update({"Error": ERROR, "ExecutionEvent": EVENT})
+    agent_params = [_path_param("agent_id"), WORKSPACE_HEADER]
+    result["paths"]["/agents/{agent_id}/execute"] = {"post": {
+        "operationId": "agents_execute", "tags": ["agents"], "summary": "Execute an agent and wait",
+        "description": "Blocks until the execution completes, fails or suspends. After "
+                       "SYNC_EXECUTE_TIMEOUT_SECONDS it answers 202 with the current status.",
+        "parameters": agent_params, "security": SECURITY,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": EXECUTE_REQUEST}}},
+        "responses": {"200": {"description": "ended or suspended", "content": {"application/json": {"schema": SYNC_RESPONSE}}},
+                      "202": {"description": "still running"}, **_errors(400, 401, 403, 404, 409)},
+    }}
+    result["paths"]["/agents/{agent_id}/execute/stream"] = {"post": {
+        "operationId": "agents_execute_stream", "tags": ["agents"], "summary": "Execute an agent as an SSE stream",
+        "parameters": agent_params, "security": SECURITY,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": EXECUTE_REQUEST}}},
+        "responses": {"200": {"description": "the execution's events to `final` or `error`", "content": SSE},
+                      **_errors(400, 401, 403, 404, 409)},
+    }}
+    result["paths"]["/executions/{execution_id}/events"] = {"get": {
+        "operationId": "executions_events", "tags": ["executions"], "summary": "Follow an execution's events (SSE)",
+        "description": "Starts at the first event, or after `Last-Event-ID` (header, or `last_event_id` / "
+                       "`lastEventId` in the query for EventSource). Ends after `final` or `error`, or at a suspension.",
+        "parameters": [
+            _path_param("execution_id"),
+            {"in": "header", "name": "Last-Event-ID", "required": False, "schema": {"type": "integer", "minimum": 0}},
+            {"in": "query", "name": "last_event_id", "required": False, "schema": {"type": "integer", "minimum": 0}},
+            {"in": "query", "name": "token", "required": False, "schema": {"type": "string"},
+             "description": "A stream token from POST /executions/{id}/stream-token, instead of the key header."},
+        ],
+        "security": SECURITY,
+        "responses": {"200": {"description": "the events", "content": SSE}, **_errors(400, 401, 404)},
+    }}
+    return result

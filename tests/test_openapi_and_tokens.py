@@ -1,0 +1,61 @@
+"""The OpenAPI schema documents every route; EventSource stream tokens."""
+
+import time
+
+import pytest
+
+from accounts.services import revoke_api_key
+from tests.helpers import auth, read_stream, stream_agent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_schema_documents_every_route(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    schema = response.json()
+    for path in ("/agents/{agent_id}/execute", "/agents/{agent_id}/execute/stream", "/executions/{execution_id}",
+                 "/executions/{execution_id}/events", "/executions/{execution_id}/cancel",
+                 "/executions/{execution_id}/stream-token"):
+        assert path in schema["paths"], path
+    assert {"ApiKeyHeader", "BearerKey"} <= set(schema["components"]["securitySchemes"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eventsource_reads_with_a_stream_token_and_query_resume(live, tenant, other_tenant, agent, settings):
+    import httpx
+
+    events = stream_agent(live, agent, tenant)
+    public_id = events[0].data["execution_id"]
+    issued = httpx.post(f"{live}/executions/{public_id}/stream-token", headers=auth(tenant), timeout=10)
+    assert issued.status_code == 201
+    token = issued.json()["data"]["token"]
+    url = f"{live}/executions/{public_id}/events"
+
+    replay = read_stream("GET", f"{url}?token={token}&lastEventId=2", {})
+    assert [e.data for e in replay] == [e.data for e in events[2:]]
+
+    assert httpx.get(f"{url}?token=forged{token}", timeout=10).json()["error"]["code"] == "invalid_stream_token"
+    # another tenant cannot get a token for it, and a token is bound to one execution
+    assert httpx.post(f"{live}/executions/{public_id}/stream-token", headers=auth(other_tenant), timeout=10).status_code == 404
+    other = stream_agent(live, agent, tenant)
+    response = httpx.get(f"{live}/executions/{other[0].data['execution_id']}/events?token={token}", timeout=10)
+    assert response.status_code == 401
+    # revoking the key revokes its tokens
+    revoke_api_key(tenant.end_user_key.api_key)
+    assert httpx.get(f"{url}?token={token}", timeout=10).status_code == 401
+
+
+def test_expired_stream_token_is_401(client, tenant, agent, settings):
+    from executions.models import Execution
+    from executions.stream_tokens import issue_stream_token
+    from accounts.authentication import Caller
+
+    execution = Execution.objects.create(tenant=tenant.tenant, workspace=tenant.workspace, source="api",
+                                         principal=tenant.end_user_key.api_key.principal)
+    token = issue_stream_token(Caller(api_key=tenant.end_user_key.api_key), execution)
+    settings.SSE_TOKEN_MAX_AGE_SECONDS = 0
+    time.sleep(1.1)
+    response = client.get(f"/executions/{execution.id}/events", {"token": token})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "stream_token_expired"
