@@ -8,19 +8,19 @@ from agents.models import Agent, AgentVersion, Skill, SkillVersion
 
 
 @transaction.atomic
+def _publish_version(owner, **content):
+    """A new immutable version (number = last + 1) that becomes the owner's live one."""
+    type(owner).objects.select_for_update().filter(pk=owner.pk).first()  # concurrent publishes queue here
+    number = (owner.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+    version = owner.versions.create(number=number, published_at=timezone.now(), **content)
+    type(owner).objects.filter(pk=owner.pk).update(live_version=version)
+    owner.live_version = version
+    return version
+
+
 def publish_agent_version(agent: Agent, workflow: dict) -> AgentVersion:
-    """A new immutable version that becomes the agent's live one."""
-    number = (agent.versions.aggregate(n=Max("number"))["n"] or 0) + 1
-    version = AgentVersion.objects.create(agent=agent, number=number, workflow=workflow, published_at=timezone.now())
-    Agent.objects.filter(pk=agent.pk).update(live_version=version)
-    agent.live_version = version
-    return version
+    return _publish_version(agent, workflow=workflow)
 
 
-@transaction.atomic
 def publish_skill_version(skill: Skill, manifest: dict) -> SkillVersion:
-    number = (skill.versions.aggregate(n=Max("number"))["n"] or 0) + 1
-    version = SkillVersion.objects.create(skill=skill, number=number, manifest=manifest, published_at=timezone.now())
-    Skill.objects.filter(pk=skill.pk).update(live_version=version)
-    skill.live_version = version
-    return version
+    return _publish_version(skill, manifest=manifest)
