@@ -20,7 +20,6 @@ and a database connection per stream. We keep its channel-manager interface for 
 
 import asyncio
 import json
-import logging
 import re
 import uuid
 
@@ -32,7 +31,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from executions.events import END_OF_STREAM_TYPES, PAUSE_TYPE, channel_name
 
-logger = logging.getLogger(__name__)
 
 READ_BATCH = 500
 _pools: dict = {}
@@ -161,11 +159,7 @@ async def follow_events(execution_id: uuid.UUID, after_seq: int = 0, heartbeat: 
             if _ends_stream(data_text):
                 return
     finally:
-        try:
-            await pubsub.unsubscribe()
-            await pubsub.aclose()
-        except Exception:  # the client went away; nothing to clean up that matters
-            logger.debug("pubsub close failed", exc_info=True)
+        await pubsub.aclose()  # also when the client went away: returns the connection to the pool
 
 
 async def relay_events(execution_id: uuid.UUID, after_seq: int = 0):

@@ -51,19 +51,19 @@ class StepFailed(Exception):
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews the lease every third of its length until stopped; notices when it was lost."""
+    """Renews the lease every third of its length until stopped or lost.
+
+    A lost lease needs no signal here: the run's next write is fenced by its attempt and fails."""
 
     def __init__(self, execution_id, attempt: int):
         super().__init__(daemon=True, name=f"lease-{execution_id}")
         self.execution_id, self.attempt = execution_id, attempt
         self.stopped = threading.Event()
-        self.lost = False
 
     def run(self):
         try:
             while not self.stopped.wait(settings.EXECUTION_LEASE_SECONDS / 3):
                 if not services.renew_lease(self.execution_id, self.attempt):
-                    self.lost = True
                     return
         finally:
             connection.close()
