@@ -8,6 +8,7 @@ COPY accounts accounts
 COPY agents agents
 COPY executions executions
 COPY conversations conversations
+COPY files files
 COPY workers workers
 COPY manage.py ./
 RUN pip install --no-cache-dir . && useradd --create-home app

@@ -84,6 +84,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             if exc.status == 403:
                 raise exceptions.PermissionDenied({"code": exc.code, "message": exc.message})
             raise exceptions.AuthenticationFailed({"code": exc.code, "message": exc.message})
+        request._request.caller = caller  # for the response-header middleware
         return caller, caller.api_key
 
     def authenticate_header(self, request):

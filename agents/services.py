@@ -4,6 +4,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from accounts.models import Workspace
 from agents.models import Agent, AgentVersion, Skill, SkillVersion
 
 
@@ -14,6 +15,8 @@ def _publish_version(owner, **content):
     number = (owner.versions.aggregate(n=Max("number"))["n"] or 0) + 1
     version = owner.versions.create(number=number, published_at=timezone.now(), **content)
     type(owner).objects.filter(pk=owner.pk).update(live_version=version)
+    # the workspace's current AppVersion (X-App-Version) changes with every publish
+    Workspace.objects.filter(pk=owner.workspace_id).update(app_version_id=str(version.id))
     owner.live_version = version
     return version
 

@@ -51,6 +51,18 @@ EXECUTE_REQUEST = {
     "properties": {
         "message": {"type": "string", "minLength": 1, "maxLength": 65536,
                     "description": "Required when the agent has requires_user_message."},
+        "attachments": {"type": "array", "maxItems": 10, "items": {
+            "type": "object", "required": ["storage_key"],
+            "properties": {"storage_key": {"type": "string", "description": "From POST /attachments/upload"},
+                           "filename": {"type": "string"}, "content_type": {"type": "string"}}}},
+        "variables": {"type": "object", "description": "At most 16 KiB as compact UTF-8 JSON."},
+        "conversation_scope": {"type": "string", "maxLength": 255},
+        "external_user_id": {"type": "string", "maxLength": 255},
+        "client_tools": {"type": "array", "maxItems": 32, "items": {
+            "type": "object", "required": ["name"],
+            "properties": {"name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$",
+                                    "description": "Must not be one of the agent's server tools."},
+                           "description": {"type": "string"}, "parameters": {"type": "object"}}}},
     },
 }
 
@@ -88,6 +100,14 @@ WORKSPACE_HEADER = {"in": "header", "name": "X-Workspace-Id", "required": False,
                     "description": "`workspace:<id>`; must be the key's workspace (403 `workspace_mismatch`)."}
 
 
+IDEMPOTENCY_HEADER = {
+    "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string", "maxLength": 255},
+    "description": "The same key in this workspace within 24 h: 409 `idempotency_key_reused` naming the original "
+                   "execution (`error.execution_id`), no new execution; with a different request: 422 "
+                   "`idempotency_key_mismatch`; after 24 h it is processed normally.",
+}
+
+
 def _errors(*codes):
     return {str(code): {"description": "error", "content": JSON_ERROR} for code in codes}
 
@@ -95,7 +115,7 @@ def _errors(*codes):
 def add_async_endpoints(result, generator, request, public):
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components.update({"Error": ERROR, "ExecutionEvent": EVENT})
-    agent_params = [_path_param("agent_id"), WORKSPACE_HEADER]
+    agent_params = [_path_param("agent_id"), WORKSPACE_HEADER, IDEMPOTENCY_HEADER]
     result["paths"]["/agents/{agent_id}/execute"] = {"post": {
         "operationId": "agents_execute", "tags": ["agents"], "summary": "Execute an agent and wait",
         "description": "Blocks until the execution completes, fails or suspends. After "
@@ -103,14 +123,14 @@ def add_async_endpoints(result, generator, request, public):
         "parameters": agent_params, "security": SECURITY,
         "requestBody": {"required": True, "content": {"application/json": {"schema": EXECUTE_REQUEST}}},
         "responses": {"200": {"description": "ended or suspended", "content": {"application/json": {"schema": SYNC_RESPONSE}}},
-                      "202": {"description": "still running"}, **_errors(400, 401, 403, 404, 409)},
+                      "202": {"description": "still running"}, **_errors(400, 401, 403, 404, 409, 422)},
     }}
     result["paths"]["/agents/{agent_id}/execute/stream"] = {"post": {
         "operationId": "agents_execute_stream", "tags": ["agents"], "summary": "Execute an agent as an SSE stream",
         "parameters": agent_params, "security": SECURITY,
         "requestBody": {"required": True, "content": {"application/json": {"schema": EXECUTE_REQUEST}}},
         "responses": {"200": {"description": "the execution's events to `final` or `error`", "content": SSE},
-                      **_errors(400, 401, 403, 404, 409)},
+                      **_errors(400, 401, 403, 404, 409, 422)},
     }}
     result["paths"]["/executions/{execution_id}/events"] = {"get": {
         "operationId": "executions_events", "tags": ["executions"], "summary": "Follow an execution's events (SSE)",

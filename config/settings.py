@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "agents",
     "executions",
     "conversations",
+    "files",
     "workers",
 ]
 
@@ -53,6 +54,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.WorkspaceHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from config.health import healthz
 from executions import agent_views, views
+from files.views import AttachmentUploadView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,6 +13,7 @@ urlpatterns = [
     # Agents API (spec/agents-execute.txt)
     path("agents/<str:agent_id>/execute", agent_views.execute_sync),
     path("agents/<str:agent_id>/execute/stream", agent_views.execute_stream),
+    path("attachments/upload", AttachmentUploadView.as_view()),
     # Executions of every surface
     path("executions/<str:execution_id>", views.ExecutionDetailView.as_view()),
     path("executions/<str:execution_id>/cancel", views.ExecutionCancelView.as_view()),

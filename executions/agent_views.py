@@ -9,38 +9,21 @@ import json
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from agents.models import Agent
 from config.errors import ApiError, error_json, not_found
 from executions import services
-from executions.models import ExecutionSource
+from executions.agent_requests import parse_execute_inputs, parse_json_object
+from executions.idempotency import claim_idempotency_key, parse_idempotency_key, request_fingerprint
+from executions.models import ExecutionSource, IdempotencyKey
 from executions.selectors import parse_prefixed_id
 from executions.streaming import follow_events, relay_events
 from executions.views import authenticate_async, sse_response
 
-MAX_MESSAGE_CHARS = 65_536
-
-
-def parse_execute_body(request, agent: Agent) -> dict:
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.")
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
-    message = body.get("message")
-    if message is None:
-        if agent.requires_user_message:
-            raise ApiError(400, "message_required", "This agent requires a message.", field="message")
-    elif not isinstance(message, str) or not 1 <= len(message) <= MAX_MESSAGE_CHARS:
-        raise ApiError(400, "invalid_message", f"message must be a string of 1 to {MAX_MESSAGE_CHARS} characters.",
-                       field="message")
-    return {"message": message} if message is not None else {}
-
-
-def start_agent_execution(caller, agent_id: str, request, source: str):
+def start_agent_execution(caller, agent_id: str, request, source: str, route: str):
     parsed = parse_prefixed_id(agent_id, "agent")
     agent = (
         Agent.objects.select_related("live_version").filter(id=parsed, workspace_id=caller.workspace.id).first()
@@ -50,25 +33,36 @@ def start_agent_execution(caller, agent_id: str, request, source: str):
         raise not_found("agent")
     if agent.live_version is None:
         raise ApiError(409, "agent_not_published", "The agent has no published version.")
-    inputs = parse_execute_body(request, agent)
-    return services.create_execution(
-        workspace=caller.workspace, principal=caller.principal, source=source, inputs=inputs,
-        agent_version=agent.live_version, start_payload={"agent_id": f"agent:{agent.id}"},
-    )
+    idempotency_key = parse_idempotency_key(request.headers)
+    body = parse_json_object(request.body)
+    inputs = parse_execute_inputs(body, agent, caller.workspace)
+    with transaction.atomic():
+        claimed = None
+        if idempotency_key:
+            claimed = claim_idempotency_key(caller.workspace, idempotency_key,
+                                            request_fingerprint(f"{route} {agent.id}", body))
+        execution = services.create_execution(
+            workspace=caller.workspace, principal=caller.principal, source=source, inputs=inputs,
+            agent_version=agent.live_version, start_payload={"agent_id": f"agent:{agent.id}"},
+            idempotency_key=idempotency_key or "",
+        )
+        if claimed:
+            IdempotencyKey.objects.filter(id=claimed.id).update(execution=execution)
+    return execution
 
 
-async def _start(request, agent_id, source):
+async def _start(request, agent_id, source, route):
     if request.method != "POST":
         raise ApiError(405, "method_not_allowed", "Use POST.")
     caller = await authenticate_async(request)
-    return await sync_to_async(start_agent_execution)(caller, agent_id, request, source)
+    return await sync_to_async(start_agent_execution)(caller, agent_id, request, source, route)
 
 
 @csrf_exempt
 async def execute_stream(request, agent_id):
     """POST /agents/{agent_id}/execute/stream: `id: <seq>` + `data: <json>` frames to final/error."""
     try:
-        execution = await _start(request, agent_id, ExecutionSource.STREAM)
+        execution = await _start(request, agent_id, ExecutionSource.STREAM, "execute/stream")
     except ApiError as exc:
         return error_json(exc)
     return sse_response(relay_events(execution.id))
@@ -78,7 +72,7 @@ async def execute_stream(request, agent_id):
 async def execute_sync(request, agent_id):
     """POST /agents/{agent_id}/execute: blocks until the execution ends (or the sync timeout)."""
     try:
-        execution = await _start(request, agent_id, ExecutionSource.API)
+        execution = await _start(request, agent_id, ExecutionSource.API, "execute")
     except ApiError as exc:
         return error_json(exc)
     last = None

@@ -124,3 +124,20 @@ class ExecutionEvent(models.Model):
 
     def __str__(self):
         return f"{self.execution_id}#{self.seq} {self.type}"
+
+
+class IdempotencyKey(models.Model):
+    """An Idempotency-Key seen in a workspace: unique while it lives (24 h), then reusable."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the route and the request body")
+    execution = models.ForeignKey(Execution, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="idempotency_key_per_workspace")]
+
+    def __str__(self):
+        return self.key

@@ -48,9 +48,10 @@ class ExecutionCancelView(APIView):
 
 async def authenticate_async(request):
     try:
-        return await sync_to_async(authenticate_headers)(request.headers)
+        request.caller = await sync_to_async(authenticate_headers)(request.headers)
     except AuthError as exc:
         raise ApiError(exc.status, exc.code, exc.message)
+    return request.caller
 
 
 def last_event_id(request) -> int:
@@ -79,7 +80,7 @@ async def execution_events(request, execution_id):
         return error_json(ApiError(405, "method_not_allowed", "Use GET."))
     try:
         if "token" in request.GET:
-            caller = await _caller_from_token(request.GET["token"], execution_id)
+            caller = await _caller_from_token(request, request.GET["token"], execution_id)
         else:
             caller = await authenticate_async(request)
         after = last_event_id(request)
@@ -89,10 +90,11 @@ async def execution_events(request, execution_id):
     return sse_response(relay_events(execution.id, after_seq=after))
 
 
-async def _caller_from_token(token: str, execution_id: str):
+async def _caller_from_token(request, token: str, execution_id: str):
     parsed = parse_prefixed_id(execution_id, "execution")
     try:
-        return await sync_to_async(caller_from_stream_token)(token, parsed)
+        request.caller = await sync_to_async(caller_from_stream_token)(token, parsed)
+        return request.caller
     except AuthError as exc:
         raise ApiError(exc.status, exc.code, exc.message)
 
