@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from accounts.models import ApiKey, Principal, Tenant, Workspace
+from accounts.models import ApiKey, CreditAccount, CreditEntry, Customer, Principal, Tenant, Workspace
 from accounts.services import issue_api_key
 
 
@@ -69,3 +69,35 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke_keys(self, request, queryset):
         revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+
+class CreditEntryInline(admin.TabularInline):
+    model = CreditEntry
+    fields = ("created_at", "kind", "amount", "balance_after", "execution_id", "note")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-id",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(CreditAccount)
+class CreditAccountAdmin(admin.ModelAdmin):
+    """Balances change only through the ledger (grant_credits, executions)."""
+
+    list_display = ("__str__", "workspace", "customer", "balance")
+    list_filter = ("workspace",)
+    readonly_fields = ("workspace", "customer", "balance")
+    inlines = [CreditEntryInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = ("external_id", "name", "workspace", "created_at")
+    list_filter = ("workspace",)
+    search_fields = ("external_id", "name")

@@ -39,6 +39,7 @@ class Principal(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="principals")
     kind = models.CharField(max_length=16, choices=PrincipalKind.choices)
     name = models.CharField(max_length=200)
+    customer = models.ForeignKey("Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="principals")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -74,3 +75,64 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class Customer(models.Model):
+    """A paying customer of a workspace; end-user principals may belong to one (their credits)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="customers")
+    external_id = models.CharField(max_length=255, help_text="The customer's id in your system")
+    name = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "external_id"], name="customer_external_id_unique")]
+
+    def __str__(self):
+        return self.name or self.external_id
+
+
+class CreditAccount(models.Model):
+    """The credits of one customer, or of a workspace for callers without a customer.
+
+    `balance` is the sum of the account's ledger entries, kept in the same transaction as each
+    entry; a debit is one conditional UPDATE (`balance >= amount`), so it never goes negative.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="credit_accounts")
+    customer = models.OneToOneField(Customer, null=True, blank=True, on_delete=models.CASCADE, related_name="account")
+    balance = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace"], condition=models.Q(customer__isnull=True),
+                                    name="one_workspace_credit_account"),
+        ]
+
+    def __str__(self):
+        return f"credits of {self.customer or self.workspace}"
+
+
+class CreditEntryKind(models.TextChoices):
+    GRANT = "grant"      # credits added
+    HOLD = "hold"        # estimated cost reserved at the start of an execution
+    RELEASE = "release"  # the hold given back when the execution ends
+    CHARGE = "charge"    # the actual cost, when the execution completes
+
+
+class CreditEntry(models.Model):
+    """One line of the append-only ledger; amounts are signed (debits negative)."""
+
+    id = models.BigAutoField(primary_key=True)
+    account = models.ForeignKey(CreditAccount, on_delete=models.CASCADE, related_name="entries")
+    kind = models.CharField(max_length=16, choices=CreditEntryKind.choices)
+    amount = models.DecimalField(max_digits=18, decimal_places=6)
+    balance_after = models.DecimalField(max_digits=18, decimal_places=6)
+    execution_id = models.UUIDField(null=True, blank=True, db_index=True)
+    note = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.kind} {self.amount}"

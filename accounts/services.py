@@ -23,8 +23,9 @@ class IssuedKey:
     raw_key: str  # shown once, never stored
 
 
-def issue_api_key(workspace: Workspace, kind: str, principal: Principal | None = None, name: str = "") -> IssuedKey:
-    """Create a key; the raw key is returned once and only its digest is stored."""
+def issue_api_key(workspace: Workspace, kind: str, principal: Principal | None = None, name: str = "",
+                  customer=None) -> IssuedKey:
+    """Create a key (and its principal, unless given); the raw key is returned once, only its digest stored."""
     kind = ApiKeyKind(kind)
     if principal is None:
         principal = Principal.objects.create(
@@ -32,6 +33,7 @@ def issue_api_key(workspace: Workspace, kind: str, principal: Principal | None =
             workspace=workspace,
             kind=PrincipalKind.SERVICE if kind == ApiKeyKind.WORKSPACE else PrincipalKind.END_USER,
             name=name or f"{kind.label} principal",
+            customer=customer,
         )
     prefix = KEY_PREFIXES[kind] + secrets.token_hex(6)
     raw_key = prefix + secrets.token_urlsafe(32)

@@ -12,6 +12,7 @@ class Agent(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="agents")
     name = models.CharField(max_length=200)
     requires_user_message = models.BooleanField(default=True)
+    credit_rules = models.JSONField(default=dict, blank=True, help_text="See agents/credit_rules.py")
     live_version = models.ForeignKey(
         "AgentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

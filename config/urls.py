@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
+from agents.views import PreviewCreditsView
 from config.health import healthz
 from executions import agent_views, views
 from files.views import AttachmentUploadView
@@ -13,6 +14,7 @@ urlpatterns = [
     # Agents API (spec/agents-execute.txt)
     path("agents/<str:agent_id>/execute", agent_views.execute_sync),
     path("agents/<str:agent_id>/execute/stream", agent_views.execute_stream),
+    path("agents/<str:agent_id>/preview-credits", PreviewCreditsView.as_view()),
     path("attachments/upload", AttachmentUploadView.as_view()),
     # Executions of every surface
     path("executions/<str:execution_id>", views.ExecutionDetailView.as_view()),

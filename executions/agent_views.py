@@ -6,6 +6,7 @@ then the response follows the execution's event log without holding a thread.
 
 import asyncio
 import json
+import uuid
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -13,38 +14,37 @@ from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from agents.models import Agent
-from config.errors import ApiError, error_json, not_found
+from accounts.credits import account_for, hold_credits
+from agents.credit_rules import quote
+from agents.selectors import get_live_agent
+from config.errors import ApiError, error_json
 from executions import services
 from executions.agent_requests import parse_execute_inputs, parse_json_object
 from executions.idempotency import claim_idempotency_key, parse_idempotency_key, request_fingerprint
 from executions.models import ExecutionSource, IdempotencyKey
-from executions.selectors import parse_prefixed_id
 from executions.streaming import follow_events, relay_events
 from executions.views import authenticate_async, sse_response
 
 def start_agent_execution(caller, agent_id: str, request, source: str, route: str):
-    parsed = parse_prefixed_id(agent_id, "agent")
-    agent = (
-        Agent.objects.select_related("live_version").filter(id=parsed, workspace_id=caller.workspace.id).first()
-        if parsed else None
-    )
-    if agent is None:
-        raise not_found("agent")
-    if agent.live_version is None:
-        raise ApiError(409, "agent_not_published", "The agent has no published version.")
+    agent = get_live_agent(caller.workspace, agent_id)
     idempotency_key = parse_idempotency_key(request.headers)
     body = parse_json_object(request.body)
     inputs = parse_execute_inputs(body, agent, caller.workspace)
+    execution_id = uuid.uuid4()
     with transaction.atomic():
         claimed = None
         if idempotency_key:
             claimed = claim_idempotency_key(caller.workspace, idempotency_key,
                                             request_fingerprint(f"{route} {agent.id}", body))
+        estimate = quote(agent.credit_rules, inputs)["total"]
+        account = None
+        if estimate > 0:  # 402 here rolls everything back: no execution, no key used
+            account = account_for(caller.workspace, caller.principal)
+            hold_credits(account, execution_id, estimate)
         execution = services.create_execution(
-            workspace=caller.workspace, principal=caller.principal, source=source, inputs=inputs,
+            id=execution_id, workspace=caller.workspace, principal=caller.principal, source=source, inputs=inputs,
             agent_version=agent.live_version, start_payload={"agent_id": f"agent:{agent.id}"},
-            idempotency_key=idempotency_key or "",
+            idempotency_key=idempotency_key or "", credit_account=account, credits_held=estimate,
         )
         if claimed:
             IdempotencyKey.objects.filter(id=claimed.id).update(execution=execution)
@@ -89,7 +89,7 @@ async def execute_sync(request, agent_id):
     data = {"execution_id": execution.public_id, "status": last["status"]}
     if last["type"] == "final":
         data.update(output={**last["output"], "parsed_output": None}, cost_microdollars=last["cost_microdollars"],
-                    latency_ms=last["latency_ms"])
+                    credits_used=last["credits_used"], latency_ms=last["latency_ms"])
     elif last["type"] == "error":
         data["error"] = {"code": last["code"], "message": last["message"]}
     return JsonResponse({"data": data})

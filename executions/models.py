@@ -58,7 +58,10 @@ class Execution(models.Model):
     cost_usd = models.DecimalField(max_digits=18, decimal_places=6, default=0)
     wallclock_ms = models.BigIntegerField(null=True, blank=True)
     iteration_count = models.IntegerField(default=0)
-    credits = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    credits = models.DecimalField(max_digits=18, decimal_places=6, default=0, help_text="Credits charged")
+    credits_held = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    credit_account = models.ForeignKey("accounts.CreditAccount", null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="+")
 
     chat_thread_id = models.CharField(max_length=128, blank=True, default="")
     chat_message_id = models.CharField(max_length=128, blank=True, default="")

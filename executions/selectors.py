@@ -1,9 +1,8 @@
 """Reads of the execution core, always scoped to what the caller may see."""
 
-import uuid
-
 from accounts.models import ApiKeyKind
 from config.errors import not_found
+from config.ids import parse_prefixed_id
 from executions.models import Execution
 
 
@@ -13,16 +12,6 @@ def readable_executions(caller):
     if caller.api_key.kind == ApiKeyKind.END_USER:
         executions = executions.filter(principal_id=caller.api_key.principal_id)
     return executions
-
-
-def parse_prefixed_id(value: str, prefix: str) -> uuid.UUID | None:
-    """Accept `<prefix>:<uuid>` (the agents API's form) or a bare UUID."""
-    if value.startswith(prefix + ":"):
-        value = value[len(prefix) + 1:]
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
 
 
 def get_readable_execution(caller, execution_id: str) -> Execution:

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.credits import ZERO, settle_credits
 from executions.events import append_event
 from executions.models import SUSPENDED_STATES, TERMINAL_STATES, Execution, ExecutionState
 
@@ -92,6 +93,8 @@ def _transition(execution, queryset, state: str, event_type: str, event_payload:
     with transaction.atomic():
         if not queryset.update(state=state, lease_owner="", lease_expires_at=None, updated_at=now, **fields):
             return False
+        if state in TERMINAL_STATES:  # exactly once: only one terminal transition can win
+            settle_credits(execution.id, charge=fields.get("credits", ZERO))
         append_event(execution, event_type, {"status": state, **event_payload})
     return True
 

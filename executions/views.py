@@ -11,7 +11,8 @@ from accounts.authentication import AuthError, authenticate_headers
 from config.errors import ApiError, error_json
 from executions import services
 from executions.models import ExecutionState
-from executions.selectors import get_readable_execution, parse_prefixed_id
+from config.ids import parse_prefixed_id
+from executions.selectors import get_readable_execution
 from executions.stream_tokens import caller_from_stream_token, issue_stream_token
 from executions.serializers import execution_data
 from executions.streaming import relay_events

@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from decimal import Decimal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -21,6 +22,7 @@ from django.db import connection
 
 from executions import services
 from executions.events import LeaseLost, append_event
+from agents.credit_rules import actual_cost
 from agents.models import AgentVersion
 from executions.models import Execution, ExecutionEvent, ExecutionState
 from workers.providers import Usage, get_provider
@@ -79,6 +81,7 @@ class ExecutionRun:
         self.usage = Usage(**self.checkpoint.get("usage", {}))
         self.replay = self._events_of_earlier_attempts() if attempt > 1 else {}
         self.cancel_requested = execution.cancel_requested
+        self.credit_rules = {}
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -107,8 +110,9 @@ class ExecutionRun:
     # --- the run --------------------------------------------------------------------------------
 
     def run(self) -> None:
-        version = AgentVersion.objects.filter(id=self.execution.agent_version_id).first()
+        version = AgentVersion.objects.select_related("agent").filter(id=self.execution.agent_version_id).first()
         nodes = version.workflow["nodes"] if version else []
+        self.credit_rules = version.agent.credit_rules if version else {}
         if not nodes:
             raise StepFailed("invalid_workflow", "The responder has no workflow nodes to run.")
         for index in range(self.checkpoint["next_node"], len(nodes)):
@@ -172,6 +176,7 @@ class ExecutionRun:
                 elif chunk.kind == "usage":
                     self.usage.input_tokens += chunk.usage.input_tokens
                     self.usage.output_tokens += chunk.usage.output_tokens
+                    self.check_credit_limit()
                 elif chunk.kind == "tool_call":
                     raise StepFailed("unsupported_tool_call", "This node cannot call tools.")
                 if self.cancel_requested:
@@ -193,13 +198,23 @@ class ExecutionRun:
     def usage_json(self) -> dict:
         return {**self.usage_fields(), "total_tokens": self.usage.total_tokens}
 
+    def credits_used(self) -> Decimal:
+        return actual_cost(self.credit_rules, self.execution.inputs, self.usage.total_tokens)
+
+    def check_credit_limit(self) -> None:
+        """A run whose cost so far passes what was held for it is stopped."""
+        if self.execution.credits_held > 0 and self.credits_used() > self.execution.credits_held:
+            raise StepFailed("credit_limit_exceeded",
+                             f"The execution would cost more than the {self.execution.credits_held} credits held for it.")
+
     def complete(self, text: str) -> None:
         latency_ms = int((time.time() - self.execution.created_at.timestamp()) * 1000)
+        credits = self.credits_used() if self.execution.credits_held > 0 else Decimal(0)
         services.complete_execution(
             self.execution, self.attempt, outputs={"text": text},
             final_payload={"output": {"text": text, "usage": self.usage_json()}, "cost_microdollars": 0,
-                           "latency_ms": latency_ms},
-            **self.usage_fields(),
+                           "credits_used": float(credits), "latency_ms": latency_ms},
+            credits=credits, **self.usage_fields(),
         )
 
 

@@ -3,7 +3,7 @@ import uuid
 from config.commands import write_result
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.models import ApiKeyKind, Workspace
+from accounts.models import ApiKeyKind, Customer, Workspace
 from accounts.services import issue_api_key
 
 
@@ -14,6 +14,8 @@ class Command(BaseCommand):
         parser.add_argument("--workspace", required=True, help="Workspace id")
         parser.add_argument("--kind", required=True, choices=["workspace", "end_user"])
         parser.add_argument("--name", default="")
+        parser.add_argument("--customer", help="end_user keys: the customer's external id (created if new); "
+                            "its credits are used and shown in X-Credits-Remaining")
         parser.add_argument("--json", action="store_true", help="Print one JSON object and nothing else.")
 
     def handle(self, *args, **options):
@@ -21,7 +23,12 @@ class Command(BaseCommand):
             workspace = Workspace.objects.get(id=uuid.UUID(options["workspace"].removeprefix("workspace:")))
         except (ValueError, Workspace.DoesNotExist):
             raise CommandError(f"No workspace {options['workspace']!r}.")
-        issued = issue_api_key(workspace, ApiKeyKind(options["kind"]), name=options["name"])
+        if options["customer"] and options["kind"] != "end_user":
+            raise CommandError("--customer goes with --kind end_user.")
+        customer = None
+        if options["customer"]:
+            customer, _ = Customer.objects.get_or_create(workspace=workspace, external_id=options["customer"])
+        issued = issue_api_key(workspace, ApiKeyKind(options["kind"]), name=options["name"], customer=customer)
         result = {
             "api_key": issued.raw_key,
             "api_key_id": str(issued.api_key.id),
@@ -29,5 +36,6 @@ class Command(BaseCommand):
             "prefix": issued.api_key.prefix,
             "workspace_id": str(workspace.id),
             "principal_id": str(issued.api_key.principal_id),
+            "customer_id": str(customer.id) if customer else None,
         }
         write_result(self, result, options["json"])

@@ -1,0 +1,79 @@
+"""The credit ledger: grants, holds at the start of an execution, settlement at its end.
+
+Every change is one ledger entry plus one conditional UPDATE of the account's balance, in one
+transaction. A hold that the balance cannot cover raises InsufficientCredits (the API's 402)
+before the execution row is inserted. Settlement happens inside the execution's terminal
+transition, so it runs exactly once: the hold is released and, on completion, the actual cost
+is charged (never more than the hold); failure and cancellation refund the hold entirely.
+"""
+
+from decimal import Decimal
+
+from django.db import connection, transaction
+
+from accounts.models import CreditAccount, CreditEntry, CreditEntryKind
+from config.errors import ApiError
+
+ZERO = Decimal("0")
+
+
+class InsufficientCredits(ApiError):
+    def __init__(self, balance: Decimal, required: Decimal):
+        super().__init__(402, "insufficient_credits",
+                         f"This execution needs {required} credits; the balance is {balance}.",
+                         balance=str(balance), required=str(required))
+
+
+def account_for(workspace, principal) -> CreditAccount:
+    """The customer's account when the principal belongs to one, else the workspace's."""
+    customer_id = principal.customer_id if principal is not None else None
+    account, _ = CreditAccount.objects.get_or_create(workspace=workspace, customer_id=customer_id)
+    return account
+
+
+@transaction.atomic
+def post_entry(account_id, kind: str, amount: Decimal, execution_id=None, note: str = "",
+               require_funds: bool = False) -> CreditEntry:
+    """Append one entry and move the balance by `amount` (signed)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE accounts_creditaccount SET balance = balance + %s WHERE id = %s"
+            + (" AND balance + %s >= 0" if require_funds else "") + " RETURNING balance",
+            [amount, account_id, amount] if require_funds else [amount, account_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        balance = CreditAccount.objects.values_list("balance", flat=True).get(id=account_id)
+        raise InsufficientCredits(balance, -amount)
+    return CreditEntry.objects.create(account_id=account_id, kind=kind, amount=amount, balance_after=row[0],
+                                      execution_id=execution_id, note=note)
+
+
+def grant_credits(account: CreditAccount, amount: Decimal, note: str = "") -> CreditEntry:
+    if amount <= 0:
+        raise ValueError("a grant must be positive")
+    return post_entry(account.id, CreditEntryKind.GRANT, Decimal(amount), note=note)
+
+
+def hold_credits(account: CreditAccount, execution_id, amount: Decimal) -> None:
+    post_entry(account.id, CreditEntryKind.HOLD, -amount, execution_id=execution_id, require_funds=True)
+
+
+def settle_credits(execution_id, charge: Decimal) -> None:
+    """Release the execution's hold and charge `charge` of it. Call inside the terminal transition."""
+    from executions.models import Execution
+
+    held = Execution.objects.filter(id=execution_id).values("credit_account_id", "credits_held").get()
+    if held["credit_account_id"] is None or held["credits_held"] <= ZERO:
+        return
+    post_entry(held["credit_account_id"], CreditEntryKind.RELEASE, held["credits_held"], execution_id=execution_id)
+    charge = min(charge, held["credits_held"])
+    if charge > ZERO:
+        post_entry(held["credit_account_id"], CreditEntryKind.CHARGE, -charge, execution_id=execution_id)
+
+
+def remaining_credits(principal) -> Decimal | None:
+    """X-Credits-Remaining: only for principals that belong to a customer."""
+    if principal is None or principal.customer_id is None:
+        return None
+    return CreditAccount.objects.filter(customer_id=principal.customer_id).values_list("balance", flat=True).first() or ZERO

@@ -1,0 +1,42 @@
+import uuid
+from decimal import Decimal, InvalidOperation
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.credits import grant_credits
+from accounts.models import CreditAccount, Customer, Workspace
+from config.commands import write_result
+
+
+class Command(BaseCommand):
+    help = "Add credits to a workspace's account, or to a customer's (created if new)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--workspace", required=True, help="Workspace id")
+        parser.add_argument("--customer", help="The customer's external id (its account); none: the workspace's")
+        parser.add_argument("--amount", required=True)
+        parser.add_argument("--note", default="")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object and nothing else.")
+
+    def handle(self, *args, **options):
+        try:
+            workspace = Workspace.objects.get(id=uuid.UUID(options["workspace"].removeprefix("workspace:")))
+        except (ValueError, Workspace.DoesNotExist):
+            raise CommandError(f"No workspace {options['workspace']!r}.")
+        try:
+            amount = Decimal(options["amount"])
+        except InvalidOperation:
+            raise CommandError("--amount must be a number.")
+        if amount <= 0:
+            raise CommandError("--amount must be positive.")
+        customer = None
+        if options["customer"]:
+            customer, _ = Customer.objects.get_or_create(workspace=workspace, external_id=options["customer"])
+        account, _ = CreditAccount.objects.get_or_create(workspace=workspace, customer=customer)
+        entry = grant_credits(account, amount, note=options["note"])
+        write_result(self, {
+            "workspace_id": str(workspace.id),
+            "customer_id": str(customer.id) if customer else None,
+            "account_id": str(account.id),
+            "balance": str(entry.balance_after),
+        }, options["json"])
