@@ -71,3 +71,25 @@ class SkillVersion(models.Model):
 
     def __str__(self):
         return f"{self.skill.slug} v{self.number}"
+
+
+class HttpTool(models.Model):
+    """A server tool of a workspace that the runtime calls over HTTP: the JSON arguments are POSTed
+    (or sent as the query of a GET) and the JSON answer is the tool's result."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="http_tools")
+    name = models.CharField(max_length=64, help_text="^[a-z][a-z0-9_]{0,63}$, as the model sees it")
+    description = models.TextField(blank=True, default="")
+    parameters = models.JSONField(default=dict, blank=True, help_text="JSON Schema of the arguments")
+    url = models.URLField(max_length=2000)
+    method = models.CharField(max_length=8, choices=[("POST", "POST"), ("GET", "GET")], default="POST")
+    headers = models.JSONField(default=dict, blank=True, help_text="Sent with every call (e.g. an API key)")
+    timeout_seconds = models.PositiveIntegerField(default=30)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="http_tool_name_unique")]
+
+    def __str__(self):
+        return self.name

@@ -17,6 +17,10 @@ def env_bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
@@ -154,6 +158,16 @@ SYNC_EXECUTE_TIMEOUT_SECONDS = env_int("SYNC_EXECUTE_TIMEOUT_SECONDS", 300)
 TEXT_FLUSH_INTERVAL_MS = env_int("TEXT_FLUSH_INTERVAL_MS", 50)
 # Built-in model: delay between streamed chunks (the demo agent overrides it per node).
 BUILTIN_MODEL_CHUNK_DELAY_MS = env_int("BUILTIN_MODEL_CHUNK_DELAY_MS", 0)
+# While a media_generation node waits for its provider, a `heartbeat` event goes out this often.
+MEDIA_HEARTBEAT_SECONDS = env_float("MEDIA_HEARTBEAT_SECONDS", 15.0)
+# POST /agents/{id}/execute/batch: items per request.
+BATCH_MAX_ITEMS = env_int("BATCH_MAX_ITEMS", 100)
+# POST /executions/{id}/tool-result: size of one client tool's JSON result.
+TOOL_RESULT_MAX_BYTES = env_int("TOOL_RESULT_MAX_BYTES", 1024 * 1024)
+# Links to generated files on the local disk (S3 uses presigned URLs): the API's public address
+# (empty: links are paths relative to the API) and how long a link stays valid.
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
+DOWNLOAD_URL_MAX_AGE_SECONDS = env_int("DOWNLOAD_URL_MAX_AGE_SECONDS", 24 * 3600)
 
 # --- Celery on a Redis broker (see DESIGN.md "Known pitfalls").
 CELERY_BROKER_URL = REDIS_URL

@@ -11,6 +11,7 @@ os.environ.setdefault("EXECUTION_LEASE_SECONDS", "4")
 os.environ.setdefault("REAPER_INTERVAL_SECONDS", "1")
 os.environ.setdefault("EXECUTION_REDISPATCH_AFTER_SECONDS", "5")
 os.environ.setdefault("SSE_HEARTBEAT_SECONDS", "2")
+os.environ.setdefault("MEDIA_HEARTBEAT_SECONDS", "0.3")
 
 from config.settings import *  # noqa: E402,F401,F403
 from config.settings import REDIS_URL as _BASE_REDIS_URL  # noqa: E402

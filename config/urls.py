@@ -4,8 +4,8 @@ from drf_spectacular.views import SpectacularAPIView
 
 from agents.views import PreviewCreditsView
 from config.health import healthz
-from executions import agent_views, views
-from files.views import AttachmentUploadView
+from executions import agent_views, resume_views, views
+from files.views import AttachmentUploadView, download
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,6 +14,7 @@ urlpatterns = [
     # Agents API (spec/agents-execute.txt)
     path("agents/<str:agent_id>/execute", agent_views.execute_sync),
     path("agents/<str:agent_id>/execute/stream", agent_views.execute_stream),
+    path("agents/<str:agent_id>/execute/batch", agent_views.execute_batch),
     path("agents/<str:agent_id>/preview-credits", PreviewCreditsView.as_view()),
     path("attachments/upload", AttachmentUploadView.as_view()),
     # Executions of every surface
@@ -21,4 +22,8 @@ urlpatterns = [
     path("executions/<str:execution_id>/cancel", views.ExecutionCancelView.as_view()),
     path("executions/<str:execution_id>/events", views.execution_events),
     path("executions/<str:execution_id>/stream-token", views.ExecutionStreamTokenView.as_view()),
+    path("executions/<str:execution_id>/tool-result", resume_views.tool_result),
+    path("executions/<str:execution_id>/approval", resume_views.approval),
+    path("executions/<str:execution_id>/external-event", resume_views.external_event),
+    path("files/download/<str:token>", download),
 ]

@@ -3,7 +3,8 @@
 Every failure is a 400 with a stable `code` and the `field` at fault. Limits: `message` 1-65,536
 characters; at most 10 `attachments`, each an uploaded `storage_key` of this workspace;
 `variables` an object of at most 16 KiB as compact UTF-8 JSON; at most 32 `client_tools`, names
-matching ^[a-z][a-z0-9_]{0,63}$, unique, and not one of the agent's server tools.
+matching ^[a-z][a-z0-9_]{0,63}$, unique, and not one of the agent's server tools. A batch's
+items are execute requests with a `key`.
 """
 
 import json
@@ -134,3 +135,34 @@ def parse_execute_inputs(body: dict, agent, workspace) -> dict:
         "client_tools": _client_tools(body, agent.live_version),
     }
     return {key: value for key, value in inputs.items() if value not in (None, [])}
+
+
+MAX_BATCH_KEY_CHARS = 128
+
+
+def parse_batch_items(body: dict, agent, workspace, max_items: int) -> list[tuple[str, dict]]:
+    """`items`: 1 to `max_items` objects, each `key` (1-128 characters, unique in the batch) plus the
+    fields of an execute request; errors name the item, e.g. field `items[3].message`."""
+    items = body.get("items")
+    if not isinstance(items, list) or not items:
+        raise _invalid("items_required", "items must be a non-empty list.", "items")
+    if len(items) > max_items:
+        raise _invalid("too_many_items", f"A batch has at most {max_items} items.", "items")
+    parsed, keys = [], set()
+    for index, item in enumerate(items):
+        field = f"items[{index}]"
+        if not isinstance(item, dict):
+            raise _invalid("invalid_item", "Each item must be an object.", field)
+        key = item.get("key")
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_BATCH_KEY_CHARS:
+            raise _invalid("invalid_item_key", f"key must be a string of 1 to {MAX_BATCH_KEY_CHARS} characters.",
+                           f"{field}.key")
+        if key in keys:
+            raise _invalid("duplicate_item_key", f"The key {key!r} is used twice.", f"{field}.key")
+        keys.add(key)
+        try:
+            parsed.append((key, parse_execute_inputs(item, agent, workspace)))
+        except ApiError as exc:
+            exc.field = f"{field}.{exc.field}" if exc.field else field
+            raise
+    return parsed

@@ -1,4 +1,4 @@
-"""The agents API's execute endpoints (spec/agents-execute.txt): sync and streaming.
+"""The agents API's execute endpoints (spec/agents-execute.txt): sync, streaming and batch.
 
 Both are async views: the request is parsed and the execution created in one short sync call,
 then the response follows the execution's event log without holding a thread.
@@ -6,49 +6,17 @@ then the response follows the execution's event log without holding a thread.
 
 import asyncio
 import json
-import uuid
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.credits import account_for, hold_credits
-from agents.credit_rules import quote
-from agents.selectors import get_live_agent
 from config.errors import ApiError, error_json
-from executions import services
-from executions.agent_requests import parse_execute_inputs, parse_json_object
-from executions.idempotency import claim_idempotency_key, parse_idempotency_key, request_fingerprint
-from executions.models import ExecutionSource, IdempotencyKey
+from executions.agent_executions import start_agent_batch, start_agent_execution
+from executions.models import ExecutionSource
 from executions.streaming import follow_events, relay_events
 from executions.views import authenticate_async, sse_response
-
-def start_agent_execution(caller, agent_id: str, request, source: str, route: str):
-    agent = get_live_agent(caller.workspace, agent_id)
-    idempotency_key = parse_idempotency_key(request.headers)
-    body = parse_json_object(request.body)
-    inputs = parse_execute_inputs(body, agent, caller.workspace)
-    execution_id = uuid.uuid4()
-    with transaction.atomic():
-        claimed = None
-        if idempotency_key:
-            claimed = claim_idempotency_key(caller.workspace, idempotency_key,
-                                            request_fingerprint(f"{route} {agent.id}", body))
-        estimate = quote(agent.credit_rules, inputs)["total"]
-        account = None
-        if estimate > 0:  # 402 here rolls everything back: no execution, no key used
-            account = account_for(caller.workspace, caller.principal)
-            hold_credits(account, execution_id, estimate)
-        execution = services.create_execution(
-            id=execution_id, workspace=caller.workspace, principal=caller.principal, source=source, inputs=inputs,
-            agent_version=agent.live_version, start_payload={"agent_id": f"agent:{agent.id}"},
-            idempotency_key=idempotency_key or "", credit_account=account, credits_held=estimate,
-        )
-        if claimed:
-            IdempotencyKey.objects.filter(id=claimed.id).update(execution=execution)
-    return execution
 
 
 async def _start(request, agent_id, source, route):
@@ -66,6 +34,19 @@ async def execute_stream(request, agent_id):
     except ApiError as exc:
         return error_json(exc)
     return sse_response(relay_events(execution.id))
+
+
+@csrf_exempt
+async def execute_batch(request, agent_id):
+    """POST /agents/{agent_id}/execute/batch: the batch's events, batch_started to batch_completed."""
+    if request.method != "POST":
+        return error_json(ApiError(405, "method_not_allowed", "Use POST."))
+    try:
+        caller = await authenticate_async(request)
+        batch = await sync_to_async(start_agent_batch)(caller, agent_id, request)
+    except ApiError as exc:
+        return error_json(exc)
+    return sse_response(relay_events(batch.id))
 
 
 @csrf_exempt
@@ -88,7 +69,7 @@ async def execute_sync(request, agent_id):
         return JsonResponse({"data": {"execution_id": execution.public_id, "status": execution.state}}, status=202)
     data = {"execution_id": execution.public_id, "status": last["status"]}
     if last["type"] == "final":
-        data.update(output={**last["output"], "parsed_output": None}, cost_microdollars=last["cost_microdollars"],
+        data.update(output=last["output"], cost_microdollars=last["cost_microdollars"],
                     credits_used=last["credits_used"], latency_ms=last["latency_ms"])
     elif last["type"] == "error":
         data["error"] = {"code": last["code"], "message": last["message"]}

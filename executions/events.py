@@ -18,9 +18,9 @@ from django.db import connection, transaction
 
 logger = logging.getLogger(__name__)
 
-# `final` and `error` end every stream; `suspended` ends a stream unless more events follow it
+# `final`, `error` and `batch_completed` end every stream; `suspended` ends a stream unless more events follow it
 # (the execution was resumed since).
-END_OF_STREAM_TYPES = frozenset({"final", "error"})
+END_OF_STREAM_TYPES = frozenset({"final", "error", "batch_completed"})
 PAUSE_TYPE = "suspended"
 
 

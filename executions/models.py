@@ -14,6 +14,7 @@ class ExecutionState(models.TextChoices):
     AWAITING_CLIENT_TOOL = "awaiting_client_tool"
     AWAITING_APPROVAL = "awaiting_approval"
     WAITING_FOR_EXTERNAL_EVENT = "waiting_for_external_event"
+    WAITING_FOR_SUB_EXECUTION = "waiting_for_sub_execution"  # a workflow's agent/skill node, or a batch
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -23,6 +24,7 @@ SUSPENDED_STATES = (
     ExecutionState.AWAITING_CLIENT_TOOL,
     ExecutionState.AWAITING_APPROVAL,
     ExecutionState.WAITING_FOR_EXTERNAL_EVENT,
+    ExecutionState.WAITING_FOR_SUB_EXECUTION,
 )
 TERMINAL_STATES = (ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED)
 
@@ -68,6 +70,7 @@ class Execution(models.Model):
     chat_tool_call_id = models.CharField(max_length=128, blank=True, default="")
     idempotency_key = models.CharField(max_length=255, blank=True, default="")
     trace_id = models.CharField(max_length=64, blank=True, default="")
+    batch_key = models.CharField(max_length=128, blank=True, default="", help_text="The item key of a batch item")
 
     # Durable runtime: lease (attempt is the fencing token), checkpoint, resume input, cancel flag.
     attempt = models.PositiveIntegerField(default=0)
@@ -76,6 +79,9 @@ class Execution(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     checkpoint = models.JSONField(default=dict, blank=True)
     resume_input = models.JSONField(null=True, blank=True)
+    # A suspended node with a timeout (human gate, external event): the reaper resumes it with the
+    # checkpoint's `timeout_input` once this passes.
+    resume_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
     cancel_requested = models.BooleanField(default=False)
     dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its task message was last published")
     last_event_seq = models.PositiveIntegerField(default=0)

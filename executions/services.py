@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts.credits import ZERO, settle_credits
 from executions.events import append_event
-from executions.models import SUSPENDED_STATES, TERMINAL_STATES, Execution, ExecutionState
+from executions.models import SUSPENDED_STATES, TERMINAL_STATES, Execution, ExecutionSource, ExecutionState
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,22 @@ def create_execution(*, workspace, principal, source, inputs, agent_version=None
     append_event(execution, "start", {"status": execution.state, **(start_payload or {})})
     dispatch_on_commit(execution.id)
     return execution
+
+
+def create_batch(*, workspace, principal, agent_version, idempotency_key: str) -> Execution:
+    """The parent row of a batch: it waits for its items, run by no worker itself."""
+    return Execution.objects.create(
+        tenant_id=workspace.tenant_id, workspace=workspace, principal=principal, source=ExecutionSource.BATCH,
+        agent_version=agent_version, state=ExecutionState.WAITING_FOR_SUB_EXECUTION, inputs={},
+        idempotency_key=idempotency_key, started_at=timezone.now(),
+    )
+
+
+def start_batch(batch: Execution, agent, items: list[Execution]) -> None:
+    append_event(batch, "batch_started", {
+        "status": batch.state, "agent_id": f"agent:{agent.id}", "total": len(items),
+        "items": [{"key": item.batch_key, "item_execution_id": item.public_id} for item in items],
+    })
 
 
 # --- worker side: claim, lease, checkpoint, finish ------------------------------------------------
@@ -84,8 +100,11 @@ def save_checkpoint(execution_id, attempt: int, checkpoint: dict, **usage) -> bo
     return bool(_held(execution_id, attempt).update(checkpoint=checkpoint, updated_at=timezone.now(), **usage))
 
 
-def _transition(execution, queryset, state: str, event_type: str, event_payload: dict, **fields) -> bool:
-    """Move the row to `state` if `queryset` still matches it, and log the event, atomically."""
+def _transition(execution, queryset, state: str, event_type: str | None, event_payload: dict, **fields) -> bool:
+    """Move the row to `state` if `queryset` still matches it, and log the event, atomically.
+
+    A terminal transition also settles the credits and tells the parent (if any): only one
+    terminal transition can win, so both happen exactly once."""
     now = timezone.now()
     if state in TERMINAL_STATES:
         fields.setdefault("finished_at", now)
@@ -93,9 +112,14 @@ def _transition(execution, queryset, state: str, event_type: str, event_payload:
     with transaction.atomic():
         if not queryset.update(state=state, lease_owner="", lease_expires_at=None, updated_at=now, **fields):
             return False
-        if state in TERMINAL_STATES:  # exactly once: only one terminal transition can win
+        if state in TERMINAL_STATES:
             settle_credits(execution.id, charge=fields.get("credits", ZERO))
-        append_event(execution, event_type, {"status": state, **event_payload})
+        if event_type:
+            append_event(execution, event_type, {"status": state, **event_payload})
+        if state in TERMINAL_STATES and execution.parent_id:
+            from executions.sub_executions import child_finished
+
+            child_finished(execution, state, outputs=fields.get("outputs"), error=fields.get("error"))
     return True
 
 
@@ -123,38 +147,70 @@ def cancel_running_execution(execution, attempt: int, **usage) -> bool:
                        failure_reason="cancelled", error=CANCELLED_ERROR, **usage)
 
 
-def suspend_execution(execution, attempt: int, state: str, checkpoint: dict, payload: dict) -> bool:
-    """Save the checkpoint and free the worker (a `suspended` event); a resume call re-queues it."""
+def suspend_execution(execution, attempt: int, state: str, checkpoint: dict, payload: dict | None,
+                      timeout_seconds: float | None = None, sub_execution: dict | None = None) -> bool:
+    """Save the checkpoint and free the worker (a `suspended` event unless the wait is internal).
+
+    `timeout_seconds`: the reaper resumes it with the node state's `timeout_input` after that long.
+    `sub_execution`: the child it waits for, created in the same transaction (so the child cannot
+    finish before its parent waits for it)."""
     assert state in SUSPENDED_STATES
-    return _transition(execution, _held(execution.id, attempt), state, "suspended", payload, checkpoint=checkpoint)
+    deadline = timezone.now() + timedelta(seconds=timeout_seconds) if timeout_seconds else None
+    with transaction.atomic():
+        if not _transition(execution, _held(execution.id, attempt), state, "suspended" if payload is not None else None,
+                           payload or {}, checkpoint=checkpoint, resume_deadline=deadline):
+            return False
+        if sub_execution:
+            create_execution(
+                id=sub_execution["id"], workspace=execution.workspace, principal=execution.principal,
+                source=ExecutionSource.SUB, parent=execution, inputs=sub_execution["inputs"],
+                agent_version=sub_execution.get("agent_version"), skill_version=sub_execution.get("skill_version"),
+                start_payload={"parent_execution_id": execution.public_id},
+            )
+    return True
 
 
 # --- API side: cancel and resume ------------------------------------------------------------------
 
 
 def request_cancel(execution: Execution) -> Execution:
-    """Cancel at once what no worker runs; ask the running worker to stop cooperatively."""
+    """Cancel at once what no worker runs; ask the running worker to stop cooperatively.
+
+    Its unfinished sub-executions (and batch items) are cancelled with it."""
     idle = Execution.objects.filter(id=execution.id, state__in=[ExecutionState.QUEUED, *SUSPENDED_STATES])
     if not _transition(execution, idle, ExecutionState.CANCELLED, "error", CANCELLED_ERROR,
-                       cancel_requested=True, failure_reason="cancelled", error=CANCELLED_ERROR):
+                       cancel_requested=True, failure_reason="cancelled", error=CANCELLED_ERROR,
+                       resume_deadline=None):
         Execution.objects.filter(id=execution.id, state=ExecutionState.RUNNING).update(
             cancel_requested=True, updated_at=timezone.now()
         )
+    for child in Execution.objects.filter(parent_id=execution.id).exclude(state__in=TERMINAL_STATES):
+        request_cancel(child)
     execution.refresh_from_db()
     return execution
 
 
 @transaction.atomic
-def resume_execution(execution: Execution, from_state: str, resume_input: dict) -> bool:
-    """Store the input that a suspended execution waits for and re-queue it after commit."""
+def resume_execution(execution: Execution, from_state: str, resume_input: dict) -> int:
+    """Store the input that a suspended execution waits for and re-queue it after commit.
+
+    Returns the seq of its `resumed` event (a stream of the resumed run starts there), 0 if the
+    execution was not in `from_state`."""
     resumed = Execution.objects.filter(id=execution.id, state=from_state).update(
-        state=ExecutionState.QUEUED, resume_input=resume_input, dispatched_at=timezone.now(),
+        state=ExecutionState.QUEUED, resume_input=resume_input, resume_deadline=None, dispatched_at=timezone.now(),
         updated_at=timezone.now(),
     )
-    if resumed:
-        append_event(execution, "resumed", {"status": ExecutionState.QUEUED, "from_state": from_state})
-        dispatch_on_commit(execution.id)
-    return bool(resumed)
+    if not resumed:
+        return 0
+    event = append_event(execution, "resumed", {"status": ExecutionState.QUEUED, "from_state": from_state}).event
+    dispatch_on_commit(execution.id)
+    return event["seq"]
+
+
+def complete_batch(batch: Execution, summary: dict) -> bool:
+    """The last item of a batch finished: the batch completes with a `batch_completed` event."""
+    waiting = Execution.objects.filter(id=batch.id, state=ExecutionState.WAITING_FOR_SUB_EXECUTION)
+    return _transition(batch, waiting, ExecutionState.COMPLETED, "batch_completed", summary, outputs=summary)
 
 
 # --- reaper ---------------------------------------------------------------------------------------
@@ -165,7 +221,7 @@ def reap_expired_leases() -> dict:
     now = timezone.now()
     requeued, failed = [], []
     expired = Execution.objects.filter(state=ExecutionState.RUNNING, lease_expires_at__lt=now)
-    for execution in expired.only("id", "attempt", "recoveries", "created_at", "agent_version_id"):
+    for execution in expired.only("id", "attempt", "recoveries", "created_at", "parent_id", "batch_key"):
         still_expired = _held(execution.id, execution.attempt).filter(lease_expires_at__lt=now)
         if execution.recoveries + 1 < settings.EXECUTION_MAX_ATTEMPTS:
             with transaction.atomic():
@@ -201,3 +257,15 @@ def redispatch_stale_queued() -> list:
     if redispatched:
         logger.warning("reaper: re-dispatched queued executions %s", redispatched)
     return redispatched
+
+
+def resume_timed_out() -> list:
+    """Resume suspended nodes whose timeout passed with their default input (a gate's default
+    decision, an event wait's `timed_out`)."""
+    resumed = []
+    due = Execution.objects.filter(state__in=SUSPENDED_STATES, resume_deadline__lt=timezone.now())
+    for execution in due.only("id", "state", "checkpoint")[:500]:
+        timeout_input = (execution.checkpoint.get("node_state") or {}).get("timeout_input")
+        if timeout_input is not None and resume_execution(execution, execution.state, timeout_input):
+            resumed.append(execution.id)
+    return resumed

@@ -4,6 +4,7 @@ import os
 import re
 import uuid
 
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
@@ -53,3 +54,14 @@ def upload_attachment(caller, upload) -> StoredFile:
     except Exception:
         default_storage.delete(stored_key)  # no orphan object when the row cannot be written
         raise
+
+
+def store_generated_file(workspace, principal, content: bytes, content_type: str, filename: str) -> StoredFile:
+    """Keep a file a workflow produced (generated media) under generated/<workspace>/."""
+    filename = safe_filename(filename)
+    key = f"generated/{workspace.id}/{uuid.uuid4().hex}{os.path.splitext(filename)[1].lower()[:10]}"
+    stored_key = default_storage.save(key, ContentFile(content))
+    return StoredFile.objects.create(
+        workspace=workspace, principal=principal, purpose=FilePurpose.GENERATED, storage_key=stored_key,
+        filename=filename, content_type=content_type, size_bytes=len(content),
+    )

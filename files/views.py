@@ -1,9 +1,13 @@
+from django.core.files.storage import default_storage
+from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import ApiError
+from config.errors import ApiError, error_json
+from files.models import StoredFile
+from files.selectors import file_id_from_download_token
 from files.services import MAX_ATTACHMENT_BYTES, upload_attachment
 
 
@@ -36,3 +40,13 @@ class AttachmentUploadView(APIView):
         if upload is None:
             raise ApiError(400, "file_required", "Send the file in the multipart field `file`.", field="file")
         return Response({"data": file_data(upload_attachment(request.user, upload))}, status=201)
+
+
+def download(request, token):
+    """GET /files/download/<token>: the signed links of files kept on the local disk."""
+    file_id = file_id_from_download_token(token)
+    stored = StoredFile.objects.filter(id=file_id).first() if file_id else None
+    if stored is None:
+        return error_json(ApiError(404, "not_found", "This download link is invalid or has expired."))
+    return FileResponse(default_storage.open(stored.storage_key, "rb"), content_type=stored.content_type,
+                        filename=stored.filename)

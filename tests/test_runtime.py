@@ -77,7 +77,7 @@ def test_worker_killed_mid_execution_is_recovered_and_completes_once(live, tenan
 
     execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="completed").first(), timeout=60)
     assert execution.attempt == 2
-    assert execution.outputs == {"text": reply}
+    assert execution.outputs == {"text": reply, "parsed_output": None}
     assert len(events_of(execution_id, "final")) == 1
     assert len(events_of(execution_id, "node_start")) == 1
     # the client's concatenated text stays exact across the crash: nothing streamed twice

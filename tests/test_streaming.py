@@ -36,7 +36,7 @@ def test_stream_runs_start_text_final_with_ids_and_seqs(live, tenant, agent):
 
     execution = Execution.objects.get(id=execution_uuid(execution_id))
     assert execution.state == "completed"
-    assert execution.outputs == {"text": WORDS_20}
+    assert execution.outputs == {"text": WORDS_20, "parsed_output": None}
     assert execution.output_tokens == 20
     assert execution.finished_at and execution.started_at
     # the log holds exactly what was streamed

@@ -36,7 +36,7 @@ def test_suspend_then_resume_continues_from_the_checkpoint(live, tenant, gated_a
     assert execution.state == ExecutionState.WAITING_FOR_EXTERNAL_EVENT
     assert execution.lease_owner == "" and execution.lease_expires_at is None  # the worker is free
     assert execution.checkpoint["next_node"] == 1
-    assert execution.checkpoint["node_outputs"] == {"draft": "first part"}
+    assert execution.checkpoint["node_outputs"] == {"draft": {"text": "first part", "parsed_output": None}}
 
     # a second resume of the same suspension loses: only one re-queue
     assert services.resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": True})
@@ -49,7 +49,8 @@ def test_suspend_then_resume_continues_from_the_checkpoint(live, tenant, gated_a
     execution.refresh_from_db()
     assert execution.state == ExecutionState.COMPLETED
     assert execution.checkpoint["node_outputs"] == {
-        "draft": "first part", "approval": {"approved": True}, "final_answer": "second part"
+        "draft": {"text": "first part", "parsed_output": None}, "approval": {"approved": True},
+        "final_answer": {"text": "second part", "parsed_output": None},
     }
     assert execution.resume_input is None
     # the first node ran once: one node_start each, text of `draft` streamed once

@@ -1,12 +1,16 @@
-"""The durable runtime: run one claimed execution step by step.
+"""The durable runtime: run one claimed execution node by node.
 
-A step is one workflow node. A node may suspend the execution (`wait_event` waits for an external
-event): the checkpoint is saved, the worker freed, and the resume call re-queues it. After every step the checkpoint (next node, node outputs, usage) is
-saved, fenced by the attempt number; a retried attempt (the reaper re-queued it after its worker
-died) starts from that checkpoint. While a node streams, the text already in the event log for
-that node is not sent again: the built-in model is deterministic, so the client's concatenated
-text stays exact; a provider that answers differently on retry gets a `text` event with
-`"reset": true` carrying the node's whole text so far.
+After every step (a node, or one model turn of an `ai` node) the checkpoint is saved, fenced by the
+attempt number: the next node, the node outputs, the usage, the in-progress node's state (its
+message history, pending client tool calls, a media job) and the seq of the last event written.
+A node may suspend the execution (client tools, human gate, external event, sub-execution): the
+checkpoint is saved, the worker freed, and the resume call stores the input and re-queues it.
+
+A retried attempt (the reaper re-queued it after its worker died) starts from the checkpoint and
+reads the events the lost attempt wrote after it, so nothing reaches the client twice: text
+already streamed is not sent again (the built-in model is deterministic; a provider that answers
+differently gets a `text` event with `"reset": true` carrying the whole text so far), and a
+server tool whose result is logged is not run again.
 """
 
 import logging
@@ -14,18 +18,21 @@ import os
 import socket
 import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
 
+from agents.credit_rules import actual_cost
+from agents.models import AgentVersion, SkillVersion
 from executions import services
 from executions.events import LeaseLost, append_event
-from agents.credit_rules import actual_cost
-from agents.models import AgentVersion
-from executions.models import Execution, ExecutionEvent, ExecutionState
+from executions.models import Execution, ExecutionEvent
 from workers.providers import Usage, get_provider
+from workers.tools import ServerTool, call_tool
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +46,17 @@ class Cancelled(Exception):
 
 
 class Suspend(Exception):
-    """The node waits for input from outside: save the checkpoint and free the worker."""
+    """The node waits for input from outside: save the checkpoint and free the worker.
 
-    def __init__(self, state: str, payload: dict):
+    `payload` is the `suspended` event's (None: an internal wait, no event); once `timeout_seconds`
+    have passed, the reaper resumes the node with its state's `timeout_input`; `sub_execution` is the
+    child to create in the same transaction."""
+
+    def __init__(self, state: str, payload: dict | None, node_state: dict, timeout_seconds: float | None = None,
+                 sub_execution: dict | None = None):
         super().__init__(state)
-        self.state, self.payload = state, payload
+        self.state, self.payload, self.node_state = state, payload, {**node_state, "waiting": True}
+        self.timeout_seconds, self.sub_execution = timeout_seconds, sub_execution
 
 
 class StepFailed(Exception):
@@ -74,32 +87,56 @@ class LeaseKeeper(threading.Thread):
         self.stopped.set()
 
 
+@dataclass
+class Replay:
+    """What a lost attempt wrote after the checkpoint."""
+
+    started: set = field(default_factory=set)  # node ids with a node_start
+    streamed: dict = field(default_factory=dict)  # (node_id, "text" | "reasoning") -> text
+    tool_calls: set = field(default_factory=set)  # tool_call ids with a tool_call event
+    tool_results: dict = field(default_factory=dict)  # tool_call id -> (outcome, result)
+
+
+@dataclass
+class ModelTurn:
+    text: str
+    tool_calls: list
+
+
 class ExecutionRun:
     def __init__(self, execution: Execution, attempt: int):
         self.execution, self.attempt = execution, attempt
         self.checkpoint = execution.checkpoint or {"next_node": 0, "node_outputs": {}, "usage": {}}
         self.usage = Usage(**self.checkpoint.get("usage", {}))
-        self.replay = self._events_of_earlier_attempts() if attempt > 1 else {}
+        self.last_seq = execution.last_event_seq
+        self.replay = self._events_since_checkpoint() if attempt > 1 else Replay()
         self.cancel_requested = execution.cancel_requested
         self.credit_rules = {}
+        self.iterations = execution.iteration_count
 
     # --- events ---------------------------------------------------------------------------------
 
     def emit(self, type_: str, payload: dict) -> None:
         result = append_event(self.execution, type_, payload, attempt=self.attempt)
+        self.last_seq = result.event["seq"]
         self.cancel_requested = self.cancel_requested or result.cancel_requested
 
-    def _events_of_earlier_attempts(self) -> dict:
-        """Per node: whether node_start was logged, and the text already streamed."""
-        replay = {}
-        for type_, data in ExecutionEvent.objects.filter(
-            execution_id=self.execution.id, type__in=["node_start", "text"]
-        ).order_by("seq").values_list("type", "data"):
-            node = replay.setdefault(data.get("node_id"), {"started": False, "text": ""})
+    def _events_since_checkpoint(self) -> Replay:
+        replay = Replay()
+        events = ExecutionEvent.objects.filter(
+            execution_id=self.execution.id, seq__gt=self.checkpoint.get("event_seq", 0),
+            type__in=["node_start", "text", "reasoning", "tool_call", "tool_result"],
+        ).order_by("seq").values_list("type", "data")
+        for type_, data in events:
             if type_ == "node_start":
-                node["started"] = True
+                replay.started.add(data.get("node_id"))
+            elif type_ in ("text", "reasoning"):
+                key = (data.get("node_id"), type_)
+                replay.streamed[key] = data["text"] if data.get("reset") else replay.streamed.get(key, "") + data["text"]
+            elif type_ == "tool_call":
+                replay.tool_calls.add(data.get("tool_call_id"))
             else:
-                node["text"] = data["text"] if data.get("reset") else node["text"] + data["text"]
+                replay.tool_results[data.get("tool_call_id")] = (data.get("outcome"), data.get("result"))
         return replay
 
     def check_cancel(self) -> None:
@@ -107,70 +144,104 @@ class ExecutionRun:
         if self.cancel_requested:
             raise Cancelled()
 
+    def refresh_cancel(self) -> None:
+        """While a node waits without writing events (media generation), ask the row."""
+        self.cancel_requested = bool(Execution.objects.filter(id=self.execution.id).values_list(
+            "cancel_requested", flat=True).first())
+        self.check_cancel()
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def node_state(self, node: dict) -> dict | None:
+        """The saved state of this node when the run stopped inside it (a suspension or a crash)."""
+        state = self.checkpoint.get("node_state")
+        return state if state and state.get("node_id") == node["id"] else None
+
+    def resume_input(self, node: dict):
+        """The input a suspended node waited for, once the resume call stored it."""
+        state = self.node_state(node)
+        return self.execution.resume_input if state and state.get("waiting") else None
+
+    def _save(self, checkpoint: dict) -> None:
+        self.checkpoint = {**checkpoint, "event_seq": self.last_seq,
+                           "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens}}
+        if not services.save_checkpoint(self.execution.id, self.attempt, self.checkpoint, resume_input=None,
+                                        iteration_count=self.iterations, **self.usage_fields()):
+            raise LeaseLost(str(self.execution.id))
+        self.execution.resume_input = None
+
+    def save_node_state(self, node_state: dict) -> None:
+        self._save({**self.checkpoint, "node_state": node_state})
+
+    def suspension_checkpoint(self, node_state: dict) -> dict:
+        return {**self.checkpoint, "node_state": node_state, "event_seq": self.last_seq,
+                "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens}}
+
     # --- the run --------------------------------------------------------------------------------
 
+    def workflow(self) -> list[dict]:
+        """The responder's nodes: an agent version's workflow, or a skill's manifest as one ai node."""
+        if self.execution.agent_version_id:
+            version = AgentVersion.objects.select_related("agent").get(id=self.execution.agent_version_id)
+            self.credit_rules = version.agent.credit_rules
+            return version.workflow.get("nodes", [])
+        if self.execution.skill_version_id:
+            manifest = SkillVersion.objects.get(id=self.execution.skill_version_id).manifest
+            return [{"id": "skill", "type": "ai", "instructions": manifest.get("instructions", ""),
+                     "tools": manifest.get("tools", []), "model": manifest.get("model", {"provider": "builtin"}),
+                     "max_iterations": manifest.get("limits", {}).get("max_iterations", 10),
+                     "prompt": "{{inputs}}"}]
+        return []
+
     def run(self) -> None:
-        version = AgentVersion.objects.select_related("agent").filter(id=self.execution.agent_version_id).first()
-        nodes = version.workflow["nodes"] if version else []
-        self.credit_rules = version.agent.credit_rules if version else {}
+        from workers.nodes import run_node
+
+        nodes = self.workflow()
         if not nodes:
             raise StepFailed("invalid_workflow", "The responder has no workflow nodes to run.")
         for index in range(self.checkpoint["next_node"], len(nodes)):
             self.check_cancel()
             node = nodes[index]
-            if not self.replay.get(node["id"], {}).get("started"):
+            if node["id"] not in self.replay.started and self.node_state(node) is None:
                 self.emit("node_start", {"node_id": node["id"], "node_type": node.get("type")})
-            output = self.run_node(node)
+            output = run_node(self, node)
+            self.iterations += 1
             self.emit("node_complete", {"node_id": node["id"], "node_type": node["type"]})
-            self.checkpoint = {
-                "next_node": index + 1,
-                "node_outputs": {**self.checkpoint["node_outputs"], node["id"]: output},
-                "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens},
-            }
-            if not services.save_checkpoint(self.execution.id, self.attempt, self.checkpoint, resume_input=None,
-                                            iteration_count=index + 1, **self.usage_fields()):
-                raise LeaseLost(str(self.execution.id))
-        self.complete(self.checkpoint["node_outputs"][nodes[-1]["id"]])
+            self._save({"next_node": index + 1, "node_outputs": {**self.checkpoint["node_outputs"], node["id"]: output}})
+        self.complete(nodes)
 
-    def run_node(self, node: dict):
-        if node.get("type") == "wait_event":
-            return self.wait_for_external_event(node)
-        if node.get("type") != "ai":
-            raise StepFailed("unsupported_node", f"Node type {node.get('type')!r} is not supported.")
-        replayed = self.replay.get(node["id"], {"started": False, "text": ""})
-        messages = [{"role": "user", "content": self.execution.inputs.get("message", "")}]
-        if node.get("instructions"):
-            messages.insert(0, {"role": "system", "content": node["instructions"]})
-        return self.stream_model(node, messages, sent=replayed["text"])
+    def template_context(self) -> dict:
+        inputs = self.execution.inputs
+        return {"message": inputs.get("message", ""), "variables": inputs.get("variables", {}),
+                "inputs": inputs.get("inputs", {}), "nodes": self.checkpoint["node_outputs"]}
 
-    def wait_for_external_event(self, node: dict):
-        """Suspend until the resume call stores the event; its payload is the node's output."""
-        if self.checkpoint.get("waiting_on") == node["id"] and self.execution.resume_input is not None:
-            return self.execution.resume_input
-        self.checkpoint = {**self.checkpoint, "waiting_on": node["id"]}
-        raise Suspend(ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"node_id": node["id"], "event": node.get("event")})
+    # --- model turns and tools -------------------------------------------------------------------
 
-    def stream_model(self, node: dict, messages: list[dict], sent: str) -> str:
-        """Stream the model's text as coalesced `text` events; return the whole text."""
+    def stream_model(self, node: dict, messages: list[dict], tools: list[dict] | None) -> ModelTurn:
+        """One model turn: text and reasoning as coalesced events; returns the text and tool calls."""
         interval = settings.TEXT_FLUSH_INTERVAL_MS / 1000
-        text, last_flush = "", time.monotonic()
+        channels = {kind: {"text": "", "sent": self.replay.streamed.pop((node["id"], kind), "")}
+                    for kind in ("text", "reasoning")}
+        tool_calls, last_flush = [], time.monotonic()
 
         def flush():
-            nonlocal sent, last_flush
+            nonlocal last_flush
             last_flush = time.monotonic()
-            if text.startswith(sent):
-                if len(text) > len(sent):
-                    self.emit("text", {"node_id": node["id"], "text": text[len(sent):]})
-            elif not sent.startswith(text):
-                self.emit("text", {"node_id": node["id"], "text": text, "reset": True})
-            else:
-                return
-            sent = text
+            for kind, channel in channels.items():
+                text, sent = channel["text"], channel["sent"]
+                if text.startswith(sent):
+                    if len(text) > len(sent):
+                        self.emit(kind, {"node_id": node["id"], "text": text[len(sent):]})
+                elif not sent.startswith(text):
+                    self.emit(kind, {"node_id": node["id"], "text": text, "reset": True})
+                else:
+                    continue
+                channel["sent"] = text
 
         try:
-            for chunk in get_provider(node.get("model", {})).stream(messages):
-                if chunk.kind == "text":
-                    text += chunk.text
+            for chunk in get_provider(node.get("model", {})).stream(messages, tools):
+                if chunk.kind in channels:
+                    channels[chunk.kind]["text"] += chunk.text
                     if time.monotonic() - last_flush >= interval:
                         flush()
                 elif chunk.kind == "usage":
@@ -178,7 +249,9 @@ class ExecutionRun:
                     self.usage.output_tokens += chunk.usage.output_tokens
                     self.check_credit_limit()
                 elif chunk.kind == "tool_call":
-                    raise StepFailed("unsupported_tool_call", "This node cannot call tools.")
+                    tool_calls.append({"id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
+                                       "name": chunk.tool_call["name"],
+                                       "arguments": chunk.tool_call.get("arguments") or {}})
                 if self.cancel_requested:
                     raise Cancelled()
         except (Cancelled, StepFailed, LeaseLost, SoftTimeLimitExceeded):
@@ -188,7 +261,20 @@ class ExecutionRun:
             flush()
             raise StepFailed("provider_error", str(exc)) from exc
         flush()
-        return text
+        return ModelTurn(text=channels["text"]["text"], tool_calls=tool_calls)
+
+    def run_server_tool(self, node: dict, tool: ServerTool | None, call: dict) -> tuple[str, object]:
+        """tool_call, the call, tool_result; a result the lost attempt already logged is reused."""
+        if call["id"] not in self.replay.tool_calls:
+            self.emit("tool_call", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
+                                    "arguments": call["arguments"]})
+        if call["id"] in self.replay.tool_results:
+            return self.replay.tool_results[call["id"]]
+        outcome, result = call_tool(tool, call["name"], call["arguments"])
+        self.emit("tool_result", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
+                                  "outcome": outcome, "result": result})
+        self.check_cancel()
+        return outcome, result
 
     # --- endings --------------------------------------------------------------------------------
 
@@ -207,14 +293,19 @@ class ExecutionRun:
             raise StepFailed("credit_limit_exceeded",
                              f"The execution would cost more than the {self.execution.credits_held} credits held for it.")
 
-    def complete(self, text: str) -> None:
+    def complete(self, nodes: list[dict]) -> None:
+        """The output is the last node's that has text (an ai node, or a sub-execution)."""
+        outputs = self.checkpoint["node_outputs"]
+        answer = next((outputs[n["id"]] for n in reversed(nodes)
+                       if isinstance(outputs.get(n["id"]), dict) and "text" in outputs[n["id"]]), {"text": ""})
+        output = {"text": answer["text"], "parsed_output": answer.get("parsed_output")}
         latency_ms = int((time.time() - self.execution.created_at.timestamp()) * 1000)
         credits = self.credits_used() if self.execution.credits_held > 0 else Decimal(0)
         services.complete_execution(
-            self.execution, self.attempt, outputs={"text": text},
-            final_payload={"output": {"text": text, "usage": self.usage_json()}, "cost_microdollars": 0,
+            self.execution, self.attempt, outputs=output,
+            final_payload={"output": {**output, "usage": self.usage_json()}, "cost_microdollars": 0,
                            "credits_used": float(credits), "latency_ms": latency_ms},
-            credits=credits, **self.usage_fields(),
+            credits=credits, iteration_count=self.iterations, **self.usage_fields(),
         )
 
 
@@ -231,7 +322,10 @@ def run_execution(execution_id) -> str:
         run.run()
         return "completed"
     except Suspend as suspension:
-        services.suspend_execution(execution, attempt, suspension.state, run.checkpoint, suspension.payload)
+        services.suspend_execution(
+            execution, attempt, suspension.state, run.suspension_checkpoint(suspension.node_state), suspension.payload,
+            timeout_seconds=suspension.timeout_seconds, sub_execution=suspension.sub_execution,
+        )
         return "suspended"
     except Cancelled:
         services.cancel_running_execution(execution, attempt, **run.usage_fields())

@@ -15,6 +15,7 @@ def run_execution(execution_id: str) -> str:
 def reap_executions() -> dict:
     reaped = services.reap_expired_leases()
     reaped["redispatched"] = services.redispatch_stale_queued()
+    reaped["timed_out"] = services.resume_timed_out()
     return {key: [str(i) for i in ids] for key, ids in reaped.items()}
 
 

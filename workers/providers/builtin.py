@@ -4,10 +4,14 @@ It streams its answer word by word with a configurable delay, follows a script o
 tool calls) when one is given, and reports token usage (one token per whitespace-separated word).
 The same input always gives the same output, so a retried step streams the same text.
 
-Node `model` options: {"provider": "builtin", "chunk_delay_ms": 100, "script": [{"text": "...",
-"tool_calls": [{"name": ..., "arguments": {...}}]}, ...], "reply": "fixed answer", "fail": "message"}.
+Node `model` options: {"provider": "builtin", "chunk_delay_ms": 100, "script": [{"reasoning": "...",
+"text": "...", "tool_calls": [{"name": ..., "arguments": {...}}]}, ...], "reply": "fixed answer",
+"fail": "message", "fail_on": "text"}. A script is followed turn by turn (the n-th answer of the
+conversation plays the n-th entry); "fail" fails half way through the text; "fail_on" fails when
+the user's message contains that text (a batch with mixed outcomes).
 """
 
+import hashlib
 import time
 from typing import Iterator
 
@@ -43,8 +47,15 @@ class BuiltinModel:
 
     def stream(self, messages: list[dict], tools: list[dict] | None = None) -> Iterator[ModelChunk]:
         turn = self._turn(messages)
-        words = turn.get("text", "").split(" ")
+        fail_on = self.options.get("fail_on")
+        if fail_on and any(fail_on in str(m.get("content", "")) for m in messages if m.get("role") == "user"):
+            raise BuiltinModelError(f"The message contains {fail_on!r}.")
         output_tokens = 0
+        if turn.get("reasoning"):
+            for index, word in enumerate(turn["reasoning"].split(" ")):
+                output_tokens += 1
+                yield ModelChunk(kind="reasoning", text=word if index == 0 else " " + word)
+        words = turn.get("text", "").split(" ") if turn.get("text") else []
         for index, word in enumerate(words):
             if index and self.chunk_delay:
                 time.sleep(self.chunk_delay)
@@ -52,8 +63,9 @@ class BuiltinModel:
                 raise BuiltinModelError(self.options["fail"])
             output_tokens += 1
             yield ModelChunk(kind="text", text=word if index == 0 else " " + word)
-        for call in turn.get("tool_calls", []):
+        for index, call in enumerate(turn.get("tool_calls", [])):
             output_tokens += 1
-            yield ModelChunk(kind="tool_call", tool_call=call)
+            call_id = call.get("id") or "tc_" + hashlib.sha1(f"{len(messages)}:{index}:{call['name']}".encode()).hexdigest()[:12]
+            yield ModelChunk(kind="tool_call", tool_call={**call, "id": call_id})
         input_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         yield ModelChunk(kind="usage", usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens))

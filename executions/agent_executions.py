@@ -1,0 +1,74 @@
+"""Starting agent executions (spec/agents-execute.txt): one, or a batch of items.
+
+Everything a start writes happens in one transaction: the Idempotency-Key claim, the credit hold
+(402 rolls it all back: no execution, no key used) and the execution rows; the task messages
+are published after commit.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+
+from accounts.credits import account_for, hold_credits
+from agents.credit_rules import quote
+from agents.selectors import get_live_agent
+from executions import services
+from executions.agent_requests import parse_batch_items, parse_execute_inputs, parse_json_object
+from executions.idempotency import claim_idempotency_key, parse_idempotency_key, request_fingerprint
+from executions.models import ExecutionSource, IdempotencyKey
+
+
+def _create(caller, agent, inputs: dict, source: str, **fields):
+    """One execution of the agent's live version, with its credits held."""
+    execution_id = uuid.uuid4()
+    estimate = quote(agent.credit_rules, inputs)["total"]
+    account = None
+    if estimate > 0:
+        account = account_for(caller.workspace, caller.principal)
+        hold_credits(account, execution_id, estimate)
+    return services.create_execution(
+        id=execution_id, workspace=caller.workspace, principal=caller.principal, source=source, inputs=inputs,
+        agent_version=agent.live_version, start_payload={"agent_id": f"agent:{agent.id}"},
+        credit_account=account, credits_held=estimate, **fields,
+    )
+
+
+def _start(caller, agent_id: str, request, route: str, create):
+    agent = get_live_agent(caller.workspace, agent_id)
+    idempotency_key = parse_idempotency_key(request.headers)
+    body = parse_json_object(request.body)
+    with transaction.atomic():
+        claimed = None
+        if idempotency_key:
+            claimed = claim_idempotency_key(caller.workspace, idempotency_key,
+                                            request_fingerprint(f"{route} {agent.id}", body))
+        execution = create(agent, body, idempotency_key or "")
+        if claimed:
+            IdempotencyKey.objects.filter(id=claimed.id).update(execution=execution)
+    return execution
+
+
+def start_agent_execution(caller, agent_id: str, request, source: str, route: str):
+    def create(agent, body, idempotency_key):
+        inputs = parse_execute_inputs(body, agent, caller.workspace)
+        return _create(caller, agent, inputs, source, idempotency_key=idempotency_key)
+
+    return _start(caller, agent_id, request, route, create)
+
+
+def start_agent_batch(caller, agent_id: str, request):
+    """The batch is a parent execution waiting for its items; each item is a child execution that any
+    worker of the fleet may run. The parent's events: batch_started, batch_progress per finished
+    item, batch_completed."""
+
+    def create(agent, body, idempotency_key):
+        items = parse_batch_items(body, agent, caller.workspace, settings.BATCH_MAX_ITEMS)
+        batch = services.create_batch(workspace=caller.workspace, principal=caller.principal,
+                                      agent_version=agent.live_version, idempotency_key=idempotency_key)
+        children = [_create(caller, agent, inputs, ExecutionSource.BATCH_ITEM, parent=batch, batch_key=key)
+                    for key, inputs in items]
+        services.start_batch(batch, agent, children)
+        return batch
+
+    return _start(caller, agent_id, request, "execute/batch", create)

@@ -1,0 +1,47 @@
+"""Children of an execution: a workflow node's sub-execution, or the items of a batch.
+
+A child's terminal transition calls `child_finished` in its own transaction. The parent's row is
+locked first (appending an event to it updates the row), so when two children finish at once the
+second sees the first committed: exactly one of them completes a batch.
+"""
+
+from django.db.models import Count, Q
+
+from executions.events import append_event
+from executions.models import TERMINAL_STATES, Execution, ExecutionSource, ExecutionState
+from executions.services import complete_batch, resume_execution
+
+
+def child_finished(child, state: str, outputs: dict | None, error: dict | None) -> None:
+    Execution.objects.select_for_update().filter(id=child.parent_id).values_list("id").first()  # lock the parent
+    parent = Execution.objects.get(id=child.parent_id)
+    if parent.state in TERMINAL_STATES:
+        return
+    if parent.source == ExecutionSource.BATCH:
+        _batch_item_finished(parent, child, state, outputs, error)
+        return
+    waiting_for = (parent.checkpoint.get("node_state") or {}).get("sub_execution_id")
+    if parent.state == ExecutionState.WAITING_FOR_SUB_EXECUTION and waiting_for == str(child.id):
+        resume_execution(parent, ExecutionState.WAITING_FOR_SUB_EXECUTION, {
+            "sub_execution_id": child.public_id, "status": state, "outputs": outputs, "error": error,
+        })
+
+
+def _batch_item_finished(batch, item, state, outputs, error) -> None:
+    counts = Execution.objects.filter(parent_id=batch.id).aggregate(
+        total=Count("id"),
+        finished=Count("id", filter=Q(state__in=TERMINAL_STATES)),
+        succeeded=Count("id", filter=Q(state=ExecutionState.COMPLETED)),
+    )
+    progress = {"key": item.batch_key, "item_execution_id": item.public_id, "status": state,
+                "completed": counts["finished"], "total": counts["total"]}
+    if state == ExecutionState.COMPLETED:
+        progress["output"] = {"text": (outputs or {}).get("text", ""),
+                              "parsed_output": (outputs or {}).get("parsed_output")}
+    else:
+        progress["error"] = error
+    append_event(batch, "batch_progress", progress)
+    if counts["finished"] == counts["total"]:
+        summary = {"total": counts["total"], "succeeded": counts["succeeded"],
+                   "failed": counts["total"] - counts["succeeded"]}
+        complete_batch(batch, summary)

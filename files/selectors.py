@@ -1,0 +1,23 @@
+"""Reads of the files app: where a stored file can be downloaded from."""
+
+from django.conf import settings
+from django.core import signing
+from django.core.files.storage import default_storage
+
+DOWNLOAD_SALT = "files.download"
+
+
+def download_url(stored_file) -> str:
+    """A URL that needs no API key: S3's presigned URL, or our signed, expiring download link."""
+    if settings.AWS_STORAGE_BUCKET_NAME:
+        return default_storage.url(stored_file.storage_key)
+    token = signing.dumps(str(stored_file.id), salt=DOWNLOAD_SALT)
+    return f"{settings.PUBLIC_BASE_URL}/files/download/{token}"
+
+
+def file_id_from_download_token(token: str):
+    """The file id a download token was issued for, or None when it is forged or expired."""
+    try:
+        return signing.loads(token, salt=DOWNLOAD_SALT, max_age=settings.DOWNLOAD_URL_MAX_AGE_SECONDS)
+    except signing.BadSignature:
+        return None

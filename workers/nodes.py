@@ -1,0 +1,296 @@
+"""The workflow node types. Each takes the run and its node and returns the node's output (JSON),
+or raises Suspend / StepFailed. Node options are documented on each function.
+
+Strings in node options may hold templates: `{{message}}`, `{{variables.tone}}`,
+`{{nodes.<node_id>.text}}`, `{{inputs}}`; a string that is only one template takes the value as is.
+"""
+
+import json
+import re
+import time
+import uuid
+
+import jsonschema
+from django.conf import settings
+
+from agents.models import Agent, Skill
+from executions.models import Execution, ExecutionState
+from files.selectors import download_url
+from files.services import store_generated_file
+from workers.media import get_media_provider
+from workers.runtime import ExecutionRun, StepFailed, Suspend
+from workers.tools import server_tools
+
+TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z0-9_.\-]+)\s*\}\}")
+MAX_SUB_EXECUTION_DEPTH = 5
+
+
+def _lookup(context: dict, path: str):
+    value = context
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def render(value, context: dict):
+    if isinstance(value, dict):
+        return {key: render(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render(item, context) for item in value]
+    if not isinstance(value, str):
+        return value
+    whole = TEMPLATE.fullmatch(value.strip())
+    if whole:
+        return _lookup(context, whole.group(1))
+
+    def text(match):
+        found = _lookup(context, match.group(1))
+        return "" if found is None else found if isinstance(found, str) else json.dumps(found)
+
+    return TEMPLATE.sub(text, value)
+
+
+def run_node(run: ExecutionRun, node: dict):
+    handler = NODE_TYPES.get(node.get("type"))
+    if handler is None:
+        raise StepFailed("unsupported_node", f"Node type {node.get('type')!r} is not supported.")
+    return handler(run, node)
+
+
+# --- ai -------------------------------------------------------------------------------------------
+
+
+def parse_output(node: dict, text: str):
+    """`output_schema`: the text parsed as JSON and valid against it, else None."""
+    schema = node.get("output_schema")
+    if not schema:
+        return None
+    try:
+        value = json.loads(text)
+        jsonschema.validate(value, schema)
+    except (ValueError, jsonschema.ValidationError, jsonschema.SchemaError):
+        return None
+    return value
+
+
+def _tool_message(call: dict, outcome: str, result) -> dict:
+    return {"role": "tool", "tool_call_id": call["id"], "name": call["name"],
+            "content": json.dumps({"outcome": outcome, "result": result})}
+
+
+def run_ai(run: ExecutionRun, node: dict) -> dict:
+    """A model call, in turns until the model answers without calling tools.
+
+    Options: model, instructions, prompt (default: the user's message), tools (server tool names),
+    accepts_client_tools, output_schema, max_iterations (model turns, default 10)."""
+    state = run.node_state(node)
+    if state is None:
+        prompt = render(node.get("prompt", "{{message}}"), run.template_context())
+        messages = [{"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)}]
+        if node.get("instructions"):
+            messages.insert(0, {"role": "system", "content": node["instructions"]})
+        state = {"node_id": node["id"], "messages": messages, "turns": 0, "pending": []}
+    if state["pending"]:  # resumed: the client's results, in the order the model called
+        results = (run.resume_input(node) or {}).get("tool_results", {})
+        for call in state["pending"]:
+            result = results.get(call["id"], {"outcome": "error", "result": {"message": "No result was posted."}})
+            state["messages"].append(_tool_message(call, result["outcome"], result.get("result")))
+        state = {**state, "pending": [], "waiting": False}
+
+    server = server_tools(run.execution.workspace_id, node.get("tools", []))
+    client = ({tool["name"]: tool for tool in run.execution.inputs.get("client_tools", [])}
+              if node.get("accepts_client_tools") else {})
+    specs = [tool.spec() for tool in server.values()] + [
+        {"name": t["name"], "description": t.get("description", ""), "parameters": t.get("parameters", {})}
+        for t in client.values()]
+    while True:
+        if state["turns"] >= node.get("max_iterations", 10):
+            raise StepFailed("max_iterations_exceeded", f"Node {node['id']!r} called tools more than "
+                             f"{node.get('max_iterations', 10)} times.")
+        turn = run.stream_model(node, state["messages"], specs or None)
+        state["turns"] += 1
+        state["messages"].append({"role": "assistant", "content": turn.text, "tool_calls": turn.tool_calls})
+        if not turn.tool_calls:
+            return {"text": turn.text, "parsed_output": parse_output(node, turn.text)}
+        pending = []
+        for call in turn.tool_calls:
+            if call["name"] in client:
+                pending.append(call)
+            else:
+                outcome, result = run.run_server_tool(node, server.get(call["name"]), call)
+                state["messages"].append(_tool_message(call, outcome, result))
+        if pending:
+            for call in pending:
+                run.emit("tool_call_awaiting_client", {"node_id": node["id"], "tool_call_id": call["id"],
+                                                       "name": call["name"], "arguments": call["arguments"]})
+            raise Suspend(ExecutionState.AWAITING_CLIENT_TOOL,
+                          {"node_id": node["id"], "pending_tool_call_ids": [call["id"] for call in pending]},
+                          {**state, "pending": pending})
+        run.save_node_state(state)
+
+
+# --- tool -----------------------------------------------------------------------------------------
+
+
+def run_tool(run: ExecutionRun, node: dict) -> dict:
+    """A server tool with fixed (templated) arguments. Options: tool, arguments, on_error (fail|continue)."""
+    arguments = render(node.get("arguments", {}), run.template_context())
+    call = {"id": f"tc_{node['id']}", "name": node.get("tool", ""), "arguments": arguments}
+    outcome, result = run.run_server_tool(node, server_tools(run.execution.workspace_id, [call["name"]]).get(call["name"]),
+                                          call)
+    if outcome == "error" and node.get("on_error", "fail") == "fail":
+        raise StepFailed("tool_error", f"Tool {call['name']!r} failed: {result.get('message', result)}")
+    return {"outcome": outcome, "result": result}
+
+
+# --- human gate and external event ---------------------------------------------------------------
+
+
+def _expires_at(timeout_seconds) -> str | None:
+    if not timeout_seconds:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + timeout_seconds))
+
+
+def run_human_gate(run: ExecutionRun, node: dict) -> dict:
+    """Suspends as awaiting_approval. Options: prompt, timeout_seconds, default_decision (approve|reject,
+    taken at the timeout; default reject), on_reject (fail|continue, default fail)."""
+    decision = run.resume_input(node)
+    if decision is not None:
+        if decision["decision"] == "rejected" and node.get("on_reject", "fail") == "fail":
+            how = "timed out and was rejected by default" if decision.get("decided_by") == "timeout" else "was rejected"
+            raise StepFailed("approval_rejected", f"The approval of node {node['id']!r} {how}.")
+        return decision
+    timeout = node.get("timeout_seconds")
+    default = "approved" if node.get("default_decision") == "approve" else "rejected"
+    raise Suspend(
+        ExecutionState.AWAITING_APPROVAL,
+        {"node_id": node["id"], "prompt": render(node.get("prompt", ""), run.template_context()),
+         "expires_at": _expires_at(timeout), "default_decision": default if timeout else None},
+        {"node_id": node["id"], "timeout_input": {"decision": default, "comment": "", "decided_by": "timeout"}},
+        timeout_seconds=timeout,
+    )
+
+
+def run_wait_event(run: ExecutionRun, node: dict) -> dict:
+    """Suspends as waiting_for_external_event; the posted event is the output. Options: event (the
+    expected name; any when unset), timeout_seconds, on_timeout (fail|continue, default fail)."""
+    received = run.resume_input(node)
+    if received is not None:
+        if received.get("timed_out") and node.get("on_timeout", "fail") == "fail":
+            raise StepFailed("event_timeout", f"No event reached node {node['id']!r} in time.")
+        return received
+    timeout = node.get("timeout_seconds")
+    raise Suspend(
+        ExecutionState.WAITING_FOR_EXTERNAL_EVENT,
+        {"node_id": node["id"], "event": node.get("event"), "expires_at": _expires_at(timeout)},
+        {"node_id": node["id"], "event": node.get("event"),
+         "timeout_input": {"event": None, "payload": None, "timed_out": True}},
+        timeout_seconds=timeout,
+    )
+
+
+# --- media generation -----------------------------------------------------------------------------
+
+
+def run_media_generation(run: ExecutionRun, node: dict) -> dict:
+    """Submit to a media provider, heartbeat while it works, store the file. Options: provider
+    (default builtin), prompt, width, height, duration_ms (built-in), timeout_seconds (default 600)."""
+    provider_name = node.get("provider", "builtin")
+    try:
+        provider = get_media_provider(provider_name)
+    except ValueError as exc:
+        raise StepFailed("invalid_workflow", str(exc)) from exc
+    state = run.node_state(node)
+    if state is None:
+        request = render({key: node[key] for key in ("width", "height", "duration_ms") if key in node},
+                         run.template_context())
+        request["prompt"] = render(node.get("prompt", "{{message}}"), run.template_context()) or ""
+        job = provider.submit(request)
+        run.emit("media_gen_submitted", {"node_id": node["id"], "job_id": job["job_id"], "provider": provider_name,
+                                         "media_type": "image"})
+        state = {"node_id": node["id"], "job": job, "submitted_at": time.time()}
+        run.save_node_state(state)
+    deadline = state["submitted_at"] + node.get("timeout_seconds", 600)
+    last_beat = time.monotonic()
+    while (result := provider.poll(state["job"])) is None:
+        if time.time() > deadline:
+            raise StepFailed("media_gen_timeout", f"The media provider did not finish in {node.get('timeout_seconds', 600)} s.")
+        time.sleep(min(0.25, settings.MEDIA_HEARTBEAT_SECONDS))
+        run.refresh_cancel()
+        if time.monotonic() - last_beat >= settings.MEDIA_HEARTBEAT_SECONDS:
+            run.emit("heartbeat", {"node_id": node["id"], "job_id": state["job"]["job_id"]})
+            last_beat = time.monotonic()
+    stored = store_generated_file(run.execution.workspace, run.execution.principal, result.content,
+                                  result.content_type, result.filename)
+    media = {"url": download_url(stored), "storage_key": stored.storage_key, "content_type": stored.content_type,
+             "size_bytes": stored.size_bytes, "media_type": "image"}
+    run.emit("media_gen_complete", {"node_id": node["id"], "job_id": state["job"]["job_id"], **media})
+    return media
+
+
+# --- sub-executions -------------------------------------------------------------------------------
+
+
+def _depth(execution: Execution) -> int:
+    depth, parent_id = 0, execution.parent_id
+    while parent_id and depth <= MAX_SUB_EXECUTION_DEPTH:
+        depth += 1
+        parent_id = Execution.objects.filter(id=parent_id).values_list("parent_id", flat=True).first()
+    return depth
+
+
+def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
+    """`agent` (agent_id, message, variables) or `skill` (skill: the slug, inputs): runs the live
+    version as a child execution anywhere in the fleet; this one waits without a worker.
+    Option on_error (fail|continue, default fail)."""
+    finished = run.resume_input(node)
+    if finished is not None:
+        if finished["status"] != ExecutionState.COMPLETED and node.get("on_error", "fail") == "fail":
+            message = (finished.get("error") or {}).get("message", finished["status"])
+            raise StepFailed("sub_execution_failed", f"Sub-execution {finished['sub_execution_id']} failed: {message}")
+        outputs = finished.get("outputs") or {}
+        return {"sub_execution_id": finished["sub_execution_id"], "status": finished["status"],
+                "text": outputs.get("text", ""), "parsed_output": outputs.get("parsed_output")}
+    if _depth(run.execution) >= MAX_SUB_EXECUTION_DEPTH:
+        raise StepFailed("sub_execution_too_deep", f"Sub-executions nest at most {MAX_SUB_EXECUTION_DEPTH} deep.")
+    context, workspace_id = run.template_context(), run.execution.workspace_id
+    if node["type"] == "agent":
+        agent_id = str(node.get("agent_id", "")).removeprefix("agent:")
+        agent = Agent.objects.filter(workspace_id=workspace_id, id=agent_id).first() if _is_uuid(agent_id) else None
+        version, responder = (agent.live_version if agent else None), f"agent:{agent_id}"
+        inputs = {"message": render(node.get("message", "{{message}}"), context),
+                  "variables": render(node.get("variables", {}), context)}
+        child = {"agent_version": version}
+    else:
+        skill = Skill.objects.filter(workspace_id=workspace_id, slug=node.get("skill", "")).first()
+        version, responder = (skill.live_version if skill else None), f"skill:{node.get('skill')}"
+        inputs = {"inputs": render(node.get("inputs", {}), context)}
+        child = {"skill_version": version}
+    if version is None:
+        raise StepFailed("invalid_workflow", f"Node {node['id']!r}: {responder} does not exist or is not published.")
+    child_id = uuid.uuid4()
+    run.emit("sub_execution_started", {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}",
+                                       "responder": responder})
+    raise Suspend(ExecutionState.WAITING_FOR_SUB_EXECUTION, None,
+                  {"node_id": node["id"], "sub_execution_id": str(child_id)},
+                  sub_execution={"id": child_id, "inputs": inputs, **child})
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+NODE_TYPES = {
+    "ai": run_ai,
+    "tool": run_tool,
+    "human_gate": run_human_gate,
+    "wait_event": run_wait_event,
+    "media_generation": run_media_generation,
+    "agent": run_sub_execution,
+    "skill": run_sub_execution,
+}

@@ -1,0 +1,115 @@
+"""Server tools: Python tools registered here, plus HTTP tools configured per workspace.
+
+A tool gets JSON arguments (checked against its JSON Schema) and returns a JSON result; a failure
+is a result with outcome "error" that the model sees, not an exception of the run.
+"""
+
+import ast
+import operator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+import httpx
+import jsonschema
+
+from agents.models import HttpTool
+
+
+class ToolError(Exception):
+    pass
+
+
+@dataclass
+class ServerTool:
+    name: str
+    description: str
+    parameters: dict
+    call: Callable[[dict], object]
+
+    def spec(self) -> dict:
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+PYTHON_TOOLS: dict[str, ServerTool] = {}
+
+
+def python_tool(name: str, description: str, parameters: dict):
+    def register(function):
+        PYTHON_TOOLS[name] = ServerTool(name, description, parameters, function)
+        return function
+
+    return register
+
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+              ast.Mod: operator.mod, ast.FloorDiv: operator.floordiv, ast.USub: operator.neg, ast.UAdd: operator.pos}
+
+
+def _evaluate(node):
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_evaluate(node.operand))
+    raise ToolError("Only numbers and + - * / // % are allowed.")
+
+
+@python_tool("calculator", "Evaluate an arithmetic expression such as (2 + 3) * 4.",
+             {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 500}},
+              "required": ["expression"], "additionalProperties": False})
+def calculator(arguments: dict):
+    try:
+        return {"value": _evaluate(ast.parse(arguments["expression"], mode="eval"))}
+    except (SyntaxError, ZeroDivisionError) as exc:
+        raise ToolError(str(exc)) from exc
+
+
+@python_tool("current_time", "The current date and time in UTC (ISO 8601).",
+             {"type": "object", "properties": {}, "additionalProperties": False})
+def current_time(arguments: dict):
+    return {"utc": datetime.now(timezone.utc).isoformat()}
+
+
+def _http_tool(tool: HttpTool) -> ServerTool:
+    def call(arguments: dict):
+        try:
+            if tool.method == "GET":
+                response = httpx.get(tool.url, params=arguments, headers=tool.headers, timeout=tool.timeout_seconds)
+            else:
+                response = httpx.post(tool.url, json=arguments, headers=tool.headers, timeout=tool.timeout_seconds)
+        except httpx.HTTPError as exc:
+            raise ToolError(f"{tool.name}: {type(exc).__name__}") from exc
+        if response.status_code >= 400:
+            raise ToolError(f"{tool.name} answered HTTP {response.status_code}: {response.text[:500]}")
+        try:
+            return response.json()
+        except ValueError:
+            return {"text": response.text}
+
+    return ServerTool(tool.name, tool.description, tool.parameters or {"type": "object"}, call)
+
+
+def server_tools(workspace_id, names) -> dict[str, ServerTool]:
+    """The named tools a workflow node may call: a workspace's HTTP tool wins over a Python tool."""
+    names = list(names)
+    tools = {name: PYTHON_TOOLS[name] for name in names if name in PYTHON_TOOLS}
+    for tool in HttpTool.objects.filter(workspace_id=workspace_id, name__in=names):
+        tools[tool.name] = _http_tool(tool)
+    return tools
+
+
+def call_tool(tool: ServerTool | None, name: str, arguments) -> tuple[str, object]:
+    """Run a tool; returns (outcome, result) with outcome "success" or "error"."""
+    if tool is None:
+        return "error", {"message": f"Unknown tool {name!r}."}
+    try:
+        jsonschema.validate(arguments, tool.parameters)
+        return "success", tool.call(arguments)
+    except jsonschema.ValidationError as exc:
+        return "error", {"message": f"Invalid arguments: {exc.message}"}
+    except ToolError as exc:
+        return "error", {"message": str(exc)}
