@@ -1,6 +1,11 @@
+import json
+
+from django import forms
 from django.contrib import admin
 
-from agents.models import Agent, AgentVersion, Skill, SkillVersion
+from agents.models import Agent, AgentVersion, HttpTool, Skill, SkillVersion
+from agents.services import publish_agent_version
+from agents.workflows import InvalidWorkflow, validate_workflow
 
 
 class AgentVersionInline(admin.TabularInline):
@@ -11,11 +16,49 @@ class AgentVersionInline(admin.TabularInline):
     can_delete = False
 
 
+class AgentForm(forms.ModelForm):
+    publish_workflow = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 12, "cols": 100}),
+        help_text='JSON {"nodes": [...]} (node types: workers/nodes.py). Saving publishes it as a new version.',
+    )
+
+    class Meta:
+        model = Agent
+        fields = ("workspace", "name", "requires_user_message", "credit_rules", "publish_workflow")
+
+    def clean_publish_workflow(self):
+        raw = self.cleaned_data["publish_workflow"].strip()
+        if not raw:
+            return None
+        try:
+            workflow = json.loads(raw)
+            validate_workflow(workflow)
+        except (ValueError, InvalidWorkflow) as exc:
+            raise forms.ValidationError(str(exc))
+        return workflow
+
+
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
+    form = AgentForm
     list_display = ("name", "id", "workspace", "live_version", "created_at")
     list_filter = ("workspace",)
+    readonly_fields = ("live_version",)
     inlines = [AgentVersionInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("publish_workflow"):
+            publish_agent_version(obj, form.cleaned_data["publish_workflow"])
+
+
+@admin.register(HttpTool)
+class HttpToolAdmin(admin.ModelAdmin):
+    """Server tools called over HTTP; an agent's nodes name them in `tools` or `tool`."""
+
+    list_display = ("name", "workspace", "method", "url")
+    list_filter = ("workspace",)
+    search_fields = ("name", "url")
 
 
 class SkillVersionInline(admin.TabularInline):

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from agents.models import Agent, AgentVersion, Skill, SkillVersion
+from agents.workflows import validate_workflow
 
 
 @transaction.atomic
@@ -22,6 +23,7 @@ def _publish_version(owner, **content):
 
 
 def publish_agent_version(agent: Agent, workflow: dict) -> AgentVersion:
+    validate_workflow(workflow)
     return _publish_version(agent, workflow=workflow)
 
 

@@ -33,14 +33,18 @@ ERROR = {
 
 EVENT = {
     "type": "object",
-    "description": "One SSE frame: `id: <seq>` then `data: <this JSON>`. Types: start, node_start, text, "
-    "node_complete, final, error (failed or cancelled, with `code`), suspended, resumed.",
+    "description": "One SSE frame: `id: <seq>` then `data: <this JSON>`. Types: start, text, reasoning, "
+    "tool_call, tool_result, tool_call_awaiting_client, node_start, node_complete, media_gen_submitted, "
+    "media_gen_complete, heartbeat (every MEDIA_HEARTBEAT_SECONDS, 15 s, while media generation runs), final, "
+    "error (failed or cancelled, with `code`), suspended (with the awaited input), resumed, "
+    "sub_execution_started; a batch: batch_started, batch_progress, batch_completed.",
     "properties": {
         "type": {"type": "string"},
         "execution_id": {"type": "string", "example": "execution:0f8c..."},
         "seq": {"type": "integer", "minimum": 1},
         "status": {"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled",
-                                              "awaiting_client_tool", "awaiting_approval", "waiting_for_external_event"]},
+                                              "awaiting_client_tool", "awaiting_approval", "waiting_for_external_event",
+                                              "waiting_for_sub_execution"]},
         "text": {"type": "string", "description": "`text` events: the next chunk of the answer"},
     },
     "required": ["type", "execution_id", "seq"],
@@ -146,4 +150,62 @@ def add_async_endpoints(result, generator, request, public):
         "security": SECURITY,
         "responses": {"200": {"description": "the events", "content": SSE}, **_errors(400, 401, 404)},
     }}
+    result["paths"]["/agents/{agent_id}/execute/batch"] = {"post": {
+        "operationId": "agents_execute_batch", "tags": ["agents"], "summary": "Execute an agent on many items",
+        "description": "Each item runs as its own child execution, anywhere in the worker fleet, with its credits held "
+                       "per item (402 for the whole batch if they cannot all be held). The SSE answer is the batch "
+                       "execution's log: `batch_started` (the items' execution ids), `batch_progress` as each item "
+                       "ends (key, status, output or error, completed/total), `batch_completed` (succeeded, failed). "
+                       "At most BATCH_MAX_ITEMS (100) items; item errors name the item (`items[3].message`).",
+        "parameters": agent_params, "security": SECURITY,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": BATCH_REQUEST}}},
+        "responses": {"200": {"description": "the batch's events", "content": SSE},
+                      **_errors(400, 401, 402, 403, 404, 409, 422)},
+    }}
+    for path, operation, summary, description, body in RESUME_ENDPOINTS:
+        result["paths"][f"/executions/{{execution_id}}/{path}"] = {"post": {
+            "operationId": operation, "tags": ["executions"], "summary": summary,
+            "description": description + " With `Accept: text/event-stream`, once the execution is resumed, the "
+                                         "answer streams the resumed run from its `resumed` event.",
+            "parameters": [_path_param("execution_id")], "security": SECURITY,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {"200": {"description": "`{\"data\": {\"execution_id\", \"status\", ...}}`, or the "
+                                                 "resumed run as SSE", "content": {**SSE, "application/json": {
+                                                     "schema": {"type": "object"}}}},
+                          **_errors(400, 401, 404, 409, 413, 422)},
+        }}
     return result
+
+
+BATCH_REQUEST = {
+    "type": "object", "required": ["items"],
+    "properties": {"items": {"type": "array", "minItems": 1, "maxItems": 100, "items": {
+        "allOf": [EXECUTE_REQUEST, {"type": "object", "required": ["key"], "properties": {
+            "key": {"type": "string", "minLength": 1, "maxLength": 128, "description": "Unique in the batch"}}}]}}},
+}
+
+RESUME_ENDPOINTS = [
+    ("tool-result", "executions_tool_result", "Post a client tool's result",
+     "For an execution in `awaiting_client_tool`: the result of one pending call (see its "
+     "`tool_call_awaiting_client` events). The last pending result resumes the execution; before that the answer "
+     "lists `pending_tool_call_ids`. Unknown call: 404 `tool_call_not_found`; a second result for a call: 409 "
+     "`tool_result_already_submitted`; another state: 409 `execution_not_awaiting_client_tool`.",
+     {"type": "object", "required": ["tool_call_id", "result"], "properties": {
+         "tool_call_id": {"type": "string"}, "outcome": {"type": "string", "enum": ["success", "error"]},
+         "result": {"description": "Any JSON, at most TOOL_RESULT_MAX_BYTES (1 MiB)"}}}),
+    ("approval", "executions_approval", "Approve or reject a human gate",
+     "For an execution in `awaiting_approval` (a `human_gate` node). `approve` continues the workflow; `reject` "
+     "fails it with `approval_rejected` unless the node says `on_reject: continue`. A gate with `timeout_seconds` "
+     "takes its `default_decision` when nobody decides in time. Another state: 409 "
+     "`execution_not_awaiting_approval`.",
+     {"type": "object", "required": ["decision"], "properties": {
+         "decision": {"type": "string", "enum": ["approve", "reject"]},
+         "comment": {"type": "string", "maxLength": 2000}}}),
+    ("external-event", "executions_external_event", "Deliver an external event",
+     "For an execution in `waiting_for_external_event` (a `wait_event` node): the event and its payload become the "
+     "node's output. A node that names its event refuses another with 422 `unexpected_event`. Another state: 409 "
+     "`execution_not_waiting_for_external_event`.",
+     {"type": "object", "required": ["event"], "properties": {
+         "event": {"type": "string", "minLength": 1, "maxLength": 128},
+         "payload": {"description": "Any JSON, at most 1 MiB"}}}),
+]

@@ -82,3 +82,26 @@ def test_revoke_action(admin_client, tenant):
     admin_client.post("/admin/accounts/apikey/", {"action": "revoke_keys", "_selected_action": [str(api_key.id)]})
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None
+
+
+def test_publishing_a_workflow_from_the_agent_page(admin_client, tenant, agent):
+    url = f"/admin/agents/agent/{agent.id}/change/"
+    form = {"workspace": str(tenant.workspace.id), "name": "Renamed", "requires_user_message": "on",
+            "credit_rules": "{}", "agentversion_set-TOTAL_FORMS": "0", "agentversion_set-INITIAL_FORMS": "0",
+            "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"}
+    refused = admin_client.post(url, {**form, "publish_workflow": '{"nodes": [{"id": "a", "type": "teleport"}]}'})
+    assert refused.status_code == 200 and "type must be one of" in refused.content.decode()
+    workflow = '{"nodes": [{"id": "a", "type": "ai", "model": {"provider": "builtin"}}]}'
+    response = admin_client.post(url, {**form, "publish_workflow": workflow})
+    assert response.status_code == 302, response.content.decode()[:3000]
+    agent.refresh_from_db()
+    assert agent.name == "Renamed"
+    assert agent.live_version.number == 2
+    assert agent.live_version.workflow["nodes"][0]["id"] == "a"
+
+
+def test_http_tools_are_listed(admin_client, tenant):
+    from agents.models import HttpTool
+
+    HttpTool.objects.create(workspace=tenant.workspace, name="order_status", url="https://tools.example/orders")
+    assert "order_status" in admin_client.get("/admin/agents/httptool/").content.decode()

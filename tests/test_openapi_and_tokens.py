@@ -16,9 +16,14 @@ def test_schema_documents_every_route(client):
     schema = response.json()
     for path in ("/agents/{agent_id}/execute", "/agents/{agent_id}/execute/stream", "/executions/{execution_id}",
                  "/executions/{execution_id}/events", "/executions/{execution_id}/cancel",
-                 "/executions/{execution_id}/stream-token"):
+                 "/executions/{execution_id}/stream-token", "/agents/{agent_id}/execute/batch",
+                 "/agents/{agent_id}/preview-credits", "/attachments/upload", "/executions/{execution_id}/tool-result",
+                 "/executions/{execution_id}/approval", "/executions/{execution_id}/external-event"):
         assert path in schema["paths"], path
     assert {"ApiKeyHeader", "BearerKey"} <= set(schema["components"]["securitySchemes"])
+    approval = schema["paths"]["/executions/{execution_id}/approval"]["post"]
+    assert approval["requestBody"]["content"]["application/json"]["schema"]["properties"]["decision"]["enum"] == [
+        "approve", "reject"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -87,6 +87,28 @@ def test_worker_killed_mid_execution_is_recovered_and_completes_once(live, tenan
 
 
 @pytest.mark.django_db(transaction=True)
+def test_worker_killed_after_a_tool_call_resumes_from_the_turn_checkpoint(live, tenant):
+    """The tool's logged result is reused (the tool is not called twice) and no event is written twice."""
+    from agents.models import Agent
+    from agents.services import publish_agent_version
+
+    reply = " ".join(f"w{i:02d}" for i in range(40))
+    agent = Agent.objects.create(workspace=tenant.workspace, name="tools")
+    publish_agent_version(agent, {"nodes": [{"id": "answer", "type": "ai", "tools": ["current_time"], "model": {
+        "provider": "builtin", "chunk_delay_ms": 100,
+        "script": [{"tool_calls": [{"name": "current_time", "arguments": {}}]}, {"text": reply}]}}]})
+    events = stream_agent(live, agent, tenant, stop=lambda evs: sum(e.data["type"] == "text" for e in evs) >= 4)
+    execution_id = execution_uuid(events[0].data["execution_id"])
+    os.kill(int(Execution.objects.get(id=execution_id).lease_owner.rsplit(":", 1)[1]), signal.SIGKILL)
+
+    execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="completed").first(), timeout=60)
+    assert execution.attempt == 2
+    assert execution.outputs["text"] == reply
+    assert [len(events_of(execution_id, kind)) for kind in ("node_start", "tool_call", "tool_result", "final")] == [1, 1, 1, 1]
+    assert "".join(e.data["text"] for e in events_of(execution_id, "text")) == reply
+
+
+@pytest.mark.django_db(transaction=True)
 def test_cancel_during_streaming_stops_within_one_chunk(live, tenant, make_agent):
     agent = make_agent(tenant.workspace, chunk_delay_ms=100, reply=" ".join(f"w{i}" for i in range(100)))
     cancel = {}
