@@ -26,3 +26,4 @@ def find_active_key(raw_key: str) -> ApiKey | None:
     if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     return api_key
+

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import ApiKey, ApiKeyKind, Principal, PrincipalKind, Tenant, Workspace
+from accounts.models import ApiKey, ApiKeyKind, Customer, Principal, PrincipalKind, Tenant, Workspace
+from config.ids import parse_prefixed_id
 
 KEY_PREFIXES = {ApiKeyKind.WORKSPACE: "wak_", ApiKeyKind.END_USER: "eak_"}
 PUBLIC_ID_LENGTH = 16  # "wak_" + 12 hex characters
@@ -74,3 +75,16 @@ def create_tenant(name: str, workspace_name: str | None = None) -> NewTenant:
         workspace_key=issue_api_key(workspace, ApiKeyKind.WORKSPACE, name="service"),
         end_user_key=issue_api_key(workspace, ApiKeyKind.END_USER, name="end user"),
     )
+
+
+def workspace_and_customer(workspace_id: str, customer_external_id: str | None):
+    """For management commands: the workspace (`<uuid>` or `workspace:<uuid>`) and, when an
+    external id is given, its customer (created if new). LookupError for an unknown workspace."""
+    parsed = parse_prefixed_id(workspace_id, "workspace")
+    workspace = Workspace.objects.filter(id=parsed).first() if parsed else None
+    if workspace is None:
+        raise LookupError(f"No workspace {workspace_id!r}.")
+    customer = None
+    if customer_external_id:
+        customer, _ = Customer.objects.get_or_create(workspace=workspace, external_id=customer_external_id)
+    return workspace, customer

@@ -82,7 +82,8 @@ SYNC_RESPONSE = {
                 "status": {"type": "string", "enum": ["completed", "awaiting_approval", "waiting_for_external_event",
                                                       "awaiting_client_tool", "failed", "cancelled"]},
                 "output": {"type": "object", "properties": {
-                    "text": {"type": "string"}, "parsed_output": {"nullable": True}, "usage": USAGE}},
+                    "text": {"type": "string"}, "parsed_output": {"nullable": True}, "usage": USAGE,
+                    "cost_microdollars": {"type": "integer"}}},
                 "cost_microdollars": {"type": "integer"},
                 "latency_ms": {"type": "integer"},
                 "error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},

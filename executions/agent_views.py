@@ -69,7 +69,10 @@ async def execute_sync(request, agent_id):
         return JsonResponse({"data": {"execution_id": execution.public_id, "status": execution.state}}, status=202)
     data = {"execution_id": execution.public_id, "status": last["status"]}
     if last["type"] == "final":
-        data.update(output=last["output"], cost_microdollars=last["cost_microdollars"],
+        # the spec's example has cost_microdollars inside `output`; the top-level copy is kept for clients
+        # that read it next to latency_ms
+        data.update(output={**last["output"], "cost_microdollars": last["cost_microdollars"]},
+                    cost_microdollars=last["cost_microdollars"],
                     credits_used=last["credits_used"], latency_ms=last["latency_ms"])
     elif last["type"] == "error":
         data["error"] = {"code": last["code"], "message": last["message"]}

@@ -15,7 +15,8 @@ def execution_data(execution: Execution) -> dict:
         "source": execution.source,
         "attempt": execution.attempt,
         "cancel_requested": execution.cancel_requested,
-        "parent_execution_id": str(execution.parent_id) if execution.parent_id else None,
+        "parent_execution_id": f"execution:{execution.parent_id}" if execution.parent_id else None,
+        "batch_key": execution.batch_key or None,
         "agent_version_id": str(execution.agent_version_id) if execution.agent_version_id else None,
         "skill_version_id": str(execution.skill_version_id) if execution.skill_version_id else None,
         "created_at": _iso(execution.created_at),
@@ -34,5 +35,7 @@ def execution_data(execution: Execution) -> dict:
         "outputs": execution.outputs,
         "error": execution.error,
         "failure_reason": execution.failure_reason or None,
+        "credits": {"held": str(execution.credits_held), "charged": str(execution.credits)},
+        "resume_deadline": _iso(execution.resume_deadline),
         "last_event_seq": execution.last_event_seq,
     }

@@ -1,10 +1,8 @@
-import uuid
-
 from config.commands import write_result
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.models import ApiKeyKind, Customer, Workspace
-from accounts.services import issue_api_key
+from accounts.models import ApiKeyKind
+from accounts.services import issue_api_key, workspace_and_customer
 
 
 class Command(BaseCommand):
@@ -19,15 +17,12 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON object and nothing else.")
 
     def handle(self, *args, **options):
-        try:
-            workspace = Workspace.objects.get(id=uuid.UUID(options["workspace"].removeprefix("workspace:")))
-        except (ValueError, Workspace.DoesNotExist):
-            raise CommandError(f"No workspace {options['workspace']!r}.")
         if options["customer"] and options["kind"] != "end_user":
             raise CommandError("--customer goes with --kind end_user.")
-        customer = None
-        if options["customer"]:
-            customer, _ = Customer.objects.get_or_create(workspace=workspace, external_id=options["customer"])
+        try:
+            workspace, customer = workspace_and_customer(options["workspace"], options["customer"])
+        except LookupError as exc:
+            raise CommandError(str(exc))
         issued = issue_api_key(workspace, ApiKeyKind(options["kind"]), name=options["name"], customer=customer)
         result = {
             "api_key": issued.raw_key,

@@ -1,10 +1,10 @@
-import uuid
 from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.credits import grant_credits
-from accounts.models import CreditAccount, Customer, Workspace
+from accounts.models import CreditAccount
+from accounts.services import workspace_and_customer
 from config.commands import write_result
 
 
@@ -20,18 +20,15 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            workspace = Workspace.objects.get(id=uuid.UUID(options["workspace"].removeprefix("workspace:")))
-        except (ValueError, Workspace.DoesNotExist):
-            raise CommandError(f"No workspace {options['workspace']!r}.")
-        try:
             amount = Decimal(options["amount"])
         except InvalidOperation:
             raise CommandError("--amount must be a number.")
-        if amount <= 0:
-            raise CommandError("--amount must be positive.")
-        customer = None
-        if options["customer"]:
-            customer, _ = Customer.objects.get_or_create(workspace=workspace, external_id=options["customer"])
+        if not amount.is_finite() or amount <= 0:
+            raise CommandError("--amount must be a positive number.")
+        try:
+            workspace, customer = workspace_and_customer(options["workspace"], options["customer"])
+        except LookupError as exc:
+            raise CommandError(str(exc))
         account, _ = CreditAccount.objects.get_or_create(workspace=workspace, customer=customer)
         entry = grant_credits(account, amount, note=options["note"])
         write_result(self, {
