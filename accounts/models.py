@@ -20,10 +20,39 @@ class Workspace(models.Model):
     name = models.CharField(max_length=200)
     # The workspace's current published AppVersion id (the agents API's X-App-Version header).
     app_version_id = models.CharField(max_length=64, blank=True, default="")
+    # The model alias skills run on when a request names none (see ModelAlias).
+    default_model_alias = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
         return f"{self.name} ({self.id})"
+
+
+class ModelAlias(models.Model):
+    """A workspace's name for a provider's model, with its prices. Only `allowed` aliases may be
+    requested (the allow-list); the workspace's `default_model_alias` is used otherwise."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="model_aliases")
+    alias = models.CharField(max_length=64)
+    provider = models.CharField(max_length=32, help_text="builtin, openai, anthropic, ...")
+    model = models.CharField(max_length=200, blank=True, default="")
+    options = models.JSONField(default=dict, blank=True, help_text="Provider options (base URL, builtin script, ...)")
+    input_usd_per_million_tokens = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    output_usd_per_million_tokens = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    allowed = models.BooleanField(default=True, help_text="On the allow-list: requests may name it")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "alias"], name="model_alias_unique")]
+
+    def __str__(self):
+        return self.alias
+
+    def config(self) -> dict:
+        """What an execution records and the runtime runs: the provider options plus the prices."""
+        return {**self.options, "provider": self.provider, "model": self.model, "alias": self.alias,
+                "input_usd_per_million_tokens": str(self.input_usd_per_million_tokens),
+                "output_usd_per_million_tokens": str(self.output_usd_per_million_tokens)}
 
 
 class PrincipalKind(models.TextChoices):

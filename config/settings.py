@@ -160,6 +160,8 @@ TEXT_FLUSH_INTERVAL_MS = env_int("TEXT_FLUSH_INTERVAL_MS", 50)
 BUILTIN_MODEL_CHUNK_DELAY_MS = env_int("BUILTIN_MODEL_CHUNK_DELAY_MS", 0)
 # While a media_generation node waits for its provider, a `heartbeat` event goes out this often.
 MEDIA_HEARTBEAT_SECONDS = env_float("MEDIA_HEARTBEAT_SECONDS", 15.0)
+# A file a skill writes into its workspace.
+SKILL_WORKSPACE_MAX_FILE_BYTES = env_int("SKILL_WORKSPACE_MAX_FILE_BYTES", 10 * 1024 * 1024)
 # POST /agents/{id}/execute/batch: items per request.
 BATCH_MAX_ITEMS = env_int("BATCH_MAX_ITEMS", 100)
 # POST /executions/{id}/tool-result: size of one client tool's JSON result.
@@ -168,6 +170,10 @@ TOOL_RESULT_MAX_BYTES = env_int("TOOL_RESULT_MAX_BYTES", 1024 * 1024)
 # (empty: links are paths relative to the API) and how long a link stays valid.
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
 DOWNLOAD_URL_MAX_AGE_SECONDS = env_int("DOWNLOAD_URL_MAX_AGE_SECONDS", 24 * 3600)
+# A skill artifact's download_url: signed for its tenant, valid this long (and a key of the tenant).
+ARTIFACT_URL_MAX_AGE_SECONDS = env_int("ARTIFACT_URL_MAX_AGE_SECONDS", 3600)
+# POST /v1/files/: size of one file of a caller's personal collection.
+FILE_UPLOAD_MAX_BYTES = env_int("FILE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 
 # --- Celery on a Redis broker (see DESIGN.md "Known pitfalls").
 CELERY_BROKER_URL = REDIS_URL

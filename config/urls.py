@@ -4,8 +4,9 @@ from drf_spectacular.views import SpectacularAPIView
 
 from agents.views import PreviewCreditsView
 from config.health import healthz
-from executions import agent_views, resume_views, views
+from executions import agent_views, resume_views, skill_views, views
 from files.views import AttachmentUploadView, download
+from files.views import PersonalFilesView, PersonalFileView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -26,4 +27,18 @@ urlpatterns = [
     path("executions/<str:execution_id>/approval", resume_views.approval),
     path("executions/<str:execution_id>/external-event", resume_views.external_event),
     path("files/download/<str:token>", download),
+    # Skills API (spec/skills-*.txt)
+    path("v1/spaces/<str:space_id>/skills/<str:slug>/executions", skill_views.SkillExecutionStartView.as_view()),
+    path("v1/spaces/<str:space_id>/skills/executions", skill_views.SkillExecutionListView.as_view()),
+    path("v1/spaces/<str:space_id>/skills/executions/by-chat-tool-call/<str:tool_call_id>",
+         skill_views.ExecutionByChatToolCallView.as_view()),
+    path("v1/spaces/<str:space_id>/skills/executions/<str:execution_id>",
+         skill_views.SkillExecutionDetailView.as_view()),
+    path("v1/spaces/<str:space_id>/skills/executions/<str:execution_id>/cancel",
+         skill_views.SkillExecutionCancelView.as_view()),
+    path("v1/spaces/<str:space_id>/skills/executions/<str:execution_id>/events", skill_views.skill_execution_events),
+    path("v1/artifacts/<uuid:artifact_id>/download", skill_views.ArtifactDownloadView.as_view()),
+    # the caller's personal collection of files
+    path("v1/files/", PersonalFilesView.as_view()),
+    path("v1/files/<path:filename>", PersonalFileView.as_view()),
 ]

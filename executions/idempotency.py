@@ -47,8 +47,11 @@ def request_fingerprint(route: str, body: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def claim_idempotency_key(workspace, key: str, fingerprint: str) -> IdempotencyKey:
-    """Take the key for a new execution, or raise 409/422. Call inside the creating transaction."""
+def claim_idempotency_key(workspace, key: str, fingerprint: str, prefixed_ids: bool = True) -> IdempotencyKey:
+    """Take the key for a new execution, or raise 409/422. Call inside the creating transaction.
+
+    The 409 names the original execution as the surface writes ids: `execution:<uuid>` (agents
+    API) or the bare UUID (skills API, `prefixed_ids=False`)."""
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, {"workspace": workspace.id, "key": key, "hash": fingerprint, "ttl": IDEMPOTENCY_TTL})
         row = cursor.fetchone()
@@ -62,4 +65,5 @@ def claim_idempotency_key(workspace, key: str, fingerprint: str) -> IdempotencyK
     original = Execution.objects.filter(id=existing.execution_id).first()
     raise ApiError(409, "idempotency_key_reused",
                    "This Idempotency-Key was already used in the last 24 hours; no new execution was created.",
-                   field="Idempotency-Key", execution_id=original.public_id if original else None)
+                   field="Idempotency-Key",
+                   execution_id=(original.public_id if prefixed_ids else str(original.id)) if original else None)

@@ -71,6 +71,11 @@ class Execution(models.Model):
     idempotency_key = models.CharField(max_length=255, blank=True, default="")
     trace_id = models.CharField(max_length=64, blank=True, default="")
     batch_key = models.CharField(max_length=128, blank=True, default="", help_text="The item key of a batch item")
+    # Skills: the resolved model alias it runs on, the files to stage, the archived workspace.
+    model_config = models.JSONField(null=True, blank=True)
+    file_source_ids = models.JSONField(default=list, blank=True)
+    workspace_archive = models.ForeignKey("files.StoredFile", null=True, blank=True, on_delete=models.SET_NULL,
+                                          related_name="+")
 
     # Durable runtime: lease (attempt is the fencing token), checkpoint, resume input, cancel flag.
     attempt = models.PositiveIntegerField(default=0)
@@ -133,6 +138,25 @@ class ExecutionEvent(models.Model):
 
     def __str__(self):
         return f"{self.execution_id}#{self.seq} {self.type}"
+
+
+class Artifact(models.Model):
+    """A file a skill wrote under `outputs/` of its workspace, kept in storage after the run."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="artifacts")
+    relpath_in_workspace = models.CharField(max_length=1024)
+    document_type = models.CharField(max_length=100, help_text="The content type")
+    size_bytes = models.BigIntegerField()
+    storage_key = models.CharField(max_length=1024)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["relpath_in_workspace"]
+        constraints = [models.UniqueConstraint(fields=["execution", "relpath_in_workspace"], name="artifact_path_unique")]
+
+    def __str__(self):
+        return self.relpath_in_workspace
 
 
 class IdempotencyKey(models.Model):

@@ -165,7 +165,7 @@ def suspend_execution(execution, attempt: int, state: str, checkpoint: dict, pay
                 id=sub_execution["id"], workspace=execution.workspace, principal=execution.principal,
                 source=ExecutionSource.SUB, parent=execution, inputs=sub_execution["inputs"],
                 agent_version=sub_execution.get("agent_version"), skill_version=sub_execution.get("skill_version"),
-                start_payload={"parent_execution_id": execution.public_id},
+                model_config=sub_execution.get("model_config"), start_payload={"parent_execution_id": execution.public_id},
             )
     return True
 

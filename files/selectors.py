@@ -1,8 +1,10 @@
-"""Reads of the files app: where a stored file can be downloaded from."""
+"""Reads of the files app: personal files by name, and where a stored file can be downloaded from."""
 
 from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
+
+from files.models import FilePurpose, StoredFile
 
 DOWNLOAD_SALT = "files.download"
 
@@ -21,3 +23,16 @@ def file_id_from_download_token(token: str):
         return signing.loads(token, salt=DOWNLOAD_SALT, max_age=settings.DOWNLOAD_URL_MAX_AGE_SECONDS)
     except signing.BadSignature:
         return None
+
+
+def personal_file(principal, filename: str) -> StoredFile | None:
+    """The principal's personal file (POST /v1/files/) with this filename, or None."""
+    if principal is None or not filename:
+        return None
+    return StoredFile.objects.filter(principal=principal, purpose=FilePurpose.PERSONAL, filename=filename).first()
+
+
+def personal_files(principal, limit: int = 100, offset: int = 0) -> list[StoredFile]:
+    """The principal's personal files, ordered by filename."""
+    files = StoredFile.objects.filter(principal=principal, purpose=FilePurpose.PERSONAL).order_by("filename", "id")
+    return list(files[offset:offset + limit])

@@ -9,9 +9,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
 import redis
@@ -145,6 +147,29 @@ def _wait_until_idle(timeout: float = 30.0) -> None:
         from executions.services import request_cancel
 
         request_cancel(execution)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3-compatible server, as a separate process, over HTTP; yields (endpoint, boto3 client).
+
+    The bucket `attachments-test` exists; tests may create others with the client.
+    """
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    s3.create_bucket(Bucket="attachments-test")
+    yield endpoint, s3
+    process.terminate()
+    process.wait(10)
 
 
 # --- tenants, keys, agents -----------------------------------------------------------------------

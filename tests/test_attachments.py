@@ -1,12 +1,7 @@
 """POST /attachments/upload: content type checked by the bytes, 50 MiB limit, storage through
-django-storages: the local disk by default, S3 via boto3 against a real S3-compatible server."""
+django-storages: the local disk by default, S3 via boto3 against a real S3-compatible server
+(the `s3_server` fixture of conftest.py)."""
 
-import socket
-import subprocess
-import sys
-import time
-
-import boto3
 import pytest
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -92,32 +87,6 @@ def test_missing_file_empty_file_and_no_key(client, tenant):
     assert response.status_code == 400 and response.json()["error"]["code"] == "file_required"
     assert upload(client, tenant, b"", "e.txt", "text/plain").json()["error"]["code"] == "empty_file"
     assert client.post("/attachments/upload", {"file": SimpleUploadedFile("a.txt", b"x")}).status_code == 401
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's standalone S3-compatible server, as a separate process, over HTTP."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")
-    s3.create_bucket(Bucket="attachments-test")
-    yield endpoint, s3
-    process.terminate()
-    process.wait(10)
 
 
 def test_uploads_go_to_s3_through_boto3_when_configured(client, tenant, settings, s3_server, monkeypatch):

@@ -230,7 +230,7 @@ def test_skill_node_runs_the_skill_as_a_sub_execution(live, tenant, workflow_age
     assert events[-1].data["output"]["text"] == "a summary"
     child = Execution.objects.get(source="sub")
     assert child.skill_version_id == skill.live_version_id
-    assert child.inputs == {"inputs": {"text": "long text"}}
+    assert child.inputs == {"text": "long text"}
 
 
 def test_cancelling_a_parent_cancels_its_sub_execution(live, tenant, workflow_agent):

@@ -78,55 +78,112 @@ def _tool_message(call: dict, outcome: str, result) -> dict:
             "content": json.dumps({"outcome": outcome, "result": result})}
 
 
+CALL_SKILL = "call_skill"
+CALL_SKILL_PARAMETERS = {"type": "object", "required": ["skill"], "properties": {
+    "skill": {"type": "string", "description": "The slug of a skill of this workspace"},
+    "inputs": {"type": "object", "description": "Inputs for that skill, valid against its inputs schema"}}}
+
+
 def run_ai(run: ExecutionRun, node: dict) -> dict:
     """A model call, in turns until the model answers without calling tools.
 
-    Options: model, instructions, prompt (default: the user's message), tools (server tool names),
-    accepts_client_tools, output_schema, max_iterations (model turns, default 10)."""
+    Options: model, instructions, prompt (default: the user's message), tools (server tool names;
+    a skill also has list_files, read_file, write_file and call_skill), accepts_client_tools,
+    output_schema, max_iterations (model turns, default 10)."""
     state = run.node_state(node)
     if state is None:
         prompt = render(node.get("prompt", "{{message}}"), run.template_context())
         messages = [{"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)}]
         if node.get("instructions"):
             messages.insert(0, {"role": "system", "content": node["instructions"]})
-        state = {"node_id": node["id"], "messages": messages, "turns": 0, "pending": []}
-    if state["pending"]:  # resumed: the client's results, in the order the model called
-        results = (run.resume_input(node) or {}).get("tool_results", {})
+        state = {"node_id": node["id"], "messages": messages, "turns": 0, "pending": [], "skill_calls": []}
+    resumed = run.resume_input(node)
+    if resumed is not None and state.get("skill_calls"):  # a called skill finished
+        call, state = state["skill_calls"][0], {**state, "skill_calls": state["skill_calls"][1:], "waiting": False}
+        run.emit("sub_execution_finished", {"node_id": node["id"], "sub_execution_id": resumed["sub_execution_id"],
+                                            "status": resumed["status"]})
+        outcome = "success" if resumed["status"] == ExecutionState.COMPLETED else "error"
+        result = {key: resumed.get(key) for key in ("sub_execution_id", "status", "outputs", "error")}
+        run.emit("tool_result", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
+                                 "outcome": outcome, "result": result})
+        state["messages"].append(_tool_message(call, outcome, result))
+    elif resumed is not None and state["pending"]:  # the client's results, in the order the model called
+        results = resumed.get("tool_results", {})
         for call in state["pending"]:
             result = results.get(call["id"], {"outcome": "error", "result": {"message": "No result was posted."}})
             state["messages"].append(_tool_message(call, result["outcome"], result.get("result")))
         state = {**state, "pending": [], "waiting": False}
 
-    server = server_tools(run.execution.workspace_id, node.get("tools", []))
+    tool_names = node.get("tools", [])
+    server = server_tools(run.execution.workspace_id, tool_names, run.skill_workspace)
     client = ({tool["name"]: tool for tool in run.execution.inputs.get("client_tools", [])}
               if node.get("accepts_client_tools") else {})
     specs = [tool.spec() for tool in server.values()] + [
         {"name": t["name"], "description": t.get("description", ""), "parameters": t.get("parameters", {})}
         for t in client.values()]
+    if CALL_SKILL in tool_names:
+        specs.append({"name": CALL_SKILL, "description": "Run another skill and get its outputs.",
+                      "parameters": CALL_SKILL_PARAMETERS})
     while True:
+        if state["skill_calls"]:
+            _start_skill_call(run, node, state)
+        if state["pending"]:
+            for call in state["pending"]:
+                run.emit("tool_call_awaiting_client", {"node_id": node["id"], "tool_call_id": call["id"],
+                                                       "name": call["name"], "arguments": call["arguments"]})
+            raise Suspend(ExecutionState.AWAITING_CLIENT_TOOL,
+                          {"node_id": node["id"], "pending_tool_call_ids": [call["id"] for call in state["pending"]]},
+                          state)
         if state["turns"] >= node.get("max_iterations", 10):
             raise StepFailed("max_iterations_exceeded", f"Node {node['id']!r} called tools more than "
                              f"{node.get('max_iterations', 10)} times.")
+        if run.skill_workspace:
+            run.emit("iteration", {"node_id": node["id"], "iteration": state["turns"] + 1})
         turn = run.stream_model(node, state["messages"], specs or None)
         state["turns"] += 1
         state["messages"].append({"role": "assistant", "content": turn.text, "tool_calls": turn.tool_calls})
         if not turn.tool_calls:
             return {"text": turn.text, "parsed_output": parse_output(node, turn.text)}
-        pending = []
         for call in turn.tool_calls:
             if call["name"] in client:
-                pending.append(call)
+                state["pending"].append(call)
+            elif call["name"] == CALL_SKILL and CALL_SKILL in tool_names:
+                state["skill_calls"].append(call)
             else:
                 outcome, result = run.run_server_tool(node, server.get(call["name"]), call)
                 state["messages"].append(_tool_message(call, outcome, result))
-        if pending:
-            for call in pending:
-                run.emit("tool_call_awaiting_client", {"node_id": node["id"], "tool_call_id": call["id"],
-                                                       "name": call["name"], "arguments": call["arguments"]})
-            raise Suspend(ExecutionState.AWAITING_CLIENT_TOOL,
-                          {"node_id": node["id"], "pending_tool_call_ids": [call["id"] for call in pending]},
-                          {**state, "pending": pending})
         run.save_node_state(state)
+
+
+def _start_skill_call(run: ExecutionRun, node: dict, state: dict) -> None:
+    """call_skill: the skill runs as a sub-execution; this one waits (the result is a tool message).
+    A call that cannot start (unknown skill, invalid inputs) is answered with an error at once."""
+    from agents.skill_inputs import inputs_errors
+
+    while state["skill_calls"]:
+        call = state["skill_calls"][0]
+        arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}
+        skill = Skill.objects.filter(workspace_id=run.execution.workspace_id, slug=arguments.get("skill", "")).first()
+        version = skill.live_version if skill else None
+        errors = inputs_errors(version.manifest, arguments.get("inputs", {})) if version else None
+        if version is None or errors:
+            run.emit("tool_call", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
+                                   "arguments": call["arguments"]})
+            message = f"No published skill {arguments.get('skill')!r}." if version is None else "Invalid inputs."
+            result = {"message": message, "errors": errors or []}
+            run.emit("tool_result", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
+                                     "outcome": "error", "result": result})
+            state["messages"].append(_tool_message(call, "error", result))
+            state["skill_calls"] = state["skill_calls"][1:]
+            continue
+        child_id = uuid.uuid4()
+        run.emit("tool_call", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
+                               "arguments": call["arguments"]})
+        run.emit("sub_execution_started", {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}",
+                                           "responder": f"skill:{skill.slug}"})
+        raise Suspend(ExecutionState.WAITING_FOR_SUB_EXECUTION, None, {**state, "sub_execution_id": str(child_id)},
+                      sub_execution={"id": child_id, "inputs": arguments.get("inputs", {}), "skill_version": version,
+                                     "model_config": run.execution.model_config})
 
 
 # --- tool -----------------------------------------------------------------------------------------
@@ -246,6 +303,8 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
     Option on_error (fail|continue, default fail)."""
     finished = run.resume_input(node)
     if finished is not None:
+        run.emit("sub_execution_finished", {"node_id": node["id"], "sub_execution_id": finished["sub_execution_id"],
+                                            "status": finished["status"]})
         if finished["status"] != ExecutionState.COMPLETED and node.get("on_error", "fail") == "fail":
             message = (finished.get("error") or {}).get("message", finished["status"])
             raise StepFailed("sub_execution_failed", f"Sub-execution {finished['sub_execution_id']} failed: {message}")
@@ -265,8 +324,8 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
     else:
         skill = Skill.objects.filter(workspace_id=workspace_id, slug=node.get("skill", "")).first()
         version, responder = (skill.live_version if skill else None), f"skill:{node.get('skill')}"
-        inputs = {"inputs": render(node.get("inputs", {}), context)}
-        child = {"skill_version": version}
+        inputs = render(node.get("inputs", {}), context)
+        child = {"skill_version": version, "model_config": run.execution.model_config}
     if version is None:
         raise StepFailed("invalid_workflow", f"Node {node['id']!r}: {responder} does not exist or is not published.")
     child_id = uuid.uuid4()

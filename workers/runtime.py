@@ -32,6 +32,7 @@ from executions import services
 from executions.events import LeaseLost, append_event
 from executions.models import Execution, ExecutionEvent
 from workers.providers import Usage, get_provider
+from workers.skill_workspace import SkillWorkspace
 from workers.tools import ServerTool, call_tool
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class ExecutionRun:
         self.cancel_requested = execution.cancel_requested
         self.credit_rules = {}
         self.iterations = execution.iteration_count
+        self.manifest = None  # a skill's
+        self.skill_workspace = SkillWorkspace(execution.id) if execution.skill_version_id else None
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -186,12 +189,21 @@ class ExecutionRun:
             self.credit_rules = version.agent.credit_rules
             return version.workflow.get("nodes", [])
         if self.execution.skill_version_id:
-            manifest = SkillVersion.objects.get(id=self.execution.skill_version_id).manifest
+            self.manifest = manifest = SkillVersion.objects.get(id=self.execution.skill_version_id).manifest
+            model = self.execution.model_config or manifest.get("model") or {"provider": "builtin"}
             return [{"id": "skill", "type": "ai", "instructions": manifest.get("instructions", ""),
-                     "tools": manifest.get("tools", []), "model": manifest.get("model", {"provider": "builtin"}),
+                     "tools": manifest.get("tools", []), "model": model,
                      "max_iterations": manifest.get("limits", {}).get("max_iterations", 10),
                      "prompt": "{{inputs}}"}]
         return []
+
+    def stage_materials(self) -> None:
+        """Before a skill's first step: its file_source_ids into inputs/materials/ (missing ones reported)."""
+        if self.skill_workspace is None or self.checkpoint.get("materials_staged"):
+            return
+        staged, missing = self.skill_workspace.stage_materials(self.execution.principal, self.execution.file_source_ids)
+        self.emit("materials_staged", {"staged": staged, "missing": missing})
+        self._save({**self.checkpoint, "materials_staged": True})
 
     def run(self) -> None:
         from workers.nodes import run_node
@@ -199,6 +211,7 @@ class ExecutionRun:
         nodes = self.workflow()
         if not nodes:
             raise StepFailed("invalid_workflow", "The responder has no workflow nodes to run.")
+        self.stage_materials()
         for index in range(self.checkpoint["next_node"], len(nodes)):
             self.check_cancel()
             node = nodes[index]
@@ -213,7 +226,7 @@ class ExecutionRun:
     def template_context(self) -> dict:
         inputs = self.execution.inputs
         return {"message": inputs.get("message", ""), "variables": inputs.get("variables", {}),
-                "inputs": inputs.get("inputs", {}), "nodes": self.checkpoint["node_outputs"]}
+                "inputs": inputs if self.skill_workspace else {}, "nodes": self.checkpoint["node_outputs"]}
 
     # --- model turns and tools -------------------------------------------------------------------
 
@@ -279,10 +292,18 @@ class ExecutionRun:
     # --- endings --------------------------------------------------------------------------------
 
     def usage_fields(self) -> dict:
-        return {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens}
+        return {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens,
+                "cost_usd": self.cost_usd()}
+
+    def cost_usd(self) -> Decimal:
+        """From the prices of the model alias the execution runs on (skills); 0 without one."""
+        prices = self.execution.model_config or {}
+        return (self.usage.input_tokens * Decimal(prices.get("input_usd_per_million_tokens", "0"))
+                + self.usage.output_tokens * Decimal(prices.get("output_usd_per_million_tokens", "0"))) / 1_000_000
 
     def usage_json(self) -> dict:
-        return {**self.usage_fields(), "total_tokens": self.usage.total_tokens}
+        return {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens,
+                "total_tokens": self.usage.total_tokens}
 
     def credits_used(self) -> Decimal:
         return actual_cost(self.credit_rules, self.execution.inputs, self.usage.total_tokens)
@@ -299,14 +320,28 @@ class ExecutionRun:
         answer = next((outputs[n["id"]] for n in reversed(nodes)
                        if isinstance(outputs.get(n["id"]), dict) and "text" in outputs[n["id"]]), {"text": ""})
         output = {"text": answer["text"], "parsed_output": answer.get("parsed_output")}
+        outputs, fields = output, {}
+        if self.skill_workspace:
+            outputs, fields = self.finish_skill(answer["text"])
         latency_ms = int((time.time() - self.execution.created_at.timestamp()) * 1000)
         credits = self.credits_used() if self.execution.credits_held > 0 else Decimal(0)
         services.complete_execution(
-            self.execution, self.attempt, outputs=output,
-            final_payload={"output": {**output, "usage": self.usage_json()}, "cost_microdollars": 0,
+            self.execution, self.attempt, outputs=outputs,
+            final_payload={"output": {**output, "usage": self.usage_json()},
+                           "cost_microdollars": int(self.cost_usd() * 1_000_000),
                            "credits_used": float(credits), "latency_ms": latency_ms},
-            credits=credits, iteration_count=self.iterations, **self.usage_fields(),
+            credits=credits, iteration_count=self.iterations, **self.usage_fields(), **fields,
         )
+
+    def finish_skill(self, text: str) -> tuple[dict, dict]:
+        """A skill's outputs (validated against its outputs schema), its artifacts (the files under
+        outputs/) and its archived workspace."""
+        from workers.skill_finish import archive_workspace, collect_artifacts, skill_outputs
+
+        outputs = skill_outputs(self.manifest, text)
+        for artifact in collect_artifacts(self.execution, self.skill_workspace):
+            self.emit("artifact", artifact)
+        return outputs, {"workspace_archive": archive_workspace(self.execution, self.skill_workspace)}
 
 
 def run_execution(execution_id) -> str:

@@ -93,12 +93,17 @@ def _http_tool(tool: HttpTool) -> ServerTool:
     return ServerTool(tool.name, tool.description, tool.parameters or {"type": "object"}, call)
 
 
-def server_tools(workspace_id, names) -> dict[str, ServerTool]:
-    """The named tools a workflow node may call: a workspace's HTTP tool wins over a Python tool."""
+def server_tools(workspace_id, names, skill_workspace=None) -> dict[str, ServerTool]:
+    """The named tools a workflow node may call: a workspace's HTTP tool wins over a Python tool; a
+    skill's workspace tools (list_files, read_file, write_file) win over both."""
     names = list(names)
     tools = {name: PYTHON_TOOLS[name] for name in names if name in PYTHON_TOOLS}
     for tool in HttpTool.objects.filter(workspace_id=workspace_id, name__in=names):
         tools[tool.name] = _http_tool(tool)
+    if skill_workspace is not None:
+        from workers.skill_workspace import workspace_tools
+
+        tools.update({name: tool for name, tool in workspace_tools(skill_workspace).items() if name in names})
     return tools
 
 

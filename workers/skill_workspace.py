@@ -1,0 +1,126 @@
+"""The workspace of one skill execution: `workspaces/<execution_id>/` in the default storage.
+
+On the local disk it is a directory; on S3 a key prefix. Either way it outlives the worker, so an
+attempt retried on another machine finds what the lost attempt wrote. The skill sees relative
+paths (`inputs/materials/notes.md`, `outputs/report.md`); nothing outside its workspace.
+"""
+
+import io
+import mimetypes
+import posixpath
+import zipfile
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from files.selectors import personal_file
+from workers.tools import ServerTool, ToolError
+
+MATERIALS_DIR = "inputs/materials"
+OUTPUTS_DIR = "outputs"
+
+
+class SkillWorkspace:
+    def __init__(self, execution_id):
+        self.root = f"workspaces/{execution_id}"
+
+    def _key(self, relpath: str) -> str:
+        path = posixpath.normpath("/" + (relpath or "").replace("\\", "/")).lstrip("/")
+        if not path or path == ".":
+            raise ToolError("A file path inside the workspace is required.")
+        return f"{self.root}/{path}"
+
+    def relpaths(self, directory: str = "") -> list[str]:
+        """Every file below `directory`, as paths relative to the workspace, sorted."""
+        found, pending = [], [directory.strip("/")]
+        while pending:
+            current = pending.pop()
+            base = f"{self.root}/{current}" if current else self.root
+            try:
+                dirs, files = default_storage.listdir(base)
+            except FileNotFoundError:
+                continue
+            found += [posixpath.join(current, name) for name in files]
+            pending += [posixpath.join(current, name) for name in dirs]
+        return sorted(found)
+
+    def size(self, relpath: str) -> int:
+        return default_storage.size(self._key(relpath))
+
+    def read_bytes(self, relpath: str) -> bytes:
+        key = self._key(relpath)
+        if not default_storage.exists(key):
+            raise ToolError(f"No file {relpath!r} in the workspace.")
+        with default_storage.open(key, "rb") as handle:
+            return handle.read()
+
+    def write_bytes(self, relpath: str, content: bytes) -> str:
+        if len(content) > settings.SKILL_WORKSPACE_MAX_FILE_BYTES:
+            raise ToolError(f"A workspace file is limited to {settings.SKILL_WORKSPACE_MAX_FILE_BYTES} bytes.")
+        key = self._key(relpath)
+        if default_storage.exists(key):
+            default_storage.delete(key)  # a rewrite replaces the file (storages would pick another name)
+        default_storage.save(key, ContentFile(content))
+        return key
+
+    def storage_key(self, relpath: str) -> str:
+        return self._key(relpath)
+
+    def stage_materials(self, principal, filenames: list[str]) -> tuple[list[str], list[str]]:
+        """Copy the caller's personal files into inputs/materials/; returns (staged, missing)."""
+        staged, missing = [], []
+        for filename in filenames:
+            stored = personal_file(principal, filename) if principal else None
+            if stored is None or not default_storage.exists(stored.storage_key):
+                missing.append(filename)
+                continue
+            with default_storage.open(stored.storage_key, "rb") as handle:
+                self.write_bytes(posixpath.join(MATERIALS_DIR, stored.filename), handle.read())
+            staged.append(stored.filename)
+        return staged, missing
+
+    def archive(self) -> bytes:
+        """A zip of the whole workspace."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for relpath in self.relpaths():
+                archive.writestr(relpath, self.read_bytes(relpath))
+        return buffer.getvalue()
+
+
+def document_type(relpath: str) -> str:
+    if relpath.endswith(".md"):
+        return "text/markdown"
+    return mimetypes.guess_type(relpath)[0] or "application/octet-stream"
+
+
+def workspace_tools(workspace: SkillWorkspace) -> dict:
+    """list_files, read_file and write_file, bound to one execution's workspace."""
+
+    def list_files(arguments):
+        directory = arguments.get("directory", "")
+        return {"files": [{"path": path, "size_bytes": workspace.size(path)} for path in workspace.relpaths(directory)]}
+
+    def read_file(arguments):
+        content = workspace.read_bytes(arguments["path"])
+        try:
+            return {"path": arguments["path"], "content": content.decode("utf-8")}
+        except UnicodeDecodeError:
+            raise ToolError(f"{arguments['path']!r} is not a UTF-8 text file.") from None
+
+    def write_file(arguments):
+        workspace.write_bytes(arguments["path"], arguments["content"].encode("utf-8"))
+        return {"path": arguments["path"], "size_bytes": len(arguments["content"].encode("utf-8"))}
+
+    path = {"type": "string", "minLength": 1, "maxLength": 1024}
+    return {
+        "list_files": ServerTool("list_files", "List the files of the workspace (optionally below a directory).",
+                                 {"type": "object", "properties": {"directory": {"type": "string"}}}, list_files),
+        "read_file": ServerTool("read_file", "Read a UTF-8 text file of the workspace.",
+                                {"type": "object", "properties": {"path": path}, "required": ["path"]}, read_file),
+        "write_file": ServerTool("write_file", "Write a UTF-8 text file into the workspace; files under outputs/ "
+                                 "become the execution's artifacts.",
+                                 {"type": "object", "properties": {"path": path, "content": {"type": "string"}},
+                                  "required": ["path", "content"]}, write_file),
+    }
