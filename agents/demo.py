@@ -36,9 +36,16 @@ DEMO_SKILL_MANIFEST = {
         "additionalProperties": False,
     },
     "instructions": "Read the staged materials and write a Markdown report on the topic to outputs/report.md.",
-    "tools": ["list_files", "read_file", "write_file"],
+    "tools": ["list_files", "read_file", "read_materials", "write_file"],
     "limits": {"max_iterations": 10, "max_seconds": 300},
-    "model": {"provider": "builtin"},
+    # The built-in model follows this script (a real model would be told the same by the instructions).
+    "model": {"provider": "builtin", "chunk_delay_ms": 50, "script": [
+        {"reasoning": "First I read the staged materials.", "tool_calls": [{"name": "read_materials", "arguments": {}}]},
+        {"tool_calls": [{"name": "write_file", "arguments": {
+            "path": "outputs/report.md",
+            "content": "# Report: {{prompt.topic}}\n\n## Materials\n\n{{last_tool_result.result.text}}\n"}}]},
+        {"text": "The report on {{prompt.topic}} is in outputs/report.md."},
+    ]},
 }
 
 

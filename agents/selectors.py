@@ -17,12 +17,13 @@ def get_live_agent(workspace, agent_id: str) -> Agent:
 
 
 def server_tool_names(workflow: dict) -> set[str]:
-    """The server-side tools an agent version's workflow can call (ai nodes' tools, tool nodes)."""
+    """The server-side tools an agent version's workflow can call (ai nodes' tools and skills, tool nodes)."""
     names = set()
     for node in workflow.get("nodes", []):
         for tool in node.get("tools", []):
             names.add(tool if isinstance(tool, str) else tool.get("name"))
         if node.get("type") == "tool" and node.get("tool"):
             names.add(node["tool"])
+        names.update(slug.replace("-", "_") for slug in node.get("skills", []))  # skills called as tools
     names.discard(None)
     return names

@@ -161,12 +161,9 @@ def suspend_execution(execution, attempt: int, state: str, checkpoint: dict, pay
                            payload or {}, checkpoint=checkpoint, resume_deadline=deadline):
             return False
         if sub_execution:
-            create_execution(
-                id=sub_execution["id"], workspace=execution.workspace, principal=execution.principal,
-                source=ExecutionSource.SUB, parent=execution, inputs=sub_execution["inputs"],
-                agent_version=sub_execution.get("agent_version"), skill_version=sub_execution.get("skill_version"),
-                model_config=sub_execution.get("model_config"), start_payload={"parent_execution_id": execution.public_id},
-            )
+            child = {"source": ExecutionSource.SUB, **sub_execution}
+            create_execution(workspace=execution.workspace, principal=execution.principal, parent=execution,
+                             start_payload={"parent_execution_id": execution.public_id}, **child)
     return True
 
 

@@ -18,6 +18,7 @@ from executions.skill_executions import caller_space, start_skill_execution
 from executions.skill_serializers import artifact_from_token, skill_execution_data
 from executions.streaming import relay_events
 from executions.views import authenticate_async, last_event_id, sse_response
+from files.selectors import storage_is_s3
 
 EXECUTION = OpenApiResponse(description='{"data": execution} — every field of the documented execution object')
 MAX_PAGE = 200
@@ -153,7 +154,7 @@ class ArtifactDownloadView(APIView):
                 or claims["t"] != str(request.user.workspace.tenant_id)
                 or not readable_executions(request.user).filter(id=artifact.execution_id).exists()):
             raise ApiError(404, "not_found", "This download link is invalid, expired, or not yours.")
-        if hasattr(default_storage, "bucket_name"):
+        if storage_is_s3():
             return HttpResponseRedirect(default_storage.url(artifact.storage_key))
         return FileResponse(default_storage.open(artifact.storage_key, "rb"), content_type=artifact.document_type,
                             filename=artifact.relpath_in_workspace.rsplit("/", 1)[-1])

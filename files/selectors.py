@@ -9,9 +9,14 @@ from files.models import FilePurpose, StoredFile
 DOWNLOAD_SALT = "files.download"
 
 
+def storage_is_s3() -> bool:
+    """S3 through django-storages (presigned URLs), rather than the local disk."""
+    return hasattr(default_storage, "bucket_name")
+
+
 def download_url(stored_file) -> str:
     """A URL that needs no API key: S3's presigned URL, or our signed, expiring download link."""
-    if settings.AWS_STORAGE_BUCKET_NAME:
+    if storage_is_s3():
         return default_storage.url(stored_file.storage_key)
     token = signing.dumps(str(stored_file.id), salt=DOWNLOAD_SALT)
     return f"{settings.PUBLIC_BASE_URL}/files/download/{token}"

@@ -317,3 +317,134 @@ def test_every_route_is_404_for_another_tenant(client, tenant, other_tenant, mak
         url = f"/v1/spaces/{space}/skills/executions{path}"
         assert getattr(client, method)(url, headers=auth(other_tenant)).status_code == 404
     assert skill.live_version
+
+
+@pytest.mark.django_db
+def test_artifacts_go_to_s3_through_boto3_and_download_through_their_url(client, tenant, make_skill, settings,
+                                                                        s3_server, monkeypatch):
+    """The runtime runs in this process (nothing is dispatched before commit) with S3 as the storage."""
+    from workers.runtime import run_execution
+
+    endpoint, s3 = s3_server
+    s3.create_bucket(Bucket="skills-test")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "bucket_name": "skills-test", "endpoint_url": endpoint, "region_name": "us-east-1"}}}
+    make_skill()
+    created = client.post(start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
+                          headers=auth(tenant)).json()["data"]
+    assert run_execution(created["id"]) == "completed"
+
+    data = client.get(executions_url(tenant, f"/{created['id']}"), headers=auth(tenant)).json()["data"]
+    [artifact] = data["artifacts"]
+    key = f"workspaces/{created['id']}/outputs/report.md"
+    assert s3.get_object(Bucket="skills-test", Key=key)["Body"].read() == b"# Report\n"
+    redirect = client.get(artifact["download_url"], headers=auth(tenant))
+    assert redirect.status_code == 302
+    assert httpx.get(redirect["Location"], timeout=10).content == b"# Report\n"  # a presigned URL of the S3 server
+    archive = StoredFile.objects.get(id=data["workspace_archive_id"])
+    assert s3.head_object(Bucket="skills-test", Key=archive.storage_key)["ContentLength"] == archive.size_bytes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_skill_resumes_from_its_checkpoint(live, tenant, make_skill):
+    import os
+    import signal
+
+    slow_text = " ".join(f"w{i:02d}" for i in range(40))
+    manifest = {**REPORT_MANIFEST, "model": {"provider": "builtin", "chunk_delay_ms": 100, "script": [
+        {"tool_calls": [{"name": "write_file", "arguments": {"path": "outputs/a.md", "content": "A"}}]},
+        {"text": slow_text}]}}
+    make_skill("slow", manifest)
+    execution_id = httpx.post(f"{live}{start_url(tenant, 'slow')}", headers=auth(tenant), json={"inputs": {"topic": "x"}},
+                              timeout=30).json()["data"]["id"]
+    events = read_stream("GET", f"{live}{executions_url(tenant, f'/{execution_id}/events')}", auth(tenant),
+                         stop=lambda evs: sum(e.data["type"] == "text" for e in evs) >= 4)
+    assert [e.data["type"] for e in events].count("tool_result") == 1
+    owner = Execution.objects.get(id=execution_id).lease_owner
+    os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)
+
+    execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="completed").first(), timeout=60)
+    assert execution.attempt == 2
+    assert execution.outputs == {"text": slow_text}
+    from executions.models import ExecutionEvent
+
+    kinds = list(ExecutionEvent.objects.filter(execution_id=execution_id).values_list("type", flat=True))
+    # the first turn (the tool call) was not repeated; the streamed text was not sent twice
+    assert kinds.count("tool_call") == 1 and kinds.count("materials_staged") == 1 and kinds.count("final") == 1
+    texts = ExecutionEvent.objects.filter(execution_id=execution_id, type="text").order_by("seq")
+    assert "".join(e.data["text"] for e in texts) == slow_text
+    assert [a.relpath_in_workspace for a in execution.artifacts.all()] == ["outputs/a.md"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_skill_writes_a_report_from_the_staged_materials(live, tenant):
+    from agents.demo import DEMO_SKILL_MANIFEST
+
+    skill = Skill.objects.create(workspace=tenant.workspace, slug="demo-report", name="Demo report")
+    publish_skill_version(skill, DEMO_SKILL_MANIFEST)
+    upload(live, tenant, "otters.md", b"Sea otters hold hands while they sleep.")
+    missing_topic = httpx.post(f"{live}{start_url(tenant, 'demo-report')}", headers=auth(tenant), json={"inputs": {}},
+                               timeout=30)
+    assert missing_topic.status_code == 422 and missing_topic.json()["error"]["errors"][0]["field"] == "inputs.topic"
+    created = httpx.post(f"{live}{start_url(tenant, 'demo-report')}", headers=auth(tenant), timeout=30,
+                         json={"inputs": {"topic": "otters"}, "file_source_ids": ["otters.md"]}).json()["data"]
+    events = read_stream("GET", f"{live}{executions_url(tenant, '/' + created['id'] + '/events')}", auth(tenant))
+    assert events[-1].data["type"] == "final"
+    assert events[-1].data["output"]["text"] == "The report on otters is in outputs/report.md."
+    data = httpx.get(f"{live}{executions_url(tenant, '/' + created['id'])}", headers=auth(tenant), timeout=10).json()["data"]
+    [artifact] = data["artifacts"]
+    report = httpx.get(f"{live}{artifact['download_url']}", headers=auth(tenant), timeout=10).text
+    assert report.startswith("# Report: otters\n")
+    assert "## otters.md\n\nSea otters hold hands while they sleep." in report
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chat_agent_dispatches_a_skill_with_the_chat_ids(live, tenant, make_skill):
+    from agents.models import Agent
+    from agents.services import publish_agent_version
+
+    make_skill("order-lookup", {"inputs_schema": {"type": "object", "required": ["q"],
+                                                  "properties": {"q": {"type": "string"}}},
+                                "model": {"provider": "builtin", "chunk_delay_ms": 100,
+                                          "reply": "order 17 has shipped and arrives tomorrow morning"}})
+    agent = Agent.objects.create(workspace=tenant.workspace, name="chat")
+    publish_agent_version(agent, {"nodes": [{"id": "chat", "type": "ai", "skills": ["order-lookup"], "model": {
+        "provider": "builtin", "script": [
+            {"tool_calls": [{"name": "order_lookup", "arguments": {"q": "order 17"}}]},
+            {"text": "Skill said: {{last_tool_result.result.outputs.text}}"}]}}]})
+    events = read_stream("POST", f"{live}/agents/{agent.id}/execute/stream", auth(tenant),
+                         {"message": "where is my order?", "conversation_scope": "conversation:abc"},
+                         stop=lambda evs: evs[-1].data["type"] == "sub_execution_started")
+    call_id = next(e.data["tool_call_id"] for e in events if e.data["type"] == "tool_call")
+    lookup = httpx.get(f"{live}{executions_url(tenant, '/by-chat-tool-call/' + call_id)}", headers=auth(tenant),
+                       timeout=10)
+    assert lookup.status_code == 200
+    child = lookup.json()["data"]
+    assert child["state"] in ("queued", "running")  # found while it still runs
+    assert child["source"] == "chat" and child["chat_tool_call_id"] == call_id
+    assert child["chat_thread_id"] == "conversation:abc"
+    assert child["chat_message_id"] == events[0].data["execution_id"]
+    assert child["parent_execution_id"] == events[0].data["execution_id"].removeprefix("execution:")
+    assert child["inputs"] == {"q": "order 17"} and child["skill_slug"] == "order-lookup"
+
+    rest = read_stream("GET", f"{live}/executions/{events[0].data['execution_id']}/events",
+                       {**auth(tenant), "Last-Event-ID": events[-1].id})
+    assert rest[-1].data["type"] == "final"
+    assert rest[-1].data["output"]["text"] == "Skill said: order 17 has shipped and arrives tomorrow morning"
+
+
+@pytest.mark.django_db
+def test_an_agents_skill_tools_collide_with_client_tools(client, tenant, make_skill):
+    from agents.models import Agent
+    from agents.services import publish_agent_version
+
+    make_skill("order-lookup")
+    agent = Agent.objects.create(workspace=tenant.workspace, name="chat")
+    publish_agent_version(agent, {"nodes": [{"id": "chat", "type": "ai", "skills": ["order-lookup"],
+                                             "model": {"provider": "builtin"}}]})
+    response = client.post(f"/agents/{agent.id}/execute", data={"message": "hi", "client_tools": [
+        {"name": "order_lookup"}]}, content_type="application/json", headers=auth(tenant))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "client_tool_name_collision"

@@ -1,12 +1,11 @@
 """The workflow node types. Each takes the run and its node and returns the node's output (JSON),
 or raises Suspend / StepFailed. Node options are documented on each function.
 
-Strings in node options may hold templates: `{{message}}`, `{{variables.tone}}`,
-`{{nodes.<node_id>.text}}`, `{{inputs}}`; a string that is only one template takes the value as is.
+Strings in node options may hold templates (workers/templates.py): `{{message}}`,
+`{{variables.tone}}`, `{{nodes.<node_id>.text}}`, `{{inputs}}` (a skill's).
 """
 
 import json
-import re
 import time
 import uuid
 
@@ -14,40 +13,15 @@ import jsonschema
 from django.conf import settings
 
 from agents.models import Agent, Skill
-from executions.models import Execution, ExecutionState
+from executions.models import Execution, ExecutionSource, ExecutionState
 from files.selectors import download_url
 from files.services import store_generated_file
 from workers.media import get_media_provider
 from workers.runtime import ExecutionRun, StepFailed, Suspend
+from workers.templates import render
 from workers.tools import server_tools
 
-TEMPLATE = re.compile(r"\{\{\s*([a-zA-Z0-9_.\-]+)\s*\}\}")
 MAX_SUB_EXECUTION_DEPTH = 5
-
-
-def _lookup(context: dict, path: str):
-    value = context
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
-def render(value, context: dict):
-    if isinstance(value, dict):
-        return {key: render(item, context) for key, item in value.items()}
-    if isinstance(value, list):
-        return [render(item, context) for item in value]
-    if not isinstance(value, str):
-        return value
-    whole = TEMPLATE.fullmatch(value.strip())
-    if whole:
-        return _lookup(context, whole.group(1))
-
-    def text(match):
-        found = _lookup(context, match.group(1))
-        return "" if found is None else found if isinstance(found, str) else json.dumps(found)
-
-    return TEMPLATE.sub(text, value)
 
 
 def run_node(run: ExecutionRun, node: dict):
@@ -88,8 +62,9 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
     """A model call, in turns until the model answers without calling tools.
 
     Options: model, instructions, prompt (default: the user's message), tools (server tool names;
-    a skill also has list_files, read_file, write_file and call_skill), accepts_client_tools,
-    output_schema, max_iterations (model turns, default 10)."""
+    a skill also has list_files, read_file, read_materials, write_file and call_skill), skills (slugs
+    of skills the model may call as tools, chat-dispatched), accepts_client_tools, output_schema,
+    max_iterations (model turns, default 10)."""
     state = run.node_state(node)
     if state is None:
         prompt = render(node.get("prompt", "{{message}}"), run.template_context())
@@ -124,6 +99,8 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
     if CALL_SKILL in tool_names:
         specs.append({"name": CALL_SKILL, "description": "Run another skill and get its outputs.",
                       "parameters": CALL_SKILL_PARAMETERS})
+    chat_skills = _chat_skill_tools(run, node)
+    specs += [spec for _, spec in chat_skills.values()]
     while True:
         if state["skill_calls"]:
             _start_skill_call(run, node, state)
@@ -148,42 +125,71 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
             if call["name"] in client:
                 state["pending"].append(call)
             elif call["name"] == CALL_SKILL and CALL_SKILL in tool_names:
-                state["skill_calls"].append(call)
+                arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}
+                state["skill_calls"].append({**call, "skill": arguments.get("skill", ""),
+                                             "inputs": arguments.get("inputs", {}), "via_chat": False})
+            elif call["name"] in chat_skills:
+                state["skill_calls"].append({**call, "skill": chat_skills[call["name"]][0],
+                                             "inputs": call["arguments"], "via_chat": True})
             else:
                 outcome, result = run.run_server_tool(node, server.get(call["name"]), call)
                 state["messages"].append(_tool_message(call, outcome, result))
         run.save_node_state(state)
 
 
+def skill_tool_name(slug: str) -> str:
+    return slug.replace("-", "_")
+
+
+def _chat_skill_tools(run: ExecutionRun, node: dict) -> dict:
+    """An agent's `skills` (slugs) as tools named after them, with their inputs schema as parameters:
+    how a chat dispatches skills. {tool name: (slug, spec)}"""
+    slugs = node.get("skills", [])
+    tools = {}
+    for skill in Skill.objects.filter(workspace_id=run.execution.workspace_id, slug__in=slugs).select_related(
+            "live_version"):
+        if skill.live_version:
+            manifest = skill.live_version.manifest
+            tools[skill_tool_name(skill.slug)] = (skill.slug, {
+                "name": skill_tool_name(skill.slug),
+                "description": manifest.get("description") or manifest.get("instructions", "")[:500],
+                "parameters": manifest.get("inputs_schema") or {"type": "object"}})
+    return tools
+
+
 def _start_skill_call(run: ExecutionRun, node: dict, state: dict) -> None:
-    """call_skill: the skill runs as a sub-execution; this one waits (the result is a tool message).
-    A call that cannot start (unknown skill, invalid inputs) is answered with an error at once."""
+    """call_skill, or an agent's skill tool: the skill runs as a sub-execution (a chat-dispatched one
+    records the chat ids) and this one waits; the outcome comes back as the tool's result. A call
+    that cannot start (unknown skill, invalid inputs) is answered with an error at once."""
     from agents.skill_inputs import inputs_errors
 
     while state["skill_calls"]:
         call = state["skill_calls"][0]
-        arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}
-        skill = Skill.objects.filter(workspace_id=run.execution.workspace_id, slug=arguments.get("skill", "")).first()
+        run.emit("tool_call", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
+                               "arguments": call["arguments"]})
+        skill = Skill.objects.filter(workspace_id=run.execution.workspace_id, slug=call["skill"]).first()
         version = skill.live_version if skill else None
-        errors = inputs_errors(version.manifest, arguments.get("inputs", {})) if version else None
+        errors = inputs_errors(version.manifest, call["inputs"]) if version else None
         if version is None or errors:
-            run.emit("tool_call", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
-                                   "arguments": call["arguments"]})
-            message = f"No published skill {arguments.get('skill')!r}." if version is None else "Invalid inputs."
-            result = {"message": message, "errors": errors or []}
+            result = {"message": f"No published skill {call['skill']!r}." if version is None else "Invalid inputs.",
+                      "errors": errors or []}
             run.emit("tool_result", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
                                      "outcome": "error", "result": result})
             state["messages"].append(_tool_message(call, "error", result))
             state["skill_calls"] = state["skill_calls"][1:]
             continue
         child_id = uuid.uuid4()
-        run.emit("tool_call", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
-                               "arguments": call["arguments"]})
         run.emit("sub_execution_started", {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}",
                                            "responder": f"skill:{skill.slug}"})
+        child = {"id": child_id, "inputs": call["inputs"], "skill_version": version,
+                 "model_config": run.execution.model_config}
+        if call["via_chat"]:
+            inputs = run.execution.inputs
+            child.update(source=ExecutionSource.CHAT, chat_tool_call_id=call["id"],
+                         chat_thread_id=inputs.get("conversation_scope") or run.execution.public_id,
+                         chat_message_id=run.execution.public_id)
         raise Suspend(ExecutionState.WAITING_FOR_SUB_EXECUTION, None, {**state, "sub_execution_id": str(child_id)},
-                      sub_execution={"id": child_id, "inputs": arguments.get("inputs", {}), "skill_version": version,
-                                     "model_config": run.execution.model_config})
+                      sub_execution=child)
 
 
 # --- tool -----------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def document_type(relpath: str) -> str:
 
 
 def workspace_tools(workspace: SkillWorkspace) -> dict:
-    """list_files, read_file and write_file, bound to one execution's workspace."""
+    """list_files, read_file, read_materials and write_file, bound to one execution's workspace."""
 
     def list_files(arguments):
         directory = arguments.get("directory", "")
@@ -109,6 +109,17 @@ def workspace_tools(workspace: SkillWorkspace) -> dict:
         except UnicodeDecodeError:
             raise ToolError(f"{arguments['path']!r} is not a UTF-8 text file.") from None
 
+    def read_materials(arguments):
+        parts, names = [], []
+        for relpath in workspace.relpaths(MATERIALS_DIR):
+            try:
+                text = workspace.read_bytes(relpath).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            names.append(relpath)
+            parts.append(f"## {posixpath.basename(relpath)}\n\n{text.strip()}")
+        return {"files": names, "text": "\n\n".join(parts) if parts else "No materials were staged."}
+
     def write_file(arguments):
         workspace.write_bytes(arguments["path"], arguments["content"].encode("utf-8"))
         return {"path": arguments["path"], "size_bytes": len(arguments["content"].encode("utf-8"))}
@@ -119,6 +130,8 @@ def workspace_tools(workspace: SkillWorkspace) -> dict:
                                  {"type": "object", "properties": {"directory": {"type": "string"}}}, list_files),
         "read_file": ServerTool("read_file", "Read a UTF-8 text file of the workspace.",
                                 {"type": "object", "properties": {"path": path}, "required": ["path"]}, read_file),
+        "read_materials": ServerTool("read_materials", "Read every text file staged under inputs/materials/ at once.",
+                                     {"type": "object", "properties": {}}, read_materials),
         "write_file": ServerTool("write_file", "Write a UTF-8 text file into the workspace; files under outputs/ "
                                  "become the execution's artifacts.",
                                  {"type": "object", "properties": {"path": path, "content": {"type": "string"}},

@@ -8,14 +8,20 @@ Node `model` options: {"provider": "builtin", "chunk_delay_ms": 100, "script": [
 "text": "...", "tool_calls": [{"name": ..., "arguments": {...}}]}, ...], "reply": "fixed answer",
 "fail": "message", "fail_on": "text"}. A script is followed turn by turn (the n-th answer of the
 conversation plays the n-th entry); "fail" fails half way through the text; "fail_on" fails when
-the user's message contains that text (a batch with mixed outcomes).
+the user's message contains that text (a batch with mixed outcomes). Script text and tool call
+arguments may use templates (workers/templates.py): `{{prompt}}` is the first user message (parsed
+when it is JSON, as a skill's inputs are) and `{{last_tool_result}}` the last tool result
+(`{"outcome", "result"}`), so a script can answer with what its tools returned.
 """
 
 import hashlib
+import json
 import time
 from typing import Iterator
 
 from django.conf import settings
+
+from workers.templates import render
 
 from workers.providers.base import ModelChunk, Usage
 
@@ -30,6 +36,19 @@ class BuiltinModelError(Exception):
     pass
 
 
+def _parsed(text):
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _script_context(messages: list[dict]) -> dict:
+    first_user = next((m.get("content") for m in messages if m.get("role") == "user"), "")
+    last_tool = next((m.get("content") for m in reversed(messages) if m.get("role") == "tool"), None)
+    return {"prompt": _parsed(first_user), "last_tool_result": _parsed(last_tool)}
+
+
 class BuiltinModel:
     name = "builtin"
 
@@ -41,7 +60,7 @@ class BuiltinModel:
         script = self.options.get("script")
         if script:
             assistant_turns = sum(1 for m in messages if m.get("role") == "assistant")
-            return script[min(assistant_turns, len(script) - 1)]
+            return render(script[min(assistant_turns, len(script) - 1)], _script_context(messages))
         last_user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
         return {"text": self.options.get("reply") or DEFAULT_REPLY.format(message=last_user)}
 
