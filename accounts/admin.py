@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from accounts.models import ApiKey, CreditAccount, CreditEntry, Customer, Principal, Tenant, Workspace
+from accounts.models import ApiKey, CreditAccount, CreditEntry, Customer, ModelAlias, Principal, Tenant, Workspace
 from accounts.services import issue_api_key
 
 
@@ -14,11 +14,23 @@ class TenantAdmin(admin.ModelAdmin):
     search_fields = ("name",)
 
 
+class ModelAliasInline(admin.TabularInline):
+    """The workspace's model aliases; `allowed` ones form the allow-list requests may name."""
+
+    model = ModelAlias
+    fields = ("alias", "provider", "model", "input_usd_per_million_tokens", "output_usd_per_million_tokens",
+              "allowed", "options")
+    extra = 0
+
+
 @admin.register(Workspace)
 class WorkspaceAdmin(admin.ModelAdmin):
-    list_display = ("name", "id", "tenant", "created_at")
+    list_display = ("name", "id", "tenant", "default_model_alias", "created_at")
     list_filter = ("tenant",)
     search_fields = ("name",)
+    fields = ("tenant", "name", "default_model_alias", "app_version_id")
+    readonly_fields = ("app_version_id",)
+    inlines = [ModelAliasInline]
 
 
 @admin.register(Principal)

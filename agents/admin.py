@@ -2,9 +2,11 @@ import json
 
 from django import forms
 from django.contrib import admin
+from django.utils.html import format_html
 
 from agents.models import Agent, AgentVersion, HttpTool, Skill, SkillVersion
-from agents.services import publish_agent_version
+from agents.services import publish_agent_version, publish_skill_version
+from agents.skill_inputs import InvalidManifest, validate_manifest
 from agents.workflows import InvalidWorkflow, validate_workflow
 
 
@@ -61,16 +63,50 @@ class HttpToolAdmin(admin.ModelAdmin):
     search_fields = ("name", "url")
 
 
-class SkillVersionInline(admin.TabularInline):
+class SkillVersionInline(admin.StackedInline):
     model = SkillVersion
-    fields = ("number", "published_at", "manifest")
+    fields = ("number", "published_at", "manifest_json")
     readonly_fields = fields
     extra = 0
     can_delete = False
 
+    @admin.display(description="manifest")
+    def manifest_json(self, version):
+        return format_html("<pre>{}</pre>", json.dumps(version.manifest, indent=2))
+
+
+class SkillForm(forms.ModelForm):
+    publish_manifest = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 12, "cols": 100}),
+        help_text="JSON manifest (inputs_schema, instructions, tools, limits, model, outputs_schema). Saving publishes "
+                  "it as a new immutable version.",
+    )
+
+    class Meta:
+        model = Skill
+        fields = ("workspace", "slug", "name", "publish_manifest")
+
+    def clean_publish_manifest(self):
+        raw = self.cleaned_data["publish_manifest"].strip()
+        if not raw:
+            return None
+        try:
+            manifest = json.loads(raw)
+            validate_manifest(manifest)
+        except (ValueError, InvalidManifest) as exc:
+            raise forms.ValidationError(str(exc))
+        return manifest
+
 
 @admin.register(Skill)
 class SkillAdmin(admin.ModelAdmin):
+    form = SkillForm
     list_display = ("slug", "name", "workspace", "live_version", "created_at")
     list_filter = ("workspace",)
+    readonly_fields = ("live_version",)
     inlines = [SkillVersionInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("publish_manifest"):
+            publish_skill_version(obj, form.cleaned_data["publish_manifest"])

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from agents.models import Agent, AgentVersion, Skill, SkillVersion
+from agents.skill_inputs import validate_manifest
 from agents.workflows import validate_workflow
 
 
@@ -28,4 +29,5 @@ def publish_agent_version(agent: Agent, workflow: dict) -> AgentVersion:
 
 
 def publish_skill_version(skill: Skill, manifest: dict) -> SkillVersion:
+    validate_manifest(manifest)
     return _publish_version(skill, manifest=manifest)

@@ -1,7 +1,25 @@
-"""A skill version's manifest: its inputs are checked against `inputs_schema` (JSON Schema, draft
-2020-12) before an execution is created; every failing field is reported, not only the first."""
+"""A skill version's manifest: checked when published; an execution's inputs are checked against
+its `inputs_schema` (JSON Schema, draft 2020-12), every failing field reported, not only the first."""
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, SchemaError
+
+
+class InvalidManifest(ValueError):
+    pass
+
+
+def validate_manifest(manifest) -> None:
+    """Refuse a manifest whose schemas are not valid JSON Schema, before it is published."""
+    if not isinstance(manifest, dict):
+        raise InvalidManifest("A manifest is a JSON object.")
+    for key in ("inputs_schema", "outputs_schema"):
+        if key in manifest:
+            try:
+                Draft202012Validator.check_schema(manifest[key])
+            except SchemaError as exc:
+                raise InvalidManifest(f"{key} is not a valid JSON Schema: {exc.message}") from None
+    if not isinstance(manifest.get("tools", []), list):
+        raise InvalidManifest("tools must be a list of tool names.")
 
 
 def inputs_errors(manifest: dict, inputs) -> list[dict]:

@@ -4,11 +4,15 @@ import json
 import uuid
 
 from django.contrib import admin, messages
-from django.urls import reverse
-from django.utils.html import format_html
+from django.http import Http404
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from executions import services
-from executions.models import Execution, ExecutionEvent
+from executions.models import Artifact, Execution, ExecutionEvent
+from files.views import stored_file_response
+
+TREE_DEPTH = 5
 
 
 class ExecutionEventInline(admin.TabularInline):
@@ -46,6 +50,22 @@ class SubExecutionInline(admin.TabularInline):
         return format_html('<a href="{}">{}</a>', reverse("admin:executions_execution_change", args=[child.id]), child.id)
 
 
+class ArtifactInline(admin.TabularInline):
+    model = Artifact
+    fields = ("relpath_in_workspace", "document_type", "size_bytes", "download")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="download")
+    def download(self, artifact):
+        url = reverse("admin:executions_artifact_download", args=[artifact.id])
+        return format_html('<a href="{}">download</a>', url)
+
+
 @admin.register(Execution)
 class ExecutionAdmin(admin.ModelAdmin):
     list_display = ("id", "state", "source", "workspace", "responder", "attempt", "created_at", "finished_at")
@@ -54,11 +74,37 @@ class ExecutionAdmin(admin.ModelAdmin):
     search_help_text = "An execution id, an idempotency key or a chat tool-call id."
     date_hierarchy = "created_at"
     list_select_related = ("workspace", "agent_version__agent", "skill_version__skill")
-    inlines = [ExecutionEventInline, SubExecutionInline]
+    inlines = [ArtifactInline, ExecutionEventInline, SubExecutionInline]
     actions = ["cancel_executions"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Execution._meta.fields]
+        return ["sub_execution_tree"] + [field.name for field in Execution._meta.fields]
+
+    @admin.display(description="sub-execution tree")
+    def sub_execution_tree(self, execution):
+        return self._tree(execution, TREE_DEPTH) or "-"
+
+    def _tree(self, execution, depth):
+        children = list(Execution.objects.filter(parent=execution).select_related(
+            "agent_version__agent", "skill_version__skill").order_by("created_at"))
+        if not children or depth == 0:
+            return ""
+        return format_html("<ul>{}</ul>", format_html_join("", '<li><a href="{}">{}</a> {} {} {}</li>', (
+            (reverse("admin:executions_execution_change", args=[child.id]), child.id, child.get_state_display(),
+             child.agent_version or child.skill_version or "", self._tree(child, depth - 1))
+            for child in children)))
+
+    def get_urls(self):
+        download = self.admin_site.admin_view(self.download_artifact)
+        return [path("artifact/<uuid:artifact_id>/download/", download, name="executions_artifact_download"),
+                *super().get_urls()]
+
+    def download_artifact(self, request, artifact_id):
+        artifact = Artifact.objects.filter(id=artifact_id).first()
+        if artifact is None:
+            raise Http404("No such artifact.")
+        return stored_file_response(artifact.storage_key, artifact.document_type,
+                                    artifact.relpath_in_workspace.rsplit("/", 1)[-1])
 
     def has_add_permission(self, request):
         return False

@@ -3,8 +3,6 @@ the chat tool-call lookup, and artifact downloads. Every route is scoped to the 
 another space, or another tenant's execution, is a 404."""
 
 from asgiref.sync import sync_to_async
-from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpResponseRedirect
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,7 +16,7 @@ from executions.skill_executions import caller_space, start_skill_execution
 from executions.skill_serializers import artifact_from_token, skill_execution_data
 from executions.streaming import relay_events
 from executions.views import authenticate_async, last_event_id, sse_response
-from files.selectors import storage_is_s3
+from files.views import stored_file_response
 
 EXECUTION = OpenApiResponse(description='{"data": execution} — every field of the documented execution object')
 MAX_PAGE = 200
@@ -154,7 +152,5 @@ class ArtifactDownloadView(APIView):
                 or claims["t"] != str(request.user.workspace.tenant_id)
                 or not readable_executions(request.user).filter(id=artifact.execution_id).exists()):
             raise ApiError(404, "not_found", "This download link is invalid, expired, or not yours.")
-        if storage_is_s3():
-            return HttpResponseRedirect(default_storage.url(artifact.storage_key))
-        return FileResponse(default_storage.open(artifact.storage_key, "rb"), content_type=artifact.document_type,
-                            filename=artifact.relpath_in_workspace.rsplit("/", 1)[-1])
+        return stored_file_response(artifact.storage_key, artifact.document_type,
+                                    artifact.relpath_in_workspace.rsplit("/", 1)[-1])

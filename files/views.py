@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse
+from django.http import FileResponse, Http404, HttpResponseRedirect
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from config.errors import ApiError, error_json
 from files.models import StoredFile
-from files.selectors import file_id_from_download_token, personal_file, personal_files
+from files.selectors import file_id_from_download_token, personal_file, personal_files, storage_is_s3
 from files.services import (
     MAX_ATTACHMENT_BYTES, delete_personal_file, size_limit_text, upload_attachment, upload_personal_file,
 )
@@ -177,5 +177,13 @@ def download(request, token):
     stored = StoredFile.objects.filter(id=file_id).first() if file_id else None
     if stored is None:
         return error_json(ApiError(404, "not_found", "This download link is invalid or has expired."))
-    return FileResponse(default_storage.open(stored.storage_key, "rb"), content_type=stored.content_type,
-                        filename=stored.filename)
+    return stored_file_response(stored.storage_key, stored.content_type, stored.filename)
+
+
+def stored_file_response(storage_key: str, content_type: str, filename: str):
+    """A file of the storage as a response: the bytes from disk, or a redirect to a presigned S3 URL."""
+    if storage_is_s3():
+        return HttpResponseRedirect(default_storage.url(storage_key))
+    if not default_storage.exists(storage_key):
+        raise Http404("The file is no longer in the storage.")
+    return FileResponse(default_storage.open(storage_key, "rb"), content_type=content_type, filename=filename)

@@ -105,3 +105,49 @@ def test_http_tools_are_listed(admin_client, tenant):
 
     HttpTool.objects.create(workspace=tenant.workspace, name="order_status", url="https://tools.example/orders")
     assert "order_status" in admin_client.get("/admin/agents/httptool/").content.decode()
+
+
+def test_skill_page_shows_the_manifest_and_publishes_a_new_one(admin_client, tenant):
+    from agents.models import Skill
+    from agents.services import publish_skill_version
+
+    skill = Skill.objects.create(workspace=tenant.workspace, slug="report", name="Report")
+    publish_skill_version(skill, {"instructions": "Write it.", "inputs_schema": {"type": "object"}})
+    url = f"/admin/agents/skill/{skill.id}/change/"
+    assert "Write it." in admin_client.get(url).content.decode()
+    form = {"workspace": str(tenant.workspace.id), "slug": "report", "name": "Report",
+            "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"}
+    refused = admin_client.post(url, {**form, "publish_manifest": '{"inputs_schema": {"type": "nonsense"}}'})
+    assert "not a valid JSON Schema" in refused.content.decode()
+    assert admin_client.post(url, {**form, "publish_manifest": '{"instructions": "v2"}'}).status_code == 302
+    skill.refresh_from_db()
+    assert skill.live_version.number == 2 and skill.live_version.manifest == {"instructions": "v2"}
+
+
+def test_execution_page_shows_artifacts_with_download_links_and_the_tree(admin_client, execution, settings, tmp_path):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from executions.models import Artifact
+
+    key = default_storage.save(f"workspaces/{execution.id}/outputs/report.md", ContentFile(b"# hi"))
+    artifact = Artifact.objects.create(execution=execution, relpath_in_workspace="outputs/report.md",
+                                       document_type="text/markdown", size_bytes=4, storage_key=key)
+    child = execution.children.get()
+    Execution.objects.create(tenant=execution.tenant, workspace=execution.workspace, source=ExecutionSource.SUB,
+                             parent=child)
+    page = admin_client.get(f"/admin/executions/execution/{execution.id}/change/").content.decode()
+    assert "outputs/report.md" in page
+    download_url = f"/admin/executions/execution/artifact/{artifact.id}/download/"
+    assert download_url in page
+    assert b"".join(admin_client.get(download_url).streaming_content) == b"# hi"
+    assert str(child.id) in page and str(child.children.get().id) in page  # two levels of the tree
+    default_storage.delete(key)
+
+
+def test_model_aliases_on_the_workspace_page(admin_client, tenant):
+    from accounts.models import ModelAlias
+
+    ModelAlias.objects.create(workspace=tenant.workspace, alias="fast", provider="builtin")
+    page = admin_client.get(f"/admin/accounts/workspace/{tenant.workspace.id}/change/").content.decode()
+    assert "fast" in page and "default_model_alias" in page

@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.models import ApiKeyKind, ModelAlias
 from accounts.services import issue_api_key
