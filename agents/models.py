@@ -22,7 +22,19 @@ class Agent(models.Model):
         return self.name
 
 
-class AgentVersion(models.Model):
+class ImmutableVersion(models.Model):
+    """A published version never changes: a change is a new version (executions record which ran)."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValueError(f"{type(self).__name__} rows are immutable once published; publish a new version.")
+        super().save(*args, **kwargs)
+
+
+class AgentVersion(ImmutableVersion):
     """A workflow graph: {"nodes": [{"id", "type", ...}, ...]} run in order."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -56,7 +68,7 @@ class Skill(models.Model):
         return self.slug
 
 
-class SkillVersion(models.Model):
+class SkillVersion(ImmutableVersion):
     """A manifest: inputs JSON Schema, instructions, tools, limits, optional outputs schema."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

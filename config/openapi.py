@@ -151,6 +151,17 @@ def add_async_endpoints(result, generator, request, public):
         "security": SECURITY,
         "responses": {"200": {"description": "the events", "content": SSE}, **_errors(400, 401, 404)},
     }}
+    result["paths"]["/v1/spaces/{space_id}/skills/executions/{execution_id}/events"] = {"get": {
+        "operationId": "skills_execution_events", "tags": ["skills"], "summary": "Follow a skill execution (SSE)",
+        "description": "The execution's events: start, state_changed, materials_staged, node_start, iteration, "
+                       "reasoning, text, tool_call, tool_result, sub_execution_started, sub_execution_finished, "
+                       "node_complete, artifact, final or error. Resumable with `Last-Event-ID` (or `last_event_id`).",
+        "parameters": [_path_param("space_id"), _path_param("execution_id"),
+                       {"in": "header", "name": "Last-Event-ID", "required": False,
+                        "schema": {"type": "integer", "minimum": 0}}],
+        "security": SECURITY,
+        "responses": {"200": {"description": "the events", "content": SSE}, **_errors(400, 401, 404)},
+    }}
     result["paths"]["/agents/{agent_id}/execute/batch"] = {"post": {
         "operationId": "agents_execute_batch", "tags": ["agents"], "summary": "Execute an agent on many items",
         "description": "Each item runs as its own child execution, anywhere in the worker fleet, with its credits held "

@@ -56,6 +56,7 @@ class SkillExecutionStartView(APIView):
 
 class SkillExecutionListView(APIView):
     @extend_schema(
+        operation_id="skills_executions_list",
         summary="List a space's skill executions",
         description="Newest first. Filters: `state`, `skill` (slug), `source`; `limit` 1-200 (default 50), `offset`.",
         parameters=[OpenApiParameter(name, str) for name in ("state", "skill", "source")]
@@ -90,7 +91,7 @@ def _int_param(request, name, default, low, high):
 
 
 class SkillExecutionDetailView(APIView):
-    @extend_schema(summary="Get a skill execution", responses={200: EXECUTION})
+    @extend_schema(operation_id="skills_execution_get", summary="Get a skill execution", responses={200: EXECUTION})
     def get(self, request, space_id, execution_id):
         return Response({"data": skill_execution_data(get_skill_execution(request.user, space_id, execution_id))})
 

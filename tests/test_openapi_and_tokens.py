@@ -18,7 +18,13 @@ def test_schema_documents_every_route(client):
                  "/executions/{execution_id}/events", "/executions/{execution_id}/cancel",
                  "/executions/{execution_id}/stream-token", "/agents/{agent_id}/execute/batch",
                  "/agents/{agent_id}/preview-credits", "/attachments/upload", "/executions/{execution_id}/tool-result",
-                 "/executions/{execution_id}/approval", "/executions/{execution_id}/external-event"):
+                 "/executions/{execution_id}/approval", "/executions/{execution_id}/external-event",
+                 "/v1/spaces/{space_id}/skills/{slug}/executions", "/v1/spaces/{space_id}/skills/executions",
+                 "/v1/spaces/{space_id}/skills/executions/{execution_id}",
+                 "/v1/spaces/{space_id}/skills/executions/{execution_id}/cancel",
+                 "/v1/spaces/{space_id}/skills/executions/{execution_id}/events",
+                 "/v1/spaces/{space_id}/skills/executions/by-chat-tool-call/{tool_call_id}",
+                 "/v1/artifacts/{artifact_id}/download", "/v1/files/", "/v1/files/{filename}"):
         assert path in schema["paths"], path
     assert {"ApiKeyHeader", "BearerKey"} <= set(schema["components"]["securitySchemes"])
     approval = schema["paths"]["/executions/{execution_id}/approval"]["post"]

@@ -181,8 +181,9 @@ def test_a_skill_stages_materials_uses_its_workspace_and_leaves_artifacts(live, 
     execution_id = response.json()["data"]["id"]
     events = read_stream("GET", f"{live}{executions_url(tenant, f'/{execution_id}/events')}", auth(tenant))
     kinds = [e.data["type"] for e in events]
-    assert kinds[:3] == ["start", "materials_staged", "node_start"]
-    assert events[1].data["staged"] == ["notes.md"] and events[1].data["missing"] == ["missing.txt"]
+    assert kinds[:4] == ["start", "state_changed", "materials_staged", "node_start"]
+    assert events[1].data["state"] == "running"
+    assert events[2].data["staged"] == ["notes.md"] and events[2].data["missing"] == ["missing.txt"]
     assert kinds.count("iteration") == 4 and kinds.count("tool_call") == 3
     assert kinds[-4:] == ["text", "node_complete", "artifact", "final"]
     results = [e.data for e in events if e.data["type"] == "tool_result"]
@@ -192,7 +193,7 @@ def test_a_skill_stages_materials_uses_its_workspace_and_leaves_artifacts(live, 
     data = httpx.get(f"{live}{executions_url(tenant, f'/{execution_id}')}", headers=auth(tenant), timeout=10).json()["data"]
     assert data["state"] == "completed"
     assert data["outputs"] == {"text": "The report is in outputs/report.md."}
-    assert data["resource_usage"]["iteration_count"] == 1 and data["resource_usage"]["wallclock_ms"] > 0
+    assert data["resource_usage"]["iteration_count"] == 4 and data["resource_usage"]["wallclock_ms"] > 0
     [artifact] = data["artifacts"]
     assert artifact["relpath_in_workspace"] == "outputs/report.md"
     assert artifact["document_type"] == "text/markdown" and artifact["size_bytes"] == 9
@@ -447,3 +448,55 @@ def test_an_agents_skill_tools_collide_with_client_tools(client, tenant, make_sk
         {"name": "order_lookup"}]}, content_type="application/json", headers=auth(tenant))
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "client_tool_name_collision"
+
+
+@pytest.mark.django_db
+def test_published_versions_are_immutable(tenant, make_skill):
+    version = make_skill().live_version
+    version.manifest = {"instructions": "changed"}
+    with pytest.raises(ValueError):
+        version.save()
+
+
+@pytest.mark.django_db
+def test_cost_comes_from_the_alias_prices_and_max_seconds_is_enforced(client, tenant, make_skill):
+    from workers.runtime import run_execution
+
+    ModelAlias.objects.create(workspace=tenant.workspace, alias="priced", provider="builtin",
+                              options={"reply": "one two three"},
+                              input_usd_per_million_tokens=3, output_usd_per_million_tokens=15)
+    make_skill("plain", {"inputs_schema": {"type": "object"}})
+    created = client.post(start_url(tenant, "plain"), data={"inputs": {"a": 1}, "model": "priced"},
+                          content_type="application/json", headers=auth(tenant)).json()["data"]
+    assert run_execution(created["id"]) == "completed"
+    execution = Execution.objects.get(id=created["id"])
+    assert execution.outputs == {"text": "one two three"}
+    expected = (execution.input_tokens * 3 + execution.output_tokens * 15) / 1_000_000
+    assert execution.output_tokens == 3 and float(execution.cost_usd) == pytest.approx(expected)
+    data = client.get(executions_url(tenant, f"/{created['id']}"), headers=auth(tenant)).json()["data"]
+    assert data["resource_usage"]["cost_usd"] == f"{execution.cost_usd:f}"
+
+    make_skill("slow", {"limits": {"max_seconds": 1},
+                        "model": {"provider": "builtin", "chunk_delay_ms": 200, "reply": " ".join(["w"] * 30)}})
+    slow = client.post(start_url(tenant, "slow"), data={"inputs": {}}, content_type="application/json",
+                       headers=auth(tenant)).json()["data"]
+    assert run_execution(slow["id"]) == "failed"
+    assert Execution.objects.get(id=slow["id"]).failure_reason == "time_limit_exceeded"
+
+
+@pytest.mark.django_db
+def test_artifact_links_are_404_for_other_tenants(client, tenant, other_tenant, make_skill):
+    from executions.models import Artifact
+    from executions.skill_serializers import artifact_download_url
+
+    make_skill()
+    created = client.post(start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
+                          headers=auth(tenant)).json()["data"]
+    artifact = Artifact.objects.create(execution_id=created["id"], relpath_in_workspace="outputs/a.md",
+                                       document_type="text/markdown", size_bytes=1, storage_key="nowhere")
+    url = artifact_download_url(artifact)
+    assert client.get(url, headers=auth(other_tenant)).status_code == 404
+    assert client.get(url, headers={"X-API-Key": other_tenant.workspace_key.raw_key}).status_code == 404
+    # another end user of the same workspace neither
+    someone = issue_api_key(tenant.workspace, ApiKeyKind.END_USER)
+    assert client.get(url, headers={"X-API-Key": someone.raw_key}).status_code == 404

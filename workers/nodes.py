@@ -118,6 +118,7 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
             run.emit("iteration", {"node_id": node["id"], "iteration": state["turns"] + 1})
         turn = run.stream_model(node, state["messages"], specs or None)
         state["turns"] += 1
+        run.iterations += 1
         state["messages"].append({"role": "assistant", "content": turn.text, "tool_calls": turn.tool_calls})
         if not turn.tool_calls:
             return {"text": turn.text, "parsed_output": parse_output(node, turn.text)}

@@ -115,6 +115,7 @@ class ExecutionRun:
         self.credit_rules = {}
         self.iterations = execution.iteration_count
         self.manifest = None  # a skill's
+        self.max_seconds = self.time_limit_at = None
         self.skill_workspace = SkillWorkspace(execution.id) if execution.skill_version_id else None
 
     # --- events ---------------------------------------------------------------------------------
@@ -143,9 +144,12 @@ class ExecutionRun:
         return replay
 
     def check_cancel(self) -> None:
-        """Between steps: the claim and every event written since report cancel_requested."""
+        """Between steps and chunks: the claim and every event written since report cancel_requested;
+        a skill's `limits.max_seconds` (wallclock since it started) is checked at the same points."""
         if self.cancel_requested:
             raise Cancelled()
+        if self.time_limit_at is not None and time.time() > self.time_limit_at:
+            raise StepFailed("time_limit_exceeded", f"The skill ran longer than its {self.max_seconds} s limit.")
 
     def refresh_cancel(self) -> None:
         """While a node waits without writing events (media generation), ask the row."""
@@ -190,6 +194,9 @@ class ExecutionRun:
             return version.workflow.get("nodes", [])
         if self.execution.skill_version_id:
             self.manifest = manifest = SkillVersion.objects.get(id=self.execution.skill_version_id).manifest
+            self.max_seconds = manifest.get("limits", {}).get("max_seconds")
+            if self.max_seconds:
+                self.time_limit_at = self.execution.started_at.timestamp() + self.max_seconds
             model = self.execution.model_config or manifest.get("model") or {"provider": "builtin"}
             return [{"id": "skill", "type": "ai", "instructions": manifest.get("instructions", ""),
                      "tools": manifest.get("tools", []), "model": model,
@@ -211,6 +218,8 @@ class ExecutionRun:
         nodes = self.workflow()
         if not nodes:
             raise StepFailed("invalid_workflow", "The responder has no workflow nodes to run.")
+        if self.skill_workspace:
+            self.emit("state_changed", {"state": "running", "attempt": self.attempt})
         self.stage_materials()
         for index in range(self.checkpoint["next_node"], len(nodes)):
             self.check_cancel()
@@ -218,7 +227,8 @@ class ExecutionRun:
             if node["id"] not in self.replay.started and self.node_state(node) is None:
                 self.emit("node_start", {"node_id": node["id"], "node_type": node.get("type")})
             output = run_node(self, node)
-            self.iterations += 1
+            if node["type"] != "ai":  # an ai node counts its model turns itself
+                self.iterations += 1
             self.emit("node_complete", {"node_id": node["id"], "node_type": node["type"]})
             self._save({"next_node": index + 1, "node_outputs": {**self.checkpoint["node_outputs"], node["id"]: output}})
         self.complete(nodes)
@@ -265,8 +275,7 @@ class ExecutionRun:
                     tool_calls.append({"id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
                                        "name": chunk.tool_call["name"],
                                        "arguments": chunk.tool_call.get("arguments") or {}})
-                if self.cancel_requested:
-                    raise Cancelled()
+                self.check_cancel()
         except (Cancelled, StepFailed, LeaseLost, SoftTimeLimitExceeded):
             flush()
             raise
