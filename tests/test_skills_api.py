@@ -161,6 +161,8 @@ def test_unknown_skill_and_another_space_are_404(client, tenant, other_tenant, m
                        headers={"X-API-Key": other_tenant.workspace_key.raw_key}).status_code == 404
     assert client.post(start_url(other_tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
                        headers=auth(tenant)).status_code == 404
+    assert client.get(executions_url(other_tenant), headers=auth(tenant)).status_code == 404
+    assert client.get(executions_url(tenant), headers=auth(other_tenant)).status_code == 404
 
 
 # --- running: staging, tools, artifacts, archive ------------------------------------------------------
