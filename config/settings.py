@@ -160,6 +160,9 @@ TEXT_FLUSH_INTERVAL_MS = env_int("TEXT_FLUSH_INTERVAL_MS", 50)
 BUILTIN_MODEL_CHUNK_DELAY_MS = env_int("BUILTIN_MODEL_CHUNK_DELAY_MS", 0)
 # While a media_generation node waits for its provider, a `heartbeat` event goes out this often.
 MEDIA_HEARTBEAT_SECONDS = env_float("MEDIA_HEARTBEAT_SECONDS", 15.0)
+# Conversation history replayed to the model: the newest messages up to both budgets.
+CONVERSATION_HISTORY_MAX_MESSAGES = env_int("CONVERSATION_HISTORY_MAX_MESSAGES", 50)
+CONVERSATION_HISTORY_MAX_CHARS = env_int("CONVERSATION_HISTORY_MAX_CHARS", 32000)
 # A file a skill writes into its workspace.
 SKILL_WORKSPACE_MAX_FILE_BYTES = env_int("SKILL_WORKSPACE_MAX_FILE_BYTES", 10 * 1024 * 1024)
 # POST /agents/{id}/execute/batch: items per request.

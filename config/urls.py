@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from agents.views import PreviewCreditsView
 from config.health import healthz
+from conversations import views as conversation_views
 from executions import agent_views, resume_views, skill_views, views
 from files.views import AttachmentUploadView, download
 from files.views import PersonalFilesView, PersonalFileView
@@ -18,6 +19,13 @@ urlpatterns = [
     path("agents/<str:agent_id>/execute/batch", agent_views.execute_batch),
     path("agents/<str:agent_id>/preview-credits", PreviewCreditsView.as_view()),
     path("attachments/upload", AttachmentUploadView.as_view()),
+    path("my/conversations", conversation_views.ConversationsView.as_view()),
+    path("my/conversations/<str:conversation_id>/archive", conversation_views.ConversationArchiveView.as_view()),
+    path("my/conversations/<str:conversation_id>/messages", conversation_views.ConversationMessagesView.as_view()),
+    path("my/conversations/<str:conversation_id>/messages/<str:message_id>/feedback",
+         conversation_views.MessageFeedbackView.as_view()),
+    path("users/<str:external_user_id>/memory", conversation_views.UserMemoryView.as_view()),
+    path("users/<str:external_user_id>/memory/<uuid:fact_id>", conversation_views.UserMemoryFactView.as_view()),
     # Executions of every surface
     path("executions/<str:execution_id>", views.ExecutionDetailView.as_view()),
     path("executions/<str:execution_id>/cancel", views.ExecutionCancelView.as_view()),

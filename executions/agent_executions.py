@@ -13,6 +13,7 @@ from django.db import transaction
 from accounts.credits import account_for, hold_credits
 from agents.credit_rules import quote
 from agents.selectors import get_live_agent
+from conversations.selectors import conversation_for_execution
 from executions import services
 from executions.agent_requests import parse_batch_items, parse_execute_inputs, parse_json_object
 from executions.idempotency import claim_idempotency_key, parse_idempotency_key, request_fingerprint
@@ -34,6 +35,12 @@ def _create(caller, agent, inputs: dict, source: str, **fields):
     )
 
 
+def _check_conversation(caller, agent, inputs: dict) -> None:
+    """`conversation_scope`: the caller's active conversation with this agent (normalized id)."""
+    if inputs.get("conversation_scope"):
+        inputs["conversation_scope"] = conversation_for_execution(caller, agent, inputs["conversation_scope"]).public_id
+
+
 def _start(caller, agent_id: str, request, route: str, create):
     agent = get_live_agent(caller.workspace, agent_id)
     idempotency_key = parse_idempotency_key(request.headers)
@@ -52,6 +59,7 @@ def _start(caller, agent_id: str, request, route: str, create):
 def start_agent_execution(caller, agent_id: str, request, source: str, route: str):
     def create(agent, body, idempotency_key):
         inputs = parse_execute_inputs(body, agent, caller.workspace)
+        _check_conversation(caller, agent, inputs)
         return _create(caller, agent, inputs, source, idempotency_key=idempotency_key)
 
     return _start(caller, agent_id, request, route, create)
@@ -66,6 +74,8 @@ def start_agent_batch(caller, agent_id: str, request):
         items = parse_batch_items(body, agent, caller.workspace, settings.BATCH_MAX_ITEMS)
         batch = services.create_batch(workspace=caller.workspace, principal=caller.principal,
                                       agent_version=agent.live_version, idempotency_key=idempotency_key)
+        for _, inputs in items:
+            _check_conversation(caller, agent, inputs)
         children = [_create(caller, agent, inputs, ExecutionSource.BATCH_ITEM, parent=batch, batch_key=key)
                     for key, inputs in items]
         services.start_batch(batch, agent, children)

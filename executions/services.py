@@ -103,8 +103,8 @@ def save_checkpoint(execution_id, attempt: int, checkpoint: dict, **usage) -> bo
 def _transition(execution, queryset, state: str, event_type: str | None, event_payload: dict, **fields) -> bool:
     """Move the row to `state` if `queryset` still matches it, and log the event, atomically.
 
-    A terminal transition also settles the credits and tells the parent (if any): only one
-    terminal transition can win, so both happen exactly once."""
+    A terminal transition also settles the credits, records the exchange in its conversation and
+    tells the parent (if any): only one terminal transition can win, so each happens exactly once."""
     now = timezone.now()
     if state in TERMINAL_STATES:
         fields.setdefault("finished_at", now)
@@ -114,6 +114,10 @@ def _transition(execution, queryset, state: str, event_type: str | None, event_p
             return False
         if state in TERMINAL_STATES:
             settle_credits(execution.id, charge=fields.get("credits", ZERO))
+            if (execution.inputs or {}).get("conversation_scope"):
+                from conversations.services import record_exchange
+
+                record_exchange(execution, state, fields.get("outputs"), fields.get("error"))
         if event_type:
             append_event(execution, event_type, {"status": state, **event_payload})
         if state in TERMINAL_STATES and execution.parent_id:

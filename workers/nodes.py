@@ -58,6 +58,24 @@ CALL_SKILL_PARAMETERS = {"type": "object", "required": ["skill"], "properties": 
     "inputs": {"type": "object", "description": "Inputs for that skill, valid against its inputs schema"}}}
 
 
+def _context_messages(run: ExecutionRun, node: dict) -> list[dict]:
+    """What precedes the user's message: the instructions, what is remembered about the user
+    (`external_user_id`), and the conversation's history (`conversation_scope`)."""
+    from conversations.selectors import history_for_model, memory_facts
+
+    inputs, messages = run.execution.inputs, []
+    if node.get("instructions"):
+        messages.append({"role": "system", "content": node["instructions"]})
+    if inputs.get("external_user_id"):
+        facts = memory_facts(run.execution.workspace_id, inputs["external_user_id"])
+        if facts:
+            listed = "\n".join(f"- {fact.content} (fact {fact.id})" for fact in facts)
+            messages.append({"role": "system", "content": f"What you remember about this user:\n{listed}"})
+    if inputs.get("conversation_scope"):
+        messages += history_for_model(inputs["conversation_scope"].removeprefix("conversation:"))
+    return messages
+
+
 def run_ai(run: ExecutionRun, node: dict) -> dict:
     """A model call, in turns until the model answers without calling tools.
 
@@ -68,9 +86,8 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
     state = run.node_state(node)
     if state is None:
         prompt = render(node.get("prompt", "{{message}}"), run.template_context())
-        messages = [{"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)}]
-        if node.get("instructions"):
-            messages.insert(0, {"role": "system", "content": node["instructions"]})
+        messages = [*_context_messages(run, node),
+                    {"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)}]
         state = {"node_id": node["id"], "messages": messages, "turns": 0, "pending": [], "skill_calls": []}
     resumed = run.resume_input(node)
     if resumed is not None and state.get("skill_calls"):  # a called skill finished
@@ -90,7 +107,7 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
         state = {**state, "pending": [], "waiting": False}
 
     tool_names = node.get("tools", [])
-    server = server_tools(run.execution.workspace_id, tool_names, run.skill_workspace)
+    server = server_tools(run.execution, tool_names, run.skill_workspace)
     client = ({tool["name"]: tool for tool in run.execution.inputs.get("client_tools", [])}
               if node.get("accepts_client_tools") else {})
     specs = [tool.spec() for tool in server.values()] + [
@@ -200,8 +217,7 @@ def run_tool(run: ExecutionRun, node: dict) -> dict:
     """A server tool with fixed (templated) arguments. Options: tool, arguments, on_error (fail|continue)."""
     arguments = render(node.get("arguments", {}), run.template_context())
     call = {"id": f"tc_{node['id']}", "name": node.get("tool", ""), "arguments": arguments}
-    outcome, result = run.run_server_tool(node, server_tools(run.execution.workspace_id, [call["name"]]).get(call["name"]),
-                                          call)
+    outcome, result = run.run_server_tool(node, server_tools(run.execution, [call["name"]]).get(call["name"]), call)
     if outcome == "error" and node.get("on_error", "fail") == "fail":
         raise StepFailed("tool_error", f"Tool {call['name']!r} failed: {result.get('message', result)}")
     return {"outcome": outcome, "result": result}

@@ -6,6 +6,7 @@ is a result with outcome "error" that the model sees, not an exception of the ru
 
 import ast
 import operator
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -93,13 +94,40 @@ def _http_tool(tool: HttpTool) -> ServerTool:
     return ServerTool(tool.name, tool.description, tool.parameters or {"type": "object"}, call)
 
 
-def server_tools(workspace_id, names, skill_workspace=None) -> dict[str, ServerTool]:
-    """The named tools a workflow node may call: a workspace's HTTP tool wins over a Python tool; a
-    skill's workspace tools (list_files, read_file, write_file) win over both."""
+def _memory_tool(execution) -> ServerTool:
+    """`memory`: what the agent learns about the user (`external_user_id`) lasts across executions."""
+    from conversations.services import forget, remember
+
+    user = execution.inputs["external_user_id"]
+
+    def call(arguments: dict):
+        if arguments["action"] == "remember":
+            if not arguments.get("fact"):
+                raise ToolError("remember needs a fact.")
+            fact = remember(execution.workspace_id, user, arguments["fact"][:2000], execution.id)
+            return {"remembered": str(fact.id)}
+        try:
+            forgotten = forget(execution.workspace_id, user, uuid.UUID(str(arguments.get("fact_id"))))
+        except ValueError:
+            raise ToolError("forget needs the fact_id of a remembered fact.") from None
+        return {"forgotten": forgotten}
+
+    return ServerTool("memory", "Remember a fact about the user for later conversations, or forget one.",
+                      {"type": "object", "required": ["action"], "properties": {
+                          "action": {"enum": ["remember", "forget"]}, "fact": {"type": "string"},
+                          "fact_id": {"type": "string"}}}, call)
+
+
+def server_tools(execution, names, skill_workspace=None) -> dict[str, ServerTool]:
+    """The named tools a node of this execution may call: a workspace's HTTP tool wins over a Python
+    tool; a skill's workspace tools (list_files, read_file, ...) and the memory tool (for executions
+    with an `external_user_id`) win over both."""
     names = list(names)
     tools = {name: PYTHON_TOOLS[name] for name in names if name in PYTHON_TOOLS}
-    for tool in HttpTool.objects.filter(workspace_id=workspace_id, name__in=names):
+    for tool in HttpTool.objects.filter(workspace_id=execution.workspace_id, name__in=names):
         tools[tool.name] = _http_tool(tool)
+    if "memory" in names and execution.inputs.get("external_user_id"):
+        tools["memory"] = _memory_tool(execution)
     if skill_workspace is not None:
         from workers.skill_workspace import workspace_tools
 

@@ -11,7 +11,8 @@ conversation plays the n-th entry); "fail" fails half way through the text; "fai
 the user's message contains that text (a batch with mixed outcomes). Script text and tool call
 arguments may use templates (workers/templates.py): `{{prompt}}` is the first user message (parsed
 when it is JSON, as a skill's inputs are) and `{{last_tool_result}}` the last tool result
-(`{"outcome", "result"}`), so a script can answer with what its tools returned.
+(`{"outcome", "result"}`), so a script can answer with what its tools returned; `{{messages}}`
+is everything the model received (roles and contents), for tests of the context.
 """
 
 import hashlib
@@ -46,7 +47,8 @@ def _parsed(text):
 def _script_context(messages: list[dict]) -> dict:
     first_user = next((m.get("content") for m in messages if m.get("role") == "user"), "")
     last_tool = next((m.get("content") for m in reversed(messages) if m.get("role") == "tool"), None)
-    return {"prompt": _parsed(first_user), "last_tool_result": _parsed(last_tool)}
+    return {"prompt": _parsed(first_user), "last_tool_result": _parsed(last_tool),
+            "messages": [{"role": m.get("role"), "content": m.get("content")} for m in messages]}
 
 
 class BuiltinModel:
@@ -74,7 +76,10 @@ class BuiltinModel:
             for index, word in enumerate(turn["reasoning"].split(" ")):
                 output_tokens += 1
                 yield ModelChunk(kind="reasoning", text=word if index == 0 else " " + word)
-        words = turn.get("text", "").split(" ") if turn.get("text") else []
+        text = turn.get("text")
+        if text is not None and not isinstance(text, str):
+            text = json.dumps(text)  # a template that was a whole value, e.g. "{{messages}}"
+        words = text.split(" ") if text else []
         for index, word in enumerate(words):
             if index and self.chunk_delay:
                 time.sleep(self.chunk_delay)
