@@ -131,7 +131,7 @@ class UserMemoryView(APIView):
         return Response({"data": [{"id": str(f.id), "content": f.content, "created_at": _iso(f.created_at)}
                                   for f in facts]})
 
-    @extend_schema(summary="Forget a user", description="Deletes every fact about the user (the right to be "
+    @extend_schema(operation_id="users_memory_forget_all", summary="Forget a user", description="Deletes every fact about the user (the right to be "
                    "forgotten).", responses={200: OpenApiResponse(description='{"data": {"deleted": n}}')})
     def delete(self, request, external_user_id):
         _workspace_key(request)
@@ -139,7 +139,7 @@ class UserMemoryView(APIView):
 
 
 class UserMemoryFactView(APIView):
-    @extend_schema(summary="Forget one fact", responses={204: None})
+    @extend_schema(operation_id="users_memory_forget_fact", summary="Forget one fact", responses={204: None})
     def delete(self, request, external_user_id, fact_id):
         _workspace_key(request)
         if not services.forget(request.user.workspace.id, external_user_id, fact_id):

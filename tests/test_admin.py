@@ -151,3 +151,14 @@ def test_model_aliases_on_the_workspace_page(admin_client, tenant):
     ModelAlias.objects.create(workspace=tenant.workspace, alias="fast", provider="builtin")
     page = admin_client.get(f"/admin/accounts/workspace/{tenant.workspace.id}/change/").content.decode()
     assert "fast" in page and "default_model_alias" in page
+
+
+def test_conversations_and_memory_pages(admin_client, tenant, agent):
+    from conversations.models import Conversation, MemoryFact, Message
+
+    conversation = Conversation.objects.create(workspace=tenant.workspace, agent=agent,
+                                               principal=tenant.end_user_key.api_key.principal)
+    Message.objects.create(conversation=conversation, role="user", content="hello there")
+    MemoryFact.objects.create(workspace=tenant.workspace, external_user_id="uid_7", content="likes tea")
+    assert "hello there" in admin_client.get(f"/admin/conversations/conversation/{conversation.id}/change/").content.decode()
+    assert "likes tea" in admin_client.get("/admin/conversations/memoryfact/").content.decode()

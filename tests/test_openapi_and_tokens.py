@@ -24,7 +24,11 @@ def test_schema_documents_every_route(client):
                  "/v1/spaces/{space_id}/skills/executions/{execution_id}/cancel",
                  "/v1/spaces/{space_id}/skills/executions/{execution_id}/events",
                  "/v1/spaces/{space_id}/skills/executions/by-chat-tool-call/{tool_call_id}",
-                 "/v1/artifacts/{artifact_id}/download", "/v1/files/", "/v1/files/{filename}"):
+                 "/v1/artifacts/{artifact_id}/download", "/v1/files/", "/v1/files/{filename}",
+                 "/my/conversations", "/my/conversations/{conversation_id}/archive",
+                 "/my/conversations/{conversation_id}/messages",
+                 "/my/conversations/{conversation_id}/messages/{message_id}/feedback",
+                 "/users/{external_user_id}/memory", "/users/{external_user_id}/memory/{fact_id}"):
         assert path in schema["paths"], path
     assert {"ApiKeyHeader", "BearerKey"} <= set(schema["components"]["securitySchemes"])
     approval = schema["paths"]["/executions/{execution_id}/approval"]["post"]
