@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from config.admin import ReadOnlyTabularInline
 from accounts.models import ApiKey, CreditAccount, CreditEntry, Customer, ModelAlias, Principal, Tenant, Workspace
 from accounts.services import issue_api_key
 
@@ -83,16 +84,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
 
 
-class CreditEntryInline(admin.TabularInline):
+class CreditEntryInline(ReadOnlyTabularInline):
     model = CreditEntry
     fields = ("created_at", "kind", "amount", "balance_after", "execution_id", "note")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ("-id",)
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(CreditAccount)

@@ -4,18 +4,16 @@ from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
 
+from config.admin import ReadOnlyTabularInline
 from agents.models import Agent, AgentVersion, HttpTool, Skill, SkillVersion
 from agents.services import publish_agent_version, publish_skill_version
 from agents.skill_inputs import InvalidManifest, validate_manifest
 from agents.workflows import InvalidWorkflow, validate_workflow
 
 
-class AgentVersionInline(admin.TabularInline):
+class AgentVersionInline(ReadOnlyTabularInline):
     model = AgentVersion
     fields = ("number", "published_at", "workflow")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
 
 
 class AgentForm(forms.ModelForm):

@@ -1,17 +1,12 @@
 from django.contrib import admin
 
+from config.admin import ReadOnlyTabularInline
 from conversations.models import Conversation, MemoryFact, Message
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(ReadOnlyTabularInline):
     model = Message
     fields = ("id", "role", "content", "tool_name", "execution_id", "created_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Conversation)

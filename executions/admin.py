@@ -8,6 +8,7 @@ from django.http import Http404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from config.admin import ReadOnlyTabularInline
 from executions import services
 from executions.models import Artifact, Execution, ExecutionEvent
 from files.views import stored_file_response
@@ -15,17 +16,11 @@ from files.views import stored_file_response
 TREE_DEPTH = 5
 
 
-class ExecutionEventInline(admin.TabularInline):
+class ExecutionEventInline(ReadOnlyTabularInline):
     model = ExecutionEvent
     fields = ("seq", "type", "created_at", "payload")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ("seq",)
     show_change_link = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="data")
     def payload(self, event):
@@ -33,32 +28,20 @@ class ExecutionEventInline(admin.TabularInline):
         return format_html("<code>{}</code>", json.dumps(shown)[:500])
 
 
-class SubExecutionInline(admin.TabularInline):
+class SubExecutionInline(ReadOnlyTabularInline):
     model = Execution
     fk_name = "parent"
     verbose_name = "sub-execution"
     fields = ("link", "state", "source", "created_at", "finished_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="id")
     def link(self, child):
         return format_html('<a href="{}">{}</a>', reverse("admin:executions_execution_change", args=[child.id]), child.id)
 
 
-class ArtifactInline(admin.TabularInline):
+class ArtifactInline(ReadOnlyTabularInline):
     model = Artifact
     fields = ("relpath_in_workspace", "document_type", "size_bytes", "download")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="download")
     def download(self, artifact):
