@@ -16,6 +16,11 @@ def get_live_agent(workspace, agent_id: str) -> Agent:
     return agent
 
 
+def skill_tool_name(slug: str) -> str:
+    """The tool an agent's `skills` entry becomes (tool names have no dashes)."""
+    return slug.replace("-", "_")
+
+
 def server_tool_names(workflow: dict) -> set[str]:
     """The server-side tools an agent version's workflow can call (ai nodes' tools and skills, tool nodes)."""
     names = set()
@@ -24,6 +29,6 @@ def server_tool_names(workflow: dict) -> set[str]:
             names.add(tool if isinstance(tool, str) else tool.get("name"))
         if node.get("type") == "tool" and node.get("tool"):
             names.add(node["tool"])
-        names.update(slug.replace("-", "_") for slug in node.get("skills", []))  # skills called as tools
+        names.update(skill_tool_name(slug) for slug in node.get("skills", []))
     names.discard(None)
     return names

@@ -416,8 +416,10 @@ def test_a_chat_agent_dispatches_a_skill_with_the_chat_ids(live, tenant, make_sk
         "provider": "builtin", "script": [
             {"tool_calls": [{"name": "order_lookup", "arguments": {"q": "order 17"}}]},
             {"text": "Skill said: {{last_tool_result.result.outputs.text}}"}]}}]})
+    scope = httpx.post(f"{live}/my/conversations", json={"agent_id": str(agent.id)}, headers=auth(tenant),
+                       timeout=10).json()["data"]["id"]
     events = read_stream("POST", f"{live}/agents/{agent.id}/execute/stream", auth(tenant),
-                         {"message": "where is my order?", "conversation_scope": "conversation:abc"},
+                         {"message": "where is my order?", "conversation_scope": scope},
                          stop=lambda evs: evs[-1].data["type"] == "sub_execution_started")
     call_id = next(e.data["tool_call_id"] for e in events if e.data["type"] == "tool_call")
     lookup = httpx.get(f"{live}{executions_url(tenant, '/by-chat-tool-call/' + call_id)}", headers=auth(tenant),
@@ -426,7 +428,7 @@ def test_a_chat_agent_dispatches_a_skill_with_the_chat_ids(live, tenant, make_sk
     child = lookup.json()["data"]
     assert child["state"] in ("queued", "running")  # found while it still runs
     assert child["source"] == "chat" and child["chat_tool_call_id"] == call_id
-    assert child["chat_thread_id"] == "conversation:abc"
+    assert child["chat_thread_id"] == scope
     assert child["chat_message_id"] == events[0].data["execution_id"]
     assert child["parent_execution_id"] == events[0].data["execution_id"].removeprefix("execution:")
     assert child["inputs"] == {"q": "order 17"} and child["skill_slug"] == "order-lookup"

@@ -13,6 +13,7 @@ import jsonschema
 from django.conf import settings
 
 from agents.models import Agent, Skill
+from agents.selectors import skill_tool_name
 from executions.models import Execution, ExecutionSource, ExecutionState
 from files.selectors import download_url
 from files.services import store_generated_file
@@ -88,7 +89,8 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
         prompt = render(node.get("prompt", "{{message}}"), run.template_context())
         messages = [*_context_messages(run, node),
                     {"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)}]
-        state = {"node_id": node["id"], "messages": messages, "turns": 0, "pending": [], "skill_calls": []}
+        state = {"node_id": node["id"], "messages": messages, "turns": 0}
+    state = {"pending": [], "skill_calls": [], **state}
     resumed = run.resume_input(node)
     if resumed is not None and state.get("skill_calls"):  # a called skill finished
         call, state = state["skill_calls"][0], {**state, "skill_calls": state["skill_calls"][1:], "waiting": False}
@@ -153,10 +155,6 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
                 outcome, result = run.run_server_tool(node, server.get(call["name"]), call)
                 state["messages"].append(_tool_message(call, outcome, result))
         run.save_node_state(state)
-
-
-def skill_tool_name(slug: str) -> str:
-    return slug.replace("-", "_")
 
 
 def _chat_skill_tools(run: ExecutionRun, node: dict) -> dict:

@@ -262,7 +262,11 @@ class ExecutionRun:
                 channel["sent"] = text
 
         try:
-            for chunk in get_provider(node.get("model", {})).stream(messages, tools):
+            stream = get_provider(node.get("model", {})).stream(messages, tools)
+        except ValueError as exc:  # an unknown provider
+            raise StepFailed("invalid_workflow", str(exc)) from exc
+        try:
+            for chunk in stream:
                 if chunk.kind in channels:
                     channels[chunk.kind]["text"] += chunk.text
                     if time.monotonic() - last_flush >= interval:
@@ -279,9 +283,11 @@ class ExecutionRun:
         except (Cancelled, StepFailed, LeaseLost, SoftTimeLimitExceeded):
             flush()
             raise
-        except Exception as exc:  # the provider failed: keep what was streamed, then fail
+        except Exception as exc:  # the provider failed: keep what was streamed, then fail with its reason
             flush()
-            raise StepFailed("provider_error", str(exc)) from exc
+            raise StepFailed(getattr(exc, "failure_reason", "provider_error"), str(exc)) from exc
+        finally:
+            stream.close()  # a cancelled or failed turn closes the upstream response at once
         flush()
         return ModelTurn(text=channels["text"]["text"], tool_calls=tool_calls)
 
