@@ -29,7 +29,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
     list_display = ("name", "id", "tenant", "default_model_alias", "created_at")
     list_filter = ("tenant",)
     search_fields = ("name",)
-    fields = ("tenant", "name", "default_model_alias", "app_version_id")
+    fields = ("tenant", "name", "default_model_alias", "execution_retention_days", "app_version_id")
     readonly_fields = ("app_version_id",)
     inlines = [ModelAliasInline]
 

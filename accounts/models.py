@@ -22,6 +22,9 @@ class Workspace(models.Model):
     app_version_id = models.CharField(max_length=64, blank=True, default="")
     # The model alias skills run on when a request names none (see ModelAlias).
     default_model_alias = models.CharField(max_length=64, blank=True, default="")
+    # Finished executions older than this are purged (executions/purge.py); null keeps them forever.
+    execution_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Purge finished executions after this many days (empty: keep forever)")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):

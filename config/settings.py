@@ -151,6 +151,8 @@ EXECUTION_MAX_ATTEMPTS = env_int("EXECUTION_MAX_ATTEMPTS", 3)
 EXECUTION_REDISPATCH_AFTER_SECONDS = env_int("EXECUTION_REDISPATCH_AFTER_SECONDS", 60)
 EXECUTION_HARD_TIME_LIMIT_SECONDS = env_int("EXECUTION_HARD_TIME_LIMIT_SECONDS", 3600)
 REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 10)
+# How often beat purges the executions past their workspace's execution_retention_days.
+PURGE_INTERVAL_SECONDS = env_int("PURGE_INTERVAL_SECONDS", 3600)
 SSE_HEARTBEAT_SECONDS = env_int("SSE_HEARTBEAT_SECONDS", 15)
 SSE_TOKEN_MAX_AGE_SECONDS = env_int("SSE_TOKEN_MAX_AGE_SECONDS", 300)
 SYNC_EXECUTE_TIMEOUT_SECONDS = env_int("SYNC_EXECUTE_TIMEOUT_SECONDS", 300)
@@ -203,6 +205,8 @@ CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "executions")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reap-executions": {"task": "workers.tasks.reap_executions", "schedule": float(REAPER_INTERVAL_SECONDS)},
+    "purge-expired-executions": {"task": "workers.tasks.purge_expired_executions",
+                                 "schedule": float(PURGE_INTERVAL_SECONDS)},
 }
 
 LOGGING = {

@@ -6,6 +6,7 @@ from agents.views import PreviewCreditsView
 from config.health import healthz
 from conversations import views as conversation_views
 from executions import agent_views, resume_views, skill_views, views
+from executions import query_views
 from files.views import AttachmentUploadView, download
 from files.views import PersonalFilesView, PersonalFileView
 
@@ -46,6 +47,11 @@ urlpatterns = [
          skill_views.SkillExecutionCancelView.as_view()),
     path("v1/spaces/<str:space_id>/skills/executions/<str:execution_id>/events", skill_views.skill_execution_events),
     path("v1/artifacts/<uuid:artifact_id>/download", skill_views.ArtifactDownloadView.as_view()),
+    # Executions query API (spec/executions-api.txt); `nestings` before `<id>`
+    path("api/v1/executions", query_views.ExecutionListView.as_view()),
+    path("api/v1/executions/nestings", query_views.ExecutionNestingsView.as_view()),
+    path("api/v1/executions/<str:id>", query_views.ExecutionView.as_view()),
+    path("api/v1/executions/<str:id>/purge", query_views.ExecutionPurgeView.as_view()),
     # the caller's personal collection of files
     path("v1/files/", PersonalFilesView.as_view()),
     path("v1/files/<path:filename>", PersonalFileView.as_view()),

@@ -9,7 +9,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from config.admin import ReadOnlyTabularInline
-from executions import services
+from executions import purge, services
 from executions.models import Artifact, Execution, ExecutionEvent
 from files.views import stored_file_response
 
@@ -58,7 +58,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("workspace", "agent_version__agent", "skill_version__skill")
     inlines = [ArtifactInline, ExecutionEventInline, SubExecutionInline]
-    actions = ["cancel_executions"]
+    actions = ["cancel_executions", "purge_executions"]
 
     def get_readonly_fields(self, request, obj=None):
         return ["sub_execution_tree"] + [field.name for field in Execution._meta.fields]
@@ -114,3 +114,12 @@ class ExecutionAdmin(admin.ModelAdmin):
         for execution in queryset:
             services.request_cancel(execution)
         self.message_user(request, f"Cancel requested for {queryset.count()} execution(s).", messages.SUCCESS)
+
+    @admin.action(description="Purge the selected executions")
+    def purge_executions(self, request, queryset):
+        """Erase their inputs, outputs, events and files; keep the rows and their accounting."""
+        purged, skipped = purge.purge_executions(queryset)
+        self.message_user(request, f"Purged {purged} execution(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"Skipped {skipped} unfinished execution(s): only finished ones are purged.",
+                              messages.WARNING)

@@ -90,6 +90,9 @@ class Execution(models.Model):
     cancel_requested = models.BooleanField(default=False)
     dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its task message was last published")
     last_event_seq = models.PositiveIntegerField(default=0)
+    # Purged (executions/purge.py): inputs, outputs, events and files erased; accounting kept.
+    is_purged = models.BooleanField(default=False)
+    purged_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -113,4 +113,7 @@ def test_message_optional_when_the_agent_does_not_require_it(client, tenant):
 def test_identifier_fields(client, tenant, agent, field):
     assert_error(execute(client, agent, tenant, {"message": "hi", field: 5}), 400, f"invalid_{field}", field)
     assert_error(execute(client, agent, tenant, {"message": "hi", field: "x" * 256}), 400, f"invalid_{field}", field)
-    assert execute(client, agent, tenant, {"message": "hi", field: "x" * 255}).status_code == 200
+    if field == "external_user_id":
+        assert execute(client, agent, tenant, {"message": "hi", field: "x" * 255}).status_code == 200
+    else:  # a well-formed scope must also name one of the caller's conversations
+        assert execute(client, agent, tenant, {"message": "hi", field: "x" * 255}).status_code == 404

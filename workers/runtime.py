@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -171,7 +171,7 @@ class ExecutionRun:
 
     def _save(self, checkpoint: dict) -> None:
         self.checkpoint = {**checkpoint, "event_seq": self.last_seq,
-                           "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens}}
+                           "usage": asdict(self.usage)}
         if not services.save_checkpoint(self.execution.id, self.attempt, self.checkpoint, resume_input=None,
                                         iteration_count=self.iterations, **self.usage_fields()):
             raise LeaseLost(str(self.execution.id))
@@ -182,7 +182,7 @@ class ExecutionRun:
 
     def suspension_checkpoint(self, node_state: dict) -> dict:
         return {**self.checkpoint, "node_state": node_state, "event_seq": self.last_seq,
-                "usage": {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens}}
+                "usage": asdict(self.usage)}
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -262,7 +262,10 @@ class ExecutionRun:
                 channel["sent"] = text
 
         try:
-            stream = get_provider(node.get("model", {})).stream(messages, tools)
+            model = node.get("model", {})
+            if node.get("output_schema"):  # providers that support structured output use it
+                model = {**model, "output_schema": node["output_schema"]}
+            stream = get_provider(model).stream(messages, tools)
         except ValueError as exc:  # an unknown provider
             raise StepFailed("invalid_workflow", str(exc)) from exc
         try:
@@ -274,6 +277,7 @@ class ExecutionRun:
                 elif chunk.kind == "usage":
                     self.usage.input_tokens += chunk.usage.input_tokens
                     self.usage.output_tokens += chunk.usage.output_tokens
+                    self.usage.cached_input_tokens += chunk.usage.cached_input_tokens
                     self.check_credit_limit()
                 elif chunk.kind == "tool_call":
                     tool_calls.append({"id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
@@ -311,9 +315,13 @@ class ExecutionRun:
                 "cost_usd": self.cost_usd()}
 
     def cost_usd(self) -> Decimal:
-        """From the prices of the model alias the execution runs on (skills); 0 without one."""
+        """From the prices of the model alias the execution runs on; cached input tokens at the alias's
+        `cached_input_usd_per_million_tokens` option when it has one. Decimal all the way."""
         prices = self.execution.model_config or {}
-        return (self.usage.input_tokens * Decimal(prices.get("input_usd_per_million_tokens", "0"))
+        input_price = Decimal(prices.get("input_usd_per_million_tokens", "0"))
+        cached_price = Decimal(prices.get("cached_input_usd_per_million_tokens", input_price))
+        cached = self.usage.cached_input_tokens
+        return ((self.usage.input_tokens - cached) * input_price + cached * cached_price
                 + self.usage.output_tokens * Decimal(prices.get("output_usd_per_million_tokens", "0"))) / 1_000_000
 
     def usage_json(self) -> dict:

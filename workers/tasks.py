@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from executions import services
+from executions import purge, services
 from workers import runtime
 
 
@@ -17,6 +17,12 @@ def reap_executions() -> dict:
     reaped["redispatched"] = services.redispatch_stale_queued()
     reaped["timed_out"] = services.resume_timed_out()
     return {key: [str(i) for i in ids] for key, ids in reaped.items()}
+
+
+@shared_task(name="workers.tasks.purge_expired_executions", ignore_result=True)
+def purge_expired_executions() -> int:
+    """Purge the finished executions older than their workspace's execution_retention_days."""
+    return purge.purge_expired_executions()
 
 
 @shared_task(name="workers.tasks.noop_roundtrip", ignore_result=True)
