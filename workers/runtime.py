@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -36,6 +36,8 @@ from workers.skill_workspace import SkillWorkspace
 from workers.tools import ServerTool, call_tool
 
 logger = logging.getLogger(__name__)
+
+MICRODOLLAR = Decimal("0.000001")
 
 
 def worker_id() -> str:
@@ -109,6 +111,7 @@ class ExecutionRun:
         self.execution, self.attempt = execution, attempt
         self.checkpoint = execution.checkpoint or {"next_node": 0, "node_outputs": {}, "usage": {}}
         self.usage = Usage(**self.checkpoint.get("usage", {}))
+        self.cost = Decimal(self.checkpoint.get("cost_usd", "0"))
         self.last_seq = execution.last_event_seq
         self.replay = self._events_since_checkpoint() if attempt > 1 else Replay()
         self.cancel_requested = execution.cancel_requested
@@ -171,7 +174,7 @@ class ExecutionRun:
 
     def _save(self, checkpoint: dict) -> None:
         self.checkpoint = {**checkpoint, "event_seq": self.last_seq,
-                           "usage": asdict(self.usage)}
+                           "usage": asdict(self.usage), "cost_usd": str(self.cost)}
         if not services.save_checkpoint(self.execution.id, self.attempt, self.checkpoint, resume_input=None,
                                         iteration_count=self.iterations, **self.usage_fields()):
             raise LeaseLost(str(self.execution.id))
@@ -182,7 +185,7 @@ class ExecutionRun:
 
     def suspension_checkpoint(self, node_state: dict) -> dict:
         return {**self.checkpoint, "node_state": node_state, "event_seq": self.last_seq,
-                "usage": asdict(self.usage)}
+                "usage": asdict(self.usage), "cost_usd": str(self.cost)}
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -262,9 +265,7 @@ class ExecutionRun:
                 channel["sent"] = text
 
         try:
-            model = node.get("model", {})
-            if node.get("output_schema"):  # providers that support structured output use it
-                model = {**model, "output_schema": node["output_schema"]}
+            model = self.model_for(node)
             stream = get_provider(model).stream(messages, tools)
         except ValueError as exc:  # an unknown provider
             raise StepFailed("invalid_workflow", str(exc)) from exc
@@ -278,6 +279,7 @@ class ExecutionRun:
                     self.usage.input_tokens += chunk.usage.input_tokens
                     self.usage.output_tokens += chunk.usage.output_tokens
                     self.usage.cached_input_tokens += chunk.usage.cached_input_tokens
+                    self.cost += self.price(model, chunk.usage)
                     self.check_credit_limit()
                 elif chunk.kind == "tool_call":
                     tool_calls.append({"id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
@@ -315,14 +317,33 @@ class ExecutionRun:
                 "cost_usd": self.cost_usd()}
 
     def cost_usd(self) -> Decimal:
-        """From the prices of the model alias the execution runs on; cached input tokens at the alias's
-        `cached_input_usd_per_million_tokens` option when it has one. Decimal all the way."""
-        prices = self.execution.model_config or {}
-        input_price = Decimal(prices.get("input_usd_per_million_tokens", "0"))
-        cached_price = Decimal(prices.get("cached_input_usd_per_million_tokens", input_price))
-        cached = self.usage.cached_input_tokens
-        return ((self.usage.input_tokens - cached) * input_price + cached * cached_price
-                + self.usage.output_tokens * Decimal(prices.get("output_usd_per_million_tokens", "0"))) / 1_000_000
+        """The exact sum of the calls' costs, rounded once, to the micro-dollar (half up)."""
+        return self.cost.quantize(MICRODOLLAR, rounding=ROUND_HALF_UP)
+
+    @staticmethod
+    def price(model: dict, usage: Usage) -> Decimal:
+        """One model call's cost from its model's prices (an alias's, or a node's `model` block):
+        cached input tokens at `cached_input_usd_per_million_tokens` when given. Decimal all the way."""
+        input_price = Decimal(str(model.get("input_usd_per_million_tokens", "0")))
+        cached_price = Decimal(str(model.get("cached_input_usd_per_million_tokens", input_price)))
+        output_price = Decimal(str(model.get("output_usd_per_million_tokens", "0")))
+        cached = usage.cached_input_tokens
+        return ((usage.input_tokens - cached) * input_price + cached * cached_price
+                + usage.output_tokens * output_price) / 1_000_000
+
+    def model_for(self, node: dict) -> dict:
+        """A node's model: its `model` block, or the workspace alias it names ({"alias": "fast"})."""
+        from accounts.models import ModelAlias
+
+        model = node.get("model") or {}
+        if "alias" in model and "provider" not in model:
+            alias = ModelAlias.objects.filter(workspace_id=self.execution.workspace_id, alias=model["alias"]).first()
+            if alias is None:
+                raise StepFailed("invalid_workflow", f"The workspace has no model alias {model['alias']!r}.")
+            model = {**alias.config(), **{k: v for k, v in model.items() if k != "alias"}}
+        if node.get("output_schema"):  # providers that support structured output use it
+            model = {**model, "output_schema": node["output_schema"]}
+        return model
 
     def usage_json(self) -> dict:
         return {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens,
@@ -351,7 +372,7 @@ class ExecutionRun:
         services.complete_execution(
             self.execution, self.attempt, outputs=outputs,
             final_payload={"output": {**output, "usage": self.usage_json()},
-                           "cost_microdollars": int(self.cost_usd() * 1_000_000),
+                           "cost_microdollars": int(self.cost_usd() / MICRODOLLAR),
                            "credits_used": float(credits), "latency_ms": latency_ms},
             credits=credits, iteration_count=self.iterations, **self.usage_fields(), **fields,
         )
