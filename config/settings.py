@@ -179,6 +179,10 @@ DOWNLOAD_URL_MAX_AGE_SECONDS = env_int("DOWNLOAD_URL_MAX_AGE_SECONDS", 24 * 3600
 ARTIFACT_URL_MAX_AGE_SECONDS = env_int("ARTIFACT_URL_MAX_AGE_SECONDS", 3600)
 # POST /v1/files/: size of one file of a caller's personal collection.
 FILE_UPLOAD_MAX_BYTES = env_int("FILE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+# Langfuse tracing of executions (workers/tracing.py): on only when all three are set.
+LANGFUSE_HOST = os.environ.get("LANGFUSE_HOST", "")
+LANGFUSE_PUBLIC_KEY = os.environ.get("LANGFUSE_PUBLIC_KEY", "")
+LANGFUSE_SECRET_KEY = os.environ.get("LANGFUSE_SECRET_KEY", "")
 
 # --- Celery on a Redis broker (see DESIGN.md "Known pitfalls").
 CELERY_BROKER_URL = REDIS_URL

@@ -197,6 +197,7 @@ def _start_skill_call(run: ExecutionRun, node: dict, state: dict) -> None:
         child_id = uuid.uuid4()
         run.emit("sub_execution_started", {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}",
                                            "responder": f"skill:{skill.slug}"})
+        run.trace.sub_execution(node["id"], child_id, f"skill:{skill.slug}", call["inputs"])
         child = {"id": child_id, "inputs": call["inputs"], "skill_version": version,
                  "model_config": run.execution.model_config}
         if call["via_chat"]:
@@ -352,6 +353,7 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
     child_id = uuid.uuid4()
     run.emit("sub_execution_started", {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}",
                                        "responder": responder})
+    run.trace.sub_execution(node["id"], child_id, responder, inputs)
     raise Suspend(ExecutionState.WAITING_FOR_SUB_EXECUTION, None,
                   {"node_id": node["id"], "sub_execution_id": str(child_id)},
                   sub_execution={"id": child_id, "inputs": inputs, **child})

@@ -34,6 +34,7 @@ from executions.models import Execution, ExecutionEvent
 from workers.providers import Usage, get_provider
 from workers.skill_workspace import SkillWorkspace
 from workers.tools import ServerTool, call_tool
+from workers.tracing import execution_trace
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class ExecutionRun:
         self.manifest = None  # a skill's
         self.max_seconds = self.time_limit_at = None
         self.skill_workspace = SkillWorkspace(execution.id) if execution.skill_version_id else None
+        self.trace = execution_trace(execution)  # Langfuse (workers/tracing.py); a no-op when off
 
     # --- events ---------------------------------------------------------------------------------
 
@@ -269,32 +271,36 @@ class ExecutionRun:
             stream = get_provider(model).stream(messages, tools)
         except ValueError as exc:  # an unknown provider
             raise StepFailed("invalid_workflow", str(exc)) from exc
-        try:
-            for chunk in stream:
-                if chunk.kind in channels:
-                    channels[chunk.kind]["text"] += chunk.text
-                    if time.monotonic() - last_flush >= interval:
-                        flush()
-                elif chunk.kind == "usage":
-                    self.usage.input_tokens += chunk.usage.input_tokens
-                    self.usage.output_tokens += chunk.usage.output_tokens
-                    self.usage.cached_input_tokens += chunk.usage.cached_input_tokens
-                    self.cost += self.price(model, chunk.usage)
-                    self.check_credit_limit()
-                elif chunk.kind == "tool_call":
-                    tool_calls.append({"id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
-                                       "name": chunk.tool_call["name"],
-                                       "arguments": chunk.tool_call.get("arguments") or {}})
-                self.check_cancel()
-        except (Cancelled, StepFailed, LeaseLost, SoftTimeLimitExceeded):
+        with self.trace.generation(node["id"], model, messages, tools) as generation:
+            try:
+                for chunk in stream:
+                    if chunk.kind in channels:
+                        channels[chunk.kind]["text"] += chunk.text
+                        if time.monotonic() - last_flush >= interval:
+                            flush()
+                    elif chunk.kind == "usage":
+                        self.usage.input_tokens += chunk.usage.input_tokens
+                        self.usage.output_tokens += chunk.usage.output_tokens
+                        self.usage.cached_input_tokens += chunk.usage.cached_input_tokens
+                        cost = self.price(model, chunk.usage)
+                        self.cost += cost
+                        generation.add_usage(chunk.usage, cost)
+                        self.check_credit_limit()
+                    elif chunk.kind == "tool_call":
+                        tool_calls.append({"id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
+                                           "name": chunk.tool_call["name"],
+                                           "arguments": chunk.tool_call.get("arguments") or {}})
+                    self.check_cancel()
+            except (Cancelled, StepFailed, LeaseLost, SoftTimeLimitExceeded):
+                flush()
+                raise
+            except Exception as exc:  # the provider failed: keep what was streamed, then fail with its reason
+                flush()
+                raise StepFailed(getattr(exc, "failure_reason", "provider_error"), str(exc)) from exc
+            finally:
+                stream.close()  # a cancelled or failed turn closes the upstream response at once
             flush()
-            raise
-        except Exception as exc:  # the provider failed: keep what was streamed, then fail with its reason
-            flush()
-            raise StepFailed(getattr(exc, "failure_reason", "provider_error"), str(exc)) from exc
-        finally:
-            stream.close()  # a cancelled or failed turn closes the upstream response at once
-        flush()
+            generation.set_output(channels["text"]["text"], tool_calls)
         return ModelTurn(text=channels["text"]["text"], tool_calls=tool_calls)
 
     def run_server_tool(self, node: dict, tool: ServerTool | None, call: dict) -> tuple[str, object]:
@@ -304,7 +310,9 @@ class ExecutionRun:
                                     "arguments": call["arguments"]})
         if call["id"] in self.replay.tool_results:
             return self.replay.tool_results[call["id"]]
-        outcome, result = call_tool(tool, call["name"], call["arguments"])
+        with self.trace.tool(node["id"], call) as traced:
+            outcome, result = call_tool(tool, call["name"], call["arguments"])
+            traced.set_result(outcome, result)
         self.emit("tool_result", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
                                   "outcome": outcome, "result": result})
         self.check_cancel()
@@ -367,6 +375,7 @@ class ExecutionRun:
         outputs, fields = output, {}
         if self.skill_workspace:
             outputs, fields = self.finish_skill(answer["text"])
+        self.trace.set_output(outputs)
         latency_ms = int((time.time() - self.execution.created_at.timestamp()) * 1000)
         credits = self.credits_used() if self.execution.credits_held > 0 else Decimal(0)
         services.complete_execution(
@@ -398,7 +407,8 @@ def run_execution(execution_id) -> str:
     keeper.start()
     run = ExecutionRun(execution, attempt)
     try:
-        run.run()
+        with run.trace:  # the attempt's root observation in the execution's trace, ended with its outcome
+            run.run()
         return "completed"
     except Suspend as suspension:
         services.suspend_execution(
@@ -426,3 +436,4 @@ def run_execution(execution_id) -> str:
         return "failed"
     finally:
         keeper.stop()
+        run.trace.flush()  # after the outcome is stored: a worker that exits now loses no observation
