@@ -436,6 +436,10 @@ def test_anthropic_text_thinking_and_usage(server, log_records):
     chunks = collect(anthropic_model(server, thinking_budget_tokens=2048).stream(MESSAGES))
     assert texts(chunks, "reasoning") == "The user wants a greeting."
     assert texts(chunks) == "Hello!"
+    # the signed thinking block comes back for the next turn
+    [kept] = [c.provider_data for c in chunks if c.kind == "provider_data"]
+    assert kept == {"anthropic_thinking": [{"type": "thinking", "thinking": "The user wants a greeting.",
+                                            "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pk"}]}
     assert chunks[-1].kind == "usage"
     usage = chunks[-1].usage
     # input = uncached + cache reads + cache writes, as billed; the reads are also reported apart
@@ -470,7 +474,9 @@ def test_anthropic_request_shapes(server):
     messages = [*MESSAGES,
                 {"role": "assistant", "content": "Let me check.", "tool_calls": [
                     {"id": "toolu_1", "name": "get_weather", "arguments": {"city": "Paris"}},
-                    {"id": "toolu_2", "name": "get_weather", "arguments": {"city": "Oslo"}}]},
+                    {"id": "toolu_2", "name": "get_weather", "arguments": {"city": "Oslo"}}],
+                 "provider_data": {"anthropic_thinking": [{"type": "thinking", "thinking": "Two cities.",
+                                                           "signature": "sig-1"}]}},
                 {"role": "tool", "tool_call_id": "toolu_1", "name": "get_weather", "content": "{\"result\": \"sunny\"}"},
                 {"role": "tool", "tool_call_id": "toolu_2", "name": "get_weather", "content": "{\"result\": \"rain\"}"}]
     collect(anthropic_model(server, max_tokens=8000, thinking_budget_tokens=4000).stream(messages, TOOLS))
@@ -483,6 +489,7 @@ def test_anthropic_request_shapes(server):
     assert body["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
         {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "Two cities.", "signature": "sig-1"},  # first, as the API requires
             {"type": "text", "text": "Let me check."},
             {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
             {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Oslo"}}]},

@@ -138,7 +138,8 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
         turn = run.stream_model(node, state["messages"], specs or None)
         state["turns"] += 1
         run.iterations += 1
-        state["messages"].append({"role": "assistant", "content": turn.text, "tool_calls": turn.tool_calls})
+        state["messages"].append({"role": "assistant", "content": turn.text, "tool_calls": turn.tool_calls,
+                                  **({"provider_data": turn.provider_data} if turn.provider_data else {})})
         if not turn.tool_calls:
             return {"text": turn.text, "parsed_output": parse_output(node, turn.text)}
         for call in turn.tool_calls:

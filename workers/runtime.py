@@ -105,6 +105,7 @@ class Replay:
 class ModelTurn:
     text: str
     tool_calls: list
+    provider_data: dict = field(default_factory=dict)
 
 
 class ExecutionRun:
@@ -250,7 +251,7 @@ class ExecutionRun:
         interval = settings.TEXT_FLUSH_INTERVAL_MS / 1000
         channels = {kind: {"text": "", "sent": self.replay.streamed.pop((node["id"], kind), "")}
                     for kind in ("text", "reasoning")}
-        tool_calls, last_flush = [], time.monotonic()
+        tool_calls, provider_data, last_flush = [], {}, time.monotonic()
 
         def flush():
             nonlocal last_flush
@@ -286,6 +287,8 @@ class ExecutionRun:
                         self.cost += cost
                         generation.add_usage(chunk.usage, cost)
                         self.check_credit_limit()
+                    elif chunk.kind == "provider_data":
+                        provider_data.update(chunk.provider_data)
                     elif chunk.kind == "tool_call":
                         tool_calls.append({"id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
                                            "name": chunk.tool_call["name"],
@@ -301,7 +304,7 @@ class ExecutionRun:
                 stream.close()  # a cancelled or failed turn closes the upstream response at once
             flush()
             generation.set_output(channels["text"]["text"], tool_calls)
-        return ModelTurn(text=channels["text"]["text"], tool_calls=tool_calls)
+        return ModelTurn(text=channels["text"]["text"], tool_calls=tool_calls, provider_data=provider_data)
 
     def run_server_tool(self, node: dict, tool: ServerTool | None, call: dict) -> tuple[str, object]:
         """tool_call, the call, tool_result; a result the lost attempt already logged is reused."""

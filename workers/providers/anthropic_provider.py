@@ -16,8 +16,9 @@ cache_creation_input_tokens (Anthropic reports the three apart; all were sent to
 `cached_input_tokens` = cache_read_input_tokens; the values of `message_delta` (cumulative) win
 over those of `message_start`.
 
-Not carried across turns: thinking blocks and their signatures (the runtime's messages have no
-place for them), so tool use with thinking enabled needs the runtime to keep them.
+Thinking blocks (with their signatures, or redacted) are handed back as a `provider_data` chunk;
+the runtime keeps them on the assistant message and they are sent back first in that turn's
+content, as the API requires when thinking and tool use are combined.
 """
 
 from typing import Iterator
@@ -46,6 +47,7 @@ def to_anthropic_messages(messages: list[dict]) -> tuple[str, list[dict]]:
         else:
             blocks = [{"type": "text", "text": content}] if content else []
             if role == "assistant":
+                blocks = list((message.get("provider_data") or {}).get("anthropic_thinking", [])) + blocks
                 blocks += [{"type": "tool_use", "id": call["id"], "name": call["name"],
                             "input": call.get("arguments") if isinstance(call.get("arguments"), dict) else {}}
                            for call in message.get("tool_calls") or []]
@@ -108,6 +110,7 @@ class AnthropicModel:
 
     def _chunks(self, response) -> Iterator[ModelChunk]:
         tool_blocks: dict[int, dict] = {}  # content block index -> {"id", "name", "json": fragments}
+        thinking: dict[int, dict] = {}  # content block index -> the thinking block, kept for the next turn
         counts = {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0,
                   "cache_creation_input_tokens": 0}
 
@@ -122,12 +125,20 @@ class AnthropicModel:
                 count(event.message.usage)
             elif event.type == "content_block_start" and event.content_block.type == "tool_use":
                 tool_blocks[event.index] = {"id": event.content_block.id, "name": event.content_block.name, "json": ""}
+            elif event.type == "content_block_start" and event.content_block.type == "thinking":
+                thinking[event.index] = {"type": "thinking", "thinking": "", "signature": ""}
+            elif event.type == "content_block_start" and event.content_block.type == "redacted_thinking":
+                thinking[event.index] = {"type": "redacted_thinking", "data": event.content_block.data}
             elif event.type == "content_block_delta":
                 delta = event.delta
                 if delta.type == "text_delta" and delta.text:
                     yield ModelChunk(kind="text", text=delta.text)
                 elif delta.type == "thinking_delta" and delta.thinking:
+                    if event.index in thinking:
+                        thinking[event.index]["thinking"] += delta.thinking
                     yield ModelChunk(kind="reasoning", text=delta.thinking)
+                elif delta.type == "signature_delta" and event.index in thinking:
+                    thinking[event.index]["signature"] += delta.signature
                 elif delta.type == "input_json_delta" and event.index in tool_blocks:
                     tool_blocks[event.index]["json"] += delta.partial_json
             elif event.type == "content_block_stop" and event.index in tool_blocks:
@@ -136,6 +147,9 @@ class AnthropicModel:
                                                               "arguments": parse_arguments(block["json"])})
             elif event.type == "message_delta":
                 count(event.usage)
+        if thinking:
+            yield ModelChunk(kind="provider_data",
+                             provider_data={"anthropic_thinking": [thinking[i] for i in sorted(thinking)]})
         cache_read, cache_write = counts["cache_read_input_tokens"], counts["cache_creation_input_tokens"]
         yield ModelChunk(kind="usage", usage=Usage(input_tokens=counts["input_tokens"] + cache_read + cache_write,
                                                    output_tokens=counts["output_tokens"],

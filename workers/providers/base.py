@@ -30,12 +30,15 @@ class Usage:
 
 @dataclass
 class ModelChunk:
-    """One piece of a model's streamed answer: text, reasoning, a tool call, or the usage."""
+    """One piece of a model's streamed answer: text, reasoning, a tool call, the usage, or data the
+    provider needs back with this answer on the next turn (`provider_data`, kept on the assistant
+    message, e.g. Anthropic's signed thinking blocks)."""
 
-    kind: str  # "text" | "reasoning" | "tool_call" | "usage"
+    kind: str  # "text" | "reasoning" | "tool_call" | "usage" | "provider_data"
     text: str = ""
     tool_call: dict = field(default_factory=dict)
     usage: Usage | None = None
+    provider_data: dict = field(default_factory=dict)
 
 
 class ModelProvider(Protocol):
