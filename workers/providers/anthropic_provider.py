@@ -25,9 +25,8 @@ from typing import Iterator
 
 import anthropic
 
-from workers.providers.base import (ModelChunk, ProviderError, Usage, api_key_from_env, classify_status,
-                                    error_details, parse_arguments, redact, retry_after_seconds,
-                                    with_retries)
+from workers.providers.base import (ModelChunk, ProviderError, SdkModel, Usage, classify_status,
+                                    error_details, parse_arguments, redact, retry_after_seconds)
 
 PROVIDER = "Anthropic"
 
@@ -60,11 +59,12 @@ def to_anthropic_messages(messages: list[dict]) -> tuple[str, list[dict]]:
     return "\n\n".join(system), converted
 
 
-class AnthropicModel:
+class AnthropicModel(SdkModel):
     name = "anthropic"
-
-    def __init__(self, options: dict):
-        self.options = options
+    label = PROVIDER
+    key_env_default = "ANTHROPIC_API_KEY"
+    sdk_error = anthropic.APIError
+    client = staticmethod(anthropic.Anthropic)
 
     def request(self, messages: list[dict], tools: list[dict] | None) -> dict:
         """The keyword arguments of messages.create."""
@@ -86,27 +86,8 @@ class AnthropicModel:
             request["output_config"] = {"format": {"type": "json_schema", "schema": options["output_schema"]}}
         return request
 
-    def stream(self, messages: list[dict], tools: list[dict] | None = None) -> Iterator[ModelChunk]:
-        """A generator: errors (a missing key too) surface while iterating; close() ends the request."""
-        key, key_env = api_key_from_env(PROVIDER, self.options, "ANTHROPIC_API_KEY")
-        request = self.request(messages, tools)
-        yield from with_retries(lambda: self._attempt(request, key, key_env),
-                                int(self.options.get("max_retries", 2)), self.name)
-
-    def _attempt(self, request: dict, key: str, key_env: str) -> Iterator[ModelChunk]:
-        """One request; the SDK's own retries are off (ours are in with_retries)."""
-        client = anthropic.Anthropic(api_key=key, base_url=self.options.get("base_url") or None,
-                                     timeout=float(self.options.get("timeout_seconds", 60)), max_retries=0)
-        response = None
-        try:
-            response = client.messages.create(**request)
-            yield from self._chunks(response)
-        except anthropic.APIError as exc:
-            raise self._error(exc, key, key_env) from None  # the SDK's text may hold what the server echoed
-        finally:
-            if response is not None:
-                response.close()  # a cancelled stream releases its connection now
-            client.close()
+    def create(self, client, request: dict):
+        return client.messages.create(**request)
 
     def _chunks(self, response) -> Iterator[ModelChunk]:
         tool_blocks: dict[int, dict] = {}  # content block index -> {"id", "name", "json": fragments}

@@ -203,3 +203,43 @@ def with_retries(attempt: Callable[[], Iterator[ModelChunk]], max_retries: int, 
         finally:
             chunks.close()
         sleep(delay)
+
+
+# --- providers on an official SDK ----------------------------------------------------------------
+
+
+class SdkModel:
+    """What the SDK-based providers share: the key from the environment, our bounded retries around
+    one SDK request per attempt, and the response and the client closed on every exit (a cancelled
+    stream releases its connection at once). Subclasses give `request`, `client` (the SDK's client
+    class), `create`, `_chunks` (SDK events -> ModelChunk) and `_error` (SDK error -> ProviderError)."""
+
+    name = ""
+    label = ""            # the provider in messages
+    key_env_default = ""  # the environment variable of the key unless `api_key_env` names another
+    sdk_error: type[Exception] = Exception
+
+    def __init__(self, options: dict):
+        self.options = options
+
+    def stream(self, messages: list[dict], tools: list[dict] | None = None) -> Iterator[ModelChunk]:
+        """A generator: errors (a missing key too) surface while iterating; close() ends the request."""
+        key, key_env = api_key_from_env(self.label, self.options, self.key_env_default)
+        request = self.request(messages, tools)
+        yield from with_retries(lambda: self._attempt(request, key, key_env),
+                                int(self.options.get("max_retries", 2)), self.name)
+
+    def _attempt(self, request: dict, key: str, key_env: str) -> Iterator[ModelChunk]:
+        """One request; the SDK's own retries are off (ours are in with_retries)."""
+        client = self.client(api_key=key, base_url=self.options.get("base_url") or None,
+                             timeout=float(self.options.get("timeout_seconds", 60)), max_retries=0)
+        response = None
+        try:
+            response = self.create(client, request)
+            yield from self._chunks(response)
+        except self.sdk_error as exc:
+            raise self._error(exc, key, key_env) from None  # the SDK's text may hold what the server echoed
+        finally:
+            if response is not None:
+                response.close()
+            client.close()

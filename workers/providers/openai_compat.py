@@ -24,9 +24,8 @@ from typing import Iterator
 
 import openai
 
-from workers.providers.base import (ModelChunk, ProviderError, Usage, api_key_from_env, classify_status,
-                                    error_details, parse_arguments, redact, retry_after_seconds,
-                                    with_retries)
+from workers.providers.base import (ModelChunk, ProviderError, SdkModel, Usage, classify_status,
+                                    error_details, parse_arguments, redact, retry_after_seconds)
 
 
 def _arguments_json(arguments) -> str:
@@ -62,11 +61,12 @@ def to_openai_tools(tools: list[dict] | None) -> list[dict] | None:
             for tool in tools]
 
 
-class OpenAICompatibleModel:
+class OpenAICompatibleModel(SdkModel):
     name = "openai"
-
-    def __init__(self, options: dict):
-        self.options = options
+    label = "OpenAI-compatible provider"
+    key_env_default = "OPENAI_API_KEY"
+    sdk_error = openai.APIError
+    client = staticmethod(openai.OpenAI)
 
     def request(self, messages: list[dict], tools: list[dict] | None) -> dict:
         """The keyword arguments of chat.completions.create."""
@@ -85,27 +85,8 @@ class OpenAICompatibleModel:
                                           "json_schema": {"name": "output", "schema": options["output_schema"]}}
         return request
 
-    def stream(self, messages: list[dict], tools: list[dict] | None = None) -> Iterator[ModelChunk]:
-        """A generator: errors (a missing key too) surface while iterating; close() ends the request."""
-        key, key_env = api_key_from_env("OpenAI-compatible provider", self.options, "OPENAI_API_KEY")
-        request = self.request(messages, tools)
-        yield from with_retries(lambda: self._attempt(request, key, key_env),
-                                int(self.options.get("max_retries", 2)), self.name)
-
-    def _attempt(self, request: dict, key: str, key_env: str) -> Iterator[ModelChunk]:
-        """One request; the SDK's own retries are off (ours are in with_retries)."""
-        client = openai.OpenAI(api_key=key, base_url=self.options.get("base_url") or None,
-                               timeout=float(self.options.get("timeout_seconds", 60)), max_retries=0)
-        response = None
-        try:
-            response = client.chat.completions.create(**request)
-            yield from self._chunks(response)
-        except openai.APIError as exc:
-            raise self._error(exc, key, key_env) from None  # the SDK's text may hold what the server echoed
-        finally:
-            if response is not None:
-                response.close()  # a cancelled stream releases its connection now
-            client.close()
+    def create(self, client, request: dict):
+        return client.chat.completions.create(**request)
 
     def _chunks(self, response) -> Iterator[ModelChunk]:
         calls: dict[int, dict] = {}  # index -> {"id", "name", "arguments": the fragments so far}
