@@ -7,41 +7,25 @@ from rest_framework.views import APIView
 from accounts.models import ApiKeyKind
 from agents.selectors import get_live_agent
 from config.errors import ApiError, not_found
+from config.query_params import int_query_param
+from config.timestamps import iso_utc
 from conversations import services
 from conversations.models import ConversationState, Message
 from conversations.selectors import get_conversation, memory_facts
 
 
-def _iso(value):
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
 def conversation_data(conversation) -> dict:
     return {"id": conversation.public_id, "agent_id": f"agent:{conversation.agent_id}", "state": conversation.state,
-            "created_at": _iso(conversation.created_at), "archived_at": _iso(conversation.archived_at)}
+            "created_at": iso_utc(conversation.created_at), "archived_at": iso_utc(conversation.archived_at)}
 
 
 def message_data(message) -> dict:
     data = {"id": message.public_id, "role": message.role, "content": message.content,
-            "created_at": _iso(message.created_at),
+            "created_at": iso_utc(message.created_at),
             "execution_id": f"execution:{message.execution_id}" if message.execution_id else None}
     if message.role == "tool":
         data.update(tool_call_id=message.tool_call_id, tool_name=message.tool_name)
     return data
-
-
-def _page(request, default=50, most=200) -> tuple[int, int]:
-    values = {}
-    for name, low, high, fallback in (("limit", 1, most, default), ("offset", 0, None, 0)):
-        raw = request.query_params.get(name)
-        if raw is None:
-            values[name] = fallback
-        elif not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-            raise ApiError(400, f"invalid_{name}", f"{name} must be an integer from {low}"
-                           + (f" to {high}." if high else "."), field=name)
-        else:
-            values[name] = int(raw)
-    return values["limit"], values["offset"]
 
 
 class ConversationsView(APIView):
@@ -92,7 +76,8 @@ class ConversationMessagesView(APIView):
                    responses={200: OpenApiResponse(description='{"data": [message], "pagination": {...}}')})
     def get(self, request, conversation_id):
         conversation = get_conversation(request.user, conversation_id)
-        limit, offset = _page(request)
+        limit = int_query_param(request.query_params, "limit", 50, 1, 200)
+        offset = int_query_param(request.query_params, "offset", 0, 0)
         messages = conversation.messages.order_by("id")
         return Response({"data": [message_data(m) for m in messages[offset:offset + limit]],
                          "pagination": {"limit": limit, "offset": offset, "total": messages.count()}})
@@ -128,7 +113,7 @@ class UserMemoryView(APIView):
     def get(self, request, external_user_id):
         _workspace_key(request)
         facts = memory_facts(request.user.workspace.id, external_user_id)
-        return Response({"data": [{"id": str(f.id), "content": f.content, "created_at": _iso(f.created_at)}
+        return Response({"data": [{"id": str(f.id), "content": f.content, "created_at": iso_utc(f.created_at)}
                                   for f in facts]})
 
     @extend_schema(operation_id="users_memory_forget_all", summary="Forget a user", description="Deletes every fact about the user (the right to be "

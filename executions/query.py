@@ -22,6 +22,8 @@ from django.db.models.expressions import RawSQL
 
 from config.errors import ApiError, not_found
 from config.ids import parse_prefixed_id
+from config.query_params import int_query_param
+from config.timestamps import iso_utc
 from executions.models import Execution, ExecutionSource, ExecutionState
 from executions.selectors import readable_executions
 
@@ -48,10 +50,6 @@ def query_executions(caller):
 
 
 # --- JSON --------------------------------------------------------------------------------------------
-
-
-def _iso(value):
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _usage(execution: Execution) -> dict:
@@ -104,18 +102,18 @@ def detail_json(execution: Execution) -> dict:
 
 def execution_json(execution: Execution) -> dict:
     return {
-        "createdAt": _iso(execution.created_at),
+        "createdAt": iso_utc(execution.created_at),
         "id": str(execution.id),
-        "updatedAt": _iso(execution.updated_at),
+        "updatedAt": iso_utc(execution.updated_at),
         "creditsUsed": float(execution.credits),
         "detail": detail_json(execution),
-        "endedAt": _iso(execution.finished_at),
+        "endedAt": iso_utc(execution.finished_at),
         "isAgentic": execution.agent_version_id is not None,
         "isPurged": execution.is_purged,
         "parentId": str(execution.parent_id) if execution.parent_id else None,
         "responderId": responder_id(execution),
         # documented as never null: a queued execution that has not started yet reports its creation
-        "startedAt": _iso(execution.started_at or execution.created_at),
+        "startedAt": iso_utc(execution.started_at or execution.created_at),
         "status": execution.state,
         "workspaceId": str(execution.workspace_id),
     }
@@ -134,23 +132,6 @@ class Page:
     @property
     def pages(self) -> int:
         return math.ceil(self.total / self.page_size) if self.total else 0
-
-
-def _int_param(params, name: str, default: int, low: int, high: int | None) -> int:
-    values = params.getlist(name)
-    if not values:
-        return default
-    if len(values) > 1:
-        raise ApiError(400, f"invalid_{_snake(name)}", f"{name} must be given once.", field=name)
-    raw = values[0].strip()
-    if not raw.isascii() or not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise ApiError(400, f"invalid_{_snake(name)}", f"{name} must be an integer {bounds}.", field=name)
-    return int(raw)
-
-
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
 def parse_responder_ids(params) -> list[uuid.UUID]:
@@ -172,8 +153,8 @@ def parse_responder_ids(params) -> list[uuid.UUID]:
 
 
 def list_page(caller, params) -> Page:
-    page_number = _int_param(params, "pageNumber", 1, 1, None)
-    page_size = _int_param(params, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    page_number = int_query_param(params, "pageNumber", 1, 1)
+    page_size = int_query_param(params, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
     responder_ids = parse_responder_ids(params)
     executions = query_executions(caller)
     if responder_ids:

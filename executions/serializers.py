@@ -1,10 +1,7 @@
 """JSON renderings of an execution."""
 
+from config.timestamps import iso_utc
 from executions.models import Execution
-
-
-def _iso(value):
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def execution_data(execution: Execution) -> dict:
@@ -19,10 +16,10 @@ def execution_data(execution: Execution) -> dict:
         "batch_key": execution.batch_key or None,
         "agent_version_id": str(execution.agent_version_id) if execution.agent_version_id else None,
         "skill_version_id": str(execution.skill_version_id) if execution.skill_version_id else None,
-        "created_at": _iso(execution.created_at),
-        "updated_at": _iso(execution.updated_at),
-        "started_at": _iso(execution.started_at),
-        "finished_at": _iso(execution.finished_at),
+        "created_at": iso_utc(execution.created_at),
+        "updated_at": iso_utc(execution.updated_at),
+        "started_at": iso_utc(execution.started_at),
+        "finished_at": iso_utc(execution.finished_at),
         "usage": {
             "input_tokens": execution.input_tokens,
             "output_tokens": execution.output_tokens,
@@ -36,6 +33,6 @@ def execution_data(execution: Execution) -> dict:
         "error": execution.error,
         "failure_reason": execution.failure_reason or None,
         "credits": {"held": str(execution.credits_held), "charged": str(execution.credits)},
-        "resume_deadline": _iso(execution.resume_deadline),
+        "resume_deadline": iso_utc(execution.resume_deadline),
         "last_event_seq": execution.last_event_seq,
     }

@@ -4,8 +4,8 @@ every documented field present (null when unknown)."""
 from django.conf import settings
 from django.core import signing
 
+from config.timestamps import iso_utc
 from executions.models import Execution
-from executions.serializers import _iso
 
 ARTIFACT_SALT = "executions.artifact"
 
@@ -32,9 +32,9 @@ def _summary(execution: Execution) -> dict:
         "source": execution.source,
         "state": execution.state,
         "parent_execution_id": _id(execution.parent_id),
-        "created_at": _iso(execution.created_at),
-        "started_at": _iso(execution.started_at),
-        "finished_at": _iso(execution.finished_at),
+        "created_at": iso_utc(execution.created_at),
+        "started_at": iso_utc(execution.started_at),
+        "finished_at": iso_utc(execution.finished_at),
         "failure_reason": execution.failure_reason or None,
         "resource_usage": {
             "input_tokens": execution.input_tokens,

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from config.errors import ApiError, error_json, not_found
 from config.ids import parse_prefixed_id
+from config.query_params import int_query_param
 from executions import services
 from executions.models import Artifact, ExecutionSource, ExecutionState
 from executions.selectors import readable_executions
@@ -74,20 +75,11 @@ class SkillExecutionListView(APIView):
             if allowed is not None and value not in allowed:
                 raise ApiError(400, f"invalid_{param}", f"{param} must be one of {', '.join(allowed)}.", field=param)
             executions = executions.filter(**{lookup: value})
-        limit, offset = _int_param(request, "limit", 50, 1, MAX_PAGE), _int_param(request, "offset", 0, 0, None)
+        limit = int_query_param(request.query_params, "limit", 50, 1, MAX_PAGE)
+        offset = int_query_param(request.query_params, "offset", 0, 0)
         page = executions.order_by("-created_at", "-id")[offset:offset + limit]
         return Response({"data": [skill_execution_data(e) for e in page],
                          "pagination": {"limit": limit, "offset": offset, "total": executions.count()}})
-
-
-def _int_param(request, name, default, low, high):
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        raise ApiError(400, f"invalid_{name}", f"{name} must be an integer from {low}" + (f" to {high}." if high else "."),
-                       field=name)
-    return int(raw)
 
 
 class SkillExecutionDetailView(APIView):

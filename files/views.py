@@ -9,6 +9,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApiError, error_json
+from config.query_params import int_query_param
+from config.timestamps import iso_utc
 from files.models import StoredFile
 from files.selectors import file_id_from_download_token, personal_file, personal_files, storage_is_s3
 from files.services import (
@@ -22,7 +24,7 @@ def file_data(stored) -> dict:
         "filename": stored.filename,
         "content_type": stored.content_type,
         "size_bytes": stored.size_bytes,
-        "created_at": stored.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_utc(stored.created_at),
     }
 
 
@@ -53,7 +55,7 @@ def personal_file_data(stored) -> dict:
         "filename": stored.filename,
         "size_bytes": stored.size_bytes,
         "content_type": stored.content_type,
-        "created_at": stored.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_utc(stored.created_at),
     }
 
 
@@ -72,20 +74,6 @@ FILENAME_PARAMETER = OpenApiParameter(
     "filename", OpenApiTypes.STR, OpenApiParameter.PATH,
     description="The file's name in the caller's personal collection (URL-encoded; may contain dots and spaces).",
 )
-
-
-def _bounded_int(request, name: str, default: int, low: int, high: int | None = None) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ApiError(400, "invalid_request", f"`{name}` must be an integer {bounds}.", field=name)
-    return value
 
 
 class PersonalFilesView(APIView):
@@ -108,8 +96,8 @@ class PersonalFilesView(APIView):
                    400: ERROR_RESPONSE},
     )
     def get(self, request):
-        limit = _bounded_int(request, "limit", 100, 1, 200)
-        offset = _bounded_int(request, "offset", 0, 0)
+        limit = int_query_param(request.query_params, "limit", 100, 1, 200, code="invalid_request")
+        offset = int_query_param(request.query_params, "offset", 0, 0, code="invalid_request")
         files = personal_files(request.user.principal, limit=limit, offset=offset)
         return Response({"data": [personal_file_data(stored) for stored in files]})
 
