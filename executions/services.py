@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.credits import ZERO, settle_credits
+from config.errors import ApiError
 from executions.events import append_event
 from executions.models import SUSPENDED_STATES, TERMINAL_STATES, Execution, ExecutionSource, ExecutionState
 
@@ -172,6 +173,13 @@ def suspend_execution(execution, attempt: int, state: str, checkpoint: dict, pay
 
 
 # --- API side: cancel and resume ------------------------------------------------------------------
+
+
+def cancel_on_request(execution: Execution) -> Execution:
+    """The cancel endpoints: an execution that completed or failed cannot be cancelled (409)."""
+    if execution.state in (ExecutionState.COMPLETED, ExecutionState.FAILED):
+        raise ApiError(409, "execution_finished", f"The execution already ended in state {execution.state}.")
+    return request_cancel(execution)
 
 
 def request_cancel(execution: Execution) -> Execution:

@@ -94,10 +94,7 @@ class SkillExecutionCancelView(APIView):
                    "409 `execution_finished`.",
                    responses={200: EXECUTION, 202: EXECUTION})
     def post(self, request, space_id, execution_id):
-        execution = get_skill_execution(request.user, space_id, execution_id)
-        if execution.state in (ExecutionState.COMPLETED, ExecutionState.FAILED):
-            raise ApiError(409, "execution_finished", f"The execution already ended in state {execution.state}.")
-        execution = services.request_cancel(execution)
+        execution = services.cancel_on_request(get_skill_execution(request.user, space_id, execution_id))
         status = 200 if execution.state == ExecutionState.CANCELLED else 202
         return Response({"data": skill_execution_data(execution)}, status=status)
 

@@ -36,10 +36,7 @@ class ExecutionCancelView(APIView):
                    409: OpenApiResponse(description="already finished")},
     )
     def post(self, request, execution_id):
-        execution = get_readable_execution(request.user, execution_id)
-        if execution.state in (ExecutionState.COMPLETED, ExecutionState.FAILED):
-            raise ApiError(409, "execution_finished", f"The execution already ended in state {execution.state}.")
-        execution = services.request_cancel(execution)
+        execution = services.cancel_on_request(get_readable_execution(request.user, execution_id))
         status = 200 if execution.state == ExecutionState.CANCELLED else 202
         return Response({"data": execution_data(execution)}, status=status)
 

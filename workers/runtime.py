@@ -175,9 +175,12 @@ class ExecutionRun:
         state = self.node_state(node)
         return self.execution.resume_input if state and state.get("waiting") else None
 
+    def _with_progress(self, checkpoint: dict) -> dict:
+        """The checkpoint plus what the run has counted so far: last event seq, usage, cost."""
+        return {**checkpoint, "event_seq": self.last_seq, "usage": asdict(self.usage), "cost_usd": str(self.cost)}
+
     def _save(self, checkpoint: dict) -> None:
-        self.checkpoint = {**checkpoint, "event_seq": self.last_seq,
-                           "usage": asdict(self.usage), "cost_usd": str(self.cost)}
+        self.checkpoint = self._with_progress(checkpoint)
         if not services.save_checkpoint(self.execution.id, self.attempt, self.checkpoint, resume_input=None,
                                         iteration_count=self.iterations, **self.usage_fields()):
             raise LeaseLost(str(self.execution.id))
@@ -187,8 +190,7 @@ class ExecutionRun:
         self._save({**self.checkpoint, "node_state": node_state})
 
     def suspension_checkpoint(self, node_state: dict) -> dict:
-        return {**self.checkpoint, "node_state": node_state, "event_seq": self.last_seq,
-                "usage": asdict(self.usage), "cost_usd": str(self.cost)}
+        return self._with_progress({**self.checkpoint, "node_state": node_state})
 
     # --- the run --------------------------------------------------------------------------------
 
