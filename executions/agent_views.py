@@ -1,6 +1,6 @@
 """The agents API's execute endpoints (spec/agents-execute.txt): sync, streaming and batch.
 
-Both are async views: the request is parsed and the execution created in one short sync call,
+All are async views: the request is parsed and the execution created in one short sync call,
 then the response follows the execution's event log without holding a thread.
 """
 
@@ -10,52 +10,37 @@ import json
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 
-from config.errors import ApiError, error_json
 from executions.agent_executions import start_agent_batch, start_agent_execution
 from executions.models import ExecutionSource
 from executions.streaming import follow_events, relay_events
-from executions.views import authenticate_async, sse_response
+from executions.views import async_api_view, authenticate_async, sse_response
 
 
 async def _start(request, agent_id, source, route):
-    if request.method != "POST":
-        raise ApiError(405, "method_not_allowed", "Use POST.")
     caller = await authenticate_async(request)
     return await sync_to_async(start_agent_execution)(caller, agent_id, request, source, route)
 
 
-@csrf_exempt
+@async_api_view("POST")
 async def execute_stream(request, agent_id):
     """POST /agents/{agent_id}/execute/stream: `id: <seq>` + `data: <json>` frames to final/error."""
-    try:
-        execution = await _start(request, agent_id, ExecutionSource.STREAM, "execute/stream")
-    except ApiError as exc:
-        return error_json(exc)
+    execution = await _start(request, agent_id, ExecutionSource.STREAM, "execute/stream")
     return sse_response(relay_events(execution.id))
 
 
-@csrf_exempt
+@async_api_view("POST")
 async def execute_batch(request, agent_id):
     """POST /agents/{agent_id}/execute/batch: the batch's events, batch_started to batch_completed."""
-    if request.method != "POST":
-        return error_json(ApiError(405, "method_not_allowed", "Use POST."))
-    try:
-        caller = await authenticate_async(request)
-        batch = await sync_to_async(start_agent_batch)(caller, agent_id, request)
-    except ApiError as exc:
-        return error_json(exc)
+    caller = await authenticate_async(request)
+    batch = await sync_to_async(start_agent_batch)(caller, agent_id, request)
     return sse_response(relay_events(batch.id))
 
 
-@csrf_exempt
+@async_api_view("POST")
 async def execute_sync(request, agent_id):
     """POST /agents/{agent_id}/execute: blocks until the execution ends (or the sync timeout)."""
-    try:
-        execution = await _start(request, agent_id, ExecutionSource.API, "execute")
-    except ApiError as exc:
-        return error_json(exc)
+    execution = await _start(request, agent_id, ExecutionSource.API, "execute")
     last = None
     try:
         async with asyncio.timeout(settings.SYNC_EXECUTE_TIMEOUT_SECONDS):

@@ -14,14 +14,13 @@ import json
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 
-from config.errors import ApiError, error_json
+from config.errors import ApiError
 from executions import resumes
 from executions.agent_requests import parse_json_object
 from executions.selectors import get_readable_execution
 from executions.streaming import relay_events
-from executions.views import authenticate_async, sse_response
+from executions.views import async_api_view, authenticate_async, sse_response
 
 MAX_COMMENT_CHARS = 2000
 MAX_EVENT_NAME_CHARS = 128
@@ -76,15 +75,10 @@ def _handle(caller, execution_id: str, raw_body: bytes, action):
 
 
 def _view(action):
-    @csrf_exempt
+    @async_api_view("POST")
     async def view(request, execution_id):
-        if request.method != "POST":
-            return error_json(ApiError(405, "method_not_allowed", "Use POST."))
-        try:
-            caller = await authenticate_async(request)
-            execution, resumed_seq, data = await sync_to_async(_handle)(caller, execution_id, request.body, action)
-        except ApiError as exc:
-            return error_json(exc)
+        caller = await authenticate_async(request)
+        execution, resumed_seq, data = await sync_to_async(_handle)(caller, execution_id, request.body, action)
         if resumed_seq and "text/event-stream" in request.headers.get("Accept", ""):
             return sse_response(relay_events(execution.id, after_seq=resumed_seq - 1))
         return JsonResponse({"data": data})

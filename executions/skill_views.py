@@ -7,7 +7,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import ApiError, error_json, not_found
+from config.errors import ApiError, not_found
 from config.ids import parse_prefixed_id
 from config.query_params import int_query_param
 from executions import services
@@ -16,7 +16,7 @@ from executions.selectors import readable_executions
 from executions.skill_executions import caller_space, start_skill_execution
 from executions.skill_serializers import artifact_from_token, skill_execution_data
 from executions.streaming import relay_events
-from executions.views import authenticate_async, last_event_id, sse_response
+from executions.views import async_api_view, authenticate_async, last_event_id, sse_response
 from files.views import stored_file_response
 
 EXECUTION = OpenApiResponse(description='{"data": execution} — every field of the documented execution object')
@@ -113,16 +113,12 @@ class ExecutionByChatToolCallView(APIView):
         return Response({"data": skill_execution_data(execution)})
 
 
+@async_api_view("GET")
 async def skill_execution_events(request, space_id, execution_id):
     """GET .../skills/executions/{id}/events: the execution's SSE stream, resumable by Last-Event-ID."""
-    if request.method != "GET":
-        return error_json(ApiError(405, "method_not_allowed", "Use GET."))
-    try:
-        caller = await authenticate_async(request)
-        after = last_event_id(request)
-        execution = await sync_to_async(get_skill_execution)(caller, space_id, execution_id)
-    except ApiError as exc:
-        return error_json(exc)
+    caller = await authenticate_async(request)
+    after = last_event_id(request)
+    execution = await sync_to_async(get_skill_execution)(caller, space_id, execution_id)
     return sse_response(relay_events(execution.id, after_seq=after))
 
 

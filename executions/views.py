@@ -1,8 +1,11 @@
 """Execution endpoints shared by every surface: read, cancel, follow over SSE."""
 
+import functools
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -44,6 +47,26 @@ class ExecutionCancelView(APIView):
 # --- SSE -------------------------------------------------------------------------------------------
 
 
+def async_api_view(method: str):
+    """The plain async views (streams, long waits): one HTTP method, and an ApiError raised anywhere
+    in the view rendered as the error envelope."""
+
+    def decorate(view):
+        @csrf_exempt
+        @functools.wraps(view)
+        async def wrapped(request, *args, **kwargs):
+            if request.method != method:
+                return error_json(ApiError(405, "method_not_allowed", f"Use {method}."))
+            try:
+                return await view(request, *args, **kwargs)
+            except ApiError as exc:
+                return error_json(exc)
+
+        return wrapped
+
+    return decorate
+
+
 async def authenticate_async(request):
     try:
         request.caller = await sync_to_async(authenticate_headers)(request.headers)
@@ -72,19 +95,15 @@ def sse_response(frames) -> StreamingHttpResponse:
     return response
 
 
+@async_api_view("GET")
 async def execution_events(request, execution_id):
     """GET /executions/{id}/events: the execution's events after Last-Event-ID, live, to the end."""
-    if request.method != "GET":
-        return error_json(ApiError(405, "method_not_allowed", "Use GET."))
-    try:
-        if "token" in request.GET:
-            caller = await _caller_from_token(request, request.GET["token"], execution_id)
-        else:
-            caller = await authenticate_async(request)
-        after = last_event_id(request)
-        execution = await sync_to_async(get_readable_execution)(caller, execution_id)
-    except ApiError as exc:
-        return error_json(exc)
+    if "token" in request.GET:
+        caller = await _caller_from_token(request, request.GET["token"], execution_id)
+    else:
+        caller = await authenticate_async(request)
+    after = last_event_id(request)
+    execution = await sync_to_async(get_readable_execution)(caller, execution_id)
     return sse_response(relay_events(execution.id, after_seq=after))
 
 
