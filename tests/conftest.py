@@ -203,6 +203,20 @@ def make_agent(db):
 
 
 @pytest.fixture
+def workflow_agent(tenant):
+    """An agent whose live version runs these workflow nodes (in the tenant's workspace by default)."""
+    from agents.models import Agent
+    from agents.services import publish_agent_version
+
+    def make(*nodes, workspace=None):
+        agent = Agent.objects.create(workspace=workspace or tenant.workspace, name="workflow")
+        publish_agent_version(agent, {"nodes": list(nodes)})
+        return agent
+
+    return make
+
+
+@pytest.fixture
 def agent(tenant, make_agent):
     """A one-node agent on the built-in model: 20 words, 50 ms apart (about 1 s of streaming)."""
     return make_agent(tenant.workspace, chunk_delay_ms=50, reply=WORDS_20)

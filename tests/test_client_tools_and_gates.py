@@ -16,19 +16,6 @@ CLIENT_TOOLS = [
 
 
 @pytest.fixture
-def workflow_agent(tenant):
-    from agents.models import Agent
-    from agents.services import publish_agent_version
-
-    def make(*nodes):
-        agent = Agent.objects.create(workspace=tenant.workspace, name="workflow")
-        publish_agent_version(agent, {"nodes": list(nodes)})
-        return agent
-
-    return make
-
-
-@pytest.fixture
 def client_tool_agent(workflow_agent):
     return workflow_agent({
         "id": "answer", "type": "ai", "accepts_client_tools": True,

@@ -14,19 +14,6 @@ from tests.helpers import auth, execution_uuid, read_stream, stream_agent, wait_
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def workflow_agent(tenant):
-    from agents.models import Agent
-    from agents.services import publish_agent_version
-
-    def make(*nodes, workspace=None):
-        agent = Agent.objects.create(workspace=workspace or tenant.workspace, name="workflow")
-        publish_agent_version(agent, {"nodes": list(nodes)})
-        return agent
-
-    return make
-
-
 def types(events):
     return [e.data["type"] for e in events]
 
