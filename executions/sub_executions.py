@@ -1,8 +1,8 @@
 """Children of an execution: a workflow node's sub-execution, or the items of a batch.
 
 A child's terminal transition calls `child_finished` in its own transaction. The parent's row is
-locked first (appending an event to it updates the row), so when two children finish at once the
-second sees the first committed: exactly one of them completes a batch.
+locked first (SELECT ... FOR UPDATE), so when two children finish at once the second sees the first
+committed: exactly one of them completes a batch.
 """
 
 from django.db.models import Count, Q
@@ -13,8 +13,7 @@ from executions.services import complete_batch, resume_execution
 
 
 def child_finished(child, state: str, outputs: dict | None, error: dict | None) -> None:
-    Execution.objects.select_for_update().filter(id=child.parent_id).values_list("id").first()  # lock the parent
-    parent = Execution.objects.get(id=child.parent_id)
+    parent = Execution.objects.select_for_update().get(id=child.parent_id)
     if parent.state in TERMINAL_STATES:
         return
     if parent.source == ExecutionSource.BATCH:
