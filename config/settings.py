@@ -79,10 +79,11 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or local_services.database_url()
-# Opening a PostgreSQL connection costs milliseconds, so no process should open one per request:
-# - Celery workers (forked, synchronous) keep their connection: DB_CONN_MAX_AGE=300;
-# - the ASGI server uses Django's psycopg pool (persistent connections are unsafe under ASGI):
-#   DB_POOL_MAX_SIZE=10. `make run`, docker-compose and the tests set both per process.
+# Opening a PostgreSQL connection costs milliseconds, so no process should open one per request.
+# The API (ASGI) and the workers (a thread per run in flight) use Django's psycopg pool:
+# DB_POOL_MAX_SIZE, set per process kind by config/processes.py (`make run`, the tests, the bench).
+# A worker's runs give their connection back before every wait (model, tool, timer), so a pool far
+# smaller than the runs in flight serves them. DB_CONN_MAX_AGE keeps one connection per thread instead.
 DATABASES = {
     "default": dj_database_url.parse(
         DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0), conn_health_checks=True
@@ -149,6 +150,9 @@ EXECUTION_LEASE_SECONDS = env_int("EXECUTION_LEASE_SECONDS", 30)
 EXECUTION_MAX_ATTEMPTS = env_int("EXECUTION_MAX_ATTEMPTS", 3)
 # A queued row whose message was published this long ago and is still not claimed is re-dispatched.
 EXECUTION_REDISPATCH_AFTER_SECONDS = env_int("EXECUTION_REDISPATCH_AFTER_SECONDS", 60)
+# One attempt's time limits, enforced by the runtime (Celery's threads pool has none): past the soft
+# limit (60 s less) the run fails itself at its next step or chunk, past the hard one its lease
+# renewer fails it (workers/leases.py).
 EXECUTION_HARD_TIME_LIMIT_SECONDS = env_int("EXECUTION_HARD_TIME_LIMIT_SECONDS", 3600)
 REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 10)
 # How often beat purges the executions past their workspace's execution_retention_days.
@@ -194,10 +198,9 @@ CELERY_TASK_ACKS_LATE = True
 # A task killed by a crash of its child process is acked as failed even with late ack: the reaper
 # recovers it from the lease, so we do not also ask Celery to reject/requeue it.
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
-# Reserve one message at a time: long runs must not hold a backlog hostage on one worker.
+# A worker reserves as many messages as it has run slots (threads pool: --concurrency), no more:
+# long runs must not hold a backlog hostage on one worker.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = EXECUTION_HARD_TIME_LIMIT_SECONDS
-CELERY_TASK_SOFT_TIME_LIMIT = EXECUTION_HARD_TIME_LIMIT_SECONDS - 60
 # Redis redelivers a reserved message after visibility_timeout even while it still runs: keep it
 # above the hard time limit so a long run is never delivered twice by the broker itself.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": EXECUTION_HARD_TIME_LIMIT_SECONDS + 600}
@@ -206,6 +209,17 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "executions")
+# The reaper and the purge run on their own queue, consumed by the housekeeping process (it also
+# runs beat), so they never wait behind a backlog of executions.
+HOUSEKEEPING_QUEUE = os.environ.get("HOUSEKEEPING_QUEUE", "housekeeping")
+CELERY_TASK_ROUTES = {
+    "workers.tasks.reap_executions": {"queue": HOUSEKEEPING_QUEUE},
+    "workers.tasks.purge_expired_executions": {"queue": HOUSEKEEPING_QUEUE},
+}
+# Runs in flight per worker process (one thread each: an execution waiting on a model costs a thread,
+# not a process), and the database connections they share.
+WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 100)
+WORKER_DB_POOL_SIZE = env_int("WORKER_DB_POOL_SIZE", 16)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reap-executions": {"task": "workers.tasks.reap_executions", "schedule": float(REAPER_INTERVAL_SECONDS)},

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -92,9 +92,25 @@ def _held(execution_id, attempt: int):
     return Execution.objects.filter(id=execution_id, attempt=attempt, state=ExecutionState.RUNNING)
 
 
-def renew_lease(execution_id, attempt: int) -> bool:
+_RENEW_SQL = """
+UPDATE executions_execution e
+   SET lease_expires_at = %(expires)s
+  FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
+ WHERE e.id = held.id AND e.attempt = held.attempt AND e.state = 'running'
+RETURNING e.id, e.cancel_requested
+"""
+
+
+def renew_leases(held: list[tuple]) -> dict:
+    """Renew the leases of a worker's (execution_id, attempt) runs in one statement.
+
+    Returns {execution_id: cancel_requested} for the leases still held; the others were lost."""
+    if not held:
+        return {}
     expires = timezone.now() + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
-    return bool(_held(execution_id, attempt).update(lease_expires_at=expires))
+    with connection.cursor() as cursor:
+        cursor.execute(_RENEW_SQL, {"expires": expires, "ids": [i for i, _ in held], "attempts": [a for _, a in held]})
+        return {execution_id: bool(cancel) for execution_id, cancel in cursor.fetchall()}
 
 
 def save_checkpoint(execution_id, attempt: int, checkpoint: dict, **usage) -> bool:

@@ -94,24 +94,39 @@ def api_server(services_env, tmp_path_factory):
     _stop(process)
 
 
-class WorkerProcess:
-    """A Celery worker (prefork, 2 children) with beat embedded, so the reaper runs too."""
+class CeleryProcess:
+    """A Celery process started from config/processes.py; restartable (tests kill workers)."""
 
-    def __init__(self, env, log_path: Path, schedule_path: Path):
-        self.log_path = log_path
-        command, process_env = processes.worker(
-            2, "executions", "-B", "--schedule", str(schedule_path), "--without-mingle", "--without-gossip",
-            "--hostname", f"test-worker-{os.getpid()}@%h",
-        )
+    def __init__(self, command_and_env, env, log_path: Path):
+        self.command, self.process_env = command_and_env
+        self.env, self.log_path = env, log_path
+        self.start()
+
+    def start(self):
+        self.log_path.write_text("")
         self.process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env={**env, **process_env}, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.command, cwd=REPO_ROOT, env={**self.env, **self.process_env}, stdout=open(self.log_path, "a"),
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
-        while "ready." not in log_path.read_text():
+        while "ready." not in self.log_path.read_text():
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"celery worker did not start: {log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"celery did not start: {self.log_path.read_text()[-3000:]}")
             time.sleep(0.2)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill_and_restart(self):
+        """SIGKILL, as a crash would, and start a fresh process: what the killed one ran is left to the reaper."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.start()
+
+    def ensure_running(self):
+        if self.process.poll() is not None:
+            self.start()
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -120,17 +135,35 @@ class WorkerProcess:
         _stop(self.process)
 
 
+def _celery_flags(name: str) -> tuple[str, ...]:
+    return "--without-mingle", "--without-gossip", "--hostname", f"{name}-{os.getpid()}@%h"
+
+
 @pytest.fixture(scope="session")
 def worker(services_env, tmp_path_factory):
+    """The executions worker: Celery's threads pool, 64 runs in flight in one process."""
     folder = tmp_path_factory.mktemp("worker")
-    process = WorkerProcess(services_env, folder / "worker.log", folder / "beat-schedule")
+    process = CeleryProcess(processes.worker(64, "executions", *_celery_flags("executions")), services_env,
+                            folder / "worker.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def housekeeping(services_env, tmp_path_factory):
+    """Beat and the housekeeping queue (the reaper every REAPER_INTERVAL_SECONDS), in their own process."""
+    folder = tmp_path_factory.mktemp("housekeeping")
+    process = CeleryProcess(processes.housekeeping(str(folder / "beat-schedule"), *_celery_flags("housekeeping")),
+                            services_env, folder / "housekeeping.log")
     yield process
     process.stop()
 
 
 @pytest.fixture
-def live(transactional_db, api_server, worker):
-    """Everything running: committed test data, the HTTP server and the worker."""
+def live(transactional_db, api_server, worker, housekeeping):
+    """Everything running: committed test data, the HTTP server, the worker and housekeeping."""
+    worker.ensure_running()  # a test before may have killed it
+    housekeeping.ensure_running()
     yield api_server
     _wait_until_idle()
 

@@ -1,7 +1,5 @@
 """The durable runtime: claims, leases, crash recovery, cancel, the reaper."""
 
-import os
-import signal
 import threading
 from datetime import timedelta
 
@@ -65,15 +63,15 @@ def test_the_same_task_delivered_twice_runs_once(live, worker, tenant, agent):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_worker_killed_mid_execution_is_recovered_and_completes_once(live, tenant, make_agent):
+def test_worker_killed_mid_execution_is_recovered_and_completes_once(live, worker, tenant, make_agent):
     reply = " ".join(f"w{i:02d}" for i in range(40))
     agent = make_agent(tenant.workspace, chunk_delay_ms=100, reply=reply)
     events = stream_agent(live, agent, tenant, stop=lambda events: len(events) >= 8)
     execution_id = execution_uuid(events[0].data["execution_id"])
     owner = Execution.objects.get(id=execution_id).lease_owner
     pid = int(owner.rsplit(":", 1)[1])
-    assert pid != os.getpid()
-    os.kill(pid, signal.SIGKILL)
+    assert pid == worker.pid
+    worker.kill_and_restart()  # the reaper (in the housekeeping process) re-queues it once its lease expires
 
     execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="completed").first(), timeout=60)
     assert execution.attempt == 2
@@ -87,7 +85,7 @@ def test_worker_killed_mid_execution_is_recovered_and_completes_once(live, tenan
 
 
 @pytest.mark.django_db(transaction=True)
-def test_worker_killed_after_a_tool_call_resumes_from_the_turn_checkpoint(live, tenant):
+def test_worker_killed_after_a_tool_call_resumes_from_the_turn_checkpoint(live, worker, tenant):
     """The tool's logged result is reused (the tool is not called twice) and no event is written twice."""
     from agents.models import Agent
     from agents.services import publish_agent_version
@@ -99,7 +97,8 @@ def test_worker_killed_after_a_tool_call_resumes_from_the_turn_checkpoint(live, 
         "script": [{"tool_calls": [{"name": "current_time", "arguments": {}}]}, {"text": reply}]}}]})
     events = stream_agent(live, agent, tenant, stop=lambda evs: sum(e.data["type"] == "text" for e in evs) >= 4)
     execution_id = execution_uuid(events[0].data["execution_id"])
-    os.kill(int(Execution.objects.get(id=execution_id).lease_owner.rsplit(":", 1)[1]), signal.SIGKILL)
+    assert int(Execution.objects.get(id=execution_id).lease_owner.rsplit(":", 1)[1]) == worker.pid
+    worker.kill_and_restart()
 
     execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="completed").first(), timeout=60)
     assert execution.attempt == 2
@@ -210,5 +209,5 @@ def test_a_worker_that_lost_its_lease_cannot_write(tenant, agent):
     Execution.objects.filter(id=execution.id).update(attempt=attempt + 1)  # someone else's attempt now
     with pytest.raises(LeaseLost):
         append_event(execution, "text", {"text": "stale"}, attempt=attempt)
-    assert not services.renew_lease(execution.id, attempt)
+    assert services.renew_leases([(execution.id, attempt)]) == {}
     assert not services.complete_execution(execution, attempt, outputs={}, final_payload={})

@@ -350,10 +350,7 @@ def test_artifacts_go_to_s3_through_boto3_and_download_through_their_url(client,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_skill_resumes_from_its_checkpoint(live, tenant, make_skill):
-    import os
-    import signal
-
+def test_a_worker_killed_mid_skill_resumes_from_its_checkpoint(live, worker, tenant, make_skill):
     slow_text = " ".join(f"w{i:02d}" for i in range(40))
     manifest = {**REPORT_MANIFEST, "model": {"provider": "builtin", "chunk_delay_ms": 100, "script": [
         {"tool_calls": [{"name": "write_file", "arguments": {"path": "outputs/a.md", "content": "A"}}]},
@@ -364,8 +361,8 @@ def test_a_worker_killed_mid_skill_resumes_from_its_checkpoint(live, tenant, mak
     events = read_stream("GET", f"{live}{executions_url(tenant, f'/{execution_id}/events')}", auth(tenant),
                          stop=lambda evs: sum(e.data["type"] == "text" for e in evs) >= 4)
     assert [e.data["type"] for e in events].count("tool_result") == 1
-    owner = Execution.objects.get(id=execution_id).lease_owner
-    os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)
+    assert int(Execution.objects.get(id=execution_id).lease_owner.rsplit(":", 1)[1]) == worker.pid
+    worker.kill_and_restart()
 
     execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="completed").first(), timeout=60)
     assert execution.attempt == 2

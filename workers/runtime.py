@@ -16,21 +16,21 @@ server tool whose result is logged is not run again.
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
-from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
 
 from agents.credit_rules import actual_cost
 from agents.models import AgentVersion, SkillVersion
 from executions import services
-from executions.events import LeaseLost, append_event
+from executions.events import LeaseLost
 from executions.models import Execution, ExecutionEvent
+from workers.event_writer import RunEvents
+from workers.leases import HeldLease, hold_lease, release_lease
 from workers.providers import Usage, get_provider
 from workers.skill_workspace import SkillWorkspace
 from workers.tools import ServerTool, call_tool
@@ -69,26 +69,12 @@ class StepFailed(Exception):
         self.failure_reason, self.message = failure_reason, message
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews the lease every third of its length until stopped or lost.
-
-    A lost lease needs no signal here: the run's next write is fenced by its attempt and fails."""
-
-    def __init__(self, execution_id, attempt: int):
-        super().__init__(daemon=True, name=f"lease-{execution_id}")
-        self.execution_id, self.attempt = execution_id, attempt
-        self.stopped = threading.Event()
-
-    def run(self):
-        try:
-            while not self.stopped.wait(settings.EXECUTION_LEASE_SECONDS / 3):
-                if not services.renew_lease(self.execution_id, self.attempt):
-                    return
-        finally:
-            connection.close()
-
-    def stop(self):
-        self.stopped.set()
+def release_connection() -> None:
+    """Before a run waits (a model, a tool, a timer): its database connection goes back to the pool,
+    so hundreds of waiting runs need no more connections than the few that are writing. Without a
+    pool (a run in a test process, inside the test's transaction) the connection stays."""
+    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
+        connection.close()
 
 
 @dataclass
@@ -109,14 +95,17 @@ class ModelTurn:
 
 
 class ExecutionRun:
-    def __init__(self, execution: Execution, attempt: int):
+    def __init__(self, execution: Execution, attempt: int, lease: HeldLease | None = None):
         self.execution, self.attempt = execution, attempt
+        self.lease = lease or HeldLease(execution, attempt, hard_deadline=float("inf"))
+        self.events = RunEvents(execution, attempt)
         self.checkpoint = execution.checkpoint or {"next_node": 0, "node_outputs": {}, "usage": {}}
         self.usage = Usage(**self.checkpoint.get("usage", {}))
         self.cost = Decimal(self.checkpoint.get("cost_usd", "0"))
-        self.last_seq = execution.last_event_seq
         self.replay = self._events_since_checkpoint() if attempt > 1 else Replay()
-        self.cancel_requested = execution.cancel_requested
+        # Celery's threads pool applies no time limit: the soft one is checked with cancel (the hard one
+        # is the lease renewer's, workers/leases.py)
+        self.soft_deadline = time.time() + settings.EXECUTION_HARD_TIME_LIMIT_SECONDS - 60
         self.credit_rules = {}
         self.iterations = execution.iteration_count
         self.manifest = None  # a skill's
@@ -127,9 +116,17 @@ class ExecutionRun:
     # --- events ---------------------------------------------------------------------------------
 
     def emit(self, type_: str, payload: dict) -> None:
-        result = append_event(self.execution, type_, payload, attempt=self.attempt)
-        self.last_seq = result.event["seq"]
-        self.cancel_requested = self.cancel_requested or result.cancel_requested
+        """Hand the event to the writer (workers/event_writer.py) and go on; `flush_events` waits."""
+        self.events.append(type_, payload)
+
+    def flush_events(self) -> int:
+        """Wait for the events handed over; returns the last seq written (LeaseLost if the lease was lost)."""
+        self.events.flush()
+        return self.events.last_seq
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.events.cancel_requested or self.lease.cancel_requested
 
     def _events_since_checkpoint(self) -> Replay:
         replay = Replay()
@@ -152,15 +149,20 @@ class ExecutionRun:
     def check_cancel(self) -> None:
         """Between steps and chunks: the claim and every event written since report cancel_requested;
         a skill's `limits.max_seconds` (wallclock since it started) is checked at the same points."""
+        if self.events.lease_lost or self.lease.lost:
+            raise LeaseLost(str(self.execution.id))
         if self.cancel_requested:
             raise Cancelled()
         if self.time_limit_at is not None and time.time() > self.time_limit_at:
             raise StepFailed("time_limit_exceeded", f"The skill ran longer than its {self.max_seconds} s limit.")
+        if time.time() > self.soft_deadline:
+            raise StepFailed("time_limit_exceeded", "The execution ran out of time.")
 
     def refresh_cancel(self) -> None:
         """While a node waits without writing events (media generation), ask the row."""
-        self.cancel_requested = bool(Execution.objects.filter(id=self.execution.id).values_list(
-            "cancel_requested", flat=True).first())
+        if Execution.objects.filter(id=self.execution.id, cancel_requested=True).exists():
+            self.lease.cancel_requested = True
+        release_connection()
         self.check_cancel()
 
     # --- checkpoints ----------------------------------------------------------------------------
@@ -177,7 +179,7 @@ class ExecutionRun:
 
     def _with_progress(self, checkpoint: dict) -> dict:
         """The checkpoint plus what the run has counted so far: last event seq, usage, cost."""
-        return {**checkpoint, "event_seq": self.last_seq, "usage": asdict(self.usage), "cost_usd": str(self.cost)}
+        return {**checkpoint, "event_seq": self.flush_events(), "usage": asdict(self.usage), "cost_usd": str(self.cost)}
 
     def _save(self, checkpoint: dict) -> None:
         self.checkpoint = self._with_progress(checkpoint)
@@ -189,8 +191,13 @@ class ExecutionRun:
     def save_node_state(self, node_state: dict) -> None:
         self._save({**self.checkpoint, "node_state": node_state})
 
-    def suspension_checkpoint(self, node_state: dict) -> dict:
-        return self._with_progress({**self.checkpoint, "node_state": node_state})
+    def suspend(self, suspension: "Suspend") -> None:
+        """Save the checkpoint with the node's state and free the worker (services.suspend_execution)."""
+        services.suspend_execution(
+            self.execution, self.attempt, suspension.state,
+            self._with_progress({**self.checkpoint, "node_state": suspension.node_state}), suspension.payload,
+            timeout_seconds=suspension.timeout_seconds, sub_execution=suspension.sub_execution,
+        )
 
     # --- the run --------------------------------------------------------------------------------
 
@@ -238,7 +245,11 @@ class ExecutionRun:
             if node["type"] != "ai":  # an ai node counts its model turns itself
                 self.iterations += 1
             self.emit("node_complete", {"node_id": node["id"], "node_type": node["type"]})
-            self._save({"next_node": index + 1, "node_outputs": {**self.checkpoint["node_outputs"], node["id"]: output}})
+            checkpoint = {"next_node": index + 1, "node_outputs": {**self.checkpoint["node_outputs"], node["id"]: output}}
+            if index + 1 < len(nodes):
+                self._save(checkpoint)
+            else:  # the last checkpoint is written by the final transition
+                self.checkpoint = self._with_progress(checkpoint)
         self.complete(nodes)
 
     def template_context(self) -> dict:
@@ -268,12 +279,15 @@ class ExecutionRun:
                 else:
                     continue
                 channel["sent"] = text
+                # wait for the write: it reports a cancel, which must stop the stream within one chunk
+                self.flush_events()
 
         try:
             model = self.model_for(node)
             stream = get_provider(model).stream(messages, tools)
         except ValueError as exc:  # an unknown provider
             raise StepFailed("invalid_workflow", str(exc)) from exc
+        release_connection()
         with self.trace.generation(node["id"], model, messages, tools) as generation:
             try:
                 for chunk in stream:
@@ -296,7 +310,7 @@ class ExecutionRun:
                                            "name": chunk.tool_call["name"],
                                            "arguments": chunk.tool_call.get("arguments") or {}})
                     self.check_cancel()
-            except (Cancelled, StepFailed, LeaseLost, SoftTimeLimitExceeded):
+            except (Cancelled, StepFailed, LeaseLost):
                 flush()
                 raise
             except Exception as exc:  # the provider failed: keep what was streamed, then fail with its reason
@@ -315,6 +329,7 @@ class ExecutionRun:
                                     "arguments": call["arguments"]})
         if call["id"] in self.replay.tool_results:
             return self.replay.tool_results[call["id"]]
+        release_connection()
         with self.trace.tool(node["id"], call) as traced:
             outcome, result = call_tool(tool, call["name"], call["arguments"])
             traced.set_result(outcome, result)
@@ -383,8 +398,9 @@ class ExecutionRun:
         self.trace.set_output(outputs)
         latency_ms = int((time.time() - self.execution.created_at.timestamp()) * 1000)
         credits = self.credits_used() if self.execution.credits_held > 0 else Decimal(0)
+        self.flush_events()
         services.complete_execution(
-            self.execution, self.attempt, outputs=outputs,
+            self.execution, self.attempt, outputs=outputs, checkpoint=self.checkpoint, resume_input=None,
             final_payload={"output": {**output, "usage": self.usage_json()},
                            "cost_microdollars": int(self.cost_usd() / MICRODOLLAR),
                            "credits_used": float(credits), "latency_ms": latency_ms},
@@ -402,43 +418,53 @@ class ExecutionRun:
         return outputs, {"workspace_archive": archive_workspace(self.execution, self.skill_workspace)}
 
 
+def _after_events(run: ExecutionRun, outcome: str, transition, *args, **kwargs) -> str:
+    """The transition that ends or suspends the attempt, once its events are written (so its own
+    event comes after them); nothing if the lease was lost meanwhile."""
+    try:
+        run.flush_events()
+        transition(*args, **kwargs)
+    except LeaseLost:
+        return "lease_lost"
+    return outcome
+
+
 def run_execution(execution_id) -> str:
     """Claim and run one execution; returns what happened (for logs and tests)."""
     execution = services.claim_execution(execution_id, worker_id())
     if execution is None:
         return "not_claimed"
     attempt = execution.attempt
-    keeper = LeaseKeeper(execution.id, attempt)
-    keeper.start()
-    run = ExecutionRun(execution, attempt)
+    lease = hold_lease(execution, attempt)
+    run = None
     try:
+        run = ExecutionRun(execution, attempt, lease)
         with run.trace:  # the attempt's root observation in the execution's trace, ended with its outcome
             run.run()
         return "completed"
     except Suspend as suspension:
-        services.suspend_execution(
-            execution, attempt, suspension.state, run.suspension_checkpoint(suspension.node_state), suspension.payload,
-            timeout_seconds=suspension.timeout_seconds, sub_execution=suspension.sub_execution,
-        )
-        return "suspended"
+        return _after_events(run, "suspended", run.suspend, suspension)
     except Cancelled:
-        services.cancel_running_execution(execution, attempt, **run.usage_fields())
-        return "cancelled"
+        return _after_events(run, "cancelled", services.cancel_running_execution, execution, attempt,
+                             **run.usage_fields())
     except StepFailed as exc:
-        services.fail_execution(execution, attempt, exc.failure_reason, exc.message, **run.usage_fields())
-        return "failed"
+        return _after_events(run, "failed", services.fail_execution, execution, attempt, exc.failure_reason,
+                             exc.message, **run.usage_fields())
     except LeaseLost:
         logger.warning("execution %s: lease of attempt %s lost, stopping", execution_id, attempt)
         return "lease_lost"
-    except SoftTimeLimitExceeded:
-        services.fail_execution(execution, attempt, "time_limit_exceeded", "The execution ran out of time.",
-                                **run.usage_fields())
-        return "failed"
     except Exception as exc:
         logger.exception("execution %s failed", execution_id)
-        services.fail_execution(execution, attempt, "internal_error", f"Internal error: {type(exc).__name__}",
-                                **run.usage_fields())
+        usage = run.usage_fields() if run else {}
+        if run:
+            try:
+                run.flush_events()
+            except Exception:  # the events' own failure: the error event still goes out
+                pass
+        services.fail_execution(execution, attempt, "internal_error", f"Internal error: {type(exc).__name__}", **usage)
         return "failed"
     finally:
-        keeper.stop()
-        run.trace.flush()  # after the outcome is stored: a worker that exits now loses no observation
+        release_lease(lease)
+        if run:
+            run.trace.flush()  # after the outcome is stored: a worker that exits now loses no observation
+        release_connection()

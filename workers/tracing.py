@@ -155,8 +155,6 @@ class ToolCall:
 
 def _status(exc: BaseException | None) -> tuple[str, str, str | None]:
     """(outcome, Langfuse level, status message) of an attempt or a step that ended with `exc`."""
-    from celery.exceptions import SoftTimeLimitExceeded
-
     from executions.events import LeaseLost
     from workers.runtime import Cancelled, StepFailed, Suspend
 
@@ -170,8 +168,6 @@ def _status(exc: BaseException | None) -> tuple[str, str, str | None]:
         return "lease_lost", "WARNING", "the lease was lost; another attempt continues"
     if isinstance(exc, StepFailed):
         return "failed", "ERROR", f"{exc.failure_reason}: {exc.message}"
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return "failed", "ERROR", "time_limit_exceeded"
     return "failed", "ERROR", f"internal_error: {type(exc).__name__}"
 
 

@@ -1,4 +1,4 @@
-"""`make run`: migrate, seed the demo, start the API (uvicorn), a Celery worker and beat."""
+"""`make run`: migrate, seed the demo, start the API (uvicorn), a Celery worker and housekeeping (beat + reaper)."""
 
 import os
 import signal
@@ -30,8 +30,8 @@ class Command(BaseCommand):
         }
         commands = {
             "api": processes.api(host, port),
-            "worker": processes.worker(int(os.environ.get("WORKER_CONCURRENCY", "4")), settings.CELERY_TASK_DEFAULT_QUEUE),
-            "beat": processes.beat(str(local_services.DATA_DIR / "celerybeat-schedule")),
+            "worker": processes.worker(settings.WORKER_CONCURRENCY, settings.CELERY_TASK_DEFAULT_QUEUE),
+            "housekeeping": processes.housekeeping(str(local_services.DATA_DIR / "celerybeat-schedule")),
         }
         children = {
             name: subprocess.Popen(command, env={**env, **process_env}, start_new_session=True)
@@ -57,7 +57,7 @@ class Command(BaseCommand):
                         stopping = True
                 time.sleep(0.5)
         finally:
-            self.stdout.write("Stopping api, worker and beat...")
+            self.stdout.write("Stopping api, worker and housekeeping...")
             for process in children.values():
                 if process.poll() is None:
                     process.send_signal(signal.SIGTERM)

@@ -1,0 +1,132 @@
+"""The events of every run in flight in a worker process, written by one thread in batches.
+
+Why: a worker process holds hundreds of runs at once, and one INSERT, one commit and one PUBLISH
+per event (each run writing its own) is most of the CPU of the worker and of PostgreSQL. Here a run
+hands its events over and goes on streaming; the writer thread takes whatever is waiting, writes it
+in one statement and one commit (`executions.events.append_events`: fenced per attempt, seqs
+assigned by the database), publishes it in one Redis pipeline, then tells each run its last seq,
+whether a cancel was requested, or that its lease was lost. A run waits for its events
+(`RunEvents.flush`) only where it needs their seq: before a checkpoint, a suspension or its end.
+Celery and Django have nothing like this group commit across threads, hence this small module.
+
+The writer thread is started in worker processes (workers/apps.py, on `worker_init`); anywhere
+else (a run in a test process, a shell) each run writes its events itself, on its own thread,
+through the same statement.
+"""
+
+import json
+import logging
+import queue
+import threading
+import time
+
+from django.db import InterfaceError, OperationalError, connection
+
+from executions.events import LeaseLost, PendingEvent, append_events, publish_many
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 1000  # events per statement
+
+
+class RunEvents:
+    """The events one attempt of one execution has handed over, and what came back."""
+
+    def __init__(self, execution, attempt: int):
+        self.execution_id, self.public_id, self.attempt = execution.id, execution.public_id, attempt
+        self.last_seq = execution.last_event_seq  # of the events written so far
+        self.cancel_requested = execution.cancel_requested
+        self.lease_lost = False
+        self.error: BaseException | None = None
+        self._pending = 0
+        self._settled = threading.Condition()
+
+    def append(self, type_: str, payload: dict) -> None:
+        body = json.dumps({**payload, "type": type_, "execution_id": self.public_id})
+        event = PendingEvent(self.execution_id, self.attempt, type_, body)
+        with self._settled:
+            self._pending += 1
+        writer = _writer
+        if writer is None:
+            write_batch([(self, event)])
+        else:
+            writer.submit(self, event)
+
+    def flush(self) -> None:
+        """Wait until every event handed over is written; LeaseLost if the attempt lost its lease."""
+        with self._settled:
+            self._settled.wait_for(lambda: self._pending == 0)
+        if self.error is not None:
+            raise self.error
+        if self.lease_lost:
+            raise LeaseLost(str(self.execution_id))
+
+    def _settle(self, count: int, written, error: BaseException | None) -> None:
+        with self._settled:
+            if error is not None:
+                self.error = error
+            elif written is None:
+                self.lease_lost = True
+            else:
+                self.last_seq = written.last_seq
+                self.cancel_requested = self.cancel_requested or written.cancel_requested
+            self._pending -= count
+            self._settled.notify_all()
+
+
+def write_batch(batch: list[tuple[RunEvents, PendingEvent]]) -> None:
+    """One statement for the batch (retried once after a lost connection), then one pipeline."""
+    events = [event for _, event in batch]
+    written, error = {}, None
+    for retry in (True, False):
+        try:
+            written = append_events(events)
+            break
+        except (OperationalError, InterfaceError) as exc:  # e.g. PostgreSQL restarted: a new connection, once
+            connection.close()
+            if not retry:
+                error = exc
+            time.sleep(0.2)
+        except Exception as exc:
+            connection.close()
+            logger.exception("could not write %s events", len(events))
+            error = exc
+            break
+    publish_many([(execution_id, data) for execution_id, entry in written.items() for data in entry.data])
+    counts: dict[RunEvents, int] = {}
+    for run_events, _ in batch:
+        counts[run_events] = counts.get(run_events, 0) + 1
+    for run_events, count in counts.items():
+        run_events._settle(count, written.get(run_events.execution_id), error)
+
+
+class EventWriter(threading.Thread):
+    """The worker process's writer thread: batches grow by themselves while a statement runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True, name="event-writer")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def submit(self, run_events: RunEvents, event: PendingEvent) -> None:
+        self._queue.put((run_events, event))
+
+    def run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            write_batch(batch)  # the thread keeps its one connection
+
+
+_writer: EventWriter | None = None
+
+
+def start_writer() -> None:
+    """Start the process's writer thread (once)."""
+    global _writer
+    if _writer is None:
+        _writer = EventWriter()
+        _writer.start()
