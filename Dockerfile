@@ -1,4 +1,4 @@
-# One image for the api, worker and beat services of docker-compose.yml.
+# One image for the api, worker and housekeeping services of docker-compose.yml.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
