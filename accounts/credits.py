@@ -59,17 +59,16 @@ def hold_credits(account: CreditAccount, execution_id, amount: Decimal) -> None:
     post_entry(account.id, CreditEntryKind.HOLD, -amount, execution_id=execution_id, require_funds=True)
 
 
-def settle_credits(execution_id, charge: Decimal) -> None:
-    """Release the execution's hold and charge `charge` of it. Call inside the terminal transition."""
-    from executions.models import Execution
+def settle_credits(execution, charge: Decimal) -> None:
+    """Release the execution's hold and charge `charge` of it. Call inside the terminal transition.
 
-    held = Execution.objects.filter(id=execution_id).values("credit_account_id", "credits_held").get()
-    if held["credit_account_id"] is None or held["credits_held"] <= ZERO:
+    The account and the hold are fixed when the execution is created, so the row in hand tells them."""
+    if execution.credit_account_id is None or execution.credits_held <= ZERO:
         return
-    post_entry(held["credit_account_id"], CreditEntryKind.RELEASE, held["credits_held"], execution_id=execution_id)
-    charge = min(charge, held["credits_held"])
+    post_entry(execution.credit_account_id, CreditEntryKind.RELEASE, execution.credits_held, execution_id=execution.id)
+    charge = min(charge, execution.credits_held)
     if charge > ZERO:
-        post_entry(held["credit_account_id"], CreditEntryKind.CHARGE, -charge, execution_id=execution_id)
+        post_entry(execution.credit_account_id, CreditEntryKind.CHARGE, -charge, execution_id=execution.id)
 
 
 def remaining_credits(principal) -> Decimal | None:

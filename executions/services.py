@@ -130,7 +130,7 @@ def _transition(execution, queryset, state: str, event_type: str | None, event_p
         if not queryset.update(state=state, lease_owner="", lease_expires_at=None, updated_at=now, **fields):
             return False
         if state in TERMINAL_STATES:
-            settle_credits(execution.id, charge=fields.get("credits", ZERO))
+            settle_credits(execution, charge=fields.get("credits", ZERO))
             if (execution.inputs or {}).get("conversation_scope"):
                 from conversations.services import record_exchange
 
@@ -246,7 +246,8 @@ def reap_expired_leases() -> dict:
     now = timezone.now()
     requeued, failed = [], []
     expired = Execution.objects.filter(state=ExecutionState.RUNNING, lease_expires_at__lt=now)
-    for execution in expired.only("id", "attempt", "recoveries", "created_at", "parent_id", "batch_key"):
+    for execution in expired.only("id", "attempt", "recoveries", "created_at", "parent_id", "batch_key",
+                                  "credit_account_id", "credits_held"):
         still_expired = _held(execution.id, execution.attempt).filter(lease_expires_at__lt=now)
         if execution.recoveries + 1 < settings.EXECUTION_MAX_ATTEMPTS:
             with transaction.atomic():
