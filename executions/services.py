@@ -35,7 +35,7 @@ def dispatch_on_commit(execution_id) -> None:
     transaction.on_commit(publish)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # inside a start's transaction: no savepoint round trips; errors abort it all
 def create_execution(*, workspace, principal, source, inputs, agent_version=None, skill_version=None,
                      parent=None, start_payload=None, **fields) -> Execution:
     """Insert a queued execution, log its `start` event, and enqueue it after commit."""
