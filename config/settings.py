@@ -146,7 +146,9 @@ EVENTSTREAM_CHANNELMANAGER_CLASS = "executions.streaming.ExecutionChannelManager
 EVENTSTREAM_STORAGE_CLASS = "executions.streaming.ExecutionEventStorage"
 
 # --- Execution runtime
-EXECUTION_LEASE_SECONDS = env_int("EXECUTION_LEASE_SECONDS", 30)
+# A dead worker's executions are re-queued between LEASE and LEASE + REAPER_INTERVAL seconds after
+# its last renewal. Renewing is one UPDATE per worker process per third of the lease, so it is short.
+EXECUTION_LEASE_SECONDS = env_int("EXECUTION_LEASE_SECONDS", 15)
 EXECUTION_MAX_ATTEMPTS = env_int("EXECUTION_MAX_ATTEMPTS", 3)
 # A queued row whose message was published this long ago and is still not claimed is re-dispatched.
 EXECUTION_REDISPATCH_AFTER_SECONDS = env_int("EXECUTION_REDISPATCH_AFTER_SECONDS", 60)
@@ -154,7 +156,7 @@ EXECUTION_REDISPATCH_AFTER_SECONDS = env_int("EXECUTION_REDISPATCH_AFTER_SECONDS
 # limit (60 s less) the run fails itself at its next step or chunk, past the hard one its lease
 # renewer fails it (workers/leases.py).
 EXECUTION_HARD_TIME_LIMIT_SECONDS = env_int("EXECUTION_HARD_TIME_LIMIT_SECONDS", 3600)
-REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 10)
+REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 5)
 # How often beat purges the executions past their workspace's execution_retention_days.
 PURGE_INTERVAL_SECONDS = env_int("PURGE_INTERVAL_SECONDS", 3600)
 SSE_HEARTBEAT_SECONDS = env_int("SSE_HEARTBEAT_SECONDS", 15)
