@@ -51,7 +51,8 @@ def max_overlap(executions) -> int:
 
 def test_fifty_slow_executions_run_at_once_in_one_worker_process_and_a_cancel_stops_only_its_own(
         live, worker, tenant, make_agent):
-    agent = make_agent(tenant.workspace, chunk_delay_ms=150, reply=REPLY)  # ~3 s of streaming each
+    # ~5 s of streaming each: longer than the tests' 4 s lease, so the renewer must keep all 50 alive
+    agent = make_agent(tenant.workspace, chunk_delay_ms=250, reply=REPLY)
     ids = start_many(tenant, agent, 50)
     running = Execution.objects.filter(id__in=ids, state=ExecutionState.RUNNING)
     wait_for(lambda: running.count() >= 45, timeout=30)

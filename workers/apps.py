@@ -1,4 +1,8 @@
+import logging
+
 from django.apps import AppConfig
+
+logger = logging.getLogger(__name__)
 
 
 class WorkersConfig(AppConfig):
@@ -18,3 +22,4 @@ def start_run_threads(**_):
 
     start_writer()
     start_renewer()
+    logger.info("event writer and lease renewer started")
