@@ -49,9 +49,13 @@ INSTALLED_APPS = [
 ]
 
 # No GZip middleware: it would buffer the SSE streams.
+# Every one is async-capable, so an async view's request never goes through a thread for the
+# chain itself.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",  # the admin's static files under uvicorn
+    # The admin's static files under uvicorn. ServeStatic is async-capable (WhiteNoise is sync-only,
+    # which made Django run the whole middleware chain of every request through a thread).
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -101,8 +105,8 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # only for `collectstatic`
-# WhiteNoise serves the admin's static files straight from the apps: no collectstatic step needed.
-WHITENOISE_USE_FINDERS = True
+# ServeStatic serves the admin's static files straight from the apps: no collectstatic step needed.
+SERVESTATIC_USE_FINDERS = True
 
 # --- Storage: S3 through django-storages when a bucket is configured, the local disk otherwise.
 AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")
