@@ -5,8 +5,8 @@ Each process kind gets its database connection policy (see DATABASES in settings
 
 import sys
 
-API_ENV = {"DB_POOL_MAX_SIZE": "10"}
-WORKER_ENV = {"DB_CONN_MAX_AGE": "300"}
+API_ENV = {"DB_POOL_MAX_SIZE": "10", "DB_APPLICATION_NAME": "skillrun-api"}
+WORKER_ENV = {"DB_CONN_MAX_AGE": "300", "DB_APPLICATION_NAME": "skillrun-worker"}
 
 
 def api(host: str, port: int, *extra: str) -> tuple[list[str], dict]:

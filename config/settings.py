@@ -95,6 +95,12 @@ DATABASES = {
 if env_int("DB_POOL_MAX_SIZE", 0):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": env_int("DB_POOL_MAX_SIZE", 0)}
+# Names the process kind's connections in pg_stat_activity (config/processes.py sets it per kind).
+if os.environ.get("DB_APPLICATION_NAME"):
+    DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ["DB_APPLICATION_NAME"]
+# Threads that run the ASGI server's sync code (config/asgi.py): as many as pooled connections, so a
+# sync call never waits for a connection; a call that finds no free thread waits for one, no timeout.
+ASGI_SYNC_THREADS = env_int("ASGI_SYNC_THREADS", env_int("DB_POOL_MAX_SIZE", 0) or 10)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL") or local_services.redis_url()
