@@ -50,16 +50,17 @@ INSTALLED_APPS = [
 
 # No GZip middleware: it would buffer the SSE streams.
 # Every one is async-capable, so an async view's request never goes through a thread for the
-# chain itself.
+# chain itself; config.middleware's Common and Authentication are Django's, with their hooks run
+# on the event loop.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # The admin's static files under uvicorn. ServeStatic is async-capable (WhiteNoise is sync-only,
     # which made Django run the whole middleware chain of every request through a thread).
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "config.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.WorkspaceHeadersMiddleware",
