@@ -1,17 +1,23 @@
-"""Response headers of every authenticated response (spec/agents-execute.txt, "Response Headers"):
-X-Workspace-Id, X-App-Version, and X-Credits-Remaining for end-user keys of a customer."""
+"""Our middleware: the response headers of every authenticated response (spec/agents-execute.txt,
+"Response Headers": X-Workspace-Id, X-App-Version, and X-Credits-Remaining for end-user keys of a
+customer), and Django's header-only middleware with their hooks run on the event loop."""
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.contrib.auth import middleware as auth
+from django.middleware import common
 
 from accounts.credits import remaining_credits
 from accounts.models import ApiKeyKind
 
 
+def _has_credits_header(caller) -> bool:
+    """X-Credits-Remaining is for end-user keys of a customer only (known without a query)."""
+    return caller is not None and caller.api_key.kind == ApiKeyKind.END_USER and caller.principal.customer_id is not None
+
+
 def _credits_remaining(caller):
     """The customer's balance, read after the view ran (so it includes this request's hold)."""
-    if caller is None or caller.api_key.kind != ApiKeyKind.END_USER:
-        return None
-    return remaining_credits(caller.principal)
+    return remaining_credits(caller.principal) if _has_credits_header(caller) else None
 
 
 def _add_workspace_headers(request, response, credits=None):
@@ -44,5 +50,38 @@ class WorkspaceHeadersMiddleware:
 
     async def __acall__(self, request):
         response = await self.get_response(request)
-        credits = await sync_to_async(_credits_remaining)(getattr(request, "caller", None))
+        caller = getattr(request, "caller", None)
+        # a hop through a thread costs ~0.1 ms of CPU: only when there is a balance to read
+        credits = await sync_to_async(_credits_remaining)(caller) if _has_credits_header(caller) else None
         return _add_workspace_headers(request, response, credits)
+
+
+# --- Django's middleware whose hooks cannot block, run on the event loop -------------------------
+
+
+class InlineHooksMixin:
+    """Runs a Django middleware's process_request / process_response on the event loop.
+
+    Django's MiddlewareMixin sends every hook of every middleware through a thread under ASGI
+    (about 0.1 ms of CPU each, a dozen a request). CommonMiddleware and AuthenticationMiddleware
+    only read the request, resolve the URL and set headers or a lazy request.user (no database, no
+    file, no network), so they need no thread; the ones that may read the session or parse a form
+    body (sessions, CSRF, messages) keep Django's. Security and X-Frame-Options are as cheap but
+    stay Django's own classes: `check --deploy` looks for them by their dotted path. Touching the
+    database here would raise SynchronousOnlyOperation, not block the loop silently.
+    """
+
+    async def __acall__(self, request):
+        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            response = self.process_response(request, response)
+        return response
+
+
+class CommonMiddleware(InlineHooksMixin, common.CommonMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(InlineHooksMixin, auth.AuthenticationMiddleware):
+    """Only sets the lazy request.user / request.auser; the admin's sync views resolve them."""

@@ -16,7 +16,7 @@ import sys
 
 from django.conf import settings
 
-API_ENV = {"DB_POOL_MAX_SIZE": "10"}
+API_ENV = {"DB_POOL_MAX_SIZE": "10", "DB_APPLICATION_NAME": "skillrun-api"}
 
 
 def api(host: str, port: int, *extra: str) -> tuple[list[str], dict]:
@@ -28,10 +28,10 @@ def api(host: str, port: int, *extra: str) -> tuple[list[str], dict]:
 def worker(concurrency: int, queue: str, *extra: str) -> tuple[list[str], dict]:
     command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--pool", "threads",
                "--concurrency", str(concurrency), "--queues", queue, *extra]
-    return command, {"DB_POOL_MAX_SIZE": str(settings.WORKER_DB_POOL_SIZE)}
+    return command, {"DB_POOL_MAX_SIZE": str(settings.WORKER_DB_POOL_SIZE), "DB_APPLICATION_NAME": "skillrun-worker"}
 
 
 def housekeeping(schedule_path: str, *extra: str) -> tuple[list[str], dict]:
     command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--beat", "--schedule", schedule_path,
                "--loglevel", "INFO", "--pool", "solo", "--queues", settings.HOUSEKEEPING_QUEUE, *extra]
-    return command, {"DB_CONN_MAX_AGE": "300"}
+    return command, {"DB_CONN_MAX_AGE": "300", "DB_APPLICATION_NAME": "skillrun-housekeeping"}

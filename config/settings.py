@@ -49,13 +49,18 @@ INSTALLED_APPS = [
 ]
 
 # No GZip middleware: it would buffer the SSE streams.
+# Every one is async-capable, so an async view's request never goes through a thread for the
+# chain itself; config.middleware's Common and Authentication are Django's, with their hooks run
+# on the event loop.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",  # the admin's static files under uvicorn
+    # The admin's static files under uvicorn. ServeStatic is async-capable (WhiteNoise is sync-only,
+    # which made Django run the whole middleware chain of every request through a thread).
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "config.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.WorkspaceHeadersMiddleware",
@@ -92,6 +97,12 @@ DATABASES = {
 if env_int("DB_POOL_MAX_SIZE", 0):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": env_int("DB_POOL_MAX_SIZE", 0)}
+# Names the process kind's connections in pg_stat_activity (config/processes.py sets it per kind).
+if os.environ.get("DB_APPLICATION_NAME"):
+    DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ["DB_APPLICATION_NAME"]
+# Threads that run the ASGI server's sync code (config/asgi.py): as many as pooled connections, so a
+# sync call never waits for a connection; a call that finds no free thread waits for one, no timeout.
+ASGI_SYNC_THREADS = env_int("ASGI_SYNC_THREADS", env_int("DB_POOL_MAX_SIZE", 0) or 10)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL") or local_services.redis_url()
@@ -102,8 +113,8 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = os.environ.get("STATIC_ROOT") or None  # only for `collectstatic`
-# WhiteNoise serves the admin's static files straight from the apps: no collectstatic step needed.
-WHITENOISE_USE_FINDERS = True
+# ServeStatic serves the admin's static files straight from the apps: no collectstatic step needed.
+SERVESTATIC_USE_FINDERS = True
 
 # --- Storage: S3 through django-storages when a bucket is configured, the local disk otherwise.
 AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")

@@ -14,12 +14,11 @@ from django.http import JsonResponse
 from executions.agent_executions import start_agent_batch, start_agent_execution
 from executions.models import ExecutionSource
 from executions.streaming import follow_events, relay_events
-from executions.views import async_api_view, authenticate_async, sse_response
+from executions.views import async_api_view, run_authenticated, sse_response
 
 
 async def _start(request, agent_id, source, route):
-    caller = await authenticate_async(request)
-    return await sync_to_async(start_agent_execution)(caller, agent_id, request, source, route)
+    return await run_authenticated(request, start_agent_execution, agent_id, request, source, route)
 
 
 @async_api_view("POST")
@@ -32,8 +31,7 @@ async def execute_stream(request, agent_id):
 @async_api_view("POST")
 async def execute_batch(request, agent_id):
     """POST /agents/{agent_id}/execute/batch: the batch's events, batch_started to batch_completed."""
-    caller = await authenticate_async(request)
-    batch = await sync_to_async(start_agent_batch)(caller, agent_id, request)
+    batch = await run_authenticated(request, start_agent_batch, agent_id, request)
     return sse_response(relay_events(batch.id))
 
 

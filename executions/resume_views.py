@@ -11,7 +11,6 @@ its next suspension. Wrong state: 409 `execution_not_<state>`.
 
 import json
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
 
@@ -20,7 +19,7 @@ from executions import resumes
 from executions.agent_requests import parse_json_object
 from executions.selectors import get_readable_execution
 from executions.streaming import relay_events
-from executions.views import async_api_view, authenticate_async, sse_response
+from executions.views import async_api_view, run_authenticated, sse_response
 
 MAX_COMMENT_CHARS = 2000
 MAX_EVENT_NAME_CHARS = 128
@@ -77,8 +76,7 @@ def _handle(caller, execution_id: str, raw_body: bytes, action):
 def _view(action):
     @async_api_view("POST")
     async def view(request, execution_id):
-        caller = await authenticate_async(request)
-        execution, resumed_seq, data = await sync_to_async(_handle)(caller, execution_id, request.body, action)
+        execution, resumed_seq, data = await run_authenticated(request, _handle, execution_id, request.body, action)
         if resumed_seq and "text/event-stream" in request.headers.get("Accept", ""):
             return sse_response(relay_events(execution.id, after_seq=resumed_seq - 1))
         return JsonResponse({"data": data})

@@ -2,7 +2,6 @@
 the chat tool-call lookup, and artifact downloads. Every route is scoped to the caller's space:
 another space, or another tenant's execution, is a 404."""
 
-from asgiref.sync import sync_to_async
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,7 +15,7 @@ from executions.selectors import readable_executions
 from executions.skill_executions import caller_space, start_skill_execution
 from executions.skill_serializers import artifact_from_token, skill_execution_data
 from executions.streaming import relay_events
-from executions.views import async_api_view, authenticate_async, last_event_id, sse_response
+from executions.views import async_api_view, last_event_id, run_authenticated, sse_response
 from files.views import stored_file_response
 
 EXECUTION = OpenApiResponse(description='{"data": execution} — every field of the documented execution object')
@@ -116,9 +115,12 @@ class ExecutionByChatToolCallView(APIView):
 @async_api_view("GET")
 async def skill_execution_events(request, space_id, execution_id):
     """GET .../skills/executions/{id}/events: the execution's SSE stream, resumable by Last-Event-ID."""
-    caller = await authenticate_async(request)
-    after = last_event_id(request)
-    execution = await sync_to_async(get_skill_execution)(caller, space_id, execution_id)
+
+    def find(caller):
+        after = last_event_id(request)
+        return get_skill_execution(caller, space_id, execution_id), after
+
+    execution, after = await run_authenticated(request, find)
     return sse_response(relay_events(execution.id, after_seq=after))
 
 
