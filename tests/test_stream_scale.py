@@ -204,11 +204,11 @@ def waiting_execution(tenant, agent):
     return make
 
 
-def write_texts(executions, count: int) -> None:
+def write_texts(executions, count: int, pause: float = 0.02) -> None:
     for index in range(count):
         for execution in executions:
             append_event(execution, "text", {"text": f"t{index} "})
-        time.sleep(0.02)
+        time.sleep(pause)
 
 
 def write_finals(executions) -> None:
@@ -365,4 +365,78 @@ def test_a_full_log_pool_recovers_at_once_after_postgres_dropped_it():
         assert loop.run_until_complete(timed_read()) < 3
     finally:
         loop.run_until_complete(streaming.close_loop_resources())
+        loop.close()
+
+
+class LoopThread:
+    """An event loop in a thread of its own, so the test thread can write events meanwhile."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self):
+        self.run(close_loop_resources())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_subscriptions_are_counted_per_channel_and_a_closed_stream_leaves_nothing(waiting_execution):
+    first, second = waiting_execution(), waiting_execution()
+    admin, loop = redis_admin(), LoopThread()
+
+    async def open_stream(execution):
+        stream = follow_events(execution.id)
+        assert json.loads((await anext(stream))[1])["seq"] == 1  # subscribed, log read
+        return stream
+
+    def inboxes() -> dict:
+        return {name: len(channel.inboxes) for name, channel in streaming._listeners[loop.loop].channels.items()}
+
+    try:
+        a1, a2, a3, b1 = (loop.run(open_stream(execution)) for execution in (first, first, first, second))
+        assert sorted(inboxes().values()) == [1, 3]
+        assert our_listener(admin, "local")["sub"] == "2"
+
+        loop.run(a1.aclose())  # a client that went away
+        cancelled = asyncio.run_coroutine_threadsafe(anext(a2), loop.loop)
+        time.sleep(0.1)
+        cancelled.cancel()  # a stream cancelled while it waits
+        wait_for(lambda: sorted(inboxes().values()) == [1, 1])
+        assert our_listener(admin, "local")["sub"] == "2"  # a3 still follows the first execution
+
+        loop.run(a3.aclose())  # the last stream of a channel unsubscribes
+        wait_for(lambda: our_listener(admin, "local")["sub"] == "1" and len(inboxes()) == 1)
+        loop.run(b1.aclose())
+        wait_for(lambda: our_listener(admin, "local")["sub"] == "0" and inboxes() == {})
+    finally:
+        loop.close()
+
+
+def test_a_slow_stream_holds_at_most_its_inbox_limit_and_still_gets_everything(waiting_execution):
+    execution, loop = waiting_execution(), LoopThread()
+
+    async def take_first(stream):
+        return json.loads((await anext(stream))[1])["seq"]
+
+    async def take_rest(stream):
+        return [json.loads(data)["seq"] async for item in stream if item is not None for _, data in [item]]
+
+    def buffered() -> int:
+        channel = streaming._listeners[loop.loop].channels[f"execution-events:{execution.id}"]
+        return max(len(inbox.messages) for inbox in channel.inboxes)
+
+    try:
+        stream = follow_events(execution.id)
+        assert loop.run(take_first(stream)) == 1
+        write_texts([execution], 3 * streaming.INBOX_LIMIT, pause=0)  # the stream reads none of them meanwhile
+        write_finals([execution])
+        assert buffered() <= streaming.INBOX_LIMIT
+        assert loop.run(take_rest(stream)) == list(range(2, 3 * streaming.INBOX_LIMIT + 3))
+    finally:
         loop.close()
