@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -26,9 +27,10 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from config import processes
+from executions import streaming
 from executions.events import append_event
 from executions.models import Execution, ExecutionEvent, ExecutionSource, ExecutionState
-from executions import streaming
 from executions.streaming import LOG_READER_APPLICATION_NAME, close_loop_resources, follow_events
 from tests.helpers import WORDS_20, auth, execution_uuid, stream_agent, wait_for
 
@@ -167,14 +169,36 @@ def assert_each_got_the_log(streams: Streams, results: list) -> None:
         assert events == log
 
 
-def terminate_database_backends() -> int:
-    """Every other backend of the test database, as a PostgreSQL restart would."""
+def terminate_database_backends(application_name: str | None = None) -> int:
+    """Every other backend of the test database (or those of one application_name), as a
+    PostgreSQL restart would."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND (%(name)s::text IS NULL OR application_name = %(name)s)",
+            {"name": application_name},
         )
         return cursor.fetchone()[0]
+
+
+def wake_the_api_pool(live: str, timeout: float = 30) -> None:
+    """Get the API's Django pool past its killed connections before anything else uses it.
+
+    Not our relay: Django's pool (psycopg_pool, with the check CONN_HEALTH_CHECKS passes) finds its
+    killed idle connections one at a time with a growing pause between them (1 s, 2 s, 4 s...,
+    psycopg/psycopg#711), so with five or more of them a request gets PoolTimeout after 30 s (our log
+    pool avoids it by checking the whole pool at the first broken connection; Django builds its pool
+    itself). As many requests at once as the pool has connections each meet one and wait 1 s.
+    """
+    size = int(processes.API_ENV["DB_POOL_MAX_SIZE"])
+    deadline = time.monotonic() + timeout
+    with ThreadPoolExecutor(size) as executor:
+        while True:
+            codes = list(executor.map(lambda _: httpx.get(f"{live}/healthz", timeout=timeout).status_code, range(size)))
+            if set(codes) == {200} or time.monotonic() > deadline:
+                assert set(codes) == {200}, codes
+                return
 
 
 def log_reader_connections() -> list[str]:
@@ -269,8 +293,12 @@ def test_a_killed_listener_connection_is_replaced_and_nothing_is_lost(live, tena
         killed = our_listener(admin, kind)
         assert admin.client_kill_filter(_id=killed["id"]) == 1
         write_texts(executions, 5)  # published while the listener is down or resubscribing
-        wait_for(lambda: (lambda now: now["id"] != killed["id"] and now["sub"] == "2")(our_listener(admin, kind)),
-                 timeout=10)  # a new connection, subscribed to both channels again
+
+        def replaced_and_subscribed_again():
+            listener = our_listener(admin, kind)
+            return listener["id"] != killed["id"] and listener["sub"] == "2"
+
+        wait_for(replaced_and_subscribed_again, timeout=10)
         write_texts(executions, 5)
         write_finals(executions)
         results = streams.finish(timeout=30)
@@ -291,10 +319,13 @@ def stream_through_every_connection_dropped(kind: str, count: int, live, tenant,
 
         admin.client_kill_filter(_type="normal")
         admin.client_kill_filter(_type="pubsub")
-        assert terminate_database_backends() >= 1
-        write_texts(executions, 3)
-        write_finals(executions)
-        results = streams.finish(timeout=45)
+        try:
+            assert terminate_database_backends() >= 1
+            write_texts(executions, 3)
+            write_finals(executions)
+            results = streams.finish(timeout=45)
+        finally:
+            wake_the_api_pool(live)
     assert_each_got_the_log(streams, results)
     return results
 
@@ -316,27 +347,9 @@ def test_streams_survive_redis_and_postgres_dropping_every_connection(live, tena
 
 def test_new_executions_run_after_every_connection_was_dropped(live, tenant, agent, waiting_execution):
     stream_through_every_connection_dropped("local", 8, live, tenant, [waiting_execution(), waiting_execution()])
-    events = stream_when_the_api_answers(live, agent, tenant)  # Redis, the worker and PostgreSQL work again
+    events = stream_agent(live, agent, tenant)  # the API, Redis, the worker and PostgreSQL work again
     assert events[-1].data["type"] == "final" and events[-1].data["status"] == "completed"
     assert "".join(e.data["text"] for e in events if e.data["type"] == "text") == WORDS_20
-
-
-def stream_when_the_api_answers(live, agent, tenant, timeout: float = 60):
-    """Start an execution and stream it to its end, allowing the API's first requests to fail.
-
-    Not our relay: the API's Django pool (psycopg_pool, with the check CONN_HEALTH_CHECKS passes)
-    finds its killed connections one at a time with a growing pause between them (1 s, 2 s, 4 s...,
-    psycopg/psycopg#711), so with five or more idle ones a request gets PoolTimeout after 30 s.
-    Our log pool avoids that by checking the whole pool at the first broken connection; Django
-    builds its pool itself and passes its own `check`.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return stream_agent(live, agent, tenant)
-        except AssertionError:  # a 500 from read_stream
-            if time.monotonic() > deadline:
-                raise
 
 
 def test_a_full_log_pool_recovers_at_once_after_postgres_dropped_it():
@@ -361,7 +374,7 @@ def test_a_full_log_pool_recovers_at_once_after_postgres_dropped_it():
     try:
         pool = loop.run_until_complete(fill_the_pool())
         assert pool.get_stats()["pool_available"] == settings.SSE_DB_POOL_SIZE
-        assert terminate_database_backends() >= settings.SSE_DB_POOL_SIZE
+        assert terminate_database_backends(LOG_READER_APPLICATION_NAME) >= settings.SSE_DB_POOL_SIZE
         assert loop.run_until_complete(timed_read()) < 3
     finally:
         loop.run_until_complete(streaming.close_loop_resources())
