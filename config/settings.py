@@ -103,6 +103,8 @@ if os.environ.get("DB_APPLICATION_NAME"):
 # Threads that run the ASGI server's sync code (config/asgi.py): as many as pooled connections, so a
 # sync call never waits for a connection; a call that finds no free thread waits for one, no timeout.
 ASGI_SYNC_THREADS = env_int("ASGI_SYNC_THREADS", env_int("DB_POOL_MAX_SIZE", 0) or 10)
+# Django's backend, with a pool that recovers at once from a PostgreSQL restart (config/pg_backend).
+DATABASES["default"]["ENGINE"] = "config.pg_backend"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL") or local_services.redis_url()

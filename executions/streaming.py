@@ -107,6 +107,7 @@ async def _pool() -> AsyncConnectionPool:
     if pool is None:
         pool = AsyncConnectionPool(
             _conninfo(), min_size=1, max_size=settings.SSE_DB_POOL_SIZE, open=False, check=_check_connection,
+            kwargs={"autocommit": True},  # reads only: no BEGIN and COMMIT around each
         )
         _pools[loop] = pool
         await pool.open()

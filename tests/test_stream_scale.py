@@ -6,11 +6,6 @@ The streams run in a background thread's event loop, either as real HTTP clients
 uvicorn ("http": the API process's listener) or as `follow_events` generators in this process
 ("local": this process's listener, the same code without the request path). The test thread writes
 events, watches CLIENT LIST and kills connections.
-
-Over HTTP, more than about 10 streams at once cannot open yet: every SSE request holds one of the
-API's 10 pooled Django connections until it ends (authentication runs in a sync thread whose
-connection is only returned at request_finished). The request path is being changed separately
-(`authenticate_async`); until then the HTTP variants with 100+ streams are expected to fail.
 """
 
 import asyncio
@@ -38,11 +33,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 LISTENER_PREFIX = "sse-listener:"
 OWN_LISTENER = f"{LISTENER_PREFIX}{os.getpid()}"
-NEEDS_ASYNC_AUTH = pytest.mark.xfail(
-    reason="each SSE request holds a pooled Django connection (10 in the API) until it ends; "
-    "needs the request path without a DB connection per waiting stream (authenticate_async, worktree wt-api)",
-    strict=False,
-)
 
 
 # --- streams in a thread --------------------------------------------------------------------------
@@ -182,23 +172,30 @@ def terminate_database_backends(application_name: str | None = None) -> int:
         return cursor.fetchone()[0]
 
 
-def wake_the_api_pool(live: str, timeout: float = 30) -> None:
-    """Get the API's Django pool past its killed connections before anything else uses it.
-
-    Not our relay: Django's pool (psycopg_pool, with the check CONN_HEALTH_CHECKS passes) finds its
-    killed idle connections one at a time with a growing pause between them (1 s, 2 s, 4 s...,
-    psycopg/psycopg#711), so with five or more of them a request gets PoolTimeout after 30 s (our log
-    pool avoids it by checking the whole pool at the first broken connection; Django builds its pool
-    itself). As many requests at once as the pool has connections each meet one and wait 1 s.
-    """
+def assert_the_api_pool_recovered(live: str) -> None:
+    """One request after another answers at once: the API's Django pool replaced all its killed
+    connections at the first broken one (config/pg_backend), instead of meeting them one by one with
+    growing pauses (1 s, 2 s, 4 s...: ~30 s of PoolTimeout for a full pool, psycopg/psycopg#711)."""
     size = int(processes.API_ENV["DB_POOL_MAX_SIZE"])
-    deadline = time.monotonic() + timeout
-    with ThreadPoolExecutor(size) as executor:
-        while True:
-            codes = list(executor.map(lambda _: httpx.get(f"{live}/healthz", timeout=timeout).status_code, range(size)))
-            if set(codes) == {200} or time.monotonic() > deadline:
-                assert set(codes) == {200}, codes
-                return
+    for _ in range(size):
+        assert httpx.get(f"{live}/healthz", timeout=3).status_code == 200
+    assert 1 <= len(api_connections()) <= size
+
+
+def fill_the_api_pool(live: str, tenant, execution) -> None:
+    """Requests at once until the API's Django pool holds all its connections (so a restart breaks them all)."""
+    size = int(processes.API_ENV["DB_POOL_MAX_SIZE"])
+    url = f"{live}/executions/{execution.id}"
+    with ThreadPoolExecutor(4 * size) as executor:
+        wait_for(lambda: list(executor.map(lambda _: httpx.get(url, headers=auth(tenant), timeout=10), range(8 * size)))
+                 and len(api_connections()) >= size - 2, timeout=20)
+
+
+def api_connections() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT state FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                       [processes.API_ENV["DB_APPLICATION_NAME"]])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def log_reader_connections() -> list[str]:
@@ -258,7 +255,7 @@ def spread(executions, streams: int) -> list:
 # --- the tests ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["local", pytest.param("http", marks=NEEDS_ASYNC_AUTH)])
+@pytest.mark.parametrize("kind", ["local", "http"])
 def test_200_streams_share_one_pubsub_connection(live, tenant, make_agent, kind):
     """10 slowly streaming executions (3 s each, two at a time on the test worker), 20 streams
     each, all open at once: one pub/sub connection, and each stream gets its whole log."""
@@ -317,23 +314,22 @@ def stream_through_every_connection_dropped(kind: str, count: int, live, tenant,
         write_texts(executions, 3)
         streams.wait_all_at(4)
 
+        fill_the_api_pool(live, tenant, executions[0])
         admin.client_kill_filter(_type="normal")
         admin.client_kill_filter(_type="pubsub")
-        try:
-            assert terminate_database_backends() >= 1
-            write_texts(executions, 3)
-            write_finals(executions)
-            results = streams.finish(timeout=45)
-        finally:
-            wake_the_api_pool(live)
+        assert terminate_database_backends() >= 1
+        write_texts(executions, 3)
+        write_finals(executions)
+        results = streams.finish(timeout=45)
     assert_each_got_the_log(streams, results)
+    assert_the_api_pool_recovered(live)
     return results
 
 
 @pytest.mark.parametrize("kind, count", [
     ("local", 100),
     ("http", 8),
-    pytest.param("http", 100, marks=NEEDS_ASYNC_AUTH),
+    ("http", 100),
 ])
 def test_streams_survive_redis_and_postgres_dropping_every_connection(live, tenant, waiting_execution, kind, count):
     executions = [waiting_execution() for _ in range(4)]
