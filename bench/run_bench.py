@@ -1,32 +1,44 @@
-"""End-to-end benchmark of a no-op execution, side by side with a bare Celery task round trip.
+"""The platform's runtime at AI scale, side by side with a bare Celery round trip, in ONE run.
 
-Both run in the same process tree, on the same Redis broker and the same worker fleet:
-- execution: POST /agents/{id}/execute/stream of a one-node agent on the built-in model with a
-  one-word reply and no delay, timed until its `final` SSE event arrives (row insert, start event,
-  dispatch, claim, lease, node events, checkpoint, completion, pub/sub relay, SSE);
-- baseline: `workers.tasks.noop_roundtrip` sent with Celery, timed until it answers on a Redis list.
-Latency is measured one request at a time (p50/p99); throughput with CONCURRENCY clients at once.
+Same PostgreSQL, same Redis, a real uvicorn API and a real Celery worker (config/processes.py).
+Phases (each capped in time; bench/README.md says what each row measures):
 
-Usage: `make bench` (or `.venv/bin/python bench/run_bench.py --requests 200 --concurrency 8`).
+  celery      1. bare Celery round trip: sequential, and 16 closed-loop clients (the baseline)
+  noop        2. sequential no-op POST /agents/{id}/execute (sync, JSON) -> completed
+  load        3. 16 and 64 closed-loop clients of the same: throughput, latency, CPU per execution
+  statements  4. SQL statements per no-op execution (pg_stat_statements, pg_stat_database)
+  stream      5. 10-chunk agent over POST /agents/{id}/execute/stream: first and final event
+  fanout      7. 1,000 and 5,000 SSE clients on one execution: connected, memory, delivery latency
+  inflight    6. 500 executions of ~2 s in flight at once on one worker
+  history     8. the no-op on an empty vs a 1M-execution / 20M-event database, with plans (--no-history: off)
+
+Usage: `make bench`, or e.g.
+  .venv/bin/python bench/run_bench.py --phases celery,noop --requests 100
+  .venv/bin/python bench/run_bench.py --inflight-concurrency 8 --no-history
+Writes bench/results/latest.json; the API's and worker's output go to bench/results/*.log.
 """
 
 import argparse
 import json
+import logging
 import os
+import platform as pyplatform
 import signal
-import statistics
-import subprocess
+import socket
 import sys
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path[0] = str(REPO)  # `bench` as a package; nothing in bench/ shadows a standard module
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from config import local_services, processes  # noqa: E402
+from bench import harness  # noqa: E402
+
+OPEN_FILES = harness.raise_open_files_limit()  # before the servers start: they inherit it
+
+from config import local_services  # noqa: E402
 
 if local_services.uses_local_services():
     os.environ.update(local_services.ensure_started())
@@ -34,118 +46,134 @@ if local_services.uses_local_services():
 import django  # noqa: E402
 
 django.setup()
+logging.getLogger("httpx").setLevel(logging.WARNING)  # the health checks while processes start
 
-import httpx  # noqa: E402
-import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from httpx_sse import connect_sse  # noqa: E402
 
-from accounts.services import create_tenant  # noqa: E402
-from agents.models import Agent  # noqa: E402
-from agents.services import publish_agent_version  # noqa: E402
-from config.celery import app as celery_app  # noqa: E402
+from bench import fixtures, report  # noqa: E402
+from bench.scenarios import celery_baseline, history, inflight, noop, statements, streams  # noqa: E402
 
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+PHASES = ["celery", "noop", "load", "statements", "stream", "fanout", "inflight", "history"]
 
 
-def summary(name, latencies, throughput):
-    return {
-        "name": name,
-        "requests": len(latencies),
-        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
-        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
-        "mean_ms": round(statistics.mean(latencies) * 1000, 1),
-        "throughput_per_s": round(throughput, 1),
-    }
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((harness.HOST, 0))
+        return sock.getsockname()[1]
 
 
-def start_processes(port, concurrency):
-    env = {**os.environ, "DATABASE_URL": settings.DATABASE_URL, "REDIS_URL": settings.REDIS_URL}
-    api_command, api_env = processes.api("127.0.0.1", port, "--log-level", "warning")
-    worker_command, worker_env = processes.worker(concurrency, settings.CELERY_TASK_DEFAULT_QUEUE,
-                                                  "--without-mingle", "--without-gossip")
-    api = subprocess.Popen(api_command, cwd=REPO, env={**env, **api_env}, start_new_session=True)
-    worker = subprocess.Popen(worker_command + ["--loglevel", "WARNING"], cwd=REPO, env={**env, **worker_env},
-                              start_new_session=True)
-    for _ in range(300):
+def int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated, in this order: " + ",".join(PHASES))
+    parser.add_argument("--history", action=argparse.BooleanOptionalAction, default=True,
+                        help="the history phase (its first run fills bench_history: ~2.5 min on 2 cores)")
+    parser.add_argument("--requests", type=int, default=200, help="sequential requests of rows 1 and 2")
+    parser.add_argument("--seconds", type=float, default=20, help="duration of each closed-loop run")
+    parser.add_argument("--clients", type=int_list, default=[16, 64], help="closed-loop clients of row 3")
+    parser.add_argument("--baseline-clients", type=int, default=16)
+    parser.add_argument("--statement-executions", type=int, default=100)
+    parser.add_argument("--stream-requests", type=int, default=50)
+    parser.add_argument("--stream-delay-ms", type=int, default=20, help="between the 10 chunks of row 5")
+    parser.add_argument("--fanout", type=int_list, default=[1000, 5000], help="SSE clients of row 7")
+    parser.add_argument("--fanout-delay-ms", type=int, default=250, help="between the 20 chunks of row 7")
+    parser.add_argument("--inflight", type=int, default=500, help="executions started at once in row 6")
+    parser.add_argument("--inflight-concurrency", type=int, default=500,
+                        help="the row 6 worker's --concurrency (use a small one with the prefork pool)")
+    parser.add_argument("--inflight-cap", type=float, default=90, help="seconds before row 6 stops")
+    parser.add_argument("--worker-concurrency", type=int, default=4, help="the worker of the other rows")
+    parser.add_argument("--history-executions", type=int, default=1_000_000)
+    parser.add_argument("--history-refill", action="store_true")
+    parser.add_argument("--port", type=int, default=0, help="the API's port (default: a free one)")
+    args = parser.parse_args()
+    args.phases = [p for p in PHASES if p in args.phases.split(",") and (p != "history" or args.history)]
+    args.port = args.port or free_port()
+    return args
+
+
+def machine_info() -> dict:
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    with harness.connect() as conn:
+        pg_version = conn.execute("SHOW server_version").fetchone()[0]
+        fsync = conn.execute("SHOW fsync").fetchone()[0]
+        preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+    redis_info = harness.redis_client().info("server")
+    return {"nproc": os.cpu_count(), "memory_gib": round(int(meminfo["MemTotal"].split()[0]) / 2**20, 1),
+            "python": pyplatform.python_version(), "kernel": pyplatform.release(),
+            "postgresql": pg_version, "fsync": fsync, "shared_preload_libraries": preload,
+            "redis": redis_info["redis_version"], "open_files_limit": OPEN_FILES,
+            "load_average_at_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def run_phases(args, platform, fixture) -> dict:
+    results = {}
+    kinds = platform.process_kinds
+    key, agents = fixture["key"], fixture["agents"]
+
+    def phase(name, function, own_processes=False):
+        if name not in args.phases:
+            return
+        harness.log(f"phase {name}")
+        started = time.perf_counter()
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    time.sleep(3)  # let the worker connect
-    return [api, worker]
+            if not own_processes and (platform.api is None or platform.api.poll() is not None):
+                platform.start_api()  # a phase may have brought it down
+            if not own_processes and (platform.worker is None or platform.worker.poll() is not None):
+                platform.start_worker()
+            results[name] = function()
+        except Exception as exc:  # noqa: BLE001 - report it and go on with the next phase
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        harness.log(f"phase {name} took {time.perf_counter() - started:.0f} s")
 
+    phase("celery", lambda: {
+        "sequential": celery_baseline.sequential(args.requests),
+        "closed_loop": celery_baseline.closed_loop(args.baseline_clients, args.seconds, kinds()),
+    })
+    phase("noop", lambda: noop.sequential(args.port, agents["noop"], key, args.requests))
+    phase("load", lambda: [noop.closed_loop(args.port, agents["noop"], key, clients, args.seconds, kinds())
+                           for clients in args.clients])
 
-def run_execution(client, url, headers):
-    started = time.perf_counter()
-    with connect_sse(client, "POST", url, headers=headers, json={"message": "ping"}) as source:
-        for sse in source.iter_sse():
-            if json.loads(sse.data)["type"] in ("final", "error"):
-                assert json.loads(sse.data)["type"] == "final", sse.data
-                return time.perf_counter() - started
-    raise RuntimeError("stream ended without final")
+    def count_statements():
+        with harness.connect() as conn:
+            return statements.measure(conn, lambda n: noop.sequential(args.port, agents["noop"], key, n, warmup=0),
+                                      args.statement_executions)
 
-
-def run_celery_task(broker):
-    reply_key = f"bench:{uuid.uuid4()}"
-    started = time.perf_counter()
-    celery_app.send_task("workers.tasks.noop_roundtrip", args=[reply_key])
-    assert broker.blpop(reply_key, timeout=30) is not None
-    return time.perf_counter() - started
-
-
-def measure(name, one_call, requests, concurrency, warmup=10):
-    for _ in range(warmup):
-        one_call()
-    sequential = [one_call() for _ in range(requests)]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(lambda _: one_call(), range(requests)))
-    throughput = requests / (time.perf_counter() - started)
-    return summary(name, sequential, throughput)
+    phase("statements", count_statements)
+    phase("stream", lambda: streams.stream_latency(args.port, agents["stream10"], key, args.stream_requests,
+                                                            args.stream_delay_ms))
+    phase("fanout", lambda: [streams.fanout(platform, fixture, clients) for clients in args.fanout])
+    phase("inflight", lambda: inflight.run(platform, fixture, args.inflight, args.inflight_concurrency,
+                                           args.inflight_cap))
+    phase("history", lambda: history.run(platform, args.history_executions, args.history_refill,
+                                         requests=args.requests, explained=30), own_processes=True)
+    return results
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--worker-concurrency", type=int, default=4)
-    parser.add_argument("--port", type=int, default=8765)
-    args = parser.parse_args()
-
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still runs the finally blocks
+    args = parse_args()
+    started = time.perf_counter()
     call_command("migrate", interactive=False, verbosity=0)
-    tenant = create_tenant(f"bench-{uuid.uuid4().hex[:6]}")
-    agent = Agent.objects.create(workspace=tenant.workspace, name="no-op")
-    publish_agent_version(agent, {"nodes": [{"id": "n", "type": "ai", "model": {"provider": "builtin", "reply": "ok"}}]})
-    headers = {"X-API-Key": tenant.end_user_key.raw_key}
-    url = f"http://127.0.0.1:{args.port}/agents/{agent.id}/execute/stream"
-
-    children = start_processes(args.port, args.worker_concurrency)
-    broker = redis.Redis.from_url(settings.REDIS_URL)
+    fixture = fixtures.create(stream_delay_ms=args.stream_delay_ms, fanout_delay_ms=args.fanout_delay_ms)
+    info = machine_info()
+    harness.log(f"API on port {args.port}; phases: {', '.join(args.phases)}")
+    platform = harness.Platform(args.port, args.worker_concurrency)
     try:
-        with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=args.concurrency + 2)) as client:
-            results = [
-                measure("bare Celery task round trip", lambda: run_celery_task(broker), args.requests, args.concurrency),
-                measure("no-op execution, POST -> final SSE event", lambda: run_execution(client, url, headers),
-                        args.requests, args.concurrency),
-            ]
+        platform.start_api()
+        platform.start_worker()
+        results = run_phases(args, platform, fixture)
     finally:
-        for process in children:
-            process.send_signal(signal.SIGTERM)
-        for process in children:
-            process.wait(20)
-
-    print(f"\n{'':44} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'req/s':>8}")
-    for row in results:
-        print(f"{row['name']:44} {row['p50_ms']:8} {row['p99_ms']:8} {row['mean_ms']:8} {row['throughput_per_s']:8}")
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+        platform.stop()
+    output = {"machine": info, "args": {k: v for k, v in vars(args).items()},
+              "total_seconds": round(time.perf_counter() - started), "results": results}
+    harness.RESULTS.mkdir(exist_ok=True)
+    (harness.RESULTS / "latest.json").write_text(json.dumps(output, indent=2, default=str))
+    print(report.render(output))
+    harness.log(f"done in {output['total_seconds']} s; bench/results/latest.json written")
 
 
 if __name__ == "__main__":

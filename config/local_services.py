@@ -123,7 +123,10 @@ def _start_postgres() -> bool:
     subprocess.run(
         [
             _pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-t", "60",
-            "-o", f"-h 127.0.0.1 -p {PG_PORT} -k {pgdata} -c max_connections=300 -c fsync=off",
+            # pg_stat_statements: loaded (costs nothing until a database creates the extension) so
+            # that `make bench` can count the statements of an execution.
+            "-o", f"-h 127.0.0.1 -p {PG_PORT} -k {pgdata} -c max_connections=300 -c fsync=off"
+                  " -c shared_preload_libraries=pg_stat_statements",
             "start",
         ],
         check=True, stdout=subprocess.DEVNULL, **run_as,
