@@ -5,14 +5,13 @@ Everything a start writes happens in one transaction: the Idempotency-Key claim,
 are published after commit.
 """
 
-import uuid
-
 from django.conf import settings
 from django.db import transaction
 
 from accounts.credits import account_for, hold_credits
 from agents.credit_rules import quote
 from agents.selectors import get_live_agent
+from config.ids import uuid7
 from conversations.selectors import conversation_for_execution
 from executions import services
 from executions.agent_requests import parse_batch_items, parse_execute_inputs, parse_json_object
@@ -22,7 +21,7 @@ from executions.models import ExecutionSource, IdempotencyKey
 
 def _create(caller, agent, inputs: dict, source: str, **fields):
     """One execution of the agent's live version, with its credits held."""
-    execution_id = uuid.uuid4()
+    execution_id = uuid7()
     estimate = quote(agent.credit_rules, inputs)["total"]
     account = None
     if estimate > 0:

@@ -6,6 +6,7 @@ from django.db import models
 
 from accounts.models import Principal, Tenant, Workspace
 from agents.models import AgentVersion, SkillVersion
+from config.ids import uuid7
 
 
 class ExecutionState(models.TextChoices):
@@ -40,7 +41,7 @@ class ExecutionSource(models.TextChoices):
 
 
 class Execution(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)  # time-ordered: see config.ids
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="executions")
     workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="executions")
     principal = models.ForeignKey(Principal, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -273,7 +273,7 @@ def redispatch_stale_queued() -> list:
         Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True)
     )
     redispatched = []
-    for execution_id in stale.values_list("id", flat=True)[:500]:
+    for execution_id in stale.order_by().values_list("id", flat=True)[:500]:  # no sort by Meta.ordering
         with transaction.atomic():
             if Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).filter(
                 Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True)

@@ -211,3 +211,15 @@ def test_a_worker_that_lost_its_lease_cannot_write(tenant, agent):
         append_event(execution, "text", {"text": "stale"}, attempt=attempt)
     assert services.renew_leases([(execution.id, attempt)]) == {}
     assert not services.complete_execution(execution, attempt, outputs={}, final_payload={})
+
+
+@pytest.mark.django_db
+def test_execution_ids_are_time_ordered_so_new_rows_append_to_the_indexes(tenant, agent):
+    import time
+
+    first = new_execution(tenant, agent)
+    time.sleep(0.002)
+    second = new_execution(tenant, agent)
+    assert first.id.version == 7 and second.id.version == 7 and first.id.variant == "specified in RFC 4122"
+    assert first.id < second.id
+    assert abs((first.id.int >> 80) / 1000 - first.created_at.timestamp()) < 1  # the first 48 bits: Unix ms

@@ -14,6 +14,7 @@ from django.conf import settings
 
 from agents.models import Agent, Skill
 from agents.selectors import skill_tool_name
+from config.ids import uuid7
 from executions.models import Execution, ExecutionSource, ExecutionState
 from files.selectors import download_url
 from files.services import store_generated_file
@@ -195,7 +196,7 @@ def _start_skill_call(run: ExecutionRun, node: dict, state: dict) -> None:
             state["messages"].append(_tool_message(call, "error", result))
             state["skill_calls"] = state["skill_calls"][1:]
             continue
-        child_id = uuid.uuid4()
+        child_id = uuid7()
         run.emit("sub_execution_started", {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}",
                                            "responder": f"skill:{skill.slug}"})
         run.trace.sub_execution(node["id"], child_id, f"skill:{skill.slug}", call["inputs"])
@@ -351,7 +352,7 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
         child = {"skill_version": version, "model_config": run.execution.model_config}
     if version is None:
         raise StepFailed("invalid_workflow", f"Node {node['id']!r}: {responder} does not exist or is not published.")
-    child_id = uuid.uuid4()
+    child_id = uuid7()
     run.emit("sub_execution_started", {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}",
                                        "responder": responder})
     run.trace.sub_execution(node["id"], child_id, responder, inputs)
