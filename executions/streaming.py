@@ -178,20 +178,21 @@ class _Inbox:
         self.must_reread = False
         self.ready = asyncio.Event()
 
-    def put(self, seq: int, data_text: str) -> None:
+    def put(self, message: tuple[int, str, bool]) -> None:
         if len(self.messages) >= INBOX_LIMIT:
             self.messages.clear()  # the log has them: a slow stream costs a re-read, not memory
             self.must_reread = True
         else:
-            self.messages.append((seq, data_text))
+            self.messages.append(message)
         self.ready.set()
 
     def ask_reread(self) -> None:
         self.must_reread = True
         self.ready.set()
 
-    async def take(self, timeout: float) -> tuple[list[tuple[int, str]], bool]:
-        """The pending messages and whether to re-read the log; both empty after `timeout` idle."""
+    async def take(self, timeout: float) -> tuple[list[tuple[int, str, bool]], bool]:
+        """The pending (seq, event JSON, ends the stream) messages and whether to re-read the log;
+        both empty after `timeout` idle."""
         try:
             async with asyncio.timeout(timeout):
                 await self.ready.wait()
@@ -343,12 +344,13 @@ class _Listener:
         if channel is None:
             return
         try:
-            seq = json.loads(data_text)["seq"]
+            event = json.loads(data_text)  # once here, not once per stream: thousands may follow it
+            message = (event["seq"], data_text, _ends_stream(event["type"]))
         except (ValueError, KeyError, TypeError):
             logger.warning("ignoring a malformed event on %s", name)
             return
         for inbox in channel.inboxes:
-            inbox.put(seq, data_text)
+            inbox.put(message)
 
     def _confirm(self, name: str) -> None:
         """A `subscribe` reply; the channel is confirmed when the last SUBSCRIBE sent is answered."""
@@ -377,8 +379,8 @@ def _listener() -> _Listener:
 # --- the streams ----------------------------------------------------------------------------------
 
 
-def _ends_stream(data_text: str, is_latest: bool = True) -> bool:
-    type_ = json.loads(data_text).get("type")
+def _ends_stream(type_: str, is_latest: bool = True) -> bool:
+    """After final/error/batch_completed; after `suspended` unless events follow it (it was resumed)."""
     return type_ in END_OF_STREAM_TYPES or (type_ == PAUSE_TYPE and is_latest)
 
 
@@ -407,7 +409,7 @@ async def _follow(execution_id: uuid.UUID, last: int, heartbeat: float, inbox: _
             for index, (seq, data_text) in enumerate(rows):
                 yield seq, data_text
                 last = seq
-                if _ends_stream(data_text, is_latest=index == len(rows) - 1):
+                if _ends_stream(json.loads(data_text).get("type"), is_latest=index == len(rows) - 1):
                     return
             if len(rows) == READ_BATCH:
                 continue
@@ -421,7 +423,7 @@ async def _follow(execution_id: uuid.UUID, last: int, heartbeat: float, inbox: _
             continue
         if need_log_read:
             continue  # the log holds these messages too
-        for seq, data_text in messages:
+        for seq, data_text, ends in messages:
             if seq <= last:
                 continue  # already sent from the log
             if seq != last + 1:
@@ -429,7 +431,7 @@ async def _follow(execution_id: uuid.UUID, last: int, heartbeat: float, inbox: _
                 break
             yield seq, data_text
             last = seq
-            if _ends_stream(data_text):
+            if ends:
                 return
 
 

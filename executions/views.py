@@ -92,11 +92,6 @@ async def run_authenticated(request, func, *args, stream_token_for: str | None =
     return await sync_to_async(authenticate_and_run)()
 
 
-async def authenticate_async(request):
-    """The caller alone (prefer run_authenticated, which saves the view a second hop)."""
-    return await run_authenticated(request, lambda caller: caller)
-
-
 def last_event_id(request) -> int:
     """Last-Event-ID header, or `last_event_id` / `lastEventId` in the query for EventSource."""
     raw = (
