@@ -21,7 +21,7 @@ API_ENV = {"DB_POOL_MAX_SIZE": "10", "DB_APPLICATION_NAME": "skillrun-api"}
 
 def api(host: str, port: int, *extra: str) -> tuple[list[str], dict]:
     command = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
-               "--no-access-log", "--timeout-graceful-shutdown", "5", *extra]
+               "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--timeout-graceful-shutdown", "5", *extra]
     return command, API_ENV
 
 

@@ -100,13 +100,12 @@ def _conninfo() -> str:
 
 
 async def _pool() -> AsyncConnectionPool:
-    """The event loop's pool; `check` makes it test a connection before handing it out, so one
-    closed by a PostgreSQL restart or pg_terminate_backend is replaced instead of failing a read."""
+    """The event loop's pool of log readers (`_query` replaces the connections a restart broke)."""
     loop = asyncio.get_running_loop()
     pool = _pools.get(loop)
     if pool is None:
         pool = AsyncConnectionPool(
-            _conninfo(), min_size=1, max_size=settings.SSE_DB_POOL_SIZE, open=False, check=_check_connection,
+            _conninfo(), min_size=1, max_size=settings.SSE_DB_POOL_SIZE, open=False,
             kwargs={"autocommit": True},  # reads only: no BEGIN and COMMIT around each
         )
         _pools[loop] = pool
@@ -114,24 +113,18 @@ async def _pool() -> AsyncConnectionPool:
     return pool
 
 
-async def _check_connection(conn) -> None:
-    """AsyncConnectionPool.check_connection, and when it finds a broken connection, a check of
-    every idle one at once: after a PostgreSQL restart they are all broken, and the pool would
-    otherwise find them one by one with a growing pause in between (1 s, 2 s, 4 s, ...: about 30 s
-    for a full pool, psycopg/psycopg#711), while pool.check() is the remedy its authors provide."""
-    try:
-        await AsyncConnectionPool.check_connection(conn)
-    except psycopg.Error:
-        await (await _pool()).check()
-        raise
-
-
 async def _query(sql: str, params: tuple) -> list[tuple]:
-    """Run one read, again after a short pause when the connection broke under it (the pool then
-    replaces it); the last failure is raised."""
+    """Run one read; when the connection broke under it (a PostgreSQL restart, pg_terminate_backend),
+    have the pool check all its idle connections at once, then read again after a short pause; the
+    last failure is raised.
+
+    No check before every read (the pool's `check=`): it costs a round trip per read, and a broken
+    connection is found by the read itself. Checking the whole pool at the first broken one matters:
+    after a restart they are all broken, and psycopg_pool would otherwise find them one by one with
+    a growing pause in between (1 s, 2 s, 4 s, ...: about 30 s for a full pool, psycopg/psycopg#711)."""
     for delay in (*LOG_READ_RETRY_DELAYS, None):
+        pool = await _pool()
         try:
-            pool = await _pool()
             async with pool.connection() as conn:
                 cursor = await conn.execute(sql, params)
                 return await cursor.fetchall()
@@ -139,6 +132,7 @@ async def _query(sql: str, params: tuple) -> list[tuple]:
             if delay is None:
                 raise
             logger.warning("event log read failed; retrying in %s s", delay, exc_info=True)
+            await pool.check()
             await asyncio.sleep(delay)
 
 
