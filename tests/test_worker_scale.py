@@ -146,3 +146,19 @@ def test_leases_are_renewed_together_and_a_run_past_the_hard_limit_is_failed(ten
     assert failed.state == ExecutionState.FAILED and failed.failure_reason == "time_limit_exceeded"
     assert ExecutionEvent.objects.filter(execution_id=stuck.id).order_by("seq").last().data["code"] == "time_limit_exceeded"
     assert renewer._held == {leases[alive.id]}
+
+
+@pytest.mark.django_db
+def test_a_run_past_the_soft_time_limit_fails_itself_at_its_next_chunk(tenant, make_agent, settings):
+    from workers.runtime import run_execution
+
+    settings.EXECUTION_HARD_TIME_LIMIT_SECONDS = 61  # the soft limit is 60 s less: 1 s
+    agent = make_agent(tenant.workspace, chunk_delay_ms=100, reply=" ".join(f"w{i}" for i in range(40)))
+    execution_id = start_many(tenant, agent, 1)[0]
+
+    assert run_execution(execution_id) == "failed"  # in this process: events written inline, no renewer
+    execution = Execution.objects.get(id=execution_id)
+    assert execution.state == ExecutionState.FAILED and execution.failure_reason == "time_limit_exceeded"
+    events = list(ExecutionEvent.objects.filter(execution_id=execution_id).order_by("seq"))
+    assert events[-1].type == "error" and events[-1].data["code"] == "time_limit_exceeded"
+    assert 5 <= sum(e.type == "text" for e in events) < 40  # stopped about 1 s into its 4 s; what streamed stays
