@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 
 from django.db import InterfaceError, OperationalError, connection
 
@@ -78,25 +79,20 @@ def write_batch(batch: list[tuple[RunEvents, PendingEvent]]) -> None:
     """One statement for the batch (retried once after a lost connection), then one pipeline."""
     events = [event for _, event in batch]
     written, error = {}, None
-    for retry in (True, False):
+    for first_try in (True, False):
         try:
-            written = append_events(events)
+            written, error = append_events(events), None
             break
-        except (OperationalError, InterfaceError) as exc:  # e.g. PostgreSQL restarted: a new connection, once
-            connection.close()
-            if not retry:
-                error = exc
-            time.sleep(0.2)
         except Exception as exc:
             connection.close()
-            logger.exception("could not write %s events", len(events))
             error = exc
+            if first_try and isinstance(exc, (OperationalError, InterfaceError)):  # e.g. PostgreSQL restarted
+                time.sleep(0.2)  # then once more, on a new connection
+                continue
+            logger.exception("could not write %s events", len(events))
             break
     publish_many([(execution_id, data) for execution_id, entry in written.items() for data in entry.data])
-    counts: dict[RunEvents, int] = {}
-    for run_events, _ in batch:
-        counts[run_events] = counts.get(run_events, 0) + 1
-    for run_events, count in counts.items():
+    for run_events, count in Counter(run_events for run_events, _ in batch).items():
         run_events._settle(count, written.get(run_events.execution_id), error)
 
 

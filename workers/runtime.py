@@ -95,17 +95,16 @@ class ModelTurn:
 
 
 class ExecutionRun:
-    def __init__(self, execution: Execution, attempt: int, lease: HeldLease | None = None):
-        self.execution, self.attempt = execution, attempt
-        self.lease = lease or HeldLease(execution, attempt, hard_deadline=float("inf"))
+    def __init__(self, execution: Execution, attempt: int, lease: HeldLease):
+        self.execution, self.attempt, self.lease = execution, attempt, lease
         self.events = RunEvents(execution, attempt)
         self.checkpoint = execution.checkpoint or {"next_node": 0, "node_outputs": {}, "usage": {}}
         self.usage = Usage(**self.checkpoint.get("usage", {}))
         self.cost = Decimal(self.checkpoint.get("cost_usd", "0"))
         self.replay = self._events_since_checkpoint() if attempt > 1 else Replay()
-        # Celery's threads pool applies no time limit: the soft one is checked with cancel (the hard one
-        # is the lease renewer's, workers/leases.py)
-        self.soft_deadline = time.time() + settings.EXECUTION_HARD_TIME_LIMIT_SECONDS - 60
+        # Celery's threads pool applies no time limit: the soft one, 60 s before the hard one (the lease
+        # renewer's, workers/leases.py), is checked with cancel
+        self.soft_deadline = lease.hard_deadline - 60
         self.credit_rules = {}
         self.iterations = execution.iteration_count
         self.manifest = None  # a skill's
@@ -455,8 +454,9 @@ def run_execution(execution_id) -> str:
         return "lease_lost"
     except Exception as exc:
         logger.exception("execution %s failed", execution_id)
-        usage = run.usage_fields() if run else {}
+        usage = {}
         if run:
+            usage = run.usage_fields()
             try:
                 run.flush_events()
             except Exception:  # the events' own failure: the error event still goes out
