@@ -8,9 +8,9 @@ listener when it dies, and holds a thread and a database connection per stream. 
 channel-manager interface for authorization (configured in settings, since by default it lets
 anyone read any channel) and relay ourselves:
 
-- one coroutine per stream, no thread: the log is read through a small async psycopg pool (its
-  connections are checked before use and a read is retried, so a stream survives a PostgreSQL
-  restart) and live events arrive through the process's one shared pub/sub listener (`_Listener`):
+- one coroutine per stream, no thread: the log is read through a small async psycopg pool (a read
+  that meets a broken connection makes the pool check all of them and is retried, so a stream
+  survives a PostgreSQL restart) and live events arrive through the process's one shared pub/sub listener (`_Listener`):
   one Redis connection per event loop, subscribed to the channels of the executions that are being
   followed (refcounted: the first stream of a channel subscribes, the last one unsubscribes), which
   hands each message to the inbox of every stream of that channel;
