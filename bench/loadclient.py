@@ -36,6 +36,18 @@ class Response:
         return json.loads(self.body)
 
 
+async def one_at_a_time(host: str, port: int, call, requests: int, warmup: int) -> list:
+    """`call(connection)` `warmup` times, then `requests` times (their results), one after another on
+    one keep-alive connection."""
+    connection = await Connection(host, port).open()
+    try:
+        for _ in range(warmup):
+            await call(connection)
+        return [await call(connection) for _ in range(requests)]
+    finally:
+        connection.close()
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection to host:port."""
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from bench.harness import HOST, cpu_summary, latency_ms
-from bench.loadclient import Connection
+from bench.loadclient import Connection, one_at_a_time
 from bench.procstat import CpuMeter
 
 
@@ -24,18 +24,11 @@ async def execute_once(connection: Connection, agent_id: str, key: str) -> float
     return elapsed
 
 
-async def _sequential(port: int, agent_id: str, key: str, requests: int, warmup: int) -> list[float]:
-    connection = await Connection(HOST, port).open()
-    try:
-        for _ in range(warmup):
-            await execute_once(connection, agent_id, key)
-        return [await execute_once(connection, agent_id, key) for _ in range(requests)]
-    finally:
-        connection.close()
-
-
 def sequential(port: int, agent_id: str, key: str, requests: int, warmup: int = 10) -> dict:
-    return latency_ms(asyncio.run(_sequential(port, agent_id, key, requests, warmup)))
+    async def call(connection):
+        return await execute_once(connection, agent_id, key)
+
+    return latency_ms(asyncio.run(one_at_a_time(HOST, port, call, requests, warmup)))
 
 
 async def _closed_loop(port: int, agent_id: str, key: str, clients: int, seconds: float):

@@ -17,7 +17,7 @@ import uuid
 from collections import Counter
 
 from bench.harness import HOST, connect, latency_ms, log, percentile, redis_client
-from bench.loadclient import Connection, HttpError
+from bench.loadclient import Connection, HttpError, one_at_a_time
 from bench.procstat import CpuMeter, tree_rss_mb
 
 
@@ -35,20 +35,13 @@ async def _stream_once(connection: Connection, agent_id: str, key: str) -> tuple
     return first - started, last.received - started, events
 
 
-async def _stream_latency(port: int, agent_id: str, key: str, requests: int, warmup: int):
-    connection = await Connection(HOST, port).open()
-    try:
-        for _ in range(warmup):
-            await _stream_once(connection, agent_id, key)
-        return [await _stream_once(connection, agent_id, key) for _ in range(requests)]
-    finally:
-        connection.close()
-
-
 def stream_latency(port: int, agent_id: str, key: str, requests: int, chunk_delay_ms: int, warmup: int = 3) -> dict:
     """`model_ms`: the model's own time (9 delays between 10 words); text is coalesced into one event
     per TEXT_FLUSH_INTERVAL_MS, so `events_per_stream` counts what the client really received."""
-    times = asyncio.run(_stream_latency(port, agent_id, key, requests, warmup))
+    async def call(connection):
+        return await _stream_once(connection, agent_id, key)
+
+    times = asyncio.run(one_at_a_time(HOST, port, call, requests, warmup))
     return {"first_event": latency_ms([t[0] for t in times]), "final_event": latency_ms([t[1] for t in times]),
             "model_ms": 9 * chunk_delay_ms, "events_per_stream": round(sum(t[2] for t in times) / len(times), 1)}
 
