@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Django's command-line utility. With no DATABASE_URL / REDIS_URL it starts the embedded servers."""
+
 import os
 import sys
 
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from config import local_services
+    from ops import local_services
 
     if local_services.uses_local_services() and sys.argv[1:2] != ["local_services"]:
         # Reuse running servers, or start them for this command's lifetime (make run included).

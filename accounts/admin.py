@@ -4,9 +4,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from config.admin import ReadOnlyTabularInline
 from accounts.models import ApiKey, CreditAccount, CreditEntry, Customer, ModelAlias, Principal, Tenant, Workspace
 from accounts.services import issue_api_key
+from core.admin import ReadOnlyTabularInline
 
 
 @admin.register(Tenant)
@@ -19,8 +19,15 @@ class ModelAliasInline(admin.TabularInline):
     """The workspace's model aliases; `allowed` ones form the allow-list requests may name."""
 
     model = ModelAlias
-    fields = ("alias", "provider", "model", "input_usd_per_million_tokens", "output_usd_per_million_tokens",
-              "allowed", "options")
+    fields = (
+        "alias",
+        "provider",
+        "model",
+        "input_usd_per_million_tokens",
+        "output_usd_per_million_tokens",
+        "allowed",
+        "options",
+    )
     extra = 0
 
 
@@ -65,7 +72,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return ("prefix", "kind", "workspace", "principal", "name", "created_at", "last_used_at", "revoked_at")
 
     def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else ("prefix", "kind", "workspace", "principal", "created_at", "last_used_at", "revoked_at")
+        return (
+            ()
+            if obj is None
+            else ("prefix", "kind", "workspace", "principal", "created_at", "last_used_at", "revoked_at")
+        )
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -74,7 +85,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj.pk = issued.api_key.pk
         obj.__dict__.update(issued.api_key.__dict__)
         self.message_user(
-            request, f"New key (copy it now, it is not stored and will not be shown again): {issued.raw_key}",
+            request,
+            f"New key (copy it now, it is not stored and will not be shown again): {issued.raw_key}",
             messages.WARNING,
         )
 

@@ -70,9 +70,7 @@ def authenticate_headers(headers) -> Caller:
     if workspace_header:
         kind, _, workspace_id = workspace_header.strip().partition(":")
         if kind != "workspace" or workspace_id != str(api_key.workspace_id):
-            raise AuthError(
-                "workspace_mismatch", "X-Workspace-Id must be workspace:<id> of the key's workspace.", 403
-            )
+            raise AuthError("workspace_mismatch", "X-Workspace-Id must be workspace:<id> of the key's workspace.", 403)
     return Caller(api_key=api_key)
 
 

@@ -12,16 +12,20 @@ from decimal import Decimal
 from django.db import connection, transaction
 
 from accounts.models import CreditAccount, CreditEntry, CreditEntryKind
-from config.errors import ApiError
+from core.errors import ApiError
 
 ZERO = Decimal("0")
 
 
 class InsufficientCredits(ApiError):
     def __init__(self, balance: Decimal, required: Decimal):
-        super().__init__(402, "insufficient_credits",
-                         f"This execution needs {required} credits; the balance is {balance}.",
-                         balance=str(balance), required=str(required))
+        super().__init__(
+            402,
+            "insufficient_credits",
+            f"This execution needs {required} credits; the balance is {balance}.",
+            balance=str(balance),
+            required=str(required),
+        )
 
 
 def account_for(workspace, principal) -> CreditAccount:
@@ -32,21 +36,24 @@ def account_for(workspace, principal) -> CreditAccount:
 
 
 @transaction.atomic
-def post_entry(account_id, kind: str, amount: Decimal, execution_id=None, note: str = "",
-               require_funds: bool = False) -> CreditEntry:
+def post_entry(
+    account_id, kind: str, amount: Decimal, execution_id=None, note: str = "", require_funds: bool = False
+) -> CreditEntry:
     """Append one entry and move the balance by `amount` (signed)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE accounts_creditaccount SET balance = balance + %s WHERE id = %s"
-            + (" AND balance + %s >= 0" if require_funds else "") + " RETURNING balance",
+            + (" AND balance + %s >= 0" if require_funds else "")
+            + " RETURNING balance",
             [amount, account_id, amount] if require_funds else [amount, account_id],
         )
         row = cursor.fetchone()
     if row is None:
         balance = CreditAccount.objects.values_list("balance", flat=True).get(id=account_id)
         raise InsufficientCredits(balance, -amount)
-    return CreditEntry.objects.create(account_id=account_id, kind=kind, amount=amount, balance_after=row[0],
-                                      execution_id=execution_id, note=note)
+    return CreditEntry.objects.create(
+        account_id=account_id, kind=kind, amount=amount, balance_after=row[0], execution_id=execution_id, note=note
+    )
 
 
 def grant_credits(account: CreditAccount, amount: Decimal, note: str = "") -> CreditEntry:
@@ -75,4 +82,7 @@ def remaining_credits(principal) -> Decimal | None:
     """X-Credits-Remaining: only for principals that belong to a customer."""
     if principal is None or principal.customer_id is None:
         return None
-    return CreditAccount.objects.filter(customer_id=principal.customer_id).values_list("balance", flat=True).first() or ZERO
+    return (
+        CreditAccount.objects.filter(customer_id=principal.customer_id).values_list("balance", flat=True).first()
+        or ZERO
+    )

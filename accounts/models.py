@@ -24,7 +24,8 @@ class Workspace(models.Model):
     default_model_alias = models.CharField(max_length=64, blank=True, default="")
     # Finished executions older than this are purged (executions/purge.py); null keeps them forever.
     execution_retention_days = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Purge finished executions after this many days (empty: keep forever)")
+        null=True, blank=True, help_text="Purge finished executions after this many days (empty: keep forever)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -53,9 +54,14 @@ class ModelAlias(models.Model):
 
     def config(self) -> dict:
         """What an execution records and the runtime runs: the provider options plus the prices."""
-        return {**self.options, "provider": self.provider, "model": self.model, "alias": self.alias,
-                "input_usd_per_million_tokens": str(self.input_usd_per_million_tokens),
-                "output_usd_per_million_tokens": str(self.output_usd_per_million_tokens)}
+        return {
+            **self.options,
+            "provider": self.provider,
+            "model": self.model,
+            "alias": self.alias,
+            "input_usd_per_million_tokens": str(self.input_usd_per_million_tokens),
+            "output_usd_per_million_tokens": str(self.output_usd_per_million_tokens),
+        }
 
 
 class PrincipalKind(models.TextChoices):
@@ -71,7 +77,9 @@ class Principal(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="principals")
     kind = models.CharField(max_length=16, choices=PrincipalKind.choices)
     name = models.CharField(max_length=200)
-    customer = models.ForeignKey("Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="principals")
+    customer = models.ForeignKey(
+        "Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="principals"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -139,8 +147,9 @@ class CreditAccount(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["workspace"], condition=models.Q(customer__isnull=True),
-                                    name="one_workspace_credit_account"),
+            models.UniqueConstraint(
+                fields=["workspace"], condition=models.Q(customer__isnull=True), name="one_workspace_credit_account"
+            ),
         ]
 
     def __str__(self):
@@ -148,10 +157,10 @@ class CreditAccount(models.Model):
 
 
 class CreditEntryKind(models.TextChoices):
-    GRANT = "grant"      # credits added
-    HOLD = "hold"        # estimated cost reserved at the start of an execution
+    GRANT = "grant"  # credits added
+    HOLD = "hold"  # estimated cost reserved at the start of an execution
     RELEASE = "release"  # the hold given back when the execution ends
-    CHARGE = "charge"    # the actual cost, when the execution completes
+    CHARGE = "charge"  # the actual cost, when the execution completes
 
 
 class CreditEntry(models.Model):

@@ -48,7 +48,7 @@ def _active_key_by_prefix(prefix: str) -> ApiKey | None:
         return None
     objects, start = [], 0
     for model, attnames, converters in layout:
-        values = list(row[start:start + len(attnames)])
+        values = list(row[start : start + len(attnames)])
         start += len(attnames)
         for index, (col, column_converters) in enumerate(converters):
             for convert in column_converters:
@@ -73,14 +73,13 @@ def find_active_key(raw_key: str) -> ApiKey | None:
     return api_key
 
 
-
 def model_config_for(workspace, requested) -> dict | None:
     """The model an execution runs on: the requested alias (it must be on the workspace's
     allow-list), else the workspace's default alias, else None (the responder's own model).
 
     `requested` is an alias name, or {"alias": name} (the skills API documents an object)."""
     from accounts.models import ModelAlias
-    from config.errors import ApiError
+    from core.errors import ApiError
 
     if isinstance(requested, dict):
         requested = requested.get("alias")
@@ -89,9 +88,13 @@ def model_config_for(workspace, requested) -> dict | None:
     if requested:
         alias = ModelAlias.objects.filter(workspace=workspace, alias=requested, allowed=True).first()
         if alias is None:
-            raise ApiError(422, "model_not_allowed",
-                           f"The model alias {requested!r} is not on this space's allow-list.",
-                           field="model", alias=requested)
+            raise ApiError(
+                422,
+                "model_not_allowed",
+                f"The model alias {requested!r} is not on this space's allow-list.",
+                field="model",
+                alias=requested,
+            )
         return alias.config()
     if workspace.default_model_alias:
         alias = ModelAlias.objects.filter(workspace=workspace, alias=workspace.default_model_alias).first()

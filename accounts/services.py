@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey, ApiKeyKind, Customer, Principal, PrincipalKind, Tenant, Workspace
-from config.ids import parse_prefixed_id
+from core.ids import parse_prefixed_id
 
 KEY_PREFIXES = {ApiKeyKind.WORKSPACE: "wak_", ApiKeyKind.END_USER: "eak_"}
 PUBLIC_ID_LENGTH = 16  # "wak_" + 12 hex characters
@@ -24,8 +24,9 @@ class IssuedKey:
     raw_key: str  # shown once, never stored
 
 
-def issue_api_key(workspace: Workspace, kind: str, principal: Principal | None = None, name: str = "",
-                  customer=None) -> IssuedKey:
+def issue_api_key(
+    workspace: Workspace, kind: str, principal: Principal | None = None, name: str = "", customer=None
+) -> IssuedKey:
     """Create a key (and its principal, unless given); the raw key is returned once, only its digest stored."""
     kind = ApiKeyKind(kind)
     if principal is None:
@@ -39,8 +40,12 @@ def issue_api_key(workspace: Workspace, kind: str, principal: Principal | None =
     prefix = KEY_PREFIXES[kind] + secrets.token_hex(6)
     raw_key = prefix + secrets.token_urlsafe(32)
     api_key = ApiKey.objects.create(
-        workspace=workspace, principal=principal, kind=kind, prefix=prefix,
-        secret_hash=hash_key(raw_key), name=name,
+        workspace=workspace,
+        principal=principal,
+        kind=kind,
+        prefix=prefix,
+        secret_hash=hash_key(raw_key),
+        name=name,
     )
     return IssuedKey(api_key=api_key, raw_key=raw_key)
 

@@ -4,11 +4,11 @@ from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
 
-from config.admin import ReadOnlyTabularInline
 from agents.models import Agent, AgentVersion, HttpTool, Skill, SkillVersion
 from agents.services import publish_agent_version, publish_skill_version
 from agents.skill_inputs import InvalidManifest, validate_manifest
 from agents.workflows import InvalidWorkflow, validate_workflow
+from core.admin import ReadOnlyTabularInline
 
 
 class AgentVersionInline(ReadOnlyTabularInline):
@@ -18,7 +18,8 @@ class AgentVersionInline(ReadOnlyTabularInline):
 
 class AgentForm(forms.ModelForm):
     publish_workflow = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 12, "cols": 100}),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 100}),
         help_text='JSON {"nodes": [...]} (node types: workers/nodes.py). Saving publishes it as a new version.',
     )
 
@@ -75,9 +76,10 @@ class SkillVersionInline(admin.StackedInline):
 
 class SkillForm(forms.ModelForm):
     publish_manifest = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 12, "cols": 100}),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 100}),
         help_text="JSON manifest (inputs_schema, instructions, tools, limits, model, outputs_schema). Saving publishes "
-                  "it as a new immutable version.",
+        "it as a new immutable version.",
     )
 
     class Meta:

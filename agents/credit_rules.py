@@ -34,8 +34,10 @@ def _usage_cost(rules: dict, tokens: int) -> Decimal:
 def quote(rules: dict, inputs: dict) -> dict:
     """The estimate with its breakdown (the preview-credits response and the hold)."""
     base = Decimal(str(rules.get("base", 0)))
-    breakdown = [{"name": rule.get("name", f"rule_{i}"), "cost": _rule_cost(rule, inputs)}
-                 for i, rule in enumerate(rules.get("rules", []))]
+    breakdown = [
+        {"name": rule.get("name", f"rule_{i}"), "cost": _rule_cost(rule, inputs)}
+        for i, rule in enumerate(rules.get("rules", []))
+    ]
     usage = _usage_cost(rules, int(rules.get("max_tokens", 0)))
     total = base + sum((r["cost"] for r in breakdown), Decimal(0)) + usage
     return {"base_cost": base, "rules": breakdown, "usage_hold": usage, "total": total}

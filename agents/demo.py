@@ -39,13 +39,28 @@ DEMO_SKILL_MANIFEST = {
     "tools": ["list_files", "read_file", "read_materials", "write_file"],
     "limits": {"max_iterations": 10, "max_seconds": 300},
     # The built-in model follows this script (a real model would be told the same by the instructions).
-    "model": {"provider": "builtin", "chunk_delay_ms": 50, "script": [
-        {"reasoning": "First I read the staged materials.", "tool_calls": [{"name": "read_materials", "arguments": {}}]},
-        {"tool_calls": [{"name": "write_file", "arguments": {
-            "path": "outputs/report.md",
-            "content": "# Report: {{prompt.topic}}\n\n## Materials\n\n{{last_tool_result.result.text}}\n"}}]},
-        {"text": "The report on {{prompt.topic}} is in outputs/report.md."},
-    ]},
+    "model": {
+        "provider": "builtin",
+        "chunk_delay_ms": 50,
+        "script": [
+            {
+                "reasoning": "First I read the staged materials.",
+                "tool_calls": [{"name": "read_materials", "arguments": {}}],
+            },
+            {
+                "tool_calls": [
+                    {
+                        "name": "write_file",
+                        "arguments": {
+                            "path": "outputs/report.md",
+                            "content": "# Report: {{prompt.topic}}\n\n## Materials\n\n{{last_tool_result.result.text}}\n",
+                        },
+                    }
+                ]
+            },
+            {"text": "The report on {{prompt.topic}} is in outputs/report.md."},
+        ],
+    },
 }
 
 

@@ -13,9 +13,7 @@ class Agent(models.Model):
     name = models.CharField(max_length=200)
     requires_user_message = models.BooleanField(default=True)
     credit_rules = models.JSONField(default=dict, blank=True, help_text="See agents/credit_rules.py")
-    live_version = models.ForeignKey(
-        "AgentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    live_version = models.ForeignKey("AgentVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -56,9 +54,7 @@ class Skill(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="skills")
     slug = models.SlugField(max_length=100)
     name = models.CharField(max_length=200)
-    live_version = models.ForeignKey(
-        "SkillVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    live_version = models.ForeignKey("SkillVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,14 +1,16 @@
 """Reads of the agents app."""
 
 from agents.models import Agent
-from config.errors import ApiError, not_found
-from config.ids import parse_prefixed_id
+from core.errors import ApiError, not_found
+from core.ids import parse_prefixed_id
 
 
 def get_live_agent(workspace, agent_id: str) -> Agent:
     """The workspace's agent with its live version; 404 for another workspace's, 409 if unpublished."""
     parsed = parse_prefixed_id(agent_id, "agent")
-    agent = Agent.objects.select_related("live_version").filter(id=parsed, workspace=workspace).first() if parsed else None
+    agent = (
+        Agent.objects.select_related("live_version").filter(id=parsed, workspace=workspace).first() if parsed else None
+    )
     if agent is None:
         raise not_found("agent")
     if agent.live_version is None:

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from run_bench import Agent, create_tenant, httpx, percentile, publish_agent_version, start_processes  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from run_bench import Agent, create_tenant, httpx, percentile, publish_agent_version, start_processes  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -38,14 +38,18 @@ def main():
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--worker-concurrency", type=int, default=4)
     parser.add_argument("--port", type=int, default=8766)
-    parser.add_argument("--py-spy", default="", help="record a py-spy profile of the API into this file (.txt: collapsed stacks)")
+    parser.add_argument(
+        "--py-spy", default="", help="record a py-spy profile of the API into this file (.txt: collapsed stacks)"
+    )
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     call_command("migrate", interactive=False, verbosity=0)
     tenant = create_tenant(f"bench-{uuid.uuid4().hex[:6]}")
     agent = Agent.objects.create(workspace=tenant.workspace, name="no-op")
-    publish_agent_version(agent, {"nodes": [{"id": "n", "type": "ai", "model": {"provider": "builtin", "reply": "ok"}}]})
+    publish_agent_version(
+        agent, {"nodes": [{"id": "n", "type": "ai", "model": {"provider": "builtin", "reply": "ok"}}]}
+    )
     headers = {"X-API-Key": tenant.end_user_key.raw_key}
     url = f"http://127.0.0.1:{args.port}/agents/{agent.id}/execute"
 
@@ -54,6 +58,7 @@ def main():
     spy = None
     try:
         with httpx.Client(timeout=60, limits=httpx.Limits(max_connections=args.concurrency + 2)) as client:
+
             def one(_):
                 started = time.perf_counter()
                 response = client.post(url, headers=headers, json={"message": "ping"})
@@ -63,9 +68,22 @@ def main():
             for _ in range(20):
                 one(None)
             if args.py_spy:
-                spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-o",
-                                        args.py_spy, "--pid", str(api_pid), "--rate", "200", "--nonblocking", "--gil",
-                                        "--format", "raw" if args.py_spy.endswith(".txt") else "flamegraph"])
+                spy = subprocess.Popen(
+                    [
+                        os.path.join(os.path.dirname(sys.executable), "py-spy"),
+                        "record",
+                        "-o",
+                        args.py_spy,
+                        "--pid",
+                        str(api_pid),
+                        "--rate",
+                        "200",
+                        "--nonblocking",
+                        "--gil",
+                        "--format",
+                        "raw" if args.py_spy.endswith(".txt") else "flamegraph",
+                    ]
+                )
                 time.sleep(1)
             idle_before = cpu_seconds(api_pid)
             time.sleep(3)
@@ -84,12 +102,14 @@ def main():
         for process in children:
             process.wait(20)
 
-    print(f"{args.requests} requests, {args.concurrency} concurrent: "
-          f"API CPU {(user + system) / args.requests * 1000:.2f} ms/request "
-          f"(user {user / args.requests * 1000:.2f}, system {system / args.requests * 1000:.2f}; "
-          f"idle: {idle / 3 * 1000:.0f} ms/s), "
-          f"latency p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms, "
-          f"mean {statistics.mean(latencies) * 1000:.1f} ms, {args.requests / elapsed:.1f} req/s")
+    print(
+        f"{args.requests} requests, {args.concurrency} concurrent: "
+        f"API CPU {(user + system) / args.requests * 1000:.2f} ms/request "
+        f"(user {user / args.requests * 1000:.2f}, system {system / args.requests * 1000:.2f}; "
+        f"idle: {idle / 3 * 1000:.0f} ms/s), "
+        f"latency p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms, "
+        f"mean {statistics.mean(latencies) * 1000:.1f} ms, {args.requests / elapsed:.1f} req/s"
+    )
 
 
 if __name__ == "__main__":

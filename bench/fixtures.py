@@ -27,8 +27,9 @@ def _builtin(reply: str, delay_ms: int = 0) -> dict:
     return {"provider": "builtin", "reply": reply, "chunk_delay_ms": delay_ms}
 
 
-def create(stream_delay_ms: int = 20, fanout_delay_ms: int = 250, inflight_chunks: int = 20,
-           inflight_delay_ms: int = 100) -> dict:
+def create(
+    stream_delay_ms: int = 20, fanout_delay_ms: int = 250, inflight_chunks: int = 20, inflight_delay_ms: int = 100
+) -> dict:
     from accounts.credits import account_for, grant_credits
     from accounts.models import ApiKeyKind, Customer
     from accounts.services import create_tenant, issue_api_key
@@ -47,20 +48,27 @@ def create(stream_delay_ms: int = 20, fanout_delay_ms: int = 250, inflight_chunk
         "noop_credits": [{"id": "n", "type": "ai", "model": _builtin("ok")}],
         "stream10": [{"id": "n", "type": "ai", "model": _builtin(words(10), stream_delay_ms)}],
         "inflight": [{"id": "n", "type": "ai", "model": _builtin(words(inflight_chunks), inflight_delay_ms)}],
-        "fanout": [{"id": "wait", "type": "wait_event", "event": "go"},
-                   {"id": "talk", "type": "ai", "model": _builtin(words(20), fanout_delay_ms)}],
+        "fanout": [
+            {"id": "wait", "type": "wait_event", "event": "go"},
+            {"id": "talk", "type": "ai", "model": _builtin(words(20), fanout_delay_ms)},
+        ],
     }
     agents, versions = {}, {}
     for name, nodes in workflows.items():
-        agent = Agent.objects.create(workspace=workspace, name=f"bench {name}",
-                                     credit_rules={"base": 1} if name == "noop_credits" else {})
+        agent = Agent.objects.create(
+            workspace=workspace, name=f"bench {name}", credit_rules={"base": 1} if name == "noop_credits" else {}
+        )
         versions[name] = str(publish_agent_version(agent, {"nodes": nodes}).id)
         agents[name] = str(agent.id)
     return {
-        "tenant_id": str(tenant.tenant.id), "workspace_id": str(workspace.id),
-        "key": tenant.end_user_key.raw_key, "workspace_key": tenant.workspace_key.raw_key,
-        "customer_key": customer_key.raw_key, "credit_account_id": str(account.id),
-        "agents": agents, "agent_versions": versions,
+        "tenant_id": str(tenant.tenant.id),
+        "workspace_id": str(workspace.id),
+        "key": tenant.end_user_key.raw_key,
+        "workspace_key": tenant.workspace_key.raw_key,
+        "customer_key": customer_key.raw_key,
+        "credit_account_id": str(account.id),
+        "agents": agents,
+        "agent_versions": versions,
     }
 
 

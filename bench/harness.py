@@ -1,6 +1,6 @@
 """What every scenario shares: the platform's processes, the database, timing statistics.
 
-The API (uvicorn) and the Celery worker are started with `config/processes.py`, each in its own
+The API (uvicorn) and the Celery worker are started with `ops/processes.py`, each in its own
 process group, and always stopped (SIGTERM, then SIGKILL to the whole group after a grace period). Their
 output goes to bench/results/<name>.log.
 """
@@ -37,8 +37,11 @@ def latency_ms(seconds: list[float]) -> dict:
     """p50/p90/p99/mean in milliseconds of a list of durations in seconds."""
     if not seconds:
         return {"n": 0}
-    return {"n": len(seconds), **{f"p{q}_ms": round(percentile(seconds, q) * 1000, 1) for q in (50, 90, 99)},
-            "mean_ms": round(sum(seconds) / len(seconds) * 1000, 1)}
+    return {
+        "n": len(seconds),
+        **{f"p{q}_ms": round(percentile(seconds, q) * 1000, 1) for q in (50, 90, 99)},
+        "mean_ms": round(sum(seconds) / len(seconds) * 1000, 1),
+    }
 
 
 def cpu_summary(cpu: dict, done: int) -> dict:
@@ -47,9 +50,11 @@ def cpu_summary(cpu: dict, done: int) -> dict:
 
     per_unit = {kind: round(seconds * 1000 / done, 2) for kind, seconds in cpu["cpu_seconds"].items()} if done else {}
     machine = cpu["seconds"] * CORES * cpu["machine_busy_pct"] / 100
-    return {"machine_busy_pct": round(cpu["machine_busy_pct"], 1),
-            "cpu_ms_per_op": round(machine * 1000 / done, 2) if done else None,
-            "cpu_ms_per_op_by_process": per_unit}
+    return {
+        "machine_busy_pct": round(cpu["machine_busy_pct"], 1),
+        "cpu_ms_per_op": round(machine * 1000 / done, 2) if done else None,
+        "cpu_ms_per_op_by_process": per_unit,
+    }
 
 
 # --- database ------------------------------------------------------------------------------------
@@ -78,7 +83,7 @@ def embedded_postgres() -> bool:
     """The bench runs on this checkout's embedded PostgreSQL (not on a DATABASE_URL of the caller)."""
     from django.conf import settings
 
-    from config import local_services
+    from ops import local_services
 
     return settings.DATABASE_URL == local_services.database_url()
 
@@ -89,7 +94,7 @@ def _pid_from(path: Path) -> int | None:
 
 def postgres_pid() -> int | None:
     """The postmaster of the embedded server (its backends are its children)."""
-    from config import local_services
+    from ops import local_services
 
     return _pid_from(local_services.DATA_DIR / "postgres" / "postmaster.pid") if embedded_postgres() else None
 
@@ -97,7 +102,7 @@ def postgres_pid() -> int | None:
 def redis_pid() -> int | None:
     from django.conf import settings
 
-    from config import local_services
+    from ops import local_services
 
     if settings.REDIS_URL != local_services.redis_url():
         return None
@@ -124,18 +129,24 @@ class Platform:
     def _env(self, extra: dict) -> dict:
         from django.conf import settings
 
-        return {**os.environ, "DATABASE_URL": database_url(self.database), "REDIS_URL": settings.REDIS_URL,
-                "PYTHONUNBUFFERED": "1", **extra}
+        return {
+            **os.environ,
+            "DATABASE_URL": database_url(self.database),
+            "REDIS_URL": settings.REDIS_URL,
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
 
     def _spawn(self, name: str, command: list[str], env: dict) -> subprocess.Popen:
         log = open(RESULTS / f"{name}.log", "ab")
         log.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(command)}\n".encode())
         log.flush()
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def start_api(self) -> None:
-        from config import processes
+        from ops import processes
 
         command, env = processes.api(HOST, self.port, "--log-level", "warning")
         self.api = self._spawn("api", command, self._env({**env, "PGAPPNAME": "bench-api"}))
@@ -155,12 +166,17 @@ class Platform:
         """Start the worker and wait until it answers a bare task (it is consuming)."""
         from django.conf import settings
 
-        from config import processes
+        from ops import processes
 
-        command, env = processes.worker(concurrency or self.worker_concurrency, settings.CELERY_TASK_DEFAULT_QUEUE,
-                                        "--without-mingle", "--without-gossip")
-        self.worker = self._spawn("worker", command + ["--loglevel", "WARNING"],
-                                  self._env({**env, "PGAPPNAME": "bench-worker"}))
+        command, env = processes.worker(
+            concurrency or self.worker_concurrency,
+            settings.CELERY_TASK_DEFAULT_QUEUE,
+            "--without-mingle",
+            "--without-gossip",
+        )
+        self.worker = self._spawn(
+            "worker", command + ["--loglevel", "WARNING"], self._env({**env, "PGAPPNAME": "bench-worker"})
+        )
         from config.celery import app
 
         broker, reply_key = redis_client(), unique("bench:ready")

@@ -33,7 +33,7 @@ def _process_table() -> dict[int, tuple[int, int]]:
             raw = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+        fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "
         ppid = int(fields[1])
         utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
         table[int(entry.name)] = (ppid, utime + stime + cutime + cstime)
@@ -85,8 +85,10 @@ class CpuMeter:
 
     def _snapshot(self):
         table = _process_table()
-        per_kind = {name: sum(table[pid][1] for pid in _tree(root, table, children) if pid in table)
-                    for name, (root, children) in self.kinds.items()}
+        per_kind = {
+            name: sum(table[pid][1] for pid in _tree(root, table, children) if pid in table)
+            for name, (root, children) in self.kinds.items()
+        }
         return time.perf_counter(), _machine_ticks(), per_kind
 
     def start(self) -> "CpuMeter":

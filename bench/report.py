@@ -36,28 +36,71 @@ def render(output: dict) -> str:
     bare_seq = celery["sequential"] if celery else {}
     bare_loop = celery["closed_loop"] if celery else {}
     if celery:
-        lines.append(_row("1 bare Celery round trip, sequential", _f(bare_seq["p50_ms"]), _f(bare_seq["p90_ms"]),
-                          _f(bare_seq["p99_ms"])))
-        lines.append(_row(f"1 bare Celery, {bare_loop['clients']} clients", _f(bare_loop.get("p50_ms")), "",
-                          _f(bare_loop.get("p99_ms")), _f(bare_loop["per_s"]), _f(bare_loop["machine_busy_pct"], 0),
-                          _f(bare_loop["cpu_ms_per_op"], 2)))
+        lines.append(
+            _row(
+                "1 bare Celery round trip, sequential",
+                _f(bare_seq["p50_ms"]),
+                _f(bare_seq["p90_ms"]),
+                _f(bare_seq["p99_ms"]),
+            )
+        )
+        lines.append(
+            _row(
+                f"1 bare Celery, {bare_loop['clients']} clients",
+                _f(bare_loop.get("p50_ms")),
+                "",
+                _f(bare_loop.get("p99_ms")),
+                _f(bare_loop["per_s"]),
+                _f(bare_loop["machine_busy_pct"], 0),
+                _f(bare_loop["cpu_ms_per_op"], 2),
+            )
+        )
     if "noop" in r and "noop" not in errors:
         n = r["noop"]
-        lines.append(_row("2 no-op POST /execute, sequential", _f(n["p50_ms"]), _f(n["p90_ms"]), _f(n["p99_ms"]),
-                          versus=f"{_ratio(n['p50_ms'], bare_seq.get('p50_ms'))} p50"))
+        lines.append(
+            _row(
+                "2 no-op POST /execute, sequential",
+                _f(n["p50_ms"]),
+                _f(n["p90_ms"]),
+                _f(n["p99_ms"]),
+                versus=f"{_ratio(n['p50_ms'], bare_seq.get('p50_ms'))} p50",
+            )
+        )
     for row in (r.get("load") or []) if "load" not in errors else []:
-        versus = (f"1/{_ratio(bare_loop.get('per_s'), row['per_s'])} per s, "
-                  f"{_ratio(row['cpu_ms_per_op'], bare_loop.get('cpu_ms_per_op'))} CPU") if bare_loop else ""
-        lines.append(_row(f"3 no-op POST /execute, {row['clients']} clients", _f(row.get("p50_ms")), "",
-                          _f(row.get("p99_ms")), _f(row["per_s"]), _f(row["machine_busy_pct"], 0),
-                          _f(row["cpu_ms_per_op"], 1), versus + (f" ({row['failed']} failed)" if row["failed"] else "")))
+        versus = (
+            (
+                f"1/{_ratio(bare_loop.get('per_s'), row['per_s'])} per s, "
+                f"{_ratio(row['cpu_ms_per_op'], bare_loop.get('cpu_ms_per_op'))} CPU"
+            )
+            if bare_loop
+            else ""
+        )
+        lines.append(
+            _row(
+                f"3 no-op POST /execute, {row['clients']} clients",
+                _f(row.get("p50_ms")),
+                "",
+                _f(row.get("p99_ms")),
+                _f(row["per_s"]),
+                _f(row["machine_busy_pct"], 0),
+                _f(row["cpu_ms_per_op"], 1),
+                versus + (f" ({row['failed']} failed)" if row["failed"] else ""),
+            )
+        )
     if "stream" in r and "stream" not in errors:
         s = r["stream"]
-        lines.append(_row("5 10-chunk stream: first event", _f(s["first_event"]["p50_ms"]), "",
-                          _f(s["first_event"]["p99_ms"])))
-        lines.append(_row("5 10-chunk stream: final event", _f(s["final_event"]["p50_ms"]), "",
-                          _f(s["final_event"]["p99_ms"]),
-                          versus=f"model {s['model_ms']} ms, {s['events_per_stream']} SSE events"))
+        lines.append(
+            _row("5 10-chunk stream: first event", _f(s["first_event"]["p50_ms"]), "", _f(s["first_event"]["p99_ms"]))
+        )
+        lines.append(
+            _row(
+                "5 10-chunk stream: final event",
+                _f(s["final_event"]["p50_ms"]),
+                "",
+                _f(s["final_event"]["p99_ms"]),
+                versus=f"model {s['model_ms']} ms, {s['events_per_stream']} SSE events",
+            )
+        )
     lines.append("")
     lines.append("CPU ms per operation by process tree (the bench client is this process alone):")
     if bare_loop:
@@ -71,15 +114,19 @@ def render(output: dict) -> str:
         if "skipped" in st:
             lines.append(f"4 statements: skipped: {st['skipped']}")
         else:
-            lines.append(f"4 statements per no-op sync execution ({st['executions']} sequential): "
-                         f"{st['statements_per_execution']} statements + {st['transaction_control_per_execution']} "
-                         f"transaction control (+ {st['nested_per_execution']} nested: foreign-key checks), "
-                         f"{st['commits_per_execution']} commits, "
-                         f"{st['new_sessions_per_execution']} new sessions, "
-                         f"{st['server_ms_per_execution']} ms server time")
+            lines.append(
+                f"4 statements per no-op sync execution ({st['executions']} sequential): "
+                f"{st['statements_per_execution']} statements + {st['transaction_control_per_execution']} "
+                f"transaction control (+ {st['nested_per_execution']} nested: foreign-key checks), "
+                f"{st['commits_per_execution']} commits, "
+                f"{st['new_sessions_per_execution']} new sessions, "
+                f"{st['server_ms_per_execution']} ms server time"
+            )
             for table, w in st["row_writes_per_execution"].items():
-                lines.append(f"  {table}: {w['inserts']} inserts, {w['updates']} updates ({w['hot_updates']} HOT; "
-                             f"each other one writes all {w['indexes']} indexes) per execution")
+                lines.append(
+                    f"  {table}: {w['inserts']} inserts, {w['updates']} updates ({w['hot_updates']} HOT; "
+                    f"each other one writes all {w['indexes']} indexes) per execution"
+                )
             for top in st["top_statements"]:
                 lines.append(f"  {top['per_execution']:5.2f} x {top['mean_ms']:7.3f} ms  {top['query']}")
 
@@ -93,31 +140,40 @@ def render(output: dict) -> str:
             f" ({i['worker_processes']} processes): {i['completed']} completed"
             f"{' (capped at ' + _f(i['cap_seconds'], 0) + ' s, ' + str(i['left_cancelled']) + ' cancelled)' if i['capped'] else ''}"
             f", wall {_f(i['wall_seconds'], 2)} s (ideal ~2), {_f(i['per_s'])} executions/s, "
-            f"peak running {i['peak_running']}, machine {_f(i['machine_busy_pct'], 0)}% busy")
-        lines.append(f"  worker RSS {_f(i['worker_rss_mb_idle'])} MB idle -> {_f(i['worker_rss_mb_peak'])} MB peak: "
-                     f"{_f(i['worker_rss_kb_per_inflight'])} KB per in-flight execution at peak "
-                     f"({_f(i['worker_rss_growth_kb_per_inflight'])} KB of growth); "
-                     f"start latency p50 {_f(i['start_latency'].get('p50_ms'))} ms, "
-                     f"p99 {_f(i['start_latency'].get('p99_ms'))} ms; start errors {i['start_errors']}")
+            f"peak running {i['peak_running']}, machine {_f(i['machine_busy_pct'], 0)}% busy"
+        )
+        lines.append(
+            f"  worker RSS {_f(i['worker_rss_mb_idle'])} MB idle -> {_f(i['worker_rss_mb_peak'])} MB peak: "
+            f"{_f(i['worker_rss_kb_per_inflight'])} KB per in-flight execution at peak "
+            f"({_f(i['worker_rss_growth_kb_per_inflight'])} KB of growth); "
+            f"start latency p50 {_f(i['start_latency'].get('p50_ms'))} ms, "
+            f"p99 {_f(i['start_latency'].get('p99_ms'))} ms; start errors {i['start_errors']}"
+        )
 
     for f in (r.get("fanout") or []) if "fanout" not in errors else []:
         lines.append("")
         lines.append(
             f"7 fan-out {f['clients']} SSE clients on one execution: {f['connected']} connected, {f['failed']} failed "
             f"{f['failures'] or ''} in {f['connect_seconds']} s; {f['received_final']} received the final event"
-            + ("" if f["external_event_status"] in (200, 202) else
-               f"; POST external-event answered {f['external_event_status']}, resumed in-process"))
+            + (
+                ""
+                if f["external_event_status"] in (200, 202)
+                else f"; POST external-event answered {f['external_event_status']}, resumed in-process"
+            )
+        )
         peak = f["redis_with_streams"]
         lines.append(
             f"  API RSS {f['api_rss_mb_before']} -> {f['api_rss_mb_streams']} MB = {_f(f['api_rss_kb_per_stream'])} KB "
             f"per open stream ({_f(f['api_rss_kb_per_client'])} KB per client); Redis connected_clients {f['redis_before']['connected_clients']} -> "
             f"{peak['connected_clients']}, pub/sub connections {peak['pubsub_connections']}, "
-            f"channel subscribers {peak['channel_subscribers']}")
+            f"channel subscribers {peak['channel_subscribers']}"
+        )
         lines.append(
             f"  publish -> last client p50 {_f(f['publish_to_last_client_ms']['p50'])} ms, "
             f"p99 {_f(f['publish_to_last_client_ms']['p99'])} ms; -> each client p50 "
             f"{_f(f['publish_to_each_client_ms']['p50'])} ms, p99 {_f(f['publish_to_each_client_ms']['p99'])} ms "
-            f"({f['events_published']} events)")
+            f"({f['events_published']} events)"
+        )
 
     if "history" in r and "history" not in errors:
         h = r["history"]
@@ -125,15 +181,22 @@ def render(output: dict) -> str:
         lines.append(f"8 history: {h['history']}")
         for label in ("noop", "noop_paid"):
             empty, filled = h[f"{label}_empty"], h[f"{label}_filled"]
-            lines.append(f"  {label:9} p50 {empty['p50_ms']} ms empty -> {filled['p50_ms']} ms filled "
-                         f"(p99 {empty['p99_ms']} -> {filled['p99_ms']})")
-        for title, rows in (("statements of the no-ops", h["statements"]), ("reaper and purge", h["reaper_statements"])):
+            lines.append(
+                f"  {label:9} p50 {empty['p50_ms']} ms empty -> {filled['p50_ms']} ms filled "
+                f"(p99 {empty['p99_ms']} -> {filled['p99_ms']})"
+            )
+        for title, rows in (
+            ("statements of the no-ops", h["statements"]),
+            ("reaper and purge", h["reaper_statements"]),
+        ):
             lines.append(f"  {title} (median ms, shared buffers hit+read (read), empty -> filled):")
             for row in rows:
                 flag = f"  <-- {row['degrades']}" if row["degrades"] else ""
-                lines.append(f"    {_f(row['empty_p50_ms'], 3):>7} -> {row['filled_p50_ms']:7.3f} ms "
-                             f"{_f(row['empty_buffers'], 0):>5} -> {row['filled_buffers']:>6.0f} ({row['filled_read']:.0f}) "
-                             f"buf  {row['query'][:100]}{flag}")
+                lines.append(
+                    f"    {_f(row['empty_p50_ms'], 3):>7} -> {row['filled_p50_ms']:7.3f} ms "
+                    f"{_f(row['empty_buffers'], 0):>5} -> {row['filled_buffers']:>6.0f} ({row['filled_read']:.0f}) "
+                    f"buf  {row['query'][:100]}{flag}"
+                )
             for row in rows:
                 if row["degrades"]:
                     lines.append(f"    plan of {row['query'][:90]}:")

@@ -1,6 +1,6 @@
 """The platform's runtime at AI scale, side by side with a bare Celery round trip, in ONE run.
 
-Same PostgreSQL, same Redis, a real uvicorn API and a real Celery worker (config/processes.py).
+Same PostgreSQL, same Redis, a real uvicorn API and a real Celery worker (ops/processes.py).
 Phases (each capped in time; bench/README.md says what each row measures):
 
   celery      1. bare Celery round trip: sequential, and 16 closed-loop clients (the baseline)
@@ -38,7 +38,7 @@ from bench import harness  # noqa: E402
 
 OPEN_FILES = harness.raise_open_files_limit()  # before the servers start: they inherit it
 
-from config import local_services  # noqa: E402
+from ops import local_services  # noqa: E402
 
 if local_services.uses_local_services():
     os.environ.update(local_services.ensure_started())
@@ -68,9 +68,15 @@ def int_list(text: str) -> list[int]:
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated, in this order: " + ",".join(PHASES))
-    parser.add_argument("--history", action=argparse.BooleanOptionalAction, default=True,
-                        help="the history phase (its first run fills bench_history: ~2.5 min on 2 cores)")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help="comma-separated, in this order: " + ",".join(PHASES)
+    )
+    parser.add_argument(
+        "--history",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the history phase (its first run fills bench_history: ~2.5 min on 2 cores)",
+    )
     parser.add_argument("--requests", type=int, default=200, help="sequential requests of rows 1 and 2")
     parser.add_argument("--seconds", type=float, default=20, help="duration of each closed-loop run")
     parser.add_argument("--clients", type=int_list, default=[16, 64], help="closed-loop clients of row 3")
@@ -81,8 +87,12 @@ def parse_args():
     parser.add_argument("--fanout", type=int_list, default=[1000, 5000], help="SSE clients of row 7")
     parser.add_argument("--fanout-delay-ms", type=int, default=250, help="between the 20 chunks of row 7")
     parser.add_argument("--inflight", type=int, default=500, help="executions started at once in row 6")
-    parser.add_argument("--inflight-concurrency", type=int, default=500,
-                        help="the row 6 worker's --concurrency (use a small one with the prefork pool)")
+    parser.add_argument(
+        "--inflight-concurrency",
+        type=int,
+        default=500,
+        help="the row 6 worker's --concurrency (use a small one with the prefork pool)",
+    )
     parser.add_argument("--inflight-cap", type=float, default=90, help="seconds before row 6 stops")
     parser.add_argument("--worker-concurrency", type=int, default=4, help="the worker of the other rows")
     parser.add_argument("--history-executions", type=int, default=1_000_000)
@@ -101,11 +111,19 @@ def machine_info() -> dict:
         fsync = conn.execute("SHOW fsync").fetchone()[0]
         preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
     redis_info = harness.redis_client().info("server")
-    return {"nproc": os.cpu_count(), "memory_gib": round(int(meminfo["MemTotal"].split()[0]) / 2**20, 1),
-            "python": pyplatform.python_version(), "kernel": pyplatform.release(),
-            "postgresql": pg_version, "fsync": fsync, "shared_preload_libraries": preload,
-            "redis": redis_info["redis_version"], "open_files_limit": OPEN_FILES,
-            "load_average_at_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(int(meminfo["MemTotal"].split()[0]) / 2**20, 1),
+        "python": pyplatform.python_version(),
+        "kernel": pyplatform.release(),
+        "postgresql": pg_version,
+        "fsync": fsync,
+        "shared_preload_libraries": preload,
+        "redis": redis_info["redis_version"],
+        "open_files_limit": OPEN_FILES,
+        "load_average_at_start": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def run_phases(args, platform, fixture) -> dict:
@@ -129,27 +147,43 @@ def run_phases(args, platform, fixture) -> dict:
             results[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         harness.log(f"phase {name} took {time.perf_counter() - started:.0f} s")
 
-    phase("celery", lambda: {
-        "sequential": celery_baseline.sequential(args.requests),
-        "closed_loop": celery_baseline.closed_loop(args.baseline_clients, args.seconds, kinds()),
-    })
+    phase(
+        "celery",
+        lambda: {
+            "sequential": celery_baseline.sequential(args.requests),
+            "closed_loop": celery_baseline.closed_loop(args.baseline_clients, args.seconds, kinds()),
+        },
+    )
     phase("noop", lambda: noop.sequential(args.port, agents["noop"], key, args.requests))
-    phase("load", lambda: [noop.closed_loop(args.port, agents["noop"], key, clients, args.seconds, kinds())
-                           for clients in args.clients])
+    phase(
+        "load",
+        lambda: [
+            noop.closed_loop(args.port, agents["noop"], key, clients, args.seconds, kinds()) for clients in args.clients
+        ],
+    )
 
     def count_statements():
         with harness.connect() as conn:
-            return statements.measure(conn, lambda n: noop.sequential(args.port, agents["noop"], key, n, warmup=0),
-                                      args.statement_executions)
+            return statements.measure(
+                conn, lambda n: noop.sequential(args.port, agents["noop"], key, n, warmup=0), args.statement_executions
+            )
 
     phase("statements", count_statements)
-    phase("stream", lambda: streams.stream_latency(args.port, agents["stream10"], key, args.stream_requests,
-                                                            args.stream_delay_ms))
+    phase(
+        "stream",
+        lambda: streams.stream_latency(args.port, agents["stream10"], key, args.stream_requests, args.stream_delay_ms),
+    )
     phase("fanout", lambda: [streams.fanout(platform, fixture, clients) for clients in args.fanout])
-    phase("inflight", lambda: inflight.run(platform, fixture, args.inflight, args.inflight_concurrency,
-                                           args.inflight_cap))
-    phase("history", lambda: history.run(platform, args.history_executions, args.history_refill,
-                                         requests=args.requests, explained=30), own_processes=True)
+    phase(
+        "inflight", lambda: inflight.run(platform, fixture, args.inflight, args.inflight_concurrency, args.inflight_cap)
+    )
+    phase(
+        "history",
+        lambda: history.run(
+            platform, args.history_executions, args.history_refill, requests=args.requests, explained=30
+        ),
+        own_processes=True,
+    )
     return results
 
 
@@ -168,8 +202,12 @@ def main():
         results = run_phases(args, platform, fixture)
     finally:
         platform.stop()
-    output = {"machine": info, "args": {k: v for k, v in vars(args).items()},
-              "total_seconds": round(time.perf_counter() - started), "results": results}
+    output = {
+        "machine": info,
+        "args": {k: v for k, v in vars(args).items()},
+        "total_seconds": round(time.perf_counter() - started),
+        "results": results,
+    }
     harness.RESULTS.mkdir(exist_ok=True)
     (harness.RESULTS / "latest.json").write_text(json.dumps(output, indent=2, default=str))
     print(report.render(output))

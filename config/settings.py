@@ -1,6 +1,6 @@
 """Settings, all read from the environment here and nowhere else.
 
-With no DATABASE_URL / REDIS_URL the embedded servers of config.local_services are used.
+With no DATABASE_URL / REDIS_URL the embedded servers of ops.local_services are used.
 """
 
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config import local_services
+from ops import local_services
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -40,17 +40,20 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_eventstream",
+    "core",
     "accounts",
     "agents",
     "executions",
     "conversations",
     "files",
     "workers",
+    "api",
+    "ops",
 ]
 
 # No GZip middleware: it would buffer the SSE streams.
 # Every one is async-capable, so an async view's request never goes through a thread for the
-# chain itself; config.middleware's Common and Authentication are Django's, with their hooks run
+# chain itself; api.http.middleware's Common and Authentication are Django's, with their hooks run
 # on the event loop.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -58,12 +61,12 @@ MIDDLEWARE = [
     # which made Django run the whole middleware chain of every request through a thread).
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "config.middleware.CommonMiddleware",
+    "api.http.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "config.middleware.AuthenticationMiddleware",
+    "api.http.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "config.middleware.WorkspaceHeadersMiddleware",
+    "api.http.middleware.WorkspaceHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -86,25 +89,23 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL") or local_services.database_url()
 # Opening a PostgreSQL connection costs milliseconds, so no process should open one per request.
 # The API (ASGI) and the workers (a thread per run in flight) use Django's psycopg pool:
-# DB_POOL_MAX_SIZE, set per process kind by config/processes.py (`make run`, the tests, the bench).
+# DB_POOL_MAX_SIZE, set per process kind by ops/processes.py (`make run`, the tests, the bench).
 # A worker's runs give their connection back before every wait (model, tool, timer), so a pool far
 # smaller than the runs in flight serves them. DB_CONN_MAX_AGE keeps one connection per thread instead.
 DATABASES = {
-    "default": dj_database_url.parse(
-        DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0), conn_health_checks=True
-    )
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0), conn_health_checks=True)
 }
 if env_int("DB_POOL_MAX_SIZE", 0):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": env_int("DB_POOL_MAX_SIZE", 0)}
-# Names the process kind's connections in pg_stat_activity (config/processes.py sets it per kind).
+# Names the process kind's connections in pg_stat_activity (ops/processes.py sets it per kind).
 if os.environ.get("DB_APPLICATION_NAME"):
     DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ["DB_APPLICATION_NAME"]
 # Threads that run the ASGI server's sync code (config/asgi.py): as many as pooled connections, so a
 # sync call never waits for a connection; a call that finds no free thread waits for one, no timeout.
 ASGI_SYNC_THREADS = env_int("ASGI_SYNC_THREADS", env_int("DB_POOL_MAX_SIZE", 0) or 10)
-# Django's backend, with a pool that recovers at once from a PostgreSQL restart (config/pg_backend).
-DATABASES["default"]["ENGINE"] = "config.pg_backend"
+# Django's backend, with a pool that recovers at once from a PostgreSQL restart (core/pg_backend).
+DATABASES["default"]["ENGINE"] = "core.pg_backend"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL") or local_services.redis_url()
@@ -139,7 +140,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -149,7 +150,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "config.openapi.add_async_endpoints",
+        "api.http.openapi.add_async_endpoints",
     ],
 }
 
@@ -238,8 +239,10 @@ WORKER_DB_POOL_SIZE = env_int("WORKER_DB_POOL_SIZE", 16)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reap-executions": {"task": "workers.tasks.reap_executions", "schedule": float(REAPER_INTERVAL_SECONDS)},
-    "purge-expired-executions": {"task": "workers.tasks.purge_expired_executions",
-                                 "schedule": float(PURGE_INTERVAL_SECONDS)},
+    "purge-expired-executions": {
+        "task": "workers.tasks.purge_expired_executions",
+        "schedule": float(PURGE_INTERVAL_SECONDS),
+    },
 }
 
 LOGGING = {

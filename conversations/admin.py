@@ -1,7 +1,7 @@
 from django.contrib import admin
 
-from config.admin import ReadOnlyTabularInline
 from conversations.models import Conversation, MemoryFact, Message
+from core.admin import ReadOnlyTabularInline
 
 
 class MessageInline(ReadOnlyTabularInline):

@@ -25,8 +25,13 @@ class Conversation(models.Model):
     archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["principal", "agent"], condition=models.Q(state="active"),
-                                               name="one_active_conversation_per_principal_and_agent")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["principal", "agent"],
+                condition=models.Q(state="active"),
+                name="one_active_conversation_per_principal_and_agent",
+            )
+        ]
 
     def __str__(self):
         return f"conversation:{self.id}"
@@ -37,10 +42,10 @@ class Conversation(models.Model):
 
 
 class MessageRole(models.TextChoices):
-    USER = "user"            # the end user; replayed to the model
+    USER = "user"  # the end user; replayed to the model
     ASSISTANT = "assistant"  # the agent's answer; replayed
-    TOOL = "tool"            # a tool's result; replayed
-    SYSTEM = "system"        # platform notes (failures, handoffs); stored, never replayed
+    TOOL = "tool"  # a tool's result; replayed
+    SYSTEM = "system"  # platform notes (failures, handoffs); stored, never replayed
 
 
 REPLAYED_ROLES = (MessageRole.USER, MessageRole.ASSISTANT, MessageRole.TOOL)
@@ -80,6 +85,9 @@ class MessageFeedback(models.Model):
             models.UniqueConstraint(fields=["message", "principal"], name="one_feedback_per_principal_and_message"),
             models.CheckConstraint(condition=models.Q(value__in=[1, -1]), name="feedback_value_is_plus_or_minus_one"),
         ]
+
+    def __str__(self):
+        return f"{self.value:+d} on {self.message_id}"
 
 
 class MemoryFact(models.Model):

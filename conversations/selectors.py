@@ -2,16 +2,21 @@
 
 from django.conf import settings
 
-from config.errors import ApiError, not_found
-from config.ids import parse_prefixed_id
 from conversations.models import REPLAYED_ROLES, Conversation, ConversationState, MemoryFact, Message
+from core.errors import ApiError, not_found
+from core.ids import parse_prefixed_id
 
 
 def get_conversation(caller, conversation_id: str) -> Conversation:
     """The caller's own conversation; anyone else's is 404."""
     parsed = parse_prefixed_id(conversation_id, "conversation")
-    conversation = (Conversation.objects.filter(id=parsed, workspace=caller.workspace, principal=caller.principal)
-                    .select_related("agent").first() if parsed else None)
+    conversation = (
+        Conversation.objects.filter(id=parsed, workspace=caller.workspace, principal=caller.principal)
+        .select_related("agent")
+        .first()
+        if parsed
+        else None
+    )
     if conversation is None:
         raise not_found("conversation")
     return conversation
@@ -21,11 +26,19 @@ def conversation_for_execution(caller, agent, scope: str) -> Conversation:
     """`conversation_scope` of an execute request: the caller's active conversation with this agent."""
     conversation = get_conversation(caller, scope)
     if conversation.agent_id != agent.id:
-        raise ApiError(422, "conversation_agent_mismatch", "This conversation belongs to another agent.",
-                       field="conversation_scope")
+        raise ApiError(
+            422,
+            "conversation_agent_mismatch",
+            "This conversation belongs to another agent.",
+            field="conversation_scope",
+        )
     if conversation.state == ConversationState.ARCHIVED:
-        raise ApiError(409, "conversation_archived", "This conversation is archived; start a new one with "
-                       "POST /my/conversations.", field="conversation_scope")
+        raise ApiError(
+            409,
+            "conversation_archived",
+            "This conversation is archived; start a new one with POST /my/conversations.",
+            field="conversation_scope",
+        )
     return conversation
 
 
@@ -44,8 +57,14 @@ def history_for_model(conversation_id) -> list[dict]:
     kept.reverse()
     while kept and kept[0].role == "tool":
         kept.pop(0)
-    return [{"role": m.role, "content": m.content, **({"tool_call_id": m.tool_call_id, "name": m.tool_name}
-                                                      if m.role == "tool" else {})} for m in kept]
+    return [
+        {
+            "role": m.role,
+            "content": m.content,
+            **({"tool_call_id": m.tool_call_id, "name": m.tool_name} if m.role == "tool" else {}),
+        }
+        for m in kept
+    ]
 
 
 def memory_facts(workspace_id, external_user_id: str):

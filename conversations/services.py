@@ -5,15 +5,19 @@ import json
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from config.errors import ApiError
 from conversations.models import Conversation, ConversationState, MemoryFact, Message, MessageFeedback, MessageRole
+from core.errors import ApiError
 
 
 def create_or_resume_conversation(caller, agent) -> tuple[Conversation, bool]:
     """The caller's active conversation with the agent, or a new one (created=True). The partial
     unique index decides between concurrent requests: the loser reads the winner's row."""
-    active = {"workspace": caller.workspace, "principal": caller.principal, "agent": agent,
-              "state": ConversationState.ACTIVE}
+    active = {
+        "workspace": caller.workspace,
+        "principal": caller.principal,
+        "agent": agent,
+        "state": ConversationState.ACTIVE,
+    }
     existing = Conversation.objects.filter(**active).first()
     if existing:
         return existing, False
@@ -26,7 +30,8 @@ def create_or_resume_conversation(caller, agent) -> tuple[Conversation, bool]:
 
 def archive_conversation(conversation: Conversation) -> Conversation:
     Conversation.objects.filter(id=conversation.id, state=ConversationState.ACTIVE).update(
-        state=ConversationState.ARCHIVED, archived_at=timezone.now())
+        state=ConversationState.ARCHIVED, archived_at=timezone.now()
+    )
     conversation.refresh_from_db()
     return conversation
 
@@ -34,8 +39,9 @@ def archive_conversation(conversation: Conversation) -> Conversation:
 def set_feedback(message: Message, principal, value) -> MessageFeedback:
     if type(value) is not int or value not in (1, -1):
         raise ApiError(400, "invalid_feedback", "value must be 1 (thumbs up) or -1 (thumbs down).", field="value")
-    feedback, _ = MessageFeedback.objects.update_or_create(message=message, principal=principal,
-                                                          defaults={"value": value})
+    feedback, _ = MessageFeedback.objects.update_or_create(
+        message=message, principal=principal, defaults={"value": value}
+    )
     return feedback
 
 
@@ -46,30 +52,62 @@ def record_exchange(execution, state: str, outputs: dict | None, error: dict | N
     from executions.models import ExecutionEvent
 
     scope = (execution.inputs or {}).get("conversation_scope")
-    conversation = Conversation.objects.filter(id=str(scope).removeprefix("conversation:"),
-                                               workspace_id=execution.workspace_id).first() if scope else None
+    conversation = (
+        Conversation.objects.filter(
+            id=str(scope).removeprefix("conversation:"), workspace_id=execution.workspace_id
+        ).first()
+        if scope
+        else None
+    )
     if conversation is None:
         return
     if state != "completed":
         reason = (error or {}).get("message") or state
-        Message.objects.create(conversation=conversation, role=MessageRole.SYSTEM, execution_id=execution.id,
-                               content=f"The execution {execution.id} ended {state}: {reason}")
+        Message.objects.create(
+            conversation=conversation,
+            role=MessageRole.SYSTEM,
+            execution_id=execution.id,
+            content=f"The execution {execution.id} ended {state}: {reason}",
+        )
         return
-    rows = [Message(conversation=conversation, role=MessageRole.USER, execution_id=execution.id,
-                    content=execution.inputs.get("message", ""))]
-    for data in ExecutionEvent.objects.filter(execution_id=execution.id, type="tool_result").order_by("seq") \
-            .values_list("data", flat=True):
-        rows.append(Message(conversation=conversation, role=MessageRole.TOOL, execution_id=execution.id,
-                            tool_call_id=data.get("tool_call_id", ""), tool_name=data.get("name", ""),
-                            content=json.dumps({"outcome": data.get("outcome"), "result": data.get("result")})))
-    rows.append(Message(conversation=conversation, role=MessageRole.ASSISTANT, execution_id=execution.id,
-                        content=(outputs or {}).get("text", "")))
+    rows = [
+        Message(
+            conversation=conversation,
+            role=MessageRole.USER,
+            execution_id=execution.id,
+            content=execution.inputs.get("message", ""),
+        )
+    ]
+    for data in (
+        ExecutionEvent.objects.filter(execution_id=execution.id, type="tool_result")
+        .order_by("seq")
+        .values_list("data", flat=True)
+    ):
+        rows.append(
+            Message(
+                conversation=conversation,
+                role=MessageRole.TOOL,
+                execution_id=execution.id,
+                tool_call_id=data.get("tool_call_id", ""),
+                tool_name=data.get("name", ""),
+                content=json.dumps({"outcome": data.get("outcome"), "result": data.get("result")}),
+            )
+        )
+    rows.append(
+        Message(
+            conversation=conversation,
+            role=MessageRole.ASSISTANT,
+            execution_id=execution.id,
+            content=(outputs or {}).get("text", ""),
+        )
+    )
     Message.objects.bulk_create(rows)
 
 
 def remember(workspace_id, external_user_id: str, content: str, execution_id=None) -> MemoryFact:
-    return MemoryFact.objects.create(workspace_id=workspace_id, external_user_id=external_user_id, content=content,
-                                     execution_id=execution_id)
+    return MemoryFact.objects.create(
+        workspace_id=workspace_id, external_user_id=external_user_id, content=content, execution_id=execution_id
+    )
 
 
 def forget(workspace_id, external_user_id: str, fact_id=None) -> int:

@@ -8,10 +8,10 @@ from django.http import Http404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from config.admin import ReadOnlyTabularInline
+from core.admin import ReadOnlyTabularInline
 from executions import purge, services
 from executions.models import Artifact, Execution, ExecutionEvent
-from files.views import stored_file_response
+from files.responses import stored_file_response
 
 TREE_DEPTH = 5
 
@@ -36,7 +36,9 @@ class SubExecutionInline(ReadOnlyTabularInline):
 
     @admin.display(description="id")
     def link(self, child):
-        return format_html('<a href="{}">{}</a>', reverse("admin:executions_execution_change", args=[child.id]), child.id)
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:executions_execution_change", args=[child.id]), child.id
+        )
 
 
 class ArtifactInline(ReadOnlyTabularInline):
@@ -68,26 +70,45 @@ class ExecutionAdmin(admin.ModelAdmin):
         return self._tree(execution, TREE_DEPTH) or "-"
 
     def _tree(self, execution, depth):
-        children = list(Execution.objects.filter(parent=execution).select_related(
-            "agent_version__agent", "skill_version__skill").order_by("created_at"))
+        children = list(
+            Execution.objects.filter(parent=execution)
+            .select_related("agent_version__agent", "skill_version__skill")
+            .order_by("created_at")
+        )
         if not children or depth == 0:
             return ""
-        return format_html("<ul>{}</ul>", format_html_join("", '<li><a href="{}">{}</a> {} {} {}</li>', (
-            (reverse("admin:executions_execution_change", args=[child.id]), child.id, child.get_state_display(),
-             child.agent_version or child.skill_version or "", self._tree(child, depth - 1))
-            for child in children)))
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                '<li><a href="{}">{}</a> {} {} {}</li>',
+                (
+                    (
+                        reverse("admin:executions_execution_change", args=[child.id]),
+                        child.id,
+                        child.get_state_display(),
+                        child.agent_version or child.skill_version or "",
+                        self._tree(child, depth - 1),
+                    )
+                    for child in children
+                ),
+            ),
+        )
 
     def get_urls(self):
         download = self.admin_site.admin_view(self.download_artifact)
-        return [path("artifact/<uuid:artifact_id>/download/", download, name="executions_artifact_download"),
-                *super().get_urls()]
+        return [
+            path("artifact/<uuid:artifact_id>/download/", download, name="executions_artifact_download"),
+            *super().get_urls(),
+        ]
 
     def download_artifact(self, request, artifact_id):
         artifact = Artifact.objects.filter(id=artifact_id).first()
         if artifact is None:
             raise Http404("No such artifact.")
-        return stored_file_response(artifact.storage_key, artifact.document_type,
-                                    artifact.relpath_in_workspace.rsplit("/", 1)[-1])
+        return stored_file_response(
+            artifact.storage_key, artifact.document_type, artifact.relpath_in_workspace.rsplit("/", 1)[-1]
+        )
 
     def has_add_permission(self, request):
         return False
@@ -121,5 +142,6 @@ class ExecutionAdmin(admin.ModelAdmin):
         purged, skipped = purge.purge_executions(queryset)
         self.message_user(request, f"Purged {purged} execution(s).", messages.SUCCESS)
         if skipped:
-            self.message_user(request, f"Skipped {skipped} unfinished execution(s): only finished ones are purged.",
-                              messages.WARNING)
+            self.message_user(
+                request, f"Skipped {skipped} unfinished execution(s): only finished ones are purged.", messages.WARNING
+            )

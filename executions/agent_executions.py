@@ -11,10 +11,10 @@ from django.db import transaction
 from accounts.credits import account_for, hold_credits
 from agents.credit_rules import quote
 from agents.selectors import get_live_agent
-from config.ids import uuid7
+from api.agents.schemas import parse_batch_items, parse_execute_inputs, parse_json_object
 from conversations.selectors import conversation_for_execution
+from core.ids import uuid7
 from executions import services
-from executions.agent_requests import parse_batch_items, parse_execute_inputs, parse_json_object
 from executions.idempotency import claim_idempotency_key, parse_idempotency_key, request_fingerprint
 from executions.models import ExecutionSource, IdempotencyKey
 
@@ -28,9 +28,16 @@ def _create(caller, agent, inputs: dict, source: str, **fields):
         account = account_for(caller.workspace, caller.principal)
         hold_credits(account, execution_id, estimate)
     return services.create_execution(
-        id=execution_id, workspace=caller.workspace, principal=caller.principal, source=source, inputs=inputs,
-        agent_version=agent.live_version, start_payload={"agent_id": f"agent:{agent.id}"},
-        credit_account=account, credits_held=estimate, **fields,
+        id=execution_id,
+        workspace=caller.workspace,
+        principal=caller.principal,
+        source=source,
+        inputs=inputs,
+        agent_version=agent.live_version,
+        start_payload={"agent_id": f"agent:{agent.id}"},
+        credit_account=account,
+        credits_held=estimate,
+        **fields,
     )
 
 
@@ -47,8 +54,9 @@ def _start(caller, agent_id: str, request, route: str, create):
     with transaction.atomic():
         claimed = None
         if idempotency_key:
-            claimed = claim_idempotency_key(caller.workspace, idempotency_key,
-                                            request_fingerprint(f"{route} {agent.id}", body))
+            claimed = claim_idempotency_key(
+                caller.workspace, idempotency_key, request_fingerprint(f"{route} {agent.id}", body)
+            )
         execution = create(agent, body, idempotency_key or "")
         if claimed:
             IdempotencyKey.objects.filter(id=claimed.id).update(execution=execution)
@@ -71,12 +79,18 @@ def start_agent_batch(caller, agent_id: str, request):
 
     def create(agent, body, idempotency_key):
         items = parse_batch_items(body, agent, caller.workspace, settings.BATCH_MAX_ITEMS)
-        batch = services.create_batch(workspace=caller.workspace, principal=caller.principal,
-                                      agent_version=agent.live_version, idempotency_key=idempotency_key)
+        batch = services.create_batch(
+            workspace=caller.workspace,
+            principal=caller.principal,
+            agent_version=agent.live_version,
+            idempotency_key=idempotency_key,
+        )
         for _, inputs in items:
             _check_conversation(caller, agent, inputs)
-        children = [_create(caller, agent, inputs, ExecutionSource.BATCH_ITEM, parent=batch, batch_key=key)
-                    for key, inputs in items]
+        children = [
+            _create(caller, agent, inputs, ExecutionSource.BATCH_ITEM, parent=batch, batch_key=key)
+            for key, inputs in items
+        ]
         services.start_batch(batch, agent, children)
         return batch
 

@@ -148,8 +148,12 @@ def append_events(events: list[PendingEvent]) -> dict:
 
     Returns {execution_id: WrittenEvents} for the executions whose attempt still holds the lease;
     an execution missing from it lost its lease and nothing of it was written. Publish afterwards."""
-    params = {"ids": [e.execution_id for e in events], "attempts": [e.attempt for e in events],
-              "types": [e.type for e in events], "bodies": [e.body for e in events]}
+    params = {
+        "ids": [e.execution_id for e in events],
+        "attempts": [e.attempt for e in events],
+        "types": [e.type for e in events],
+        "bodies": [e.body for e in events],
+    }
     written: dict = {}
     with connection.cursor() as cursor:
         cursor.execute(_APPEND_MANY_SQL, params)

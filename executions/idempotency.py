@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from django.db import connection
 
-from config.errors import ApiError
+from core.errors import ApiError
 from executions.models import Execution, IdempotencyKey
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -36,9 +36,12 @@ def parse_idempotency_key(headers) -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-        raise ApiError(400, "invalid_idempotency_key",
-                       f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.",
-                       field="Idempotency-Key")
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.",
+            field="Idempotency-Key",
+        )
     return key
 
 
@@ -59,11 +62,17 @@ def claim_idempotency_key(workspace, key: str, fingerprint: str, prefixed_ids: b
         return IdempotencyKey.objects.get(id=row[0])
     existing = IdempotencyKey.objects.get(workspace=workspace, key=key)
     if existing.request_hash != fingerprint:
-        raise ApiError(422, "idempotency_key_mismatch",
-                       "This Idempotency-Key was used with a different request in the last 24 hours.",
-                       field="Idempotency-Key")
+        raise ApiError(
+            422,
+            "idempotency_key_mismatch",
+            "This Idempotency-Key was used with a different request in the last 24 hours.",
+            field="Idempotency-Key",
+        )
     original = Execution.objects.filter(id=existing.execution_id).first()
-    raise ApiError(409, "idempotency_key_reused",
-                   "This Idempotency-Key was already used in the last 24 hours; no new execution was created.",
-                   field="Idempotency-Key",
-                   execution_id=(original.public_id if prefixed_ids else str(original.id)) if original else None)
+    raise ApiError(
+        409,
+        "idempotency_key_reused",
+        "This Idempotency-Key was already used in the last 24 hours; no new execution was created.",
+        field="Idempotency-Key",
+        execution_id=(original.public_id if prefixed_ids else str(original.id)) if original else None,
+    )

@@ -6,7 +6,7 @@ from django.db import models
 
 from accounts.models import Principal, Tenant, Workspace
 from agents.models import AgentVersion, SkillVersion
-from config.ids import uuid7
+from core.ids import uuid7
 
 
 class ExecutionState(models.TextChoices):
@@ -41,7 +41,7 @@ class ExecutionSource(models.TextChoices):
 
 
 class Execution(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)  # time-ordered: see config.ids
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)  # time-ordered: see core.ids
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="executions")
     workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="executions")
     principal = models.ForeignKey(Principal, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -63,8 +63,9 @@ class Execution(models.Model):
     iteration_count = models.IntegerField(default=0)
     credits = models.DecimalField(max_digits=18, decimal_places=6, default=0, help_text="Credits charged")
     credits_held = models.DecimalField(max_digits=18, decimal_places=6, default=0)
-    credit_account = models.ForeignKey("accounts.CreditAccount", null=True, blank=True, on_delete=models.PROTECT,
-                                       related_name="+")
+    credit_account = models.ForeignKey(
+        "accounts.CreditAccount", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     chat_thread_id = models.CharField(max_length=128, blank=True, default="")
     chat_message_id = models.CharField(max_length=128, blank=True, default="")
@@ -75,8 +76,9 @@ class Execution(models.Model):
     # Skills: the resolved model alias it runs on, the files to stage, the archived workspace.
     model_config = models.JSONField(null=True, blank=True)
     file_source_ids = models.JSONField(default=list, blank=True)
-    workspace_archive = models.ForeignKey("files.StoredFile", null=True, blank=True, on_delete=models.SET_NULL,
-                                          related_name="+")
+    workspace_archive = models.ForeignKey(
+        "files.StoredFile", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     # Durable runtime: lease (attempt is the fencing token), checkpoint, resume input, cancel flag.
     attempt = models.PositiveIntegerField(default=0)
@@ -157,7 +159,9 @@ class Artifact(models.Model):
 
     class Meta:
         ordering = ["relpath_in_workspace"]
-        constraints = [models.UniqueConstraint(fields=["execution", "relpath_in_workspace"], name="artifact_path_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "relpath_in_workspace"], name="artifact_path_unique")
+        ]
 
     def __str__(self):
         return self.relpath_in_workspace

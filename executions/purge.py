@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Workspace
-from config.errors import ApiError
+from core.errors import ApiError
 from executions.models import TERMINAL_STATES, Artifact, Execution, ExecutionEvent
 from files.models import StoredFile
 
@@ -36,8 +36,9 @@ RETENTION_BATCH_SIZE = 200
 
 class NotPurgeable(ApiError):
     def __init__(self, execution: Execution):
-        super().__init__(409, "execution_not_finished",
-                         f"Only a finished execution can be purged; this one is {execution.state}.")
+        super().__init__(
+            409, "execution_not_finished", f"Only a finished execution can be purged; this one is {execution.state}."
+        )
 
 
 def workspace_prefix(execution_id) -> str:
@@ -53,16 +54,29 @@ def purge_execution(execution: Execution) -> Execution:
         if locked.state not in TERMINAL_STATES:
             raise NotPurgeable(locked)
         storage_keys = list(Artifact.objects.filter(execution=locked).values_list("storage_key", flat=True))
-        media_keys = [key for key in ExecutionEvent.objects.filter(execution=locked, type="media_gen_complete")
-                      .values_list("data__storage_key", flat=True) if isinstance(key, str) and key]
+        media_keys = [
+            key
+            for key in ExecutionEvent.objects.filter(execution=locked, type="media_gen_complete").values_list(
+                "data__storage_key", flat=True
+            )
+            if isinstance(key, str) and key
+        ]
         files = StoredFile.objects.filter(workspace_id=locked.workspace_id, storage_key__in=media_keys)
         if locked.workspace_archive_id:
             files = files | StoredFile.objects.filter(id=locked.workspace_archive_id)
         storage_keys += list(files.values_list("storage_key", flat=True))
         now = timezone.now()
         Execution.objects.filter(id=locked.id).update(
-            inputs={}, outputs=None, error=None, checkpoint={}, resume_input=None, file_source_ids=[],
-            workspace_archive=None, is_purged=True, purged_at=now, updated_at=now,
+            inputs={},
+            outputs=None,
+            error=None,
+            checkpoint={},
+            resume_input=None,
+            file_source_ids=[],
+            workspace_archive=None,
+            is_purged=True,
+            purged_at=now,
+            updated_at=now,
         )
         ExecutionEvent.objects.filter(execution=locked).delete()
         Artifact.objects.filter(execution=locked).delete()
@@ -90,17 +104,23 @@ def purge_expired_executions(now=None) -> int:
     now = now or timezone.now()
     purged = 0
     workspaces = Workspace.objects.filter(execution_retention_days__isnull=False).values_list(
-        "id", "execution_retention_days")
+        "id", "execution_retention_days"
+    )
     failed = set()
     for workspace_id, days in workspaces:
         cutoff = now - timedelta(days=days)
         expired = Execution.objects.filter(
             Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True, created_at__lt=cutoff),
-            workspace_id=workspace_id, is_purged=False, state__in=TERMINAL_STATES,
+            workspace_id=workspace_id,
+            is_purged=False,
+            state__in=TERMINAL_STATES,
         )
         while True:
-            batch = list(expired.exclude(id__in=failed).order_by("created_at")
-                         .values_list("id", flat=True)[:RETENTION_BATCH_SIZE])
+            batch = list(
+                expired.exclude(id__in=failed)
+                .order_by("created_at")
+                .values_list("id", flat=True)[:RETENTION_BATCH_SIZE]
+            )
             for execution_id in batch:
                 try:
                     purge_execution(Execution(id=execution_id))

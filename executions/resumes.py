@@ -5,7 +5,7 @@ resumes the execution (re-queued once the transaction commits); each returns the
 
 from django.db import transaction
 
-from config.errors import ApiError
+from core.errors import ApiError
 from executions.models import Execution, ExecutionState
 from executions.services import resume_execution
 
@@ -13,9 +13,12 @@ from executions.services import resume_execution
 def _locked(execution, expected_state: str, action: str) -> Execution:
     row = Execution.objects.select_for_update().get(id=execution.id)
     if row.state != expected_state:
-        raise ApiError(409, f"execution_not_{expected_state}",
-                       f"The execution is {row.state}, not {expected_state}: nothing to {action}.",
-                       state=row.state)
+        raise ApiError(
+            409,
+            f"execution_not_{expected_state}",
+            f"The execution is {row.state}, not {expected_state}: nothing to {action}.",
+            state=row.state,
+        )
     return row
 
 
@@ -27,12 +30,20 @@ def submit_tool_result(execution, tool_call_id: str, outcome: str, result) -> tu
     row = _locked(execution, ExecutionState.AWAITING_CLIENT_TOOL, "post a tool result for")
     pending = [call["id"] for call in (row.checkpoint.get("node_state") or {}).get("pending", [])]
     if tool_call_id not in pending:
-        raise ApiError(404, "tool_call_not_found", f"The execution has no pending tool call {tool_call_id!r}.",
-                       field="tool_call_id")
+        raise ApiError(
+            404,
+            "tool_call_not_found",
+            f"The execution has no pending tool call {tool_call_id!r}.",
+            field="tool_call_id",
+        )
     results = dict((row.resume_input or {}).get("tool_results", {}))
     if tool_call_id in results:
-        raise ApiError(409, "tool_result_already_submitted", f"A result for {tool_call_id!r} was already posted.",
-                       field="tool_call_id")
+        raise ApiError(
+            409,
+            "tool_result_already_submitted",
+            f"A result for {tool_call_id!r} was already posted.",
+            field="tool_call_id",
+        )
     results[tool_call_id] = {"outcome": outcome, "result": result}
     remaining = [call_id for call_id in pending if call_id not in results]
     if remaining:
@@ -44,10 +55,16 @@ def submit_tool_result(execution, tool_call_id: str, outcome: str, result) -> tu
 @transaction.atomic
 def decide_approval(execution, decision: str, comment: str, principal) -> int:
     row = _locked(execution, ExecutionState.AWAITING_APPROVAL, "approve or reject")
-    return resume_execution(row, ExecutionState.AWAITING_APPROVAL, {
-        "decision": decision, "comment": comment, "decided_by": "api",
-        "principal_id": str(principal.id) if principal else None,
-    })
+    return resume_execution(
+        row,
+        ExecutionState.AWAITING_APPROVAL,
+        {
+            "decision": decision,
+            "comment": comment,
+            "decided_by": "api",
+            "principal_id": str(principal.id) if principal else None,
+        },
+    )
 
 
 @transaction.atomic
@@ -55,6 +72,11 @@ def post_external_event(execution, event: str, payload) -> int:
     row = _locked(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, "deliver an event to")
     expected = (row.checkpoint.get("node_state") or {}).get("event")
     if expected and event != expected:
-        raise ApiError(422, "unexpected_event", f"The execution waits for the event {expected!r}, not {event!r}.",
-                       field="event", expected=expected)
+        raise ApiError(
+            422,
+            "unexpected_event",
+            f"The execution waits for the event {expected!r}, not {event!r}.",
+            field="event",
+            expected=expected,
+        )
     return resume_execution(row, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"event": event, "payload": payload})

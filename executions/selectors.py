@@ -1,8 +1,8 @@
 """Reads of the execution core, always scoped to what the caller may see."""
 
 from accounts.models import ApiKeyKind
-from config.errors import not_found
-from config.ids import parse_prefixed_id
+from core.errors import not_found
+from core.ids import parse_prefixed_id
 from executions.models import Execution
 
 

@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.credits import ZERO, settle_credits
-from config.errors import ApiError
+from core.errors import ApiError
 from executions.events import append_event
 from executions.models import SUSPENDED_STATES, TERMINAL_STATES, Execution, ExecutionSource, ExecutionState
 
@@ -36,13 +36,31 @@ def dispatch_on_commit(execution_id) -> None:
 
 
 @transaction.atomic(savepoint=False)  # inside a start's transaction: no savepoint round trips; errors abort it all
-def create_execution(*, workspace, principal, source, inputs, agent_version=None, skill_version=None,
-                     parent=None, start_payload=None, **fields) -> Execution:
+def create_execution(
+    *,
+    workspace,
+    principal,
+    source,
+    inputs,
+    agent_version=None,
+    skill_version=None,
+    parent=None,
+    start_payload=None,
+    **fields,
+) -> Execution:
     """Insert a queued execution, log its `start` event, and enqueue it after commit."""
     execution = Execution.objects.create(
-        tenant_id=workspace.tenant_id, workspace=workspace, principal=principal, source=source,
-        inputs=inputs, agent_version=agent_version, skill_version=skill_version, parent=parent,
-        state=ExecutionState.QUEUED, dispatched_at=timezone.now(), **fields,
+        tenant_id=workspace.tenant_id,
+        workspace=workspace,
+        principal=principal,
+        source=source,
+        inputs=inputs,
+        agent_version=agent_version,
+        skill_version=skill_version,
+        parent=parent,
+        state=ExecutionState.QUEUED,
+        dispatched_at=timezone.now(),
+        **fields,
     )
     append_event(execution, "start", {"status": execution.state, **(start_payload or {})})
     dispatch_on_commit(execution.id)
@@ -52,17 +70,29 @@ def create_execution(*, workspace, principal, source, inputs, agent_version=None
 def create_batch(*, workspace, principal, agent_version, idempotency_key: str) -> Execution:
     """The parent row of a batch: it waits for its items, run by no worker itself."""
     return Execution.objects.create(
-        tenant_id=workspace.tenant_id, workspace=workspace, principal=principal, source=ExecutionSource.BATCH,
-        agent_version=agent_version, state=ExecutionState.WAITING_FOR_SUB_EXECUTION, inputs={},
-        idempotency_key=idempotency_key, started_at=timezone.now(),
+        tenant_id=workspace.tenant_id,
+        workspace=workspace,
+        principal=principal,
+        source=ExecutionSource.BATCH,
+        agent_version=agent_version,
+        state=ExecutionState.WAITING_FOR_SUB_EXECUTION,
+        inputs={},
+        idempotency_key=idempotency_key,
+        started_at=timezone.now(),
     )
 
 
 def start_batch(batch: Execution, agent, items: list[Execution]) -> None:
-    append_event(batch, "batch_started", {
-        "status": batch.state, "agent_id": f"agent:{agent.id}", "total": len(items),
-        "items": [{"key": item.batch_key, "item_execution_id": item.public_id} for item in items],
-    })
+    append_event(
+        batch,
+        "batch_started",
+        {
+            "status": batch.state,
+            "agent_id": f"agent:{agent.id}",
+            "total": len(items),
+            "items": [{"key": item.batch_key, "item_execution_id": item.public_id} for item in items],
+        },
+    )
 
 
 # --- worker side: claim, lease, checkpoint, finish ------------------------------------------------
@@ -83,8 +113,12 @@ def claim_execution(execution_id, worker_id: str) -> Execution | None:
     The returned row's `attempt` is this run's fencing token.
     """
     now = timezone.now()
-    params = {"id": execution_id, "worker": worker_id, "now": now,
-              "expires": now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)}
+    params = {
+        "id": execution_id,
+        "worker": worker_id,
+        "now": now,
+        "expires": now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS),
+    }
     return next(iter(Execution.objects.raw(_CLAIM_SQL, params)), None)
 
 
@@ -149,14 +183,29 @@ def _error(code: str, message: str) -> dict:
 
 
 def complete_execution(execution, attempt: int, outputs: dict, final_payload: dict, **usage) -> bool:
-    return _transition(execution, _held(execution.id, attempt), ExecutionState.COMPLETED, "final", final_payload,
-                       outputs=outputs, **usage)
+    return _transition(
+        execution,
+        _held(execution.id, attempt),
+        ExecutionState.COMPLETED,
+        "final",
+        final_payload,
+        outputs=outputs,
+        **usage,
+    )
 
 
 def fail_execution(execution, attempt: int, failure_reason: str, message: str, **usage) -> bool:
     error = _error(failure_reason, message)
-    return _transition(execution, _held(execution.id, attempt), ExecutionState.FAILED, "error", error,
-                       failure_reason=failure_reason, error=error, **usage)
+    return _transition(
+        execution,
+        _held(execution.id, attempt),
+        ExecutionState.FAILED,
+        "error",
+        error,
+        failure_reason=failure_reason,
+        error=error,
+        **usage,
+    )
 
 
 CANCELLED_ERROR = _error("cancelled", "The execution was cancelled.")
@@ -164,12 +213,27 @@ CANCELLED_ERROR = _error("cancelled", "The execution was cancelled.")
 
 def cancel_running_execution(execution, attempt: int, **usage) -> bool:
     """The worker saw cancel_requested between steps or chunks and stops here."""
-    return _transition(execution, _held(execution.id, attempt), ExecutionState.CANCELLED, "error", CANCELLED_ERROR,
-                       failure_reason="cancelled", error=CANCELLED_ERROR, **usage)
+    return _transition(
+        execution,
+        _held(execution.id, attempt),
+        ExecutionState.CANCELLED,
+        "error",
+        CANCELLED_ERROR,
+        failure_reason="cancelled",
+        error=CANCELLED_ERROR,
+        **usage,
+    )
 
 
-def suspend_execution(execution, attempt: int, state: str, checkpoint: dict, payload: dict | None,
-                      timeout_seconds: float | None = None, sub_execution: dict | None = None) -> bool:
+def suspend_execution(
+    execution,
+    attempt: int,
+    state: str,
+    checkpoint: dict,
+    payload: dict | None,
+    timeout_seconds: float | None = None,
+    sub_execution: dict | None = None,
+) -> bool:
     """Save the checkpoint and free the worker (a `suspended` event unless the wait is internal).
 
     `timeout_seconds`: the reaper resumes it with the node state's `timeout_input` after that long.
@@ -178,13 +242,25 @@ def suspend_execution(execution, attempt: int, state: str, checkpoint: dict, pay
     assert state in SUSPENDED_STATES
     deadline = timezone.now() + timedelta(seconds=timeout_seconds) if timeout_seconds else None
     with transaction.atomic():
-        if not _transition(execution, _held(execution.id, attempt), state, "suspended" if payload is not None else None,
-                           payload or {}, checkpoint=checkpoint, resume_deadline=deadline):
+        if not _transition(
+            execution,
+            _held(execution.id, attempt),
+            state,
+            "suspended" if payload is not None else None,
+            payload or {},
+            checkpoint=checkpoint,
+            resume_deadline=deadline,
+        ):
             return False
         if sub_execution:
             child = {"source": ExecutionSource.SUB, **sub_execution}
-            create_execution(workspace=execution.workspace, principal=execution.principal, parent=execution,
-                             start_payload={"parent_execution_id": execution.public_id}, **child)
+            create_execution(
+                workspace=execution.workspace,
+                principal=execution.principal,
+                parent=execution,
+                start_payload={"parent_execution_id": execution.public_id},
+                **child,
+            )
     return True
 
 
@@ -203,9 +279,17 @@ def request_cancel(execution: Execution) -> Execution:
 
     Its unfinished sub-executions (and batch items) are cancelled with it."""
     idle = Execution.objects.filter(id=execution.id, state__in=[ExecutionState.QUEUED, *SUSPENDED_STATES])
-    if not _transition(execution, idle, ExecutionState.CANCELLED, "error", CANCELLED_ERROR,
-                       cancel_requested=True, failure_reason="cancelled", error=CANCELLED_ERROR,
-                       resume_deadline=None):
+    if not _transition(
+        execution,
+        idle,
+        ExecutionState.CANCELLED,
+        "error",
+        CANCELLED_ERROR,
+        cancel_requested=True,
+        failure_reason="cancelled",
+        error=CANCELLED_ERROR,
+        resume_deadline=None,
+    ):
         Execution.objects.filter(id=execution.id, state=ExecutionState.RUNNING).update(
             cancel_requested=True, updated_at=timezone.now()
         )
@@ -222,7 +306,10 @@ def resume_execution(execution: Execution, from_state: str, resume_input: dict) 
     Returns the seq of its `resumed` event (a stream of the resumed run starts there), 0 if the
     execution was not in `from_state`."""
     resumed = Execution.objects.filter(id=execution.id, state=from_state).update(
-        state=ExecutionState.QUEUED, resume_input=resume_input, resume_deadline=None, dispatched_at=timezone.now(),
+        state=ExecutionState.QUEUED,
+        resume_input=resume_input,
+        resume_deadline=None,
+        dispatched_at=timezone.now(),
         updated_at=timezone.now(),
     )
     if not resumed:
@@ -246,19 +333,33 @@ def reap_expired_leases() -> dict:
     now = timezone.now()
     requeued, failed = [], []
     expired = Execution.objects.filter(state=ExecutionState.RUNNING, lease_expires_at__lt=now)
-    for execution in expired.only("id", "attempt", "recoveries", "created_at", "parent_id", "batch_key",
-                                  "credit_account_id", "credits_held"):
+    for execution in expired.only(
+        "id", "attempt", "recoveries", "created_at", "parent_id", "batch_key", "credit_account_id", "credits_held"
+    ):
         still_expired = _held(execution.id, execution.attempt).filter(lease_expires_at__lt=now)
         if execution.recoveries + 1 < settings.EXECUTION_MAX_ATTEMPTS:
             with transaction.atomic():
-                if still_expired.update(state=ExecutionState.QUEUED, lease_owner="", lease_expires_at=None,
-                                        recoveries=F("recoveries") + 1, dispatched_at=now, updated_at=now):
+                if still_expired.update(
+                    state=ExecutionState.QUEUED,
+                    lease_owner="",
+                    lease_expires_at=None,
+                    recoveries=F("recoveries") + 1,
+                    dispatched_at=now,
+                    updated_at=now,
+                ):
                     dispatch_on_commit(execution.id)
                     requeued.append(execution.id)
         else:
             error = _error("lease_expired", f"Its worker stopped renewing the lease {execution.recoveries + 1} times.")
-            if _transition(execution, still_expired, ExecutionState.FAILED, "error", error,
-                           failure_reason="lease_expired", error=error):
+            if _transition(
+                execution,
+                still_expired,
+                ExecutionState.FAILED,
+                "error",
+                error,
+                failure_reason="lease_expired",
+                error=error,
+            ):
                 failed.append(execution.id)
     if requeued or failed:
         logger.warning("reaper: re-queued %s, failed %s", requeued, failed)
@@ -275,9 +376,11 @@ def redispatch_stale_queued() -> list:
     redispatched = []
     for execution_id in stale.order_by().values_list("id", flat=True)[:500]:  # no sort by Meta.ordering
         with transaction.atomic():
-            if Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).filter(
-                Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True)
-            ).update(dispatched_at=now):
+            if (
+                Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED)
+                .filter(Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True))
+                .update(dispatched_at=now)
+            ):
                 dispatch_on_commit(execution_id)
                 redispatched.append(execution_id)
     if redispatched:

@@ -10,9 +10,9 @@ from django.db import transaction
 from accounts.selectors import model_config_for
 from agents.models import Skill
 from agents.skill_inputs import inputs_errors
-from config.errors import ApiError, not_found
+from api.agents.schemas import parse_json_object
+from core.errors import ApiError, not_found
 from executions import services
-from executions.agent_requests import parse_json_object
 from executions.idempotency import claim_idempotency_key, parse_idempotency_key, request_fingerprint
 from executions.models import ExecutionSource, IdempotencyKey
 
@@ -32,17 +32,26 @@ def _file_source_ids(body) -> list[str]:
     if names is None:
         return []
     if not isinstance(names, list) or len(names) > MAX_FILE_SOURCES:
-        raise ApiError(422, "invalid_file_source_ids", f"file_source_ids must be a list of at most {MAX_FILE_SOURCES} "
-                       "filenames.", field="file_source_ids")
+        raise ApiError(
+            422,
+            "invalid_file_source_ids",
+            f"file_source_ids must be a list of at most {MAX_FILE_SOURCES} filenames.",
+            field="file_source_ids",
+        )
     for index, name in enumerate(names):
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_FILENAME_CHARS:
-            raise ApiError(422, "invalid_file_source_ids", f"Each filename is a string of 1 to {MAX_FILENAME_CHARS} "
-                           "characters.", field=f"file_source_ids[{index}]")
+            raise ApiError(
+                422,
+                "invalid_file_source_ids",
+                f"Each filename is a string of 1 to {MAX_FILENAME_CHARS} characters.",
+                field=f"file_source_ids[{index}]",
+            )
     return list(dict.fromkeys(names))
 
 
-def start_skill_execution(caller, space_id: str, slug: str, request, source: str = ExecutionSource.STANDALONE,
-                          chat_ids: dict | None = None):
+def start_skill_execution(
+    caller, space_id: str, slug: str, request, source: str = ExecutionSource.STANDALONE, chat_ids: dict | None = None
+):
     workspace = caller_space(caller, space_id)
     skill = Skill.objects.select_related("live_version").filter(workspace=workspace, slug=slug).first()
     if skill is None:
@@ -53,23 +62,40 @@ def start_skill_execution(caller, space_id: str, slug: str, request, source: str
     body = parse_json_object(request.body)
     inputs = body.get("inputs")
     if not isinstance(inputs, dict):
-        raise ApiError(422, "invalid_inputs", "inputs is required and must be an object.", field="inputs",
-                       errors=[{"field": "inputs", "message": "inputs must be an object"}])
+        raise ApiError(
+            422,
+            "invalid_inputs",
+            "inputs is required and must be an object.",
+            field="inputs",
+            errors=[{"field": "inputs", "message": "inputs must be an object"}],
+        )
     errors = inputs_errors(skill.live_version.manifest, inputs)
     if errors:
-        raise ApiError(422, "invalid_inputs", f"{len(errors)} input(s) do not match the skill's inputs schema.",
-                       field=errors[0]["field"], errors=errors)
+        raise ApiError(
+            422,
+            "invalid_inputs",
+            f"{len(errors)} input(s) do not match the skill's inputs schema.",
+            field=errors[0]["field"],
+            errors=errors,
+        )
     file_source_ids = _file_source_ids(body)
     model_config = model_config_for(workspace, body.get("model"))
     with transaction.atomic():
         claimed = None
         if idempotency_key:
-            claimed = claim_idempotency_key(workspace, idempotency_key,
-                                            request_fingerprint(f"skills {skill.id}", body), prefixed_ids=False)
+            claimed = claim_idempotency_key(
+                workspace, idempotency_key, request_fingerprint(f"skills {skill.id}", body), prefixed_ids=False
+            )
         execution = services.create_execution(
-            workspace=workspace, principal=caller.principal, source=source, inputs=inputs,
-            skill_version=skill.live_version, start_payload={"skill_slug": skill.slug},
-            idempotency_key=idempotency_key or "", model_config=model_config, file_source_ids=file_source_ids,
+            workspace=workspace,
+            principal=caller.principal,
+            source=source,
+            inputs=inputs,
+            skill_version=skill.live_version,
+            start_payload={"skill_slug": skill.slug},
+            idempotency_key=idempotency_key or "",
+            model_config=model_config,
+            file_source_ids=file_source_ids,
             **(chat_ids or {}),
         )
         if claimed:

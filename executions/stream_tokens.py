@@ -25,9 +25,11 @@ def caller_from_stream_token(token: str, execution_id) -> Caller:
         raise AuthError("stream_token_expired", "The stream token has expired; ask for a new one.")
     except signing.BadSignature:
         raise AuthError("invalid_stream_token", "The stream token is invalid.")
-    api_key = ApiKey.objects.select_related("workspace", "principal").filter(
-        id=claims["key"], revoked_at__isnull=True
-    ).first()
+    api_key = (
+        ApiKey.objects.select_related("workspace", "principal")
+        .filter(id=claims["key"], revoked_at__isnull=True)
+        .first()
+    )
     if api_key is None or claims["execution"] != str(execution_id):
         raise AuthError("invalid_stream_token", "The stream token is not valid for this execution.")
     return Caller(api_key=api_key)

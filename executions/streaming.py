@@ -105,7 +105,10 @@ async def _pool() -> AsyncConnectionPool:
     pool = _pools.get(loop)
     if pool is None:
         pool = AsyncConnectionPool(
-            _conninfo(), min_size=1, max_size=settings.SSE_DB_POOL_SIZE, open=False,
+            _conninfo(),
+            min_size=1,
+            max_size=settings.SSE_DB_POOL_SIZE,
+            open=False,
             kwargs={"autocommit": True},  # reads only: no BEGIN and COMMIT around each
         )
         _pools[loop] = pool
@@ -230,7 +233,10 @@ class _Listener:
         # Python 3.11 can swallow a cancellation and leave the writer running; reads pass their own
         # timeout. The name tells operators which process a connection is (CLIENT LIST).
         self.redis_pool = aioredis.ConnectionPool.from_url(
-            settings.REDIS_URL, protocol=2, socket_timeout=None, socket_connect_timeout=5,
+            settings.REDIS_URL,
+            protocol=2,
+            socket_timeout=None,
+            socket_connect_timeout=5,
             client_name=f"sse-listener:{os.getpid()}",
         )
         self.task = asyncio.get_running_loop().create_task(self._run(), name="sse-listener")
@@ -280,8 +286,7 @@ class _Listener:
                 backoff = 0.1
                 await self._serve(connection)
             except Exception:
-                logger.warning("SSE pub/sub listener lost its connection; restarting in %s s", backoff,
-                               exc_info=True)
+                logger.warning("SSE pub/sub listener lost its connection; restarting in %s s", backoff, exc_info=True)
             finally:
                 await connection.disconnect(nowait=True)
             await asyncio.sleep(backoff)

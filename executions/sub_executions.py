@@ -21,9 +21,16 @@ def child_finished(child, state: str, outputs: dict | None, error: dict | None) 
         return
     waiting_for = (parent.checkpoint.get("node_state") or {}).get("sub_execution_id")
     if parent.state == ExecutionState.WAITING_FOR_SUB_EXECUTION and waiting_for == str(child.id):
-        resume_execution(parent, ExecutionState.WAITING_FOR_SUB_EXECUTION, {
-            "sub_execution_id": child.public_id, "status": state, "outputs": outputs, "error": error,
-        })
+        resume_execution(
+            parent,
+            ExecutionState.WAITING_FOR_SUB_EXECUTION,
+            {
+                "sub_execution_id": child.public_id,
+                "status": state,
+                "outputs": outputs,
+                "error": error,
+            },
+        )
 
 
 def _batch_item_finished(batch, item, state, outputs, error) -> None:
@@ -32,15 +39,25 @@ def _batch_item_finished(batch, item, state, outputs, error) -> None:
         finished=Count("id", filter=Q(state__in=TERMINAL_STATES)),
         succeeded=Count("id", filter=Q(state=ExecutionState.COMPLETED)),
     )
-    progress = {"key": item.batch_key, "item_execution_id": item.public_id, "status": state,
-                "completed": counts["finished"], "total": counts["total"]}
+    progress = {
+        "key": item.batch_key,
+        "item_execution_id": item.public_id,
+        "status": state,
+        "completed": counts["finished"],
+        "total": counts["total"],
+    }
     if state == ExecutionState.COMPLETED:
-        progress["output"] = {"text": (outputs or {}).get("text", ""),
-                              "parsed_output": (outputs or {}).get("parsed_output")}
+        progress["output"] = {
+            "text": (outputs or {}).get("text", ""),
+            "parsed_output": (outputs or {}).get("parsed_output"),
+        }
     else:
         progress["error"] = error
     append_event(batch, "batch_progress", progress)
     if counts["finished"] == counts["total"]:
-        summary = {"total": counts["total"], "succeeded": counts["succeeded"],
-                   "failed": counts["total"] - counts["succeeded"]}
+        summary = {
+            "total": counts["total"],
+            "succeeded": counts["succeeded"],
+            "failed": counts["total"] - counts["succeeded"],
+        }
         complete_batch(batch, summary)

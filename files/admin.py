@@ -4,13 +4,21 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from files.models import StoredFile
-from files.views import stored_file_response
+from files.responses import stored_file_response
 
 
 @admin.register(StoredFile)
 class StoredFileAdmin(admin.ModelAdmin):
-    list_display = ("storage_key", "filename", "purpose", "content_type", "size_bytes", "workspace", "created_at",
-                    "download")
+    list_display = (
+        "storage_key",
+        "filename",
+        "purpose",
+        "content_type",
+        "size_bytes",
+        "workspace",
+        "created_at",
+        "download",
+    )
     list_filter = ("purpose", "content_type", "workspace")
     search_fields = ("storage_key", "filename")
     readonly_fields = ("storage_key", "filename", "content_type", "size_bytes", "workspace", "principal", "purpose")
@@ -20,8 +28,14 @@ class StoredFileAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">download</a>', reverse("admin:files_storedfile_download", args=[stored.id]))
 
     def get_urls(self):
-        return [path("<uuid:file_id>/download/", self.admin_site.admin_view(self.download_file),
-                     name="files_storedfile_download"), *super().get_urls()]
+        return [
+            path(
+                "<uuid:file_id>/download/",
+                self.admin_site.admin_view(self.download_file),
+                name="files_storedfile_download",
+            ),
+            *super().get_urls(),
+        ]
 
     def download_file(self, request, file_id):
         stored = StoredFile.objects.filter(id=file_id).first()

@@ -28,7 +28,8 @@ class StoredFile(models.Model):
         constraints = [
             # A personal collection is addressed by filename: one file per name and principal.
             models.UniqueConstraint(
-                fields=["principal", "filename"], condition=models.Q(purpose="personal"),
+                fields=["principal", "filename"],
+                condition=models.Q(purpose="personal"),
                 name="files_personal_filename_unique",
             ),
         ]

@@ -40,4 +40,4 @@ def personal_file(principal, filename: str) -> StoredFile | None:
 def personal_files(principal, limit: int = 100, offset: int = 0) -> list[StoredFile]:
     """The principal's personal files, ordered by filename."""
     files = StoredFile.objects.filter(principal=principal, purpose=FilePurpose.PERSONAL).order_by("filename", "id")
-    return list(files[offset:offset + limit])
+    return list(files[offset : offset + limit])

@@ -1,5 +1,6 @@
 """Writes of the files app."""
 
+import functools
 import logging
 import mimetypes
 import os
@@ -12,9 +13,13 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
-from config.errors import ApiError
+from core.errors import ApiError
 from files.content_types import (
-    ATTACHMENT_TYPES, SNIFF_BYTES, TEXT_BY_EXTENSION, _looks_like_text, detect_content_type,
+    ATTACHMENT_TYPES,
+    SNIFF_BYTES,
+    TEXT_BY_EXTENSION,
+    _looks_like_text,
+    detect_content_type,
 )
 from files.models import FilePurpose, StoredFile
 
@@ -46,7 +51,8 @@ def upload_attachment(caller, upload) -> StoredFile:
     content_type = detect_content_type(head, upload.content_type, filename)
     if content_type is None:
         raise ApiError(
-            415, "unsupported_media_type",
+            415,
+            "unsupported_media_type",
             f"The file's bytes must be one of {', '.join(sorted(ATTACHMENT_TYPES))}, matching its declared type.",
             field="file",
         )
@@ -56,8 +62,13 @@ def upload_attachment(caller, upload) -> StoredFile:
     try:
         with transaction.atomic():
             return StoredFile.objects.create(
-                workspace=caller.workspace, principal=caller.principal, purpose=FilePurpose.ATTACHMENT,
-                storage_key=stored_key, filename=filename, content_type=content_type, size_bytes=upload.size,
+                workspace=caller.workspace,
+                principal=caller.principal,
+                purpose=FilePurpose.ATTACHMENT,
+                storage_key=stored_key,
+                filename=filename,
+                content_type=content_type,
+                size_bytes=upload.size,
             )
     except Exception:
         default_storage.delete(stored_key)  # no orphan object when the row cannot be written
@@ -70,8 +81,13 @@ def store_generated_file(workspace, principal, content: bytes, content_type: str
     key = f"generated/{workspace.id}/{uuid.uuid4().hex}{os.path.splitext(filename)[1].lower()[:10]}"
     stored_key = default_storage.save(key, ContentFile(content))
     return StoredFile.objects.create(
-        workspace=workspace, principal=principal, purpose=FilePurpose.GENERATED, storage_key=stored_key,
-        filename=filename, content_type=content_type, size_bytes=len(content),
+        workspace=workspace,
+        principal=principal,
+        purpose=FilePurpose.GENERATED,
+        storage_key=stored_key,
+        filename=filename,
+        content_type=content_type,
+        size_bytes=len(content),
     )
 
 
@@ -129,17 +145,25 @@ def upload_personal_file(caller, upload) -> StoredFile:
         for attempt in range(2):
             try:
                 with transaction.atomic():
-                    previous = (StoredFile.objects.select_for_update()
-                                .filter(principal=principal, purpose=FilePurpose.PERSONAL, filename=filename).first())
+                    previous = (
+                        StoredFile.objects.select_for_update()
+                        .filter(principal=principal, purpose=FilePurpose.PERSONAL, filename=filename)
+                        .first()
+                    )
                     if previous is not None:
                         previous.delete()
                     stored = StoredFile.objects.create(
-                        workspace=workspace, principal=principal, purpose=FilePurpose.PERSONAL,
-                        storage_key=stored_key, filename=filename, content_type=content_type, size_bytes=upload.size,
+                        workspace=workspace,
+                        principal=principal,
+                        purpose=FilePurpose.PERSONAL,
+                        storage_key=stored_key,
+                        filename=filename,
+                        content_type=content_type,
+                        size_bytes=upload.size,
                     )
                     if previous is not None:
                         replaced_key = previous.storage_key
-                        transaction.on_commit(lambda: _delete_object(replaced_key))
+                        transaction.on_commit(functools.partial(_delete_object, replaced_key))
                 return stored
             except IntegrityError:  # a concurrent upload of the same name committed first: replace it
                 if attempt:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from config import local_services, processes
+from ops import local_services, processes
 from tests.helpers import WORDS_20, builtin_workflow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,11 @@ def api_server(services_env, tmp_path_factory):
     log = open(tmp_path_factory.mktemp("api") / "api.log", "w")
     command, process_env = processes.api("127.0.0.1", port)
     process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env={**services_env, **process_env}, stdout=log, stderr=subprocess.STDOUT,
+        command,
+        cwd=REPO_ROOT,
+        env={**services_env, **process_env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}"
@@ -95,7 +99,7 @@ def api_server(services_env, tmp_path_factory):
 
 
 class CeleryProcess:
-    """A Celery process started from config/processes.py; restartable (tests kill workers)."""
+    """A Celery process started from ops/processes.py; restartable (tests kill workers)."""
 
     def __init__(self, command_and_env, env, log_path: Path):
         self.command, self.process_env = command_and_env
@@ -105,8 +109,12 @@ class CeleryProcess:
     def start(self):
         self.log_path.write_text("")
         self.process = subprocess.Popen(
-            self.command, cwd=REPO_ROOT, env={**self.env, **self.process_env}, stdout=open(self.log_path, "a"),
-            stderr=subprocess.STDOUT, start_new_session=True,
+            self.command,
+            cwd=REPO_ROOT,
+            env={**self.env, **self.process_env},
+            stdout=open(self.log_path, "a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while "ready." not in self.log_path.read_text():
@@ -143,8 +151,9 @@ def _celery_flags(name: str) -> tuple[str, ...]:
 def worker(services_env, tmp_path_factory):
     """The executions worker: Celery's threads pool, 64 runs in flight in one process."""
     folder = tmp_path_factory.mktemp("worker")
-    process = CeleryProcess(processes.worker(64, "executions", *_celery_flags("executions")), services_env,
-                            folder / "worker.log")
+    process = CeleryProcess(
+        processes.worker(64, "executions", *_celery_flags("executions")), services_env, folder / "worker.log"
+    )
     yield process
     process.stop()
 
@@ -153,8 +162,11 @@ def worker(services_env, tmp_path_factory):
 def housekeeping(services_env, tmp_path_factory):
     """Beat and the housekeeping queue (the reaper every REAPER_INTERVAL_SECONDS), in their own process."""
     folder = tmp_path_factory.mktemp("housekeeping")
-    process = CeleryProcess(processes.housekeeping(str(folder / "beat-schedule"), *_celery_flags("housekeeping")),
-                            services_env, folder / "housekeeping.log")
+    process = CeleryProcess(
+        processes.housekeeping(str(folder / "beat-schedule"), *_celery_flags("housekeeping")),
+        services_env,
+        folder / "housekeeping.log",
+    )
     yield process
     process.stop()
 
@@ -189,16 +201,20 @@ def s3_server():
     The bucket `attachments-test` exists; tests may create others with the client.
     """
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.1)
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="test", aws_secret_access_key="test")
+    s3 = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    )
     s3.create_bucket(Bucket="attachments-test")
     yield endpoint, s3
     process.terminate()
@@ -253,4 +269,3 @@ def workflow_agent(tenant):
 def agent(tenant, make_agent):
     """A one-node agent on the built-in model: 20 words, 50 ms apart (about 1 s of streaming)."""
     return make_agent(tenant.workspace, chunk_delay_ms=50, reply=WORDS_20)
-

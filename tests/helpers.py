@@ -41,8 +41,9 @@ def read_stream(method: str, url: str, headers: dict, json_body=None, stop=None,
 
 
 def stream_agent(base_url: str, agent, new_tenant, message: str = "hi", **kwargs) -> list[Received]:
-    return read_stream("POST", f"{base_url}/agents/{agent.id}/execute/stream", auth(new_tenant),
-                       {"message": message}, **kwargs)
+    return read_stream(
+        "POST", f"{base_url}/agents/{agent.id}/execute/stream", auth(new_tenant), {"message": message}, **kwargs
+    )
 
 
 def execution_uuid(public_id: str) -> str:

@@ -20,12 +20,18 @@ def admin_client(client):
 @pytest.fixture
 def execution(tenant, agent):
     parent = Execution.objects.create(
-        tenant=tenant.tenant, workspace=tenant.workspace, source=ExecutionSource.API, agent_version=agent.live_version,
-        idempotency_key="idem-123", chat_tool_call_id="tc_abc",
+        tenant=tenant.tenant,
+        workspace=tenant.workspace,
+        source=ExecutionSource.API,
+        agent_version=agent.live_version,
+        idempotency_key="idem-123",
+        chat_tool_call_id="tc_abc",
     )
     append_event(parent, "start", {"status": "queued"})
     append_event(parent, "text", {"text": "hello there"})
-    Execution.objects.create(tenant=tenant.tenant, workspace=tenant.workspace, source=ExecutionSource.SUB, parent=parent)
+    Execution.objects.create(
+        tenant=tenant.tenant, workspace=tenant.workspace, source=ExecutionSource.SUB, parent=parent
+    )
     return parent
 
 
@@ -68,7 +74,8 @@ def test_api_keys_never_show_a_secret(admin_client, tenant):
 
 def test_adding_a_key_in_the_admin_shows_it_once(admin_client, tenant):
     response = admin_client.post(
-        "/admin/accounts/apikey/add/", {"workspace": str(tenant.workspace.id), "kind": "workspace", "name": "ci"},
+        "/admin/accounts/apikey/add/",
+        {"workspace": str(tenant.workspace.id), "kind": "workspace", "name": "ci"},
         follow=True,
     )
     messages = [str(m) for m in response.context["messages"]]
@@ -86,9 +93,16 @@ def test_revoke_action(admin_client, tenant):
 
 def test_publishing_a_workflow_from_the_agent_page(admin_client, tenant, agent):
     url = f"/admin/agents/agent/{agent.id}/change/"
-    form = {"workspace": str(tenant.workspace.id), "name": "Renamed", "requires_user_message": "on",
-            "credit_rules": "{}", "agentversion_set-TOTAL_FORMS": "0", "agentversion_set-INITIAL_FORMS": "0",
-            "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"}
+    form = {
+        "workspace": str(tenant.workspace.id),
+        "name": "Renamed",
+        "requires_user_message": "on",
+        "credit_rules": "{}",
+        "agentversion_set-TOTAL_FORMS": "0",
+        "agentversion_set-INITIAL_FORMS": "0",
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
+    }
     refused = admin_client.post(url, {**form, "publish_workflow": '{"nodes": [{"id": "a", "type": "teleport"}]}'})
     assert refused.status_code == 200 and "type must be one of" in refused.content.decode()
     workflow = '{"nodes": [{"id": "a", "type": "ai", "model": {"provider": "builtin"}}]}'
@@ -115,8 +129,13 @@ def test_skill_page_shows_the_manifest_and_publishes_a_new_one(admin_client, ten
     publish_skill_version(skill, {"instructions": "Write it.", "inputs_schema": {"type": "object"}})
     url = f"/admin/agents/skill/{skill.id}/change/"
     assert "Write it." in admin_client.get(url).content.decode()
-    form = {"workspace": str(tenant.workspace.id), "slug": "report", "name": "Report",
-            "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"}
+    form = {
+        "workspace": str(tenant.workspace.id),
+        "slug": "report",
+        "name": "Report",
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
+    }
     refused = admin_client.post(url, {**form, "publish_manifest": '{"inputs_schema": {"type": "nonsense"}}'})
     assert "not a valid JSON Schema" in refused.content.decode()
     assert admin_client.post(url, {**form, "publish_manifest": '{"instructions": "v2"}'}).status_code == 302
@@ -131,11 +150,17 @@ def test_execution_page_shows_artifacts_with_download_links_and_the_tree(admin_c
     from executions.models import Artifact
 
     key = default_storage.save(f"workspaces/{execution.id}/outputs/report.md", ContentFile(b"# hi"))
-    artifact = Artifact.objects.create(execution=execution, relpath_in_workspace="outputs/report.md",
-                                       document_type="text/markdown", size_bytes=4, storage_key=key)
+    artifact = Artifact.objects.create(
+        execution=execution,
+        relpath_in_workspace="outputs/report.md",
+        document_type="text/markdown",
+        size_bytes=4,
+        storage_key=key,
+    )
     child = execution.children.get()
-    Execution.objects.create(tenant=execution.tenant, workspace=execution.workspace, source=ExecutionSource.SUB,
-                             parent=child)
+    Execution.objects.create(
+        tenant=execution.tenant, workspace=execution.workspace, source=ExecutionSource.SUB, parent=child
+    )
     page = admin_client.get(f"/admin/executions/execution/{execution.id}/change/").content.decode()
     assert "outputs/report.md" in page
     download_url = f"/admin/executions/execution/artifact/{artifact.id}/download/"
@@ -156,9 +181,13 @@ def test_model_aliases_on_the_workspace_page(admin_client, tenant):
 def test_conversations_and_memory_pages(admin_client, tenant, agent):
     from conversations.models import Conversation, MemoryFact, Message
 
-    conversation = Conversation.objects.create(workspace=tenant.workspace, agent=agent,
-                                               principal=tenant.end_user_key.api_key.principal)
+    conversation = Conversation.objects.create(
+        workspace=tenant.workspace, agent=agent, principal=tenant.end_user_key.api_key.principal
+    )
     Message.objects.create(conversation=conversation, role="user", content="hello there")
     MemoryFact.objects.create(workspace=tenant.workspace, external_user_id="uid_7", content="likes tea")
-    assert "hello there" in admin_client.get(f"/admin/conversations/conversation/{conversation.id}/change/").content.decode()
+    assert (
+        "hello there"
+        in admin_client.get(f"/admin/conversations/conversation/{conversation.id}/change/").content.decode()
+    )
     assert "likes tea" in admin_client.get("/admin/conversations/memoryfact/").content.decode()

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from django.db import connection
 
-from config import processes
 from executions.models import Execution, ExecutionState
+from ops import processes
 from tests.helpers import WORDS_20, auth, execution_uuid, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,8 +26,10 @@ UNFINISHED = [ExecutionState.QUEUED, ExecutionState.RUNNING]
 def _api_connections() -> int:
     """The API process's Django connections to the test database (named by DB_APPLICATION_NAME)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                       " AND application_name = %s", [processes.API_ENV["DB_APPLICATION_NAME"]])
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            [processes.API_ENV["DB_APPLICATION_NAME"]],
+        )
         return cursor.fetchone()[0]
 
 
@@ -126,13 +128,17 @@ def test_more_streams_than_pooled_connections_all_get_their_whole_log(live, tena
                 ids.append(execution_id)
                 started.notify_all()
 
-        posts = [pool.submit(follow, "POST", f"{live}/agents/{slow.id}/execute/stream", {"message": "hi"}, got_id)
-                 for _ in range(2)]
+        posts = [
+            pool.submit(follow, "POST", f"{live}/agents/{slow.id}/execute/stream", {"message": "hi"}, got_id)
+            for _ in range(2)
+        ]
         with started:
             assert started.wait_for(lambda: len(ids) == 2, timeout=30)
         sampler.execution_id = execution_uuid(ids[0])
-        gets = [pool.submit(follow, "GET", f"{live}/executions/{execution_uuid(ids[n % 2])}/events")
-                for n in range(STREAMS - 2)]
+        gets = [
+            pool.submit(follow, "GET", f"{live}/executions/{execution_uuid(ids[n % 2])}/events")
+            for n in range(STREAMS - 2)
+        ]
         streams = [future.result() for future in posts + gets]
 
     assert max(opened) < min(ended), "the streams were not all open at once"
@@ -150,16 +156,16 @@ def test_more_sync_executes_than_pooled_connections_all_complete(live, tenant, a
     idle_threads = _threads(_api_pid(live))
 
     def execute(_):
-        response = httpx.post(f"{live}/agents/{agent.id}/execute", headers=headers, json={"message": "hi"},
-                              timeout=120)
+        response = httpx.post(f"{live}/agents/{agent.id}/execute", headers=headers, json={"message": "hi"}, timeout=120)
         return response.status_code, response.json()
 
     with Sampler(live, headers) as sampler, ThreadPoolExecutor(STREAMS) as pool:
         results = list(pool.map(execute, range(STREAMS)))
 
     assert [status for status, _ in results] == [200] * STREAMS, results
-    assert all(body["data"]["status"] == "completed" and body["data"]["output"]["text"] == WORDS_20
-               for _, body in results)
+    assert all(
+        body["data"]["status"] == "completed" and body["data"]["output"]["text"] == WORDS_20 for _, body in results
+    )
     # more calls waited at once than there are connections: none held one while it waited
     assert max(sampler.unfinished) > API_POOL_SIZE, sampler.unfinished
     assert max(sampler.connections) <= API_POOL_SIZE
@@ -185,15 +191,19 @@ def test_admin_login_action_and_message_through_the_live_server(live, tenant):
     with httpx.Client(base_url=live, timeout=30) as client:
         login = client.get("/admin/login/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text)[1]
-        response = client.post("/admin/login/?next=/admin/", data={
-            "username": "ops", "password": "pw", "csrfmiddlewaretoken": token, "next": "/admin/"})
+        response = client.post(
+            "/admin/login/?next=/admin/",
+            data={"username": "ops", "password": "pw", "csrfmiddlewaretoken": token, "next": "/admin/"},
+        )
         assert response.status_code == 302 and response.headers["location"] == "/admin/"
         assert "Site administration" in client.get("/admin/").text
 
         listing = client.get("/admin/accounts/apikey/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', listing.text)[1]
-        response = client.post("/admin/accounts/apikey/", data={
-            "action": "revoke_keys", "_selected_action": [str(api_key.id)], "csrfmiddlewaretoken": token})
+        response = client.post(
+            "/admin/accounts/apikey/",
+            data={"action": "revoke_keys", "_selected_action": [str(api_key.id)], "csrfmiddlewaretoken": token},
+        )
         assert response.status_code == 302
         assert "Revoked 1 key(s)." in client.get(response.headers["location"]).text
         assert client.post("/admin/accounts/apikey/", data={"action": "revoke_keys"}).status_code == 403  # no token

@@ -21,21 +21,27 @@ ZIP = b"PK\x03\x04" + b"\x00" * 64
 
 
 def upload(client, tenant, content, name, content_type):
-    return client.post("/attachments/upload", {"file": SimpleUploadedFile(name, content, content_type=content_type)},
-                       headers=auth(tenant))
+    return client.post(
+        "/attachments/upload",
+        {"file": SimpleUploadedFile(name, content, content_type=content_type)},
+        headers=auth(tenant),
+    )
 
 
-@pytest.mark.parametrize("content, name, declared, expected", [
-    (PNG, "a.png", "image/png", "image/png"),
-    (JPEG, "a.jpg", "image/jpeg", "image/jpeg"),
-    (GIF, "a.gif", "image/gif", "image/gif"),
-    (WEBP, "a.webp", "image/webp", "image/webp"),
-    (PDF, "a.pdf", "application/pdf", "application/pdf"),
-    (b"a,b\n1,2\n", "a.csv", "text/csv", "text/csv"),
-    ("# Titre é\n".encode(), "notes.md", "application/octet-stream", "text/markdown"),
-    (b"plain words", "notes.txt", "text/plain", "text/plain"),
-    (PNG, "no-type", "application/octet-stream", "image/png"),
-])
+@pytest.mark.parametrize(
+    "content, name, declared, expected",
+    [
+        (PNG, "a.png", "image/png", "image/png"),
+        (JPEG, "a.jpg", "image/jpeg", "image/jpeg"),
+        (GIF, "a.gif", "image/gif", "image/gif"),
+        (WEBP, "a.webp", "image/webp", "image/webp"),
+        (PDF, "a.pdf", "application/pdf", "application/pdf"),
+        (b"a,b\n1,2\n", "a.csv", "text/csv", "text/csv"),
+        ("# Titre é\n".encode(), "notes.md", "application/octet-stream", "text/markdown"),
+        (b"plain words", "notes.txt", "text/plain", "text/plain"),
+        (PNG, "no-type", "application/octet-stream", "image/png"),
+    ],
+)
 def test_allowed_types_are_stored(client, tenant, content, name, declared, expected):
     response = upload(client, tenant, content, name, declared)
     assert response.status_code == 201, response.content
@@ -48,14 +54,17 @@ def test_allowed_types_are_stored(client, tenant, content, name, declared, expec
     assert StoredFile.objects.get(storage_key=data["storage_key"]).workspace == tenant.workspace
 
 
-@pytest.mark.parametrize("content, declared", [
-    (PNG, "application/pdf"),       # the header lies
-    (b"just text", "image/png"),
-    (EXE, "application/pdf"),
-    (ZIP, "application/zip"),
-    (b"\x00\x01binary\x00", "text/plain"),
-    (b"<svg/>", "image/svg+xml"),
-])
+@pytest.mark.parametrize(
+    "content, declared",
+    [
+        (PNG, "application/pdf"),  # the header lies
+        (b"just text", "image/png"),
+        (EXE, "application/pdf"),
+        (ZIP, "application/zip"),
+        (b"\x00\x01binary\x00", "text/plain"),
+        (b"<svg/>", "image/svg+xml"),
+    ],
+)
 def test_bytes_that_are_not_an_allowed_type_or_not_the_declared_one_are_415(client, tenant, content, declared):
     response = upload(client, tenant, content, "file.bin", declared)
     assert response.status_code == 415
@@ -71,8 +80,13 @@ def test_exactly_50_mib_passes_one_byte_more_fails(client, tenant):
 
 
 def test_a_body_far_over_the_limit_is_refused_before_it_is_read(client, tenant):
-    response = client.post("/attachments/upload", data=b"x", content_type="multipart/form-data; boundary=x",
-                           headers=auth(tenant), CONTENT_LENGTH=str(200 * 1024 * 1024))
+    response = client.post(
+        "/attachments/upload",
+        data=b"x",
+        content_type="multipart/form-data; boundary=x",
+        headers=auth(tenant),
+        CONTENT_LENGTH=str(200 * 1024 * 1024),
+    )
     assert response.status_code == 413
 
 
@@ -93,8 +107,13 @@ def test_uploads_go_to_s3_through_boto3_when_configured(client, tenant, settings
     endpoint, s3 = s3_server
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
-        "bucket_name": "attachments-test", "endpoint_url": endpoint, "region_name": "us-east-1"}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {"bucket_name": "attachments-test", "endpoint_url": endpoint, "region_name": "us-east-1"},
+        },
+    }
     response = upload(client, tenant, PDF, "report.pdf", "application/pdf")
     assert response.status_code == 201
     key = response.json()["data"]["storage_key"]

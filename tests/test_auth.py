@@ -14,8 +14,13 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def execution(tenant, agent):
     return Execution.objects.create(
-        tenant=tenant.tenant, workspace=tenant.workspace, principal=tenant.end_user_key.api_key.principal,
-        source=ExecutionSource.API, agent_version=agent.live_version, inputs={"message": "hi"}, state="completed",
+        tenant=tenant.tenant,
+        workspace=tenant.workspace,
+        principal=tenant.end_user_key.api_key.principal,
+        source=ExecutionSource.API,
+        agent_version=agent.live_version,
+        inputs={"message": "hi"},
+        state="completed",
     )
 
 
@@ -70,8 +75,12 @@ def test_other_tenant_gets_404_on_every_execution_route(client, other_tenant, ex
 
 
 def test_other_tenants_agent_is_404(client, other_tenant, agent):
-    response = client.post(f"/agents/{agent.id}/execute", data={"message": "hi"}, content_type="application/json",
-                           headers={"X-API-Key": key_of(other_tenant)})
+    response = client.post(
+        f"/agents/{agent.id}/execute",
+        data={"message": "hi"},
+        content_type="application/json",
+        headers={"X-API-Key": key_of(other_tenant)},
+    )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
 

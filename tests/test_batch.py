@@ -19,9 +19,13 @@ def batch_items(count, message="item {i}"):
 @pytest.mark.django_db(transaction=True)
 def test_batch_with_mixed_success_and_failure(live, tenant, make_agent):
     agent = make_agent(tenant.workspace, reply="summary done", fail_on="FAIL")
-    items = [{"key": "a", "message": "Summarize this"}, {"key": "b", "message": "FAIL here"},
-             {"key": "c", "message": "Translate this"}, {"key": "d", "message": "FAIL too"},
-             {"key": "e", "message": "ok"}]
+    items = [
+        {"key": "a", "message": "Summarize this"},
+        {"key": "b", "message": "FAIL here"},
+        {"key": "c", "message": "Translate this"},
+        {"key": "d", "message": "FAIL too"},
+        {"key": "e", "message": "ok"},
+    ]
     events = read_stream("POST", f"{live}/agents/{agent.id}/{BATCH}", auth(tenant), {"items": items})
     kinds = [e.data["type"] for e in events]
     assert kinds == ["batch_started"] + ["batch_progress"] * 5 + ["batch_completed"]
@@ -30,7 +34,12 @@ def test_batch_with_mixed_success_and_failure(live, tenant, make_agent):
     assert [item["key"] for item in started["items"]] == ["a", "b", "c", "d", "e"]
     progress = {e.data["key"]: e.data for e in events if e.data["type"] == "batch_progress"}
     assert {key: p["status"] for key, p in progress.items()} == {
-        "a": "completed", "b": "failed", "c": "completed", "d": "failed", "e": "completed"}
+        "a": "completed",
+        "b": "failed",
+        "c": "completed",
+        "d": "failed",
+        "e": "completed",
+    }
     assert progress["a"]["output"]["text"] == "summary done"
     assert progress["b"]["error"]["code"] == "provider_error"
     assert sorted(p["completed"] for p in progress.values()) == [1, 2, 3, 4, 5]
@@ -42,7 +51,8 @@ def test_batch_with_mixed_success_and_failure(live, tenant, make_agent):
     children = Execution.objects.filter(parent=batch)
     assert children.count() == 5
     assert {c.batch_key: str(c.id) for c in children} == {
-        item["key"]: execution_uuid(item["item_execution_id"]) for item in started["items"]}
+        item["key"]: execution_uuid(item["item_execution_id"]) for item in started["items"]
+    }
     # the stream can be read again, and each item has its own
     again = read_stream("GET", f"{live}/executions/{batch.id}/events", auth(tenant))
     assert [e.data for e in again] == [e.data for e in events]
@@ -57,8 +67,12 @@ def test_batch_items_spread_over_the_worker_processes(live, tenant, make_agent):
     assert events[-1].data["type"] == "batch_completed"
     assert events[-1].data["succeeded"] == 6
     batch_id = execution_uuid(events[0].data["execution_id"])
-    starts = ExecutionEvent.objects.filter(execution__parent_id=batch_id, type="node_start").values_list("created_at", flat=True)
-    finals = ExecutionEvent.objects.filter(execution__parent_id=batch_id, type="final").values_list("created_at", flat=True)
+    starts = ExecutionEvent.objects.filter(execution__parent_id=batch_id, type="node_start").values_list(
+        "created_at", flat=True
+    )
+    finals = ExecutionEvent.objects.filter(execution__parent_id=batch_id, type="final").values_list(
+        "created_at", flat=True
+    )
     # two worker processes: some items ran at the same time (an item started before another ended)
     assert min(finals) > sorted(starts)[1]
 
@@ -66,13 +80,18 @@ def test_batch_items_spread_over_the_worker_processes(live, tenant, make_agent):
 @pytest.mark.django_db(transaction=True)
 def test_cancelling_a_batch_cancels_its_items(live, tenant, make_agent):
     agent = make_agent(tenant.workspace, chunk_delay_ms=100, reply=" ".join(["w"] * 100))
-    events = read_stream("POST", f"{live}/agents/{agent.id}/{BATCH}", auth(tenant), {"items": batch_items(4)},
-                         stop=lambda evs: True)
+    events = read_stream(
+        "POST", f"{live}/agents/{agent.id}/{BATCH}", auth(tenant), {"items": batch_items(4)}, stop=lambda evs: True
+    )
     batch_id = events[0].data["execution_id"]
     response = httpx.post(f"{live}/executions/{batch_id}/cancel", headers=auth(tenant), timeout=10)
     assert response.status_code == 200
-    wait_for(lambda: set(Execution.objects.filter(parent_id=execution_uuid(batch_id)).values_list("state", flat=True))
-             == {ExecutionState.CANCELLED})
+    wait_for(
+        lambda: (
+            set(Execution.objects.filter(parent_id=execution_uuid(batch_id)).values_list("state", flat=True))
+            == {ExecutionState.CANCELLED}
+        )
+    )
     rest = read_stream("GET", f"{live}/executions/{batch_id}/events", auth(tenant))
     assert rest[-1].data["type"] == "error" and rest[-1].data["status"] == "cancelled"
 
@@ -81,8 +100,9 @@ def test_cancelling_a_batch_cancels_its_items(live, tenant, make_agent):
 
 
 def post_batch(client, agent, tenant, body, **headers):
-    return client.post(f"/agents/{agent.id}/{BATCH}", data=body, content_type="application/json",
-                       headers={**auth(tenant), **headers})
+    return client.post(
+        f"/agents/{agent.id}/{BATCH}", data=body, content_type="application/json", headers={**auth(tenant), **headers}
+    )
 
 
 @pytest.mark.django_db
@@ -97,17 +117,20 @@ def test_exactly_the_item_limit_passes_one_more_fails(client, tenant, agent, set
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("items, code, field", [
-    (None, "items_required", "items"),
-    ([], "items_required", "items"),
-    (["x"], "invalid_item", "items[0]"),
-    ([{"message": "hi"}], "invalid_item_key", "items[0].key"),
-    ([{"key": "k" * 129, "message": "hi"}], "invalid_item_key", "items[0].key"),
-    ([{"key": "a", "message": "hi"}, {"key": "a", "message": "ho"}], "duplicate_item_key", "items[1].key"),
-    ([{"key": "a", "message": "hi"}, {"key": "b"}], "message_required", "items[1].message"),
-    ([{"key": "a", "message": "x" * 65537}], "invalid_message", "items[0].message"),
-    ([{"key": "a", "message": "hi", "variables": []}], "invalid_variables", "items[0].variables"),
-])
+@pytest.mark.parametrize(
+    "items, code, field",
+    [
+        (None, "items_required", "items"),
+        ([], "items_required", "items"),
+        (["x"], "invalid_item", "items[0]"),
+        ([{"message": "hi"}], "invalid_item_key", "items[0].key"),
+        ([{"key": "k" * 129, "message": "hi"}], "invalid_item_key", "items[0].key"),
+        ([{"key": "a", "message": "hi"}, {"key": "a", "message": "ho"}], "duplicate_item_key", "items[1].key"),
+        ([{"key": "a", "message": "hi"}, {"key": "b"}], "message_required", "items[1].message"),
+        ([{"key": "a", "message": "x" * 65537}], "invalid_message", "items[0].message"),
+        ([{"key": "a", "message": "hi", "variables": []}], "invalid_variables", "items[0].variables"),
+    ],
+)
 def test_item_validation_names_the_item(client, tenant, agent, items, code, field):
     response = post_batch(client, agent, tenant, {"items": items} if items is not None else {})
     assert response.status_code == 400
@@ -137,11 +160,17 @@ def test_batch_holds_credits_per_item_or_refuses_all(client, tenant, agent):
     agent.credit_rules = {"base": 10}
     agent.save(update_fields=["credit_rules"])
     grant_credits(account_for(tenant.workspace, None), Decimal(25))
-    response = post_batch(client, agent, tenant, {"items": batch_items(3)}, **{"X-API-Key": tenant.workspace_key.raw_key})
+    response = post_batch(
+        client, agent, tenant, {"items": batch_items(3)}, **{"X-API-Key": tenant.workspace_key.raw_key}
+    )
     assert response.status_code == 402
     assert not Execution.objects.exists()
-    assert post_batch(client, agent, tenant, {"items": batch_items(2)},
-                      **{"X-API-Key": tenant.workspace_key.raw_key}).status_code == 200
+    assert (
+        post_batch(
+            client, agent, tenant, {"items": batch_items(2)}, **{"X-API-Key": tenant.workspace_key.raw_key}
+        ).status_code
+        == 200
+    )
     assert account_for(tenant.workspace, None).balance == 5
 
 

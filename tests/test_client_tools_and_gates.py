@@ -9,23 +9,37 @@ from tests.helpers import auth, execution_uuid, read_stream, stream_agent, wait_
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CLIENT_TOOLS = [
-    {"name": "query_transactions", "description": "Query the local ledger",
-     "parameters": {"type": "object", "properties": {"start_date": {"type": "string"}}}},
+    {
+        "name": "query_transactions",
+        "description": "Query the local ledger",
+        "parameters": {"type": "object", "properties": {"start_date": {"type": "string"}}},
+    },
     {"name": "get_location", "description": "Where the device is", "parameters": {"type": "object"}},
 ]
 
 
 @pytest.fixture
 def client_tool_agent(workflow_agent):
-    return workflow_agent({
-        "id": "answer", "type": "ai", "accepts_client_tools": True,
-        "model": {"provider": "builtin", "script": [
-            {"text": "Let me look.", "tool_calls": [
-                {"name": "query_transactions", "arguments": {"start_date": "2026-11-01"}},
-                {"name": "get_location", "arguments": {}}]},
-            {"text": "You spent 5.50 near home."},
-        ]},
-    })
+    return workflow_agent(
+        {
+            "id": "answer",
+            "type": "ai",
+            "accepts_client_tools": True,
+            "model": {
+                "provider": "builtin",
+                "script": [
+                    {
+                        "text": "Let me look.",
+                        "tool_calls": [
+                            {"name": "query_transactions", "arguments": {"start_date": "2026-11-01"}},
+                            {"name": "get_location", "arguments": {}},
+                        ],
+                    },
+                    {"text": "You spent 5.50 near home."},
+                ],
+            },
+        }
+    )
 
 
 def types(events):
@@ -33,19 +47,33 @@ def types(events):
 
 
 def start_with_client_tools(live, agent, tenant):
-    return read_stream("POST", f"{live}/agents/{agent.id}/execute/stream", auth(tenant),
-                       {"message": "what did I spend?", "client_tools": CLIENT_TOOLS})
+    return read_stream(
+        "POST",
+        f"{live}/agents/{agent.id}/execute/stream",
+        auth(tenant),
+        {"message": "what did I spend?", "client_tools": CLIENT_TOOLS},
+    )
 
 
 def post_result(live, tenant, execution_id, call_id, result=None, outcome="success", headers=None, **kwargs):
-    return httpx.post(f"{live}/executions/{execution_id}/tool-result", headers={**auth(tenant), **(headers or {})},
-                      json={"tool_call_id": call_id, "outcome": outcome, "result": result or {}, **kwargs}, timeout=30)
+    return httpx.post(
+        f"{live}/executions/{execution_id}/tool-result",
+        headers={**auth(tenant), **(headers or {})},
+        json={"tool_call_id": call_id, "outcome": outcome, "result": result or {}, **kwargs},
+        timeout=30,
+    )
 
 
 def test_client_tool_round_trip_with_the_sse_resume(live, tenant, client_tool_agent):
     first = start_with_client_tools(live, client_tool_agent, tenant)
-    assert types(first) == ["start", "node_start", "text", "tool_call_awaiting_client", "tool_call_awaiting_client",
-                            "suspended"]
+    assert types(first) == [
+        "start",
+        "node_start",
+        "text",
+        "tool_call_awaiting_client",
+        "tool_call_awaiting_client",
+        "suspended",
+    ]
     assert first[-1].data["status"] == "awaiting_client_tool"
     calls = [e.data for e in first if e.data["type"] == "tool_call_awaiting_client"]
     assert [c["name"] for c in calls] == ["query_transactions", "get_location"]
@@ -57,12 +85,18 @@ def test_client_tool_round_trip_with_the_sse_resume(live, tenant, client_tool_ag
     # the first result is stored; the execution keeps waiting for the second
     response = post_result(live, tenant, execution_id, calls[0]["tool_call_id"], {"transactions": [], "total": 5.50})
     assert response.status_code == 200
-    assert response.json()["data"] == {"execution_id": execution_id, "status": "awaiting_client_tool",
-                                       "pending_tool_call_ids": [calls[1]["tool_call_id"]]}
+    assert response.json()["data"] == {
+        "execution_id": execution_id,
+        "status": "awaiting_client_tool",
+        "pending_tool_call_ids": [calls[1]["tool_call_id"]],
+    }
     # the last one resumes it, and with Accept: text/event-stream the answer is the resumed run
-    rest = read_stream("POST", f"{live}/executions/{execution_id}/tool-result",
-                       {**auth(tenant), "Accept": "text/event-stream"},
-                       {"tool_call_id": calls[1]["tool_call_id"], "outcome": "success", "result": {"city": "Lyon"}})
+    rest = read_stream(
+        "POST",
+        f"{live}/executions/{execution_id}/tool-result",
+        {**auth(tenant), "Accept": "text/event-stream"},
+        {"tool_call_id": calls[1]["tool_call_id"], "outcome": "success", "result": {"city": "Lyon"}},
+    )
     assert types(rest) == ["resumed", "text", "node_complete", "final"]
     assert rest[-1].data["output"]["text"] == "You spent 5.50 near home."
     assert int(rest[0].id) == int(first[-1].id) + 1  # no gap, no duplicate with the first stream
@@ -81,8 +115,12 @@ def test_tool_result_errors(live, tenant, other_tenant, client_tool_agent):
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "tool_call_not_found"
     bad_outcome = post_result(live, tenant, execution_id, call_id, outcome="maybe")
     assert bad_outcome.status_code == 400 and bad_outcome.json()["error"]["field"] == "outcome"
-    missing = httpx.post(f"{live}/executions/{execution_id}/tool-result", headers=auth(tenant),
-                         json={"outcome": "success", "result": {}}, timeout=10)
+    missing = httpx.post(
+        f"{live}/executions/{execution_id}/tool-result",
+        headers=auth(tenant),
+        json={"outcome": "success", "result": {}},
+        timeout=10,
+    )
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "tool_call_id_required"
     other = post_result(live, other_tenant, execution_id, call_id)
     assert other.status_code == 404  # another tenant cannot see it
@@ -106,14 +144,26 @@ def test_an_error_outcome_reaches_the_model(live, tenant, client_tool_agent):
 
 
 def test_sync_execute_returns_awaiting_client_tool(live, tenant, client_tool_agent):
-    response = httpx.post(f"{live}/agents/{client_tool_agent.id}/execute", headers=auth(tenant),
-                          json={"message": "hi", "client_tools": CLIENT_TOOLS}, timeout=30)
+    response = httpx.post(
+        f"{live}/agents/{client_tool_agent.id}/execute",
+        headers=auth(tenant),
+        json={"message": "hi", "client_tools": CLIENT_TOOLS},
+        timeout=30,
+    )
     assert response.json()["data"]["status"] == "awaiting_client_tool"
 
 
 def test_client_tools_are_ignored_by_nodes_that_do_not_accept_them(live, tenant, workflow_agent):
-    agent = workflow_agent({"id": "answer", "type": "ai", "model": {"provider": "builtin", "script": [
-        {"tool_calls": [{"name": "get_location", "arguments": {}}]}, {"text": "done"}]}})
+    agent = workflow_agent(
+        {
+            "id": "answer",
+            "type": "ai",
+            "model": {
+                "provider": "builtin",
+                "script": [{"tool_calls": [{"name": "get_location", "arguments": {}}]}, {"text": "done"}],
+            },
+        }
+    )
     events = start_with_client_tools(live, agent, tenant)
     assert "tool_call_awaiting_client" not in types(events)
     result = next(e.data for e in events if e.data["type"] == "tool_result")
@@ -133,8 +183,12 @@ def gate_workflow(**gate):
 
 
 def decide(live, tenant, execution_id, decision, **kwargs):
-    return httpx.post(f"{live}/executions/{execution_id}/approval", headers={**auth(tenant), **kwargs},
-                      json={"decision": decision, "comment": "looks good"}, timeout=30)
+    return httpx.post(
+        f"{live}/executions/{execution_id}/approval",
+        headers={**auth(tenant), **kwargs},
+        json={"decision": decision, "comment": "looks good"},
+        timeout=30,
+    )
 
 
 def test_gate_approve_resumes(live, tenant, workflow_agent):
@@ -157,8 +211,12 @@ def test_gate_approve_resumes(live, tenant, workflow_agent):
 def test_gate_reject_fails_the_execution(live, tenant, workflow_agent):
     agent = workflow_agent(*gate_workflow())
     first = stream_agent(live, agent, tenant)
-    rest = read_stream("POST", f"{live}/executions/{first[0].data['execution_id']}/approval",
-                       {**auth(tenant), "Accept": "text/event-stream"}, {"decision": "reject"})
+    rest = read_stream(
+        "POST",
+        f"{live}/executions/{first[0].data['execution_id']}/approval",
+        {**auth(tenant), "Accept": "text/event-stream"},
+        {"decision": "reject"},
+    )
     assert types(rest) == ["resumed", "error"]
     assert rest[-1].data["status"] == "failed"
     assert rest[-1].data["code"] == "approval_rejected"
@@ -167,8 +225,12 @@ def test_gate_reject_fails_the_execution(live, tenant, workflow_agent):
 def test_gate_reject_can_continue(live, tenant, workflow_agent):
     agent = workflow_agent(*gate_workflow(on_reject="continue"))
     first = stream_agent(live, agent, tenant)
-    rest = read_stream("POST", f"{live}/executions/{first[0].data['execution_id']}/approval",
-                       {**auth(tenant), "Accept": "text/event-stream"}, {"decision": "reject"})
+    rest = read_stream(
+        "POST",
+        f"{live}/executions/{first[0].data['execution_id']}/approval",
+        {**auth(tenant), "Accept": "text/event-stream"},
+        {"decision": "reject"},
+    )
     assert rest[-1].data["type"] == "final"
 
 
@@ -178,8 +240,11 @@ def test_gate_timeout_takes_the_default_decision(live, tenant, workflow_agent, d
     first = stream_agent(live, agent, tenant)
     assert first[-1].data["expires_at"]
     assert first[-1].data["default_decision"] == ("approved" if default == "approve" else "rejected")
-    rest = read_stream("GET", f"{live}/executions/{first[0].data['execution_id']}/events",
-                       {**auth(tenant), "Last-Event-ID": first[-1].id})
+    rest = read_stream(
+        "GET",
+        f"{live}/executions/{first[0].data['execution_id']}/events",
+        {**auth(tenant), "Last-Event-ID": first[-1].id},
+    )
     assert rest[0].data["type"] == "resumed"
     assert rest[-1].data["type"] == final_type
     execution = Execution.objects.get(id=execution_uuid(first[0].data["execution_id"]))
@@ -192,14 +257,23 @@ def test_gate_timeout_takes_the_default_decision(live, tenant, workflow_agent, d
 def test_approval_validation(live, tenant, workflow_agent):
     agent = workflow_agent(*gate_workflow())
     execution_id = stream_agent(live, agent, tenant)[0].data["execution_id"]
-    bad = httpx.post(f"{live}/executions/{execution_id}/approval", headers=auth(tenant), json={"decision": "yes"},
-                     timeout=10)
+    bad = httpx.post(
+        f"{live}/executions/{execution_id}/approval", headers=auth(tenant), json={"decision": "yes"}, timeout=10
+    )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_decision"
-    long_comment = httpx.post(f"{live}/executions/{execution_id}/approval", headers=auth(tenant),
-                              json={"decision": "approve", "comment": "x" * 2001}, timeout=10)
+    long_comment = httpx.post(
+        f"{live}/executions/{execution_id}/approval",
+        headers=auth(tenant),
+        json={"decision": "approve", "comment": "x" * 2001},
+        timeout=10,
+    )
     assert long_comment.status_code == 400 and long_comment.json()["error"]["field"] == "comment"
-    ok = httpx.post(f"{live}/executions/{execution_id}/approval", headers=auth(tenant),
-                    json={"decision": "approve", "comment": "x" * 2000}, timeout=10)
+    ok = httpx.post(
+        f"{live}/executions/{execution_id}/approval",
+        headers=auth(tenant),
+        json={"decision": "approve", "comment": "x" * 2000},
+        timeout=10,
+    )
     assert ok.status_code == 200
 
 
@@ -209,7 +283,12 @@ def test_approval_validation(live, tenant, workflow_agent):
 def test_external_event_resumes_with_its_payload(live, tenant, workflow_agent):
     agent = workflow_agent(
         {"id": "wait", "type": "wait_event", "event": "payment_received"},
-        {"id": "thanks", "type": "ai", "model": {"provider": "builtin"}, "prompt": "Paid {{nodes.wait.payload.amount}}"},
+        {
+            "id": "thanks",
+            "type": "ai",
+            "model": {"provider": "builtin"},
+            "prompt": "Paid {{nodes.wait.payload.amount}}",
+        },
     )
     first = stream_agent(live, agent, tenant)
     assert first[-1].data["status"] == "waiting_for_external_event"
@@ -218,8 +297,12 @@ def test_external_event_resumes_with_its_payload(live, tenant, workflow_agent):
     url = f"{live}/executions/{execution_id}/external-event"
     wrong = httpx.post(url, headers=auth(tenant), json={"event": "refund", "payload": {}}, timeout=10)
     assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "unexpected_event"
-    rest = read_stream("POST", url, {**auth(tenant), "Accept": "text/event-stream"},
-                       {"event": "payment_received", "payload": {"amount": "12.00"}})
+    rest = read_stream(
+        "POST",
+        url,
+        {**auth(tenant), "Accept": "text/event-stream"},
+        {"event": "payment_received", "payload": {"amount": "12.00"}},
+    )
     assert rest[0].data["type"] == "resumed"
     assert rest[-1].data["type"] == "final"
     assert "Paid 12.00" in rest[-1].data["output"]["text"]
@@ -230,17 +313,23 @@ def test_external_event_resumes_with_its_payload(live, tenant, workflow_agent):
 def test_external_event_timeout_fails_the_wait(live, tenant, workflow_agent):
     agent = workflow_agent({"id": "wait", "type": "wait_event", "timeout_seconds": 1})
     first = stream_agent(live, agent, tenant)
-    rest = read_stream("GET", f"{live}/executions/{first[0].data['execution_id']}/events",
-                       {**auth(tenant), "Last-Event-ID": first[-1].id})
+    rest = read_stream(
+        "GET",
+        f"{live}/executions/{first[0].data['execution_id']}/events",
+        {**auth(tenant), "Last-Event-ID": first[-1].id},
+    )
     assert rest[-1].data["type"] == "error"
     assert rest[-1].data["code"] == "event_timeout"
 
 
-@pytest.mark.parametrize("path, body", [
-    ("approval", {"decision": "approve"}),
-    ("external-event", {"event": "payment_received"}),
-    ("tool-result", {"tool_call_id": "tc_1", "result": {}}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("approval", {"decision": "approve"}),
+        ("external-event", {"event": "payment_received"}),
+        ("tool-result", {"tool_call_id": "tc_1", "result": {}}),
+    ],
+)
 def test_other_tenants_get_404_and_no_key_401(live, tenant, other_tenant, workflow_agent, path, body):
     agent = workflow_agent(*gate_workflow())
     execution_id = stream_agent(live, agent, tenant)[0].data["execution_id"]

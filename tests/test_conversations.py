@@ -29,13 +29,18 @@ def chat_agent(tenant):
 
 
 def open_conversation(client, tenant, agent, **headers):
-    return client.post("/my/conversations", data={"agent_id": f"agent:{agent.id}"}, content_type="application/json",
-                       headers={**auth(tenant), **headers})
+    return client.post(
+        "/my/conversations",
+        data={"agent_id": f"agent:{agent.id}"},
+        content_type="application/json",
+        headers={**auth(tenant), **headers},
+    )
 
 
 def execute(base_url, tenant, agent, message, **body):
-    response = httpx.post(f"{base_url}/agents/{agent.id}/execute", headers=auth(tenant), timeout=30,
-                          json={"message": message, **body})
+    response = httpx.post(
+        f"{base_url}/agents/{agent.id}/execute", headers=auth(tenant), timeout=30, json={"message": message, **body}
+    )
     assert response.status_code == 200, response.text
     return response.json()["data"]
 
@@ -66,8 +71,9 @@ def test_concurrent_creates_make_one_active_conversation(live, tenant, chat_agen
     agent = chat_agent()
 
     def create(_):
-        return httpx.post(f"{live}/my/conversations", json={"agent_id": str(agent.id)}, headers=auth(tenant),
-                          timeout=30)
+        return httpx.post(
+            f"{live}/my/conversations", json={"agent_id": str(agent.id)}, headers=auth(tenant), timeout=30
+        )
 
     with ThreadPoolExecutor(max_workers=20) as pool:
         responses = list(pool.map(create, range(20)))
@@ -81,8 +87,12 @@ def test_archived_or_foreign_conversations_cannot_be_executed_against(client, te
     conversation = open_conversation(client, tenant, agent).json()["data"]["id"]
 
     def post(agent_, scope, headers=None):
-        return client.post(f"/agents/{agent_.id}/execute/stream", data={"message": "hi", "conversation_scope": scope},
-                           content_type="application/json", headers=headers or auth(tenant))
+        return client.post(
+            f"/agents/{agent_.id}/execute/stream",
+            data={"message": "hi", "conversation_scope": scope},
+            content_type="application/json",
+            headers=headers or auth(tenant),
+        )
 
     assert post(other_agent, conversation).json()["error"]["code"] == "conversation_agent_mismatch"
     someone = issue_api_key(tenant.workspace, ApiKeyKind.END_USER)
@@ -107,8 +117,11 @@ def test_history_is_replayed_in_order_without_system_messages(live, client, tena
 
     second = execute(live, tenant, agent, "and again?", conversation_scope=scope)
     received = json.loads(second["output"]["text"])
-    assert received == [{"role": "user", "content": "hello"}, {"role": "assistant", "content": first["output"]["text"]},
-                        {"role": "user", "content": "and again?"}]
+    assert received == [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": first["output"]["text"]},
+        {"role": "user", "content": "and again?"},
+    ]
     messages = client.get(f"/my/conversations/{scope}/messages", headers=auth(tenant)).json()
     assert [m["role"] for m in messages["data"]] == ["user", "assistant", "system", "user", "assistant"]
     assert messages["pagination"]["total"] == 5
@@ -120,13 +133,23 @@ def test_history_is_replayed_in_order_without_system_messages(live, client, tena
 
 @pytest.mark.django_db(transaction=True)
 def test_tool_results_are_stored_and_a_failure_stores_only_a_system_message(live, client, tenant, chat_agent):
-    agent = chat_agent({"provider": "builtin", "script": [
-        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}, {"text": "It is 4."}]},
-        tools=["calculator"])
+    agent = chat_agent(
+        {
+            "provider": "builtin",
+            "script": [
+                {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]},
+                {"text": "It is 4."},
+            ],
+        },
+        tools=["calculator"],
+    )
     scope = open_conversation(client, tenant, agent).json()["data"]["id"]
     execute(live, tenant, agent, "2+2?", conversation_scope=scope)
     assert [(m.role, m.content) for m in Message.objects.order_by("id")] == [
-        ("user", "2+2?"), ("tool", json.dumps({"outcome": "success", "result": {"value": 4}})), ("assistant", "It is 4.")]
+        ("user", "2+2?"),
+        ("tool", json.dumps({"outcome": "success", "result": {"value": 4}})),
+        ("assistant", "It is 4."),
+    ]
 
     failing = chat_agent({"provider": "builtin", "reply": "a b c d", "fail": "the model broke"})
     failing_scope = open_conversation(client, tenant, failing).json()["data"]["id"]
@@ -139,8 +162,9 @@ def test_tool_results_are_stored_and_a_failure_stores_only_a_system_message(live
 def test_history_is_trimmed_to_the_budget(tenant, chat_agent, settings):
     from conversations.selectors import history_for_model
 
-    conversation = Conversation.objects.create(workspace=tenant.workspace, principal=tenant.end_user_key.api_key.principal,
-                                               agent=chat_agent())
+    conversation = Conversation.objects.create(
+        workspace=tenant.workspace, principal=tenant.end_user_key.api_key.principal, agent=chat_agent()
+    )
     for index in range(6):
         Message.objects.create(conversation=conversation, role="user", content=f"q{index}")
         Message.objects.create(conversation=conversation, role="tool", content="{}", tool_call_id=f"t{index}")
@@ -168,10 +192,15 @@ def test_feedback_is_one_per_principal_and_changeable(client, tenant, other_tena
     for bad in (0, 2, "1", True, None):
         response = client.post(url, data={"value": bad}, content_type="application/json", headers=auth(tenant))
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_feedback"
-    assert client.post(url, data={"value": 1}, content_type="application/json",
-                       headers=auth(other_tenant)).status_code == 404
+    assert (
+        client.post(url, data={"value": 1}, content_type="application/json", headers=auth(other_tenant)).status_code
+        == 404
+    )
     missing = url.replace(message.public_id, "message:999999")
-    assert client.post(missing, data={"value": 1}, content_type="application/json", headers=auth(tenant)).status_code == 404
+    assert (
+        client.post(missing, data={"value": 1}, content_type="application/json", headers=auth(tenant)).status_code
+        == 404
+    )
 
 
 # --- memory -----------------------------------------------------------------------------------------
@@ -185,9 +214,16 @@ def test_memory_is_injected_updated_by_the_tool_and_forgotten(live, client, tena
     assert received[0]["role"] == "system" and "prefers French" in received[0]["content"]
     assert len(json.loads(execute(live, tenant, echo, "hi", external_user_id="uid_2")["output"]["text"])) == 1
 
-    rememberer = chat_agent({"provider": "builtin", "script": [
-        {"tool_calls": [{"name": "memory", "arguments": {"action": "remember", "fact": "has a dog"}}]},
-        {"text": "noted"}]}, tools=["memory"])
+    rememberer = chat_agent(
+        {
+            "provider": "builtin",
+            "script": [
+                {"tool_calls": [{"name": "memory", "arguments": {"action": "remember", "fact": "has a dog"}}]},
+                {"text": "noted"},
+            ],
+        },
+        tools=["memory"],
+    )
     execute(live, tenant, rememberer, "I have a dog", external_user_id="uid_1")
     wak = auth(tenant, "workspace")
     facts = httpx.get(f"{live}/users/uid_1/memory", headers=wak, timeout=10).json()["data"]
@@ -211,14 +247,25 @@ def test_memory_of_another_workspace_is_invisible(client, tenant, other_tenant):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("method, path", [
-    ("post", "/my/conversations/{cid}/archive"), ("get", "/my/conversations/{cid}/messages"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("post", "/my/conversations/{cid}/archive"),
+        ("get", "/my/conversations/{cid}/messages"),
+    ],
+)
 def test_other_tenants_and_other_end_users_get_404(client, tenant, other_tenant, chat_agent, method, path):
     cid = open_conversation(client, tenant, chat_agent()).json()["data"]["id"]
     someone = issue_api_key(tenant.workspace, ApiKeyKind.END_USER)
     for headers in (auth(other_tenant), {"X-API-Key": someone.raw_key}):
         assert getattr(client, method)(path.format(cid=cid), headers=headers).status_code == 404
-    assert client.post("/my/conversations", data={"agent_id": str(Conversation.objects.get().agent_id)},
-                       content_type="application/json", headers=auth(other_tenant)).status_code == 404
+    assert (
+        client.post(
+            "/my/conversations",
+            data={"agent_id": str(Conversation.objects.get().agent_id)},
+            content_type="application/json",
+            headers=auth(other_tenant),
+        ).status_code
+        == 404
+    )
     assert client.get("/my/conversations", headers=auth(other_tenant)).json()["data"] == []

@@ -57,8 +57,9 @@ def assert_ledger_adds_up(account):
 
 
 def execute(base_url, agent, headers, message="hi", **extra):
-    return httpx.post(f"{base_url}/agents/{agent.id}/execute", json={"message": message},
-                      headers={**headers, **extra}, timeout=60)
+    return httpx.post(
+        f"{base_url}/agents/{agent.id}/execute", json={"message": message}, headers={**headers, **extra}, timeout=60
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -93,8 +94,12 @@ def test_failure_refunds_the_hold(live, customer_key, paid_agent):
 
 def test_cancel_refunds_the_hold(client, customer_key, paid_agent):
     agent = paid_agent()
-    response = client.post(f"/agents/{agent.id}/execute/stream", data={"message": "hi"},
-                           content_type="application/json", headers=customer_key)
+    response = client.post(
+        f"/agents/{agent.id}/execute/stream",
+        data={"message": "hi"},
+        content_type="application/json",
+        headers=customer_key,
+    )
     assert response.status_code == 200
     assert customer_account().balance == 100 - HOLD
     execution = Execution.objects.get()
@@ -122,10 +127,14 @@ def test_insufficient_balance_is_402_before_any_execution(client, tenant, paid_a
     customer = Customer.objects.create(workspace=tenant.workspace, external_id="poor")
     issued = issue_api_key(tenant.workspace, ApiKeyKind.END_USER, customer=customer)
     grant_credits(account_for(tenant.workspace, issued.api_key.principal), HOLD - Decimal("0.000001"))
-    headers = {"X-API-Key": issued.raw_key, "X-Workspace-Id": f"workspace:{tenant.workspace.id}",
-               "Idempotency-Key": "pay-1"}
-    response = client.post(f"/agents/{agent.id}/{route}", data={"message": "hi"}, content_type="application/json",
-                           headers=headers)
+    headers = {
+        "X-API-Key": issued.raw_key,
+        "X-Workspace-Id": f"workspace:{tenant.workspace.id}",
+        "Idempotency-Key": "pay-1",
+    }
+    response = client.post(
+        f"/agents/{agent.id}/{route}", data={"message": "hi"}, content_type="application/json", headers=headers
+    )
     assert response.status_code == 402
     error = response.json()["error"]
     assert error["code"] == "insufficient_credits"
@@ -139,19 +148,31 @@ def test_insufficient_balance_is_402_before_any_execution(client, tenant, paid_a
 def test_a_workspace_key_uses_the_workspace_account(client, tenant, paid_agent):
     agent = paid_agent()
     headers = auth(tenant, "workspace")
-    assert client.post(f"/agents/{agent.id}/execute/stream", data={"message": "hi"},
-                       content_type="application/json", headers=headers).status_code == 402
+    assert (
+        client.post(
+            f"/agents/{agent.id}/execute/stream",
+            data={"message": "hi"},
+            content_type="application/json",
+            headers=headers,
+        ).status_code
+        == 402
+    )
     grant_credits(account_for(tenant.workspace, None), Decimal(50))
-    response = client.post(f"/agents/{agent.id}/execute/stream", data={"message": "hi"},
-                           content_type="application/json", headers=headers)
+    response = client.post(
+        f"/agents/{agent.id}/execute/stream", data={"message": "hi"}, content_type="application/json", headers=headers
+    )
     assert response.status_code == 200
     assert "X-Credits-Remaining" not in response  # only end-user keys of a customer see it
     assert CreditAccount.objects.get(customer=None).balance == 50 - HOLD
 
 
 def test_free_agents_need_no_credits(client, tenant, agent):
-    response = client.post(f"/agents/{agent.id}/execute/stream", data={"message": "hi"},
-                           content_type="application/json", headers=auth(tenant))
+    response = client.post(
+        f"/agents/{agent.id}/execute/stream",
+        data={"message": "hi"},
+        content_type="application/json",
+        headers=auth(tenant),
+    )
     assert response.status_code == 200
     assert not CreditEntry.objects.exists()
 
@@ -191,18 +212,35 @@ def test_x_credits_remaining_only_for_customer_keys(client, tenant, customer_key
 
 def test_preview_returns_the_breakdown_and_creates_nothing(client, tenant, customer_key, paid_agent):
     agent = paid_agent()
-    agent.credit_rules = {"base": 5, "rules": [{"name": "long", "variable": "length", "equals": "long", "cost": 3},
-                                               {"name": "tone", "variable": "tone", "cost": 1}]}
+    agent.credit_rules = {
+        "base": 5,
+        "rules": [
+            {"name": "long", "variable": "length", "equals": "long", "cost": 3},
+            {"name": "tone", "variable": "tone", "cost": 1},
+        ],
+    }
     agent.save(update_fields=["credit_rules"])
-    response = client.post(f"/agents/{agent.id}/preview-credits", data={"inputs": {"tone": "professional", "length": "long"}},
-                           content_type="application/json", headers=customer_key)
+    response = client.post(
+        f"/agents/{agent.id}/preview-credits",
+        data={"inputs": {"tone": "professional", "length": "long"}},
+        content_type="application/json",
+        headers=customer_key,
+    )
     assert response.status_code == 200
     assert response.json()["data"] == {
-        "agent_id": f"agent:{agent.id}", "base_cost": 5, "rules": [{"name": "long", "cost": 3}, {"name": "tone", "cost": 1}],
-        "usage_hold": 0, "total": 9, "balance": 100,
+        "agent_id": f"agent:{agent.id}",
+        "base_cost": 5,
+        "rules": [{"name": "long", "cost": 3}, {"name": "tone", "cost": 1}],
+        "usage_hold": 0,
+        "total": 9,
+        "balance": 100,
     }
-    short = client.post(f"/agents/{agent.id}/preview-credits", data={"inputs": {"length": "short"}},
-                        content_type="application/json", headers=customer_key)
+    short = client.post(
+        f"/agents/{agent.id}/preview-credits",
+        data={"inputs": {"length": "short"}},
+        content_type="application/json",
+        headers=customer_key,
+    )
     assert short.json()["data"]["total"] == 5
     assert not Execution.objects.exists()
     assert ledger(customer_account()) == [("grant", 100)]
@@ -210,14 +248,16 @@ def test_preview_returns_the_breakdown_and_creates_nothing(client, tenant, custo
 
 def test_preview_of_another_tenants_agent_is_404(client, other_tenant, paid_agent):
     agent = paid_agent()
-    response = client.post(f"/agents/{agent.id}/preview-credits", data={}, content_type="application/json",
-                           headers=auth(other_tenant))
+    response = client.post(
+        f"/agents/{agent.id}/preview-credits", data={}, content_type="application/json", headers=auth(other_tenant)
+    )
     assert response.status_code == 404
 
 
 def test_grant_credits_command(tenant, capsys):
-    call_command("grant_credits", "--workspace", str(tenant.workspace.id), "--customer", "cus_9", "--amount", "25",
-                 "--json")
+    call_command(
+        "grant_credits", "--workspace", str(tenant.workspace.id), "--customer", "cus_9", "--amount", "25", "--json"
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["balance"] == "25.000000"
     assert Customer.objects.get(external_id="cus_9").account.balance == 25

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.django_db
 
 
 def execute(client, agent, tenant, body):
-    return client.post(f"/agents/{agent.id}/execute/stream", data=body, content_type="application/json",
-                       headers=auth(tenant))
+    return client.post(
+        f"/agents/{agent.id}/execute/stream", data=body, content_type="application/json", headers=auth(tenant)
+    )
 
 
 def assert_error(response, status, code, field):
@@ -27,8 +28,14 @@ def assert_error(response, status, code, field):
 
 def stored(tenant, n):
     return [
-        StoredFile.objects.create(workspace=tenant.workspace, purpose="attachment", storage_key=f"attachments/{tenant.workspace.id}/{i}.pdf",
-                                  filename=f"{i}.pdf", content_type="application/pdf", size_bytes=10)
+        StoredFile.objects.create(
+            workspace=tenant.workspace,
+            purpose="attachment",
+            storage_key=f"attachments/{tenant.workspace.id}/{i}.pdf",
+            filename=f"{i}.pdf",
+            content_type="application/pdf",
+            size_bytes=10,
+        )
         for i in range(n)
     ]
 
@@ -36,7 +43,12 @@ def stored(tenant, n):
 def test_ten_attachments_pass_eleven_fail(client, tenant, agent):
     files = stored(tenant, 11)
     refs = [{"storage_key": f.storage_key, "filename": f.filename} for f in files]
-    assert_error(execute(client, agent, tenant, {"message": "hi", "attachments": refs}), 400, "too_many_attachments", "attachments")
+    assert_error(
+        execute(client, agent, tenant, {"message": "hi", "attachments": refs}),
+        400,
+        "too_many_attachments",
+        "attachments",
+    )
     assert execute(client, agent, tenant, {"message": "hi", "attachments": refs[:10]}).status_code == 200
     inputs = Execution.objects.get().inputs
     assert [a["storage_key"] for a in inputs["attachments"]] == [f.storage_key for f in files[:10]]
@@ -48,10 +60,15 @@ def test_attachment_must_exist_in_this_workspace(client, tenant, other_tenant, a
     mine = stored(tenant, 1)[0]
     body = {"message": "hi", "attachments": [{"storage_key": mine.storage_key}, {"storage_key": foreign.storage_key}]}
     assert_error(execute(client, agent, tenant, body), 400, "attachment_not_found", "attachments[1].storage_key")
-    assert_error(execute(client, agent, tenant, {"message": "hi", "attachments": [{"filename": "x"}]}), 400,
-                 "invalid_attachment", "attachments[0].storage_key")
-    assert_error(execute(client, agent, tenant, {"message": "hi", "attachments": "x"}), 400, "invalid_attachments",
-                 "attachments")
+    assert_error(
+        execute(client, agent, tenant, {"message": "hi", "attachments": [{"filename": "x"}]}),
+        400,
+        "invalid_attachment",
+        "attachments[0].storage_key",
+    )
+    assert_error(
+        execute(client, agent, tenant, {"message": "hi", "attachments": "x"}), 400, "invalid_attachments", "attachments"
+    )
 
 
 def variables_of_size(size: int) -> dict:
@@ -61,12 +78,18 @@ def variables_of_size(size: int) -> dict:
 
 def test_variables_of_16_kib_pass_one_byte_more_fails(client, tenant, agent):
     too_big = variables_of_size(16 * 1024 + 1)
-    assert_error(execute(client, agent, tenant, {"message": "hi", "variables": too_big}), 400, "variables_too_large", "variables")
-    assert execute(client, agent, tenant, {"message": "hi", "variables": variables_of_size(16 * 1024)}).status_code == 200
+    assert_error(
+        execute(client, agent, tenant, {"message": "hi", "variables": too_big}), 400, "variables_too_large", "variables"
+    )
+    assert (
+        execute(client, agent, tenant, {"message": "hi", "variables": variables_of_size(16 * 1024)}).status_code == 200
+    )
 
 
 def test_variables_must_be_an_object(client, tenant, agent):
-    assert_error(execute(client, agent, tenant, {"message": "hi", "variables": [1]}), 400, "invalid_variables", "variables")
+    assert_error(
+        execute(client, agent, tenant, {"message": "hi", "variables": [1]}), 400, "invalid_variables", "variables"
+    )
 
 
 def tools(n, prefix="tool"):
@@ -74,8 +97,12 @@ def tools(n, prefix="tool"):
 
 
 def test_32_client_tools_pass_33_fail(client, tenant, agent):
-    assert_error(execute(client, agent, tenant, {"message": "hi", "client_tools": tools(33)}), 400,
-                 "too_many_client_tools", "client_tools")
+    assert_error(
+        execute(client, agent, tenant, {"message": "hi", "client_tools": tools(33)}),
+        400,
+        "too_many_client_tools",
+        "client_tools",
+    )
     assert execute(client, agent, tenant, {"message": "hi", "client_tools": tools(32)}).status_code == 200
     assert len(Execution.objects.get().inputs["client_tools"]) == 32
 
@@ -93,8 +120,15 @@ def test_valid_client_tool_names(client, tenant, agent, name):
 
 def test_client_tools_must_not_collide_with_server_tools_or_each_other(client, tenant):
     agent = Agent.objects.create(workspace=tenant.workspace, name="with tools")
-    publish_agent_version(agent, {"nodes": [{"id": "a", "type": "ai", "tools": ["web_search"], "model": {"provider": "builtin"}},
-                                            {"id": "t", "type": "tool", "tool": "send_email"}]})
+    publish_agent_version(
+        agent,
+        {
+            "nodes": [
+                {"id": "a", "type": "ai", "tools": ["web_search"], "model": {"provider": "builtin"}},
+                {"id": "t", "type": "tool", "tool": "send_email"},
+            ]
+        },
+    )
     for server_tool in ("web_search", "send_email"):
         body = {"message": "hi", "client_tools": [{"name": "ok_tool"}, {"name": server_tool}]}
         assert_error(execute(client, agent, tenant, body), 400, "client_tool_name_collision", "client_tools[1].name")

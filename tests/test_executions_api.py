@@ -18,10 +18,32 @@ from files.models import FilePurpose, StoredFile
 
 pytestmark = pytest.mark.django_db
 
-SPEC_FIELDS = {"createdAt", "id", "updatedAt", "creditsUsed", "detail", "endedAt", "isAgentic", "isPurged",
-               "parentId", "responderId", "startedAt", "status", "workspaceId"}
-STATUSES = ["queued", "running", "awaiting_client_tool", "awaiting_approval", "waiting_for_external_event",
-            "waiting_for_sub_execution", "completed", "failed", "cancelled"]
+SPEC_FIELDS = {
+    "createdAt",
+    "id",
+    "updatedAt",
+    "creditsUsed",
+    "detail",
+    "endedAt",
+    "isAgentic",
+    "isPurged",
+    "parentId",
+    "responderId",
+    "startedAt",
+    "status",
+    "workspaceId",
+}
+STATUSES = [
+    "queued",
+    "running",
+    "awaiting_client_tool",
+    "awaiting_approval",
+    "waiting_for_external_event",
+    "waiting_for_sub_execution",
+    "completed",
+    "failed",
+    "cancelled",
+]
 
 
 def key_headers(new_tenant, kind="workspace") -> dict:
@@ -53,8 +75,11 @@ def make(new_tenant, responder=None, principal=None, **fields) -> Execution:
         fields.setdefault("skill_version", responder.live_version)
     fields.setdefault("source", ExecutionSource.API)
     return Execution.objects.create(
-        tenant=new_tenant.tenant, workspace=new_tenant.workspace,
-        principal=principal or new_tenant.workspace_key.api_key.principal, **fields)
+        tenant=new_tenant.tenant,
+        workspace=new_tenant.workspace,
+        principal=principal or new_tenant.workspace_key.api_key.principal,
+        **fields,
+    )
 
 
 def finished(**fields) -> dict:
@@ -71,9 +96,20 @@ def error_of(response) -> dict:
 
 def test_detail_has_every_documented_field(client, tenant, agent):
     parent = make(tenant, agent, **finished())
-    execution = make(tenant, agent, parent=parent, inputs={"message": "hi"}, outputs={"text": "hello"},
-                     input_tokens=12, output_tokens=30, cost_usd=Decimal("0.0042"), credits=Decimal("2.5"),
-                     wallclock_ms=1234, iteration_count=2, **finished())
+    execution = make(
+        tenant,
+        agent,
+        parent=parent,
+        inputs={"message": "hi"},
+        outputs={"text": "hello"},
+        input_tokens=12,
+        output_tokens=30,
+        cost_usd=Decimal("0.0042"),
+        credits=Decimal("2.5"),
+        wallclock_ms=1234,
+        iteration_count=2,
+        **finished(),
+    )
     response = client.get(f"/api/v1/executions/{execution.id}", headers=key_headers(tenant))
     assert response.status_code == 200
     body = response.json()
@@ -97,16 +133,29 @@ def test_detail_has_every_documented_field(client, tenant, agent):
     assert detail["versionNumber"] == agent.live_version.number
     assert detail["source"] == "api"
     assert detail["inputs"] == {"message": "hi"} and detail["outputs"] == {"text": "hello"}
-    assert detail["usage"] == {"inputTokens": 12, "outputTokens": 30, "totalTokens": 42, "costUsd": 0.0042,
-                               "wallclockMs": 1234, "iterationCount": 2}
+    assert detail["usage"] == {
+        "inputTokens": 12,
+        "outputTokens": 30,
+        "totalTokens": 42,
+        "costUsd": 0.0042,
+        "wallclockMs": 1234,
+        "iterationCount": 2,
+    }
     # the agents API's prefixed id works too
-    assert client.get(f"/api/v1/executions/execution:{execution.id}", headers=key_headers(tenant)).json()["id"] == \
-        str(execution.id)
+    assert client.get(f"/api/v1/executions/execution:{execution.id}", headers=key_headers(tenant)).json()["id"] == str(
+        execution.id
+    )
 
 
 def test_detail_variants_skill_and_batch_item(client, tenant, agent, skill):
-    skill_execution = make(tenant, skill, source=ExecutionSource.CHAT, chat_message_id="execution:abc",
-                           chat_tool_call_id="tc_1", chat_thread_id="thread-1")
+    skill_execution = make(
+        tenant,
+        skill,
+        source=ExecutionSource.CHAT,
+        chat_message_id="execution:abc",
+        chat_tool_call_id="tc_1",
+        chat_thread_id="thread-1",
+    )
     body = client.get(f"/api/v1/executions/{skill_execution.id}", headers=key_headers(tenant)).json()
     assert body["isAgentic"] is False
     assert body["responderId"] == str(skill.id)
@@ -114,7 +163,10 @@ def test_detail_variants_skill_and_batch_item(client, tenant, agent, skill):
     assert body["detail"]["skillId"] == str(skill.id) and body["detail"]["skillSlug"] == "report"
     assert body["detail"]["skillVersionId"] == str(skill.live_version.id)
     assert (body["detail"]["chatMessageId"], body["detail"]["chatToolCallId"], body["detail"]["chatThreadId"]) == (
-        "execution:abc", "tc_1", "thread-1")
+        "execution:abc",
+        "tc_1",
+        "thread-1",
+    )
 
     batch = make(tenant, agent, source=ExecutionSource.BATCH, state=ExecutionState.WAITING_FOR_SUB_EXECUTION)
     item = make(tenant, agent, source=ExecutionSource.BATCH_ITEM, parent=batch, batch_key="row-7")
@@ -141,17 +193,23 @@ def test_unknown_and_malformed_ids_are_404(client, tenant):
 def test_every_key_header_form_works(client, tenant, agent, header):
     execution = make(tenant, agent)
     raw = tenant.workspace_key.raw_key
-    headers = {"bare": {"Authorization": raw}, "bearer": {"Authorization": f"Bearer {raw}"},
-               "x-api-key": {"X-API-Key": raw}}[header]
+    headers = {
+        "bare": {"Authorization": raw},
+        "bearer": {"Authorization": f"Bearer {raw}"},
+        "x-api-key": {"X-API-Key": raw},
+    }[header]
     assert client.get(f"/api/v1/executions/{execution.id}", headers=headers).status_code == 200
     assert client.get("/api/v1/executions", headers=headers).status_code == 200
 
 
 def test_without_a_key_every_route_is_401(client, tenant, agent):
     execution = make(tenant, agent)
-    for response in (client.get("/api/v1/executions"), client.get(f"/api/v1/executions/{execution.id}"),
-                     client.get("/api/v1/executions/nestings", {"executionId": str(execution.id)}),
-                     client.post(f"/api/v1/executions/{execution.id}/purge")):
+    for response in (
+        client.get("/api/v1/executions"),
+        client.get(f"/api/v1/executions/{execution.id}"),
+        client.get("/api/v1/executions/nestings", {"executionId": str(execution.id)}),
+        client.post(f"/api/v1/executions/{execution.id}/purge"),
+    ):
         assert response.status_code == 401
         assert error_of(response)["code"] == "authentication_required"
 
@@ -273,8 +331,7 @@ def warm_up(client, new_tenant):
     assert client.get("/api/v1/executions", {"pageSize": 1}, headers=key_headers(new_tenant)).status_code == 200
 
 
-def test_nestings_by_execution_id_in_a_fixed_number_of_queries(client, tenant, agent, skill,
-                                                                django_assert_num_queries):
+def test_nestings_by_execution_id_in_a_fixed_number_of_queries(client, tenant, agent, skill, django_assert_num_queries):
     root, first, second, grandchild = three_levels(tenant, agent, skill)
     warm_up(client, tenant)
     with django_assert_num_queries(2):  # the API key, then the whole tree in one recursive query
@@ -287,52 +344,68 @@ def test_nestings_by_execution_id_in_a_fixed_number_of_queries(client, tenant, a
     assert body["children"][0]["children"][0]["parentId"] == str(first.id)
 
     # a bigger, deeper tree costs the same
-    for level in range(3):
+    for _ in range(3):
         parent = make(tenant, agent, parent=grandchild, source=ExecutionSource.SUB)
         make(tenant, skill, parent=parent, source=ExecutionSource.SUB)
         grandchild = parent
     with django_assert_num_queries(2):
         response = client.get("/api/v1/executions/nestings", {"executionId": str(root.id)}, headers=key_headers(tenant))
+
     def depth(node):
         return 1 + max((depth(child) for child in node["children"]), default=0)
 
     assert depth(response.json()) == 7  # root, first, grandchild, 3 new levels and their skill leaves
 
     # a subtree, and the prefixed id
-    response = client.get("/api/v1/executions/nestings", {"executionId": f"execution:{first.id}"},
-                          headers=key_headers(tenant))
+    response = client.get(
+        "/api/v1/executions/nestings", {"executionId": f"execution:{first.id}"}, headers=key_headers(tenant)
+    )
     assert response.json()["id"] == str(first.id)
     assert response.json()["children"][0]["children"][0]["parentId"] == response.json()["children"][0]["id"]
 
 
-def test_nestings_by_chat_message_id_in_a_fixed_number_of_queries(client, tenant, agent, skill,
-                                                                   django_assert_num_queries):
+def test_nestings_by_chat_message_id_in_a_fixed_number_of_queries(
+    client, tenant, agent, skill, django_assert_num_queries
+):
     root, first, second, grandchild = three_levels(tenant, agent, skill, chat_message_id="msg_42")
     warm_up(client, tenant)
     with django_assert_num_queries(3):  # the API key, the executions of the message, the tree
         response = client.get("/api/v1/executions/nestings", {"chatMessageId": "msg_42"}, headers=key_headers(tenant))
     assert response.status_code == 200
-    assert shape(response.json()) == (str(root.id), [(str(first.id), [(str(grandchild.id), [])]),
-                                                     (str(second.id), [])])
+    assert shape(response.json()) == (str(root.id), [(str(first.id), [(str(grandchild.id), [])]), (str(second.id), [])])
 
 
 def test_nestings_by_chat_message_id_of_a_chat_dispatched_skill(client, tenant, agent, skill):
     """A chat dispatch records the agent execution's public id as the chat message id."""
     agent_execution = make(tenant, agent, state=ExecutionState.WAITING_FOR_SUB_EXECUTION)
     message_id = f"execution:{agent_execution.id}"
-    first = make(tenant, skill, parent=agent_execution, source=ExecutionSource.CHAT, chat_message_id=message_id,
-                 chat_tool_call_id="tc_1")
+    first = make(
+        tenant,
+        skill,
+        parent=agent_execution,
+        source=ExecutionSource.CHAT,
+        chat_message_id=message_id,
+        chat_tool_call_id="tc_1",
+    )
     sub = make(tenant, agent, parent=first, source=ExecutionSource.SUB)
     # one execution for the message: that execution, with its children (bare UUID or prefixed)
     for value in (message_id, str(agent_execution.id)):
         response = client.get("/api/v1/executions/nestings", {"chatMessageId": value}, headers=key_headers(tenant))
         assert shape(response.json()) == (str(first.id), [(str(sub.id), [])])
     # two for the message (two skill calls in one turn): the execution they share, with both
-    second = make(tenant, skill, parent=agent_execution, source=ExecutionSource.CHAT, chat_message_id=message_id,
-                  chat_tool_call_id="tc_2")
+    second = make(
+        tenant,
+        skill,
+        parent=agent_execution,
+        source=ExecutionSource.CHAT,
+        chat_message_id=message_id,
+        chat_tool_call_id="tc_2",
+    )
     response = client.get("/api/v1/executions/nestings", {"chatMessageId": message_id}, headers=key_headers(tenant))
-    assert shape(response.json()) == (str(agent_execution.id), [(str(first.id), [(str(sub.id), [])]),
-                                                                (str(second.id), [])])
+    assert shape(response.json()) == (
+        str(agent_execution.id),
+        [(str(first.id), [(str(sub.id), [])]), (str(second.id), [])],
+    )
 
 
 def test_nestings_parameters(client, tenant, agent):
@@ -358,11 +431,13 @@ def test_nestings_leave_out_what_an_end_user_may_not_read(client, tenant, agent)
     mine = make(tenant, agent, principal=principal, parent=root)
     theirs = make(tenant, agent, parent=root)  # the service principal's
     make(tenant, agent, principal=principal, parent=theirs)  # below an unreadable one: left out too
-    response = client.get("/api/v1/executions/nestings", {"executionId": str(root.id)},
-                          headers=key_headers(tenant, "end_user"))
+    response = client.get(
+        "/api/v1/executions/nestings", {"executionId": str(root.id)}, headers=key_headers(tenant, "end_user")
+    )
     assert shape(response.json()) == (str(root.id), [(str(mine.id), [])])
-    response = client.get("/api/v1/executions/nestings", {"executionId": str(theirs.id)},
-                          headers=key_headers(tenant, "end_user"))
+    response = client.get(
+        "/api/v1/executions/nestings", {"executionId": str(theirs.id)}, headers=key_headers(tenant, "end_user")
+    )
     assert response.status_code == 404
 
 
@@ -395,33 +470,67 @@ def test_another_tenants_execution_is_404_on_every_route(client, tenant, other_t
 @pytest.fixture
 def skill_run(tenant, skill, media):
     """A finished skill execution with events, an artifact, a workspace archive and generated media."""
-    execution = make(tenant, skill, inputs={"topic": "secret"}, outputs={"text": "the secret report"},
-                     error=None, checkpoint={"messages": ["secret"]}, file_source_ids=["notes.md"],
-                     input_tokens=100, output_tokens=50, cost_usd=Decimal("0.25"), credits=Decimal("3"),
-                     wallclock_ms=900, iteration_count=3, **finished())
+    execution = make(
+        tenant,
+        skill,
+        inputs={"topic": "secret"},
+        outputs={"text": "the secret report"},
+        error=None,
+        checkpoint={"messages": ["secret"]},
+        file_source_ids=["notes.md"],
+        input_tokens=100,
+        output_tokens=50,
+        cost_usd=Decimal("0.25"),
+        credits=Decimal("3"),
+        wallclock_ms=900,
+        iteration_count=3,
+        **finished(),
+    )
     append_event(execution, "start", {"status": "queued"})
     append_event(execution, "text", {"text": "the secret report"})
     artifact_key = default_storage.save(f"workspaces/{execution.id}/outputs/report.md", ContentFile(b"# secret"))
     material_key = default_storage.save(f"workspaces/{execution.id}/inputs/materials/notes.md", ContentFile(b"x"))
-    Artifact.objects.create(execution=execution, relpath_in_workspace="outputs/report.md",
-                            document_type="text/markdown", size_bytes=8, storage_key=artifact_key)
+    Artifact.objects.create(
+        execution=execution,
+        relpath_in_workspace="outputs/report.md",
+        document_type="text/markdown",
+        size_bytes=8,
+        storage_key=artifact_key,
+    )
     archive = StoredFile.objects.create(
-        workspace=tenant.workspace, purpose=FilePurpose.GENERATED, filename="workspace.zip",
-        content_type="application/zip", size_bytes=2,
-        storage_key=default_storage.save(f"generated/{tenant.workspace.id}/archive.zip", ContentFile(b"PK")))
+        workspace=tenant.workspace,
+        purpose=FilePurpose.GENERATED,
+        filename="workspace.zip",
+        content_type="application/zip",
+        size_bytes=2,
+        storage_key=default_storage.save(f"generated/{tenant.workspace.id}/archive.zip", ContentFile(b"PK")),
+    )
     image = StoredFile.objects.create(
-        workspace=tenant.workspace, purpose=FilePurpose.GENERATED, filename="image.png",
-        content_type="image/png", size_bytes=3,
-        storage_key=default_storage.save(f"generated/{tenant.workspace.id}/image.png", ContentFile(b"PNG")))
+        workspace=tenant.workspace,
+        purpose=FilePurpose.GENERATED,
+        filename="image.png",
+        content_type="image/png",
+        size_bytes=3,
+        storage_key=default_storage.save(f"generated/{tenant.workspace.id}/image.png", ContentFile(b"PNG")),
+    )
     append_event(execution, "media_gen_complete", {"storage_key": image.storage_key, "url": "/files/download/x"})
     attachment = StoredFile.objects.create(
-        workspace=tenant.workspace, purpose=FilePurpose.ATTACHMENT, filename="input.txt",
-        content_type="text/plain", size_bytes=2,
-        storage_key=default_storage.save(f"attachments/{tenant.workspace.id}/input.txt", ContentFile(b"in")))
+        workspace=tenant.workspace,
+        purpose=FilePurpose.ATTACHMENT,
+        filename="input.txt",
+        content_type="text/plain",
+        size_bytes=2,
+        storage_key=default_storage.save(f"attachments/{tenant.workspace.id}/input.txt", ContentFile(b"in")),
+    )
     Execution.objects.filter(id=execution.id).update(workspace_archive=archive)
     execution.refresh_from_db()
-    execution.keys = {"artifact": artifact_key, "material": material_key, "archive": archive.storage_key,
-                      "image": image.storage_key, "attachment": attachment.storage_key}
+    execution.keys = {
+        "artifact": artifact_key,
+        "material": material_key,
+        "archive": archive.storage_key,
+        "image": image.storage_key,
+        "attachment": attachment.storage_key,
+    }
     return execution
 
 
@@ -429,13 +538,26 @@ def assert_purged(execution, media_root):
     before = Execution.objects.get(id=execution.id)
     assert before.is_purged and before.purged_at is not None
     assert (before.inputs, before.outputs, before.error, before.checkpoint, before.resume_input) == (
-        {}, None, None, {}, None)
+        {},
+        None,
+        None,
+        {},
+        None,
+    )
     assert before.file_source_ids == []
     # the accounting and the history are intact
     assert (before.input_tokens, before.output_tokens, before.cost_usd, before.credits) == (
-        execution.input_tokens, execution.output_tokens, execution.cost_usd, execution.credits)
+        execution.input_tokens,
+        execution.output_tokens,
+        execution.cost_usd,
+        execution.credits,
+    )
     assert (before.state, before.created_at, before.started_at, before.finished_at) == (
-        execution.state, execution.created_at, execution.started_at, execution.finished_at)
+        execution.state,
+        execution.created_at,
+        execution.started_at,
+        execution.finished_at,
+    )
     assert (before.wallclock_ms, before.iteration_count) == (execution.wallclock_ms, execution.iteration_count)
     # events, artifacts and files are gone
     assert not ExecutionEvent.objects.filter(execution_id=execution.id).exists()
@@ -485,8 +607,10 @@ def test_purge_through_the_admin(client, tenant, agent, skill_run, media):
     User.objects.create_superuser("ops", "ops@example.com", "pw")
     client.login(username="ops", password="pw")
     running = make(tenant, agent, state=ExecutionState.RUNNING, inputs={"message": "still running"})
-    response = client.post("/admin/executions/execution/", {
-        "action": "purge_executions", "_selected_action": [str(skill_run.id), str(running.id)]})
+    response = client.post(
+        "/admin/executions/execution/",
+        {"action": "purge_executions", "_selected_action": [str(skill_run.id), str(running.id)]},
+    )
     assert response.status_code == 302
     assert_purged(skill_run, media)
     running.refresh_from_db()
@@ -496,22 +620,25 @@ def test_purge_through_the_admin(client, tenant, agent, skill_run, media):
     assert any("Skipped 1 unfinished" in m for m in messages)
 
 
-def test_retention_purges_finished_executions_older_than_the_workspace_setting(tenant, other_tenant, agent, settings,
-                                                                               media):
+def test_retention_purges_finished_executions_older_than_the_workspace_setting(
+    tenant, other_tenant, agent, settings, media
+):
     from executions.purge import purge_expired_executions
     from workers import tasks
 
     tenant.workspace.execution_retention_days = 30
     tenant.workspace.save()
     now = timezone.now()
-    expired = make(tenant, agent, inputs={"message": "old"}, credits=Decimal("1"),
-                   **finished(finished_at=now - timedelta(days=31)))
+    expired = make(
+        tenant, agent, inputs={"message": "old"}, credits=Decimal("1"), **finished(finished_at=now - timedelta(days=31))
+    )
     append_event(expired, "start", {"status": "queued"})
     recent = make(tenant, agent, inputs={"message": "new"}, **finished(finished_at=now - timedelta(days=29)))
     old_but_suspended = make(tenant, agent, state=ExecutionState.AWAITING_APPROVAL, inputs={"message": "waiting"})
     Execution.objects.filter(id=old_but_suspended.id).update(created_at=now - timedelta(days=90))
-    kept_forever = make(other_tenant, None, inputs={"message": "forever"},
-                        **finished(finished_at=now - timedelta(days=3650)))
+    kept_forever = make(
+        other_tenant, None, inputs={"message": "forever"}, **finished(finished_at=now - timedelta(days=3650))
+    )
 
     assert purge_expired_executions() == 1
     expired.refresh_from_db()
@@ -524,7 +651,9 @@ def test_retention_purges_finished_executions_older_than_the_workspace_setting(t
 
     # beat runs it hourly through a thin task
     assert settings.CELERY_BEAT_SCHEDULE["purge-expired-executions"] == {
-        "task": "workers.tasks.purge_expired_executions", "schedule": float(settings.PURGE_INTERVAL_SECONDS)}
+        "task": "workers.tasks.purge_expired_executions",
+        "schedule": float(settings.PURGE_INTERVAL_SECONDS),
+    }
     tenant.workspace.execution_retention_days = 1
     tenant.workspace.save()
     assert tasks.purge_expired_executions() == 1  # `recent` is now past the retention
@@ -537,8 +666,12 @@ def test_retention_purges_finished_executions_older_than_the_workspace_setting(t
 
 def test_schema_documents_the_routes_the_status_enum_and_the_detail_variants(client):
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
-    for path in ("/api/v1/executions", "/api/v1/executions/{id}", "/api/v1/executions/nestings",
-                 "/api/v1/executions/{id}/purge"):
+    for path in (
+        "/api/v1/executions",
+        "/api/v1/executions/{id}",
+        "/api/v1/executions/nestings",
+        "/api/v1/executions/{id}/purge",
+    ):
         assert path in schema["paths"], path
     listing = schema["paths"]["/api/v1/executions"]["get"]
     assert {p["name"] for p in listing["parameters"]} >= {"pageNumber", "pageSize", "responderIds"}

@@ -27,8 +27,9 @@ def media_root(settings, tmp_path):
 
 
 def upload(client, headers, content, name, content_type="application/octet-stream"):
-    return client.post("/v1/files/", {"file": SimpleUploadedFile(name, content, content_type=content_type)},
-                       headers=headers)
+    return client.post(
+        "/v1/files/", {"file": SimpleUploadedFile(name, content, content_type=content_type)}, headers=headers
+    )
 
 
 def file_url(filename):
@@ -98,16 +99,19 @@ def test_limit_bounds_are_accepted(client, tenant):
     assert client.get("/v1/files/?offset=3", headers=auth(tenant)).json() == {"data": []}
 
 
-@pytest.mark.parametrize("content, name, declared, expected", [
-    (PDF, "a.pdf", "application/pdf", "application/pdf"),
-    (EXE, "tool.exe", "application/octet-stream", "application/x-msdownload"),
-    (ZIP, "archive.zip", "application/zip", "application/zip"),
-    (b"<svg/>", "logo.svg", "image/svg+xml", "image/svg+xml"),
-    (b"# Title\n", "notes.md", "application/octet-stream", "text/markdown"),
-    (b'{"a": 1}', "data.json", "application/json", "application/json"),
-    (b"plain words", "README", "application/octet-stream", "text/plain"),
-    (b"\x00\x01\x02binary", "blob", "application/octet-stream", "application/octet-stream"),
-])
+@pytest.mark.parametrize(
+    "content, name, declared, expected",
+    [
+        (PDF, "a.pdf", "application/pdf", "application/pdf"),
+        (EXE, "tool.exe", "application/octet-stream", "application/x-msdownload"),
+        (ZIP, "archive.zip", "application/zip", "application/zip"),
+        (b"<svg/>", "logo.svg", "image/svg+xml", "image/svg+xml"),
+        (b"# Title\n", "notes.md", "application/octet-stream", "text/markdown"),
+        (b'{"a": 1}', "data.json", "application/json", "application/json"),
+        (b"plain words", "README", "application/octet-stream", "text/plain"),
+        (b"\x00\x01\x02binary", "blob", "application/octet-stream", "application/octet-stream"),
+    ],
+)
 def test_any_content_type_is_accepted(client, tenant, content, name, declared, expected):
     response = upload(client, auth(tenant), content, name, declared)
     assert response.status_code == 201, response.content
@@ -143,8 +147,13 @@ def test_size_limit_exactly_at_the_limit_passes_one_byte_more_fails(client, tena
 
 
 def test_a_body_far_over_the_limit_is_refused_before_it_is_read(client, tenant):
-    response = client.post("/v1/files/", data=b"x", content_type="multipart/form-data; boundary=x",
-                           headers=auth(tenant), CONTENT_LENGTH=str(200 * 1024 * 1024))
+    response = client.post(
+        "/v1/files/",
+        data=b"x",
+        content_type="multipart/form-data; boundary=x",
+        headers=auth(tenant),
+        CONTENT_LENGTH=str(200 * 1024 * 1024),
+    )
     assert response.status_code == 413 and response.json()["error"]["code"] == "file_too_large"
 
 
@@ -160,8 +169,11 @@ def test_filenames_are_sanitised(client, tenant):
 def test_missing_file_empty_file_and_no_key(client, tenant):
     response = client.post("/v1/files/", {"other": "x"}, headers=auth(tenant))
     assert response.status_code == 400
-    assert response.json()["error"] == {"code": "file_required", "message": response.json()["error"]["message"],
-                                        "field": "file"}
+    assert response.json()["error"] == {
+        "code": "file_required",
+        "message": response.json()["error"]["message"],
+        "field": "file",
+    }
     empty = upload(client, auth(tenant), b"", "e.txt")
     assert empty.status_code == 400 and empty.json()["error"]["code"] == "empty_file"
     assert StoredFile.objects.count() == 0
@@ -204,20 +216,29 @@ def test_personal_file_selector(client, tenant, other_tenant):
     assert personal_file(principal_of(other_tenant), "hello.txt") is None
     assert personal_file(None, "hello.txt") is None
     # files of other purposes are not part of the collection
-    client.post("/attachments/upload", {"file": SimpleUploadedFile("note.txt", b"x", content_type="text/plain")},
-                headers=auth(tenant))
+    client.post(
+        "/attachments/upload",
+        {"file": SimpleUploadedFile("note.txt", b"x", content_type="text/plain")},
+        headers=auth(tenant),
+    )
     assert personal_file(principal, "note.txt") is None
 
 
-def test_uploads_go_to_s3_through_boto3_when_configured(client, tenant, settings, s3_server, monkeypatch,
-                                                        django_capture_on_commit_callbacks):
+def test_uploads_go_to_s3_through_boto3_when_configured(
+    client, tenant, settings, s3_server, monkeypatch, django_capture_on_commit_callbacks
+):
     endpoint, s3 = s3_server
     bucket = f"personal-files-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
-        "bucket_name": bucket, "endpoint_url": endpoint, "region_name": "us-east-1"}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {"bucket_name": bucket, "endpoint_url": endpoint, "region_name": "us-east-1"},
+        },
+    }
     headers = auth(tenant)
     principal = principal_of(tenant)
 

@@ -31,7 +31,10 @@ def test_postgres_down_is_503(services_env, tmp_path):
     env = {**services_env, "DATABASE_URL": f"postgres://postgres@127.0.0.1:{_free_port()}/nothing"}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port)],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(100):

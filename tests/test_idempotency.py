@@ -14,8 +14,12 @@ pytestmark = pytest.mark.django_db
 
 
 def post(client, agent, tenant, key, body=None, route="execute/stream"):
-    return client.post(f"/agents/{agent.id}/{route}", data=body or {"message": "hi"}, content_type="application/json",
-                       headers={**auth(tenant), "Idempotency-Key": key})
+    return client.post(
+        f"/agents/{agent.id}/{route}",
+        data=body or {"message": "hi"},
+        content_type="application/json",
+        headers={**auth(tenant), "Idempotency-Key": key},
+    )
 
 
 def test_same_key_within_24h_is_409_naming_the_original(client, tenant, agent):
@@ -43,8 +47,9 @@ def test_same_key_with_a_different_body_is_422(client, tenant, agent):
 
 def test_after_24h_the_key_is_processed_normally(client, tenant, agent):
     assert post(client, agent, tenant, "key-3").status_code == 200
-    IdempotencyKey.objects.update(expires_at=timezone.now() - timedelta(seconds=1),
-                                  created_at=timezone.now() - timedelta(hours=24, seconds=1))
+    IdempotencyKey.objects.update(
+        expires_at=timezone.now() - timedelta(seconds=1), created_at=timezone.now() - timedelta(hours=24, seconds=1)
+    )
     assert post(client, agent, tenant, "key-3").status_code == 200
     assert Execution.objects.count() == 2
     record = IdempotencyKey.objects.get()
@@ -61,8 +66,12 @@ def test_keys_are_per_workspace(client, tenant, other_tenant, agent, make_agent)
 
 @pytest.mark.parametrize("bad", ["", " ", "x" * 256, "caf\u00e9"])
 def test_malformed_keys_are_400(client, tenant, agent, bad):
-    response = client.post(f"/agents/{agent.id}/execute", data={"message": "hi"}, content_type="application/json",
-                           headers={**auth(tenant), "Idempotency-Key": bad.encode("utf-8").decode("latin-1")})
+    response = client.post(
+        f"/agents/{agent.id}/execute",
+        data={"message": "hi"},
+        content_type="application/json",
+        headers={**auth(tenant), "Idempotency-Key": bad.encode("utf-8").decode("latin-1")},
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_idempotency_key"
 
@@ -84,5 +93,7 @@ def test_fifty_concurrent_identical_requests_make_one_execution(live, tenant, ma
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] + [409] * 49
     execution = Execution.objects.get()
-    assert all(r.json()["error"]["execution_id"] == f"execution:{execution.id}" for r in responses if r.status_code == 409)
+    assert all(
+        r.json()["error"]["execution_id"] == f"execution:{execution.id}" for r in responses if r.status_code == 409
+    )
     assert next(r for r in responses if r.status_code == 200).json()["data"]["status"] == "completed"

@@ -17,21 +17,42 @@ pytestmark = pytest.mark.django_db
 def start(client, tenant, nodes):
     agent = Agent.objects.create(workspace=tenant.workspace, name="priced")
     publish_agent_version(agent, {"nodes": nodes})
-    response = client.post(f"/agents/{agent.id}/execute/stream", data={"message": "hi"},
-                           content_type="application/json", headers=auth(tenant))
+    response = client.post(
+        f"/agents/{agent.id}/execute/stream",
+        data={"message": "hi"},
+        content_type="application/json",
+        headers=auth(tenant),
+    )
     assert response.status_code == 200
     return Execution.objects.get()
 
 
 def test_an_alias_named_by_a_node_runs_and_prices_each_call(client, tenant):
-    ModelAlias.objects.create(workspace=tenant.workspace, alias="fast", provider="builtin",
-                              options={"reply": "one two three four"},
-                              input_usd_per_million_tokens="2.5", output_usd_per_million_tokens="10")
-    execution = start(client, tenant, [
-        {"id": "a", "type": "ai", "model": {"alias": "fast"}},
-        {"id": "b", "type": "ai", "model": {"provider": "builtin", "reply": "five six",
-                                            "input_usd_per_million_tokens": 1, "output_usd_per_million_tokens": 1}},
-    ])
+    ModelAlias.objects.create(
+        workspace=tenant.workspace,
+        alias="fast",
+        provider="builtin",
+        options={"reply": "one two three four"},
+        input_usd_per_million_tokens="2.5",
+        output_usd_per_million_tokens="10",
+    )
+    execution = start(
+        client,
+        tenant,
+        [
+            {"id": "a", "type": "ai", "model": {"alias": "fast"}},
+            {
+                "id": "b",
+                "type": "ai",
+                "model": {
+                    "provider": "builtin",
+                    "reply": "five six",
+                    "input_usd_per_million_tokens": 1,
+                    "output_usd_per_million_tokens": 1,
+                },
+            },
+        ],
+    )
     assert run_execution(execution.id) == "completed"
     execution.refresh_from_db()
     # node a: 1 input token ("hi"), 4 output; node b: 1 input, 2 output

@@ -14,26 +14,60 @@ def test_schema_documents_every_route(client):
     response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     schema = response.json()
-    for path in ("/agents/{agent_id}/execute", "/agents/{agent_id}/execute/stream", "/executions/{execution_id}",
-                 "/executions/{execution_id}/events", "/executions/{execution_id}/cancel",
-                 "/executions/{execution_id}/stream-token", "/agents/{agent_id}/execute/batch",
-                 "/agents/{agent_id}/preview-credits", "/attachments/upload", "/executions/{execution_id}/tool-result",
-                 "/executions/{execution_id}/approval", "/executions/{execution_id}/external-event",
-                 "/v1/spaces/{space_id}/skills/{slug}/executions", "/v1/spaces/{space_id}/skills/executions",
-                 "/v1/spaces/{space_id}/skills/executions/{execution_id}",
-                 "/v1/spaces/{space_id}/skills/executions/{execution_id}/cancel",
-                 "/v1/spaces/{space_id}/skills/executions/{execution_id}/events",
-                 "/v1/spaces/{space_id}/skills/executions/by-chat-tool-call/{tool_call_id}",
-                 "/v1/artifacts/{artifact_id}/download", "/v1/files/", "/v1/files/{filename}",
-                 "/my/conversations", "/my/conversations/{conversation_id}/archive",
-                 "/my/conversations/{conversation_id}/messages",
-                 "/my/conversations/{conversation_id}/messages/{message_id}/feedback",
-                 "/users/{external_user_id}/memory", "/users/{external_user_id}/memory/{fact_id}"):
+    for path in (
+        "/agents/{agent_id}/execute",
+        "/agents/{agent_id}/execute/stream",
+        "/executions/{execution_id}",
+        "/executions/{execution_id}/events",
+        "/executions/{execution_id}/cancel",
+        "/executions/{execution_id}/stream-token",
+        "/agents/{agent_id}/execute/batch",
+        "/agents/{agent_id}/preview-credits",
+        "/attachments/upload",
+        "/executions/{execution_id}/tool-result",
+        "/executions/{execution_id}/approval",
+        "/executions/{execution_id}/external-event",
+        "/v1/spaces/{space_id}/skills/{slug}/executions",
+        "/v1/spaces/{space_id}/skills/executions",
+        "/v1/spaces/{space_id}/skills/executions/{execution_id}",
+        "/v1/spaces/{space_id}/skills/executions/{execution_id}/cancel",
+        "/v1/spaces/{space_id}/skills/executions/{execution_id}/events",
+        "/v1/spaces/{space_id}/skills/executions/by-chat-tool-call/{tool_call_id}",
+        "/v1/artifacts/{artifact_id}/download",
+        "/v1/files/",
+        "/v1/files/{filename}",
+        "/my/conversations",
+        "/my/conversations/{conversation_id}/archive",
+        "/my/conversations/{conversation_id}/messages",
+        "/my/conversations/{conversation_id}/messages/{message_id}/feedback",
+        "/users/{external_user_id}/memory",
+        "/users/{external_user_id}/memory/{fact_id}",
+    ):
         assert path in schema["paths"], path
     assert {"ApiKeyHeader", "BearerKey"} <= set(schema["components"]["securitySchemes"])
     approval = schema["paths"]["/executions/{execution_id}/approval"]["post"]
-    assert approval["requestBody"]["content"]["application/json"]["schema"]["properties"]["decision"]["enum"] == [
-        "approve", "reject"]
+    body = resolve(schema, approval["requestBody"]["content"]["application/json"]["schema"])
+    assert body["properties"]["decision"]["enum"] == ["approve", "reject"]
+
+
+def resolve(schema: dict, node: dict) -> dict:
+    """A `$ref` of the document, followed."""
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def test_a_limit_changed_in_settings_changes_the_schema(client, settings):
+    def tool_result_limit():
+        schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+        operation = schema["paths"]["/executions/{execution_id}/tool-result"]["post"]
+        body = resolve(schema, operation["requestBody"]["content"]["application/json"]["schema"])
+        return body["properties"]["result"]["x-maxBytes"]
+
+    settings.TOOL_RESULT_MAX_BYTES = 1000
+    assert tool_result_limit() == 1000
+    settings.TOOL_RESULT_MAX_BYTES = 2048
+    assert tool_result_limit() == 2048
 
 
 @pytest.mark.django_db(transaction=True)
@@ -52,7 +86,10 @@ def test_eventsource_reads_with_a_stream_token_and_query_resume(live, tenant, ot
 
     assert httpx.get(f"{url}?token=forged{token}", timeout=10).json()["error"]["code"] == "invalid_stream_token"
     # another tenant cannot get a token for it, and a token is bound to one execution
-    assert httpx.post(f"{live}/executions/{public_id}/stream-token", headers=auth(other_tenant), timeout=10).status_code == 404
+    assert (
+        httpx.post(f"{live}/executions/{public_id}/stream-token", headers=auth(other_tenant), timeout=10).status_code
+        == 404
+    )
     other = stream_agent(live, agent, tenant)
     response = httpx.get(f"{live}/executions/{other[0].data['execution_id']}/events?token={token}", timeout=10)
     assert response.status_code == 401
@@ -62,12 +99,13 @@ def test_eventsource_reads_with_a_stream_token_and_query_resume(live, tenant, ot
 
 
 def test_expired_stream_token_is_401(client, tenant, agent, settings):
+    from accounts.authentication import Caller
     from executions.models import Execution
     from executions.stream_tokens import issue_stream_token
-    from accounts.authentication import Caller
 
-    execution = Execution.objects.create(tenant=tenant.tenant, workspace=tenant.workspace, source="api",
-                                         principal=tenant.end_user_key.api_key.principal)
+    execution = Execution.objects.create(
+        tenant=tenant.tenant, workspace=tenant.workspace, source="api", principal=tenant.end_user_key.api_key.principal
+    )
     token = issue_stream_token(Caller(api_key=tenant.end_user_key.api_key), execution)
     settings.SSE_TOKEN_MAX_AGE_SECONDS = 0
     time.sleep(1.1)

@@ -15,14 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from workers.providers import ProviderError, get_provider
-from workers.providers import base
+from workers.providers import ProviderError, base, get_provider
 
 KEY_ENV = "SKILLRUN_TEST_MODEL_KEY"
 KEY = "sk-test-S3CRET-7f1c2a9b4d6e8f0a1b2c3d4e5f6a7b8c"
 
 
 # --- the fake API server -----------------------------------------------------------------------
+
 
 @dataclass
 class Reply:
@@ -58,7 +58,9 @@ class FakeServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-                server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                server.requests.append(
+                    {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+                )
                 reply = server.replies.pop(0) if server.replies else Reply(500, body={"error": {"message": "no reply"}})
                 if reply.status != 200:
                     payload = json.dumps(reply.body or {}).encode()
@@ -145,18 +147,33 @@ def assert_no_key(exc: BaseException | None, caplog) -> None:
 
 # --- OpenAI wire format ------------------------------------------------------------------------
 
+
 def oa_chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None, choices=True) -> str:
-    chunk = {"id": "chatcmpl-AbC123", "object": "chat.completion.chunk", "created": 1730000000,
-             "model": "gpt-4o-mini-2024-07-18", "service_tier": "default", "system_fingerprint": "fp_0ba0d124f1",
-             "choices": [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}] if choices else [],
-             "usage": usage}
+    chunk = {
+        "id": "chatcmpl-AbC123",
+        "object": "chat.completion.chunk",
+        "created": 1730000000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "service_tier": "default",
+        "system_fingerprint": "fp_0ba0d124f1",
+        "choices": [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}] if choices else [],
+        "usage": usage,
+    }
     return f"data: {json.dumps(chunk)}\n\n"
 
 
-OA_USAGE = {"prompt_tokens": 120, "completion_tokens": 9, "total_tokens": 129,
-            "prompt_tokens_details": {"cached_tokens": 64, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+OA_USAGE = {
+    "prompt_tokens": 120,
+    "completion_tokens": 9,
+    "total_tokens": 129,
+    "prompt_tokens_details": {"cached_tokens": 64, "audio_tokens": 0},
+    "completion_tokens_details": {
+        "reasoning_tokens": 0,
+        "audio_tokens": 0,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    },
+}
 OA_DONE = "data: [DONE]\n\n"
 
 
@@ -171,13 +188,26 @@ def oa_error(status: int, message: str, type_: str, code: str | None) -> dict:
 
 
 def openai_model(server: FakeServer, **options):
-    return get_provider({"provider": "openai", "model": "gpt-4o-mini", "base_url": server.url + "/v1",
-                         "api_key_env": KEY_ENV, "timeout_seconds": 5, **options})
+    return get_provider(
+        {
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "base_url": server.url + "/v1",
+            "api_key_env": KEY_ENV,
+            "timeout_seconds": 5,
+            **options,
+        }
+    )
 
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Weather in Paris?"}]
-TOOLS = [{"name": "get_weather", "description": "The weather of a city",
-          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "The weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
 
 
 def test_openai_text_and_usage(server, log_records):
@@ -195,33 +225,50 @@ def test_openai_text_and_usage(server, log_records):
 def test_openai_tool_call_arguments_split_across_chunks(server):
     first = {"index": 0, "id": "call_Wq8", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
     second = {"index": 1, "id": "call_Zx1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
-    frames = [oa_chunk({"role": "assistant", "content": None, "tool_calls": [first]}),
-              oa_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{\"ci"}}]}),
-              oa_chunk({"tool_calls": [second]}),
-              oa_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "ty\": \"Par"}}]}),
-              oa_chunk({"tool_calls": [{"index": 1, "function": {"arguments": "{\"city\": \"Oslo\"}"}}]}),
-              oa_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "is\"}"}}]}),
-              oa_chunk(finish="tool_calls"), oa_chunk(usage=OA_USAGE, choices=False), OA_DONE]
+    frames = [
+        oa_chunk({"role": "assistant", "content": None, "tool_calls": [first]}),
+        oa_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]}),
+        oa_chunk({"tool_calls": [second]}),
+        oa_chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Par'}}]}),
+        oa_chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"city": "Oslo"}'}}]}),
+        oa_chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'is"}'}}]}),
+        oa_chunk(finish="tool_calls"),
+        oa_chunk(usage=OA_USAGE, choices=False),
+        OA_DONE,
+    ]
     server.replies.append(Reply(frames=frames))
     chunks = collect(openai_model(server).stream(MESSAGES, TOOLS))
     calls = [c.tool_call for c in chunks if c.kind == "tool_call"]
-    assert calls == [{"id": "call_Wq8", "name": "get_weather", "arguments": {"city": "Paris"}},
-                     {"id": "call_Zx1", "name": "get_weather", "arguments": {"city": "Oslo"}}]
+    assert calls == [
+        {"id": "call_Wq8", "name": "get_weather", "arguments": {"city": "Paris"}},
+        {"id": "call_Zx1", "name": "get_weather", "arguments": {"city": "Oslo"}},
+    ]
     assert chunks[-1].kind == "usage"
 
 
 def test_openai_invalid_tool_arguments_are_kept_raw(server):
-    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": "}}
+    call = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": '},
+    }
     server.replies.append(Reply(frames=[oa_chunk({"tool_calls": [call]}), oa_chunk(finish="tool_calls"), OA_DONE]))
     chunks = collect(openai_model(server).stream(MESSAGES, TOOLS))
-    assert chunks[0].tool_call["arguments"] == {"_raw": "{\"city\": "}
+    assert chunks[0].tool_call["arguments"] == {"_raw": '{"city": '}
     assert chunks[-1].kind == "usage" and chunks[-1].usage.input_tokens == 0  # a server that sent no usage
 
 
 def test_openai_reasoning_content(server):
-    frames = [oa_chunk({"role": "assistant", "content": "", "reasoning_content": "Think"}),
-              oa_chunk({"reasoning_content": "ing."}), oa_chunk({"reasoning": " More."}),
-              oa_chunk({"content": "Done."}), oa_chunk(finish="stop"), oa_chunk(usage=OA_USAGE, choices=False), OA_DONE]
+    frames = [
+        oa_chunk({"role": "assistant", "content": "", "reasoning_content": "Think"}),
+        oa_chunk({"reasoning_content": "ing."}),
+        oa_chunk({"reasoning": " More."}),
+        oa_chunk({"content": "Done."}),
+        oa_chunk(finish="stop"),
+        oa_chunk(usage=OA_USAGE, choices=False),
+        OA_DONE,
+    ]
     server.replies.append(Reply(frames=frames))
     chunks = collect(openai_model(server).stream(MESSAGES))
     assert texts(chunks, "reasoning") == "Thinking. More."
@@ -230,11 +277,20 @@ def test_openai_reasoning_content(server):
 
 def test_openai_request_shapes(server):
     server.replies.append(Reply(frames=oa_text_frames(["ok"])))
-    messages = [*MESSAGES,
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}]},
-                {"role": "tool", "tool_call_id": "call_1", "name": "get_weather",
-                 "content": "{\"outcome\": \"success\", \"result\": \"sunny\"}"}]
+    messages = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
+            "name": "get_weather",
+            "content": '{"outcome": "success", "result": "sunny"}',
+        },
+    ]
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
     collect(openai_model(server, temperature=0.2, max_tokens=300, output_schema=schema).stream(messages, TOOLS))
     body = server.requests[0]["body"]
@@ -246,14 +302,27 @@ def test_openai_request_shapes(server):
     assert body["messages"] == [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "{\"outcome\": \"success\", \"result\": \"sunny\"}"}]
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"outcome": "success", "result": "sunny"}'},
+    ]
 
 
 def test_openai_error_mid_stream_keeps_text_and_does_not_retry(server):
     frames = oa_text_frames(["Hello", " there"])[:3] + [
-        "data: " + json.dumps(oa_error(500, "The server had an error while processing your request.", "server_error", None)) + "\n\n"]
+        "data: "
+        + json.dumps(oa_error(500, "The server had an error while processing your request.", "server_error", None))
+        + "\n\n"
+    ]
     server.replies.append(Reply(frames=frames))
     server.replies.append(Reply(frames=oa_text_frames(["never"])))
     received = []
@@ -278,9 +347,15 @@ def test_openai_connection_dropped_mid_stream(server):
 
 
 def test_openai_429_then_success_is_retried_once(server, log_records):
-    server.replies.append(Reply(429, body=oa_error(429, "Rate limit reached for gpt-4o-mini on requests per min.",
-                                                   "requests", "rate_limit_exceeded"),
-                                headers={"retry-after-ms": "300"}))
+    server.replies.append(
+        Reply(
+            429,
+            body=oa_error(
+                429, "Rate limit reached for gpt-4o-mini on requests per min.", "requests", "rate_limit_exceeded"
+            ),
+            headers={"retry-after-ms": "300"},
+        )
+    )
     server.replies.append(Reply(frames=oa_text_frames(["After", " waiting"])))
     started = time.monotonic()
     chunks = collect(openai_model(server).stream(MESSAGES))
@@ -292,7 +367,9 @@ def test_openai_429_then_success_is_retried_once(server, log_records):
 
 def test_openai_retries_are_bounded(server):
     for _ in range(3):
-        server.replies.append(Reply(503, body=oa_error(503, "The engine is currently overloaded.", "server_error", None)))
+        server.replies.append(
+            Reply(503, body=oa_error(503, "The engine is currently overloaded.", "server_error", None))
+        )
     with pytest.raises(ProviderError) as caught:
         collect(openai_model(server, max_retries=1).stream(MESSAGES))
     assert caught.value.failure_reason == "provider_unavailable" and caught.value.retryable
@@ -301,8 +378,11 @@ def test_openai_retries_are_bounded(server):
 
 def test_openai_401_is_an_auth_error_without_retry_or_key(server, log_records):
     # The worst case: a server that echoes the whole key back.
-    server.replies.append(Reply(401, body=oa_error(401, f"Incorrect API key provided: {KEY}.",
-                                                   "invalid_request_error", "invalid_api_key")))
+    server.replies.append(
+        Reply(
+            401, body=oa_error(401, f"Incorrect API key provided: {KEY}.", "invalid_request_error", "invalid_api_key")
+        )
+    )
     with pytest.raises(ProviderError) as caught:
         collect(openai_model(server).stream(MESSAGES))
     assert caught.value.failure_reason == "provider_auth_error" and not caught.value.retryable
@@ -312,8 +392,10 @@ def test_openai_401_is_an_auth_error_without_retry_or_key(server, log_records):
 
 
 def test_openai_context_length(server, log_records):
-    message = ("This model's maximum context length is 128000 tokens. However, your messages resulted in "
-               "131072 tokens. Please reduce the length of the messages.")
+    message = (
+        "This model's maximum context length is 128000 tokens. However, your messages resulted in "
+        "131072 tokens. Please reduce the length of the messages."
+    )
     server.replies.append(Reply(400, body=oa_error(400, message, "invalid_request_error", "context_length_exceeded")))
     with pytest.raises(ProviderError) as caught:
         collect(openai_model(server).stream(MESSAGES))
@@ -324,7 +406,9 @@ def test_openai_context_length(server, log_records):
 
 
 def test_openai_other_400_is_invalid_request(server):
-    server.replies.append(Reply(400, body=oa_error(400, "Invalid value for 'temperature'.", "invalid_request_error", None)))
+    server.replies.append(
+        Reply(400, body=oa_error(400, "Invalid value for 'temperature'.", "invalid_request_error", None))
+    )
     with pytest.raises(ProviderError) as caught:
         collect(openai_model(server).stream(MESSAGES))
     assert caught.value.failure_reason == "invalid_request" and not caught.value.retryable
@@ -333,8 +417,9 @@ def test_openai_other_400_is_invalid_request(server):
 def test_openai_connection_refused(server):
     url = server.url
     server.close()
-    model = get_provider({"provider": "vllm", "model": "m", "base_url": url + "/v1", "api_key_env": KEY_ENV,
-                          "max_retries": 0})
+    model = get_provider(
+        {"provider": "vllm", "model": "m", "base_url": url + "/v1", "api_key_env": KEY_ENV, "max_retries": 0}
+    )
     with pytest.raises(ProviderError) as caught:
         collect(model.stream(MESSAGES))
     assert caught.value.failure_reason == "provider_unavailable"
@@ -367,26 +452,46 @@ def test_missing_key_variable_is_an_auth_error(monkeypatch):
 def test_a_key_in_the_options_is_never_used(server, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server.replies.append(Reply(frames=oa_text_frames(["ok"])))
-    model = get_provider({"provider": "ollama", "model": "llama3.2", "base_url": server.url + "/v1",
-                          "api_key": "sk-from-options"})
+    model = get_provider(
+        {"provider": "ollama", "model": "llama3.2", "base_url": server.url + "/v1", "api_key": "sk-from-options"}
+    )
     assert texts(collect(model.stream(MESSAGES))) == "ok"
     assert "sk-from-options" not in server.requests[0]["headers"].get("authorization", "")
 
 
 # --- Anthropic wire format ---------------------------------------------------------------------
 
+
 def an_event(name: str, data: dict) -> str:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
-AN_START_USAGE = {"input_tokens": 30, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 100,
-                  "output_tokens": 1, "service_tier": "standard"}
+AN_START_USAGE = {
+    "input_tokens": 30,
+    "cache_creation_input_tokens": 20,
+    "cache_read_input_tokens": 100,
+    "output_tokens": 1,
+    "service_tier": "standard",
+}
 
 
 def an_start(usage=AN_START_USAGE) -> str:
-    return an_event("message_start", {"type": "message_start", "message": {
-        "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant", "content": [],
-        "model": "claude-sonnet-4-6", "stop_reason": None, "stop_sequence": None, "usage": usage}})
+    return an_event(
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": "claude-sonnet-4-6",
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": usage,
+            },
+        },
+    )
 
 
 def an_block_start(index: int, block: dict) -> str:
@@ -402,17 +507,31 @@ def an_block_stop(index: int) -> str:
 
 
 def an_end(stop_reason="end_turn", output_tokens=15) -> list[str]:
-    return [an_event("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                       "usage": {"output_tokens": output_tokens}}),
-            an_event("message_stop", {"type": "message_stop"})]
+    return [
+        an_event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": output_tokens},
+            },
+        ),
+        an_event("message_stop", {"type": "message_stop"}),
+    ]
 
 
 PING = an_event("ping", {"type": "ping"})
 
 
 def an_text_frames(words: list[str]) -> list[str]:
-    return [an_start(), an_block_start(0, {"type": "text", "text": ""}), PING,
-            *[an_delta(0, {"type": "text_delta", "text": word}) for word in words], an_block_stop(0), *an_end()]
+    return [
+        an_start(),
+        an_block_start(0, {"type": "text", "text": ""}),
+        PING,
+        *[an_delta(0, {"type": "text_delta", "text": word}) for word in words],
+        an_block_stop(0),
+        *an_end(),
+    ]
 
 
 def an_error(type_: str, message: str) -> dict:
@@ -420,26 +539,48 @@ def an_error(type_: str, message: str) -> dict:
 
 
 def anthropic_model(server: FakeServer, **options):
-    return get_provider({"provider": "anthropic", "model": "claude-sonnet-4-6", "base_url": server.url,
-                         "api_key_env": KEY_ENV, "timeout_seconds": 5, **options})
+    return get_provider(
+        {
+            "provider": "anthropic",
+            "model": "claude-sonnet-4-6",
+            "base_url": server.url,
+            "api_key_env": KEY_ENV,
+            "timeout_seconds": 5,
+            **options,
+        }
+    )
 
 
 def test_anthropic_text_thinking_and_usage(server, log_records):
-    frames = [an_start(), an_block_start(0, {"type": "thinking", "thinking": "", "signature": ""}),
-              an_delta(0, {"type": "thinking_delta", "thinking": "The user wants"}),
-              an_delta(0, {"type": "thinking_delta", "thinking": " a greeting."}),
-              an_delta(0, {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pk"}),
-              an_block_stop(0), an_block_start(1, {"type": "text", "text": ""}), PING,
-              an_delta(1, {"type": "text_delta", "text": "Hello"}), an_delta(1, {"type": "text_delta", "text": "!"}),
-              an_block_stop(1), *an_end(output_tokens=42)]
+    frames = [
+        an_start(),
+        an_block_start(0, {"type": "thinking", "thinking": "", "signature": ""}),
+        an_delta(0, {"type": "thinking_delta", "thinking": "The user wants"}),
+        an_delta(0, {"type": "thinking_delta", "thinking": " a greeting."}),
+        an_delta(0, {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pk"}),
+        an_block_stop(0),
+        an_block_start(1, {"type": "text", "text": ""}),
+        PING,
+        an_delta(1, {"type": "text_delta", "text": "Hello"}),
+        an_delta(1, {"type": "text_delta", "text": "!"}),
+        an_block_stop(1),
+        *an_end(output_tokens=42),
+    ]
     server.replies.append(Reply(frames=frames))
     chunks = collect(anthropic_model(server, thinking_budget_tokens=2048).stream(MESSAGES))
     assert texts(chunks, "reasoning") == "The user wants a greeting."
     assert texts(chunks) == "Hello!"
     # the signed thinking block comes back for the next turn
     [kept] = [c.provider_data for c in chunks if c.kind == "provider_data"]
-    assert kept == {"anthropic_thinking": [{"type": "thinking", "thinking": "The user wants a greeting.",
-                                            "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pk"}]}
+    assert kept == {
+        "anthropic_thinking": [
+            {
+                "type": "thinking",
+                "thinking": "The user wants a greeting.",
+                "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pk",
+            }
+        ]
+    }
     assert chunks[-1].kind == "usage"
     usage = chunks[-1].usage
     # input = uncached + cache reads + cache writes, as billed; the reads are also reported apart
@@ -451,55 +592,84 @@ def test_anthropic_text_thinking_and_usage(server, log_records):
 
 
 def test_anthropic_tool_use_input_split_across_deltas(server):
-    frames = [an_start(), an_block_start(0, {"type": "text", "text": ""}),
-              an_delta(0, {"type": "text_delta", "text": "Checking."}), an_block_stop(0),
-              an_block_start(1, {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather", "input": {}}),
-              an_delta(1, {"type": "input_json_delta", "partial_json": ""}),
-              an_delta(1, {"type": "input_json_delta", "partial_json": "{\"ci"}),
-              an_delta(1, {"type": "input_json_delta", "partial_json": "ty\": \"Pa"}),
-              an_delta(1, {"type": "input_json_delta", "partial_json": "ris\"}"}), an_block_stop(1),
-              an_block_start(2, {"type": "tool_use", "id": "toolu_02", "name": "current_time", "input": {}}),
-              an_block_stop(2), *an_end("tool_use")]
+    frames = [
+        an_start(),
+        an_block_start(0, {"type": "text", "text": ""}),
+        an_delta(0, {"type": "text_delta", "text": "Checking."}),
+        an_block_stop(0),
+        an_block_start(
+            1, {"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather", "input": {}}
+        ),
+        an_delta(1, {"type": "input_json_delta", "partial_json": ""}),
+        an_delta(1, {"type": "input_json_delta", "partial_json": '{"ci'}),
+        an_delta(1, {"type": "input_json_delta", "partial_json": 'ty": "Pa'}),
+        an_delta(1, {"type": "input_json_delta", "partial_json": 'ris"}'}),
+        an_block_stop(1),
+        an_block_start(2, {"type": "tool_use", "id": "toolu_02", "name": "current_time", "input": {}}),
+        an_block_stop(2),
+        *an_end("tool_use"),
+    ]
     server.replies.append(Reply(frames=frames))
     chunks = collect(anthropic_model(server).stream(MESSAGES, TOOLS))
     assert texts(chunks) == "Checking."
     assert [c.tool_call for c in chunks if c.kind == "tool_call"] == [
         {"id": "toolu_01A09q90qw90lq917835lq9", "name": "get_weather", "arguments": {"city": "Paris"}},
-        {"id": "toolu_02", "name": "current_time", "arguments": {}}]
+        {"id": "toolu_02", "name": "current_time", "arguments": {}},
+    ]
     assert chunks[-1].kind == "usage"
 
 
 def test_anthropic_request_shapes(server):
     server.replies.append(Reply(frames=an_text_frames(["ok"])))
-    messages = [*MESSAGES,
-                {"role": "assistant", "content": "Let me check.", "tool_calls": [
-                    {"id": "toolu_1", "name": "get_weather", "arguments": {"city": "Paris"}},
-                    {"id": "toolu_2", "name": "get_weather", "arguments": {"city": "Oslo"}}],
-                 "provider_data": {"anthropic_thinking": [{"type": "thinking", "thinking": "Two cities.",
-                                                           "signature": "sig-1"}]}},
-                {"role": "tool", "tool_call_id": "toolu_1", "name": "get_weather", "content": "{\"result\": \"sunny\"}"},
-                {"role": "tool", "tool_call_id": "toolu_2", "name": "get_weather", "content": "{\"result\": \"rain\"}"}]
+    messages = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "content": "Let me check.",
+            "tool_calls": [
+                {"id": "toolu_1", "name": "get_weather", "arguments": {"city": "Paris"}},
+                {"id": "toolu_2", "name": "get_weather", "arguments": {"city": "Oslo"}},
+            ],
+            "provider_data": {
+                "anthropic_thinking": [{"type": "thinking", "thinking": "Two cities.", "signature": "sig-1"}]
+            },
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "name": "get_weather", "content": '{"result": "sunny"}'},
+        {"role": "tool", "tool_call_id": "toolu_2", "name": "get_weather", "content": '{"result": "rain"}'},
+    ]
     collect(anthropic_model(server, max_tokens=8000, thinking_budget_tokens=4000).stream(messages, TOOLS))
     body = server.requests[0]["body"]
     assert body["model"] == "claude-sonnet-4-6" and body["stream"] is True and body["max_tokens"] == 8000
     assert body["system"] == "You are terse."
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 4000}
-    assert body["tools"] == [{"name": "get_weather", "description": "The weather of a city",
-                              "input_schema": TOOLS[0]["parameters"]}]
+    assert body["tools"] == [
+        {"name": "get_weather", "description": "The weather of a city", "input_schema": TOOLS[0]["parameters"]}
+    ]
     assert body["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
-        {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "Two cities.", "signature": "sig-1"},  # first, as the API requires
-            {"type": "text", "text": "Let me check."},
-            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
-            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Oslo"}}]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "{\"result\": \"sunny\"}"},
-            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "{\"result\": \"rain\"}"}]}]
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Two cities.", "signature": "sig-1"},  # first, as the API requires
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Oslo"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"result": "sunny"}'},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": '{"result": "rain"}'},
+            ],
+        },
+    ]
 
 
 def test_anthropic_error_mid_stream_keeps_text_and_does_not_retry(server):
-    frames = an_text_frames(["Partial", " answer"])[:5] + [an_event("error", an_error("overloaded_error", "Overloaded"))]
+    frames = an_text_frames(["Partial", " answer"])[:5] + [
+        an_event("error", an_error("overloaded_error", "Overloaded"))
+    ]
     server.replies.append(Reply(frames=frames))
     server.replies.append(Reply(frames=an_text_frames(["never"])))
     received = []
@@ -513,8 +683,13 @@ def test_anthropic_error_mid_stream_keeps_text_and_does_not_retry(server):
 
 
 def test_anthropic_429_then_success_is_retried_once(server):
-    server.replies.append(Reply(429, body=an_error("rate_limit_error", "Number of request tokens has exceeded your "
-                                                                      "per-minute rate limit"), headers={"retry-after": "0"}))
+    server.replies.append(
+        Reply(
+            429,
+            body=an_error("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
+            headers={"retry-after": "0"},
+        )
+    )
     server.replies.append(Reply(frames=an_text_frames(["Fine", " now"])))
     chunks = collect(anthropic_model(server).stream(MESSAGES))
     assert texts(chunks) == "Fine now"
@@ -538,7 +713,9 @@ def test_anthropic_401_is_an_auth_error_without_retry_or_key(server, log_records
 
 
 def test_anthropic_context_length(server, log_records):
-    server.replies.append(Reply(400, body=an_error("invalid_request_error", "prompt is too long: 210344 tokens > 200000 maximum")))
+    server.replies.append(
+        Reply(400, body=an_error("invalid_request_error", "prompt is too long: 210344 tokens > 200000 maximum"))
+    )
     with pytest.raises(ProviderError) as caught:
         collect(anthropic_model(server).stream(MESSAGES))
     assert caught.value.failure_reason == "context_length_exceeded" and not caught.value.retryable
@@ -561,6 +738,7 @@ def test_anthropic_cancel_closes_the_upstream_connection(server):
 
 
 # --- shared pieces -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["openai", "openai_compatible", "azure_openai", "vllm", "ollama"])
 def test_openai_compatible_aliases(name):

@@ -20,8 +20,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def suspended_execution(tenant, agent):
     execution = Execution.objects.create(
-        tenant=tenant.tenant, workspace=tenant.workspace, principal=tenant.end_user_key.api_key.principal,
-        source=ExecutionSource.API, agent_version=agent.live_version, state=ExecutionState.AWAITING_APPROVAL,
+        tenant=tenant.tenant,
+        workspace=tenant.workspace,
+        principal=tenant.end_user_key.api_key.principal,
+        source=ExecutionSource.API,
+        agent_version=agent.live_version,
+        state=ExecutionState.AWAITING_APPROVAL,
     )
     append_event(execution, "start", {"status": "queued"})
     return execution
@@ -85,7 +89,7 @@ def test_idle_stream_gets_heartbeats_then_ends_when_cancelled(live, tenant, susp
     with httpx.stream("GET", url, headers=auth(tenant), timeout=30) as response:
         for line in response.iter_lines():
             lines.append(line)
-            if line == ": heartbeat" and not any("cancel" in l for l in lines):
+            if line == ": heartbeat" and not any("cancel" in seen for seen in lines):
                 cancel = httpx.post(f"{live}/executions/{suspended_execution.id}/cancel", headers=auth(tenant))
                 assert cancel.status_code == 200
                 lines.append("cancel sent")

@@ -18,29 +18,53 @@ def assert_headers(response, tenant):
 
 
 def test_json_and_sse_routes_carry_the_headers(client, tenant, agent):
-    stream = client.post(f"/agents/{agent.id}/execute/stream", data={"message": "hi"},
-                         content_type="application/json", headers=auth(tenant))
+    stream = client.post(
+        f"/agents/{agent.id}/execute/stream",
+        data={"message": "hi"},
+        content_type="application/json",
+        headers=auth(tenant),
+    )
     assert_headers(stream, tenant)
     execution = Execution.objects.get()
     for response in (
         client.get(f"/executions/{execution.id}", headers=auth(tenant)),
         client.post(f"/executions/{execution.id}/stream-token", headers=auth(tenant)),
         client.get(f"/executions/{execution.id}/events", headers={**auth(tenant), "Last-Event-ID": "1"}),
-        client.post(f"/agents/{agent.id}/execute/batch", data={"items": [{"key": "a", "message": "hi"}]},
-                    content_type="application/json", headers=auth(tenant)),
-        client.post(f"/agents/{agent.id}/preview-credits", data={}, content_type="application/json",
-                    headers=auth(tenant)),
-        client.post(f"/executions/{execution.id}/tool-result", data={"tool_call_id": "tc", "result": {}},
-                    content_type="application/json", headers=auth(tenant)),
-        client.post(f"/executions/{execution.id}/approval", data={"decision": "approve"},
-                    content_type="application/json", headers=auth(tenant)),
-        client.post(f"/executions/{execution.id}/external-event", data={"event": "x"},
-                    content_type="application/json", headers=auth(tenant)),
+        client.post(
+            f"/agents/{agent.id}/execute/batch",
+            data={"items": [{"key": "a", "message": "hi"}]},
+            content_type="application/json",
+            headers=auth(tenant),
+        ),
+        client.post(
+            f"/agents/{agent.id}/preview-credits", data={}, content_type="application/json", headers=auth(tenant)
+        ),
+        client.post(
+            f"/executions/{execution.id}/tool-result",
+            data={"tool_call_id": "tc", "result": {}},
+            content_type="application/json",
+            headers=auth(tenant),
+        ),
+        client.post(
+            f"/executions/{execution.id}/approval",
+            data={"decision": "approve"},
+            content_type="application/json",
+            headers=auth(tenant),
+        ),
+        client.post(
+            f"/executions/{execution.id}/external-event",
+            data={"event": "x"},
+            content_type="application/json",
+            headers=auth(tenant),
+        ),
         client.post(f"/executions/{execution.id}/cancel", headers=auth(tenant)),
-        client.post("/attachments/upload", {"file": SimpleUploadedFile("a.txt", b"hi", "text/plain")}, headers=auth(tenant)),
+        client.post(
+            "/attachments/upload", {"file": SimpleUploadedFile("a.txt", b"hi", "text/plain")}, headers=auth(tenant)
+        ),
         # error responses of an authenticated caller too
-        client.post(f"/agents/{agent.id}/execute", data={"message": ""}, content_type="application/json",
-                    headers=auth(tenant)),
+        client.post(
+            f"/agents/{agent.id}/execute", data={"message": ""}, content_type="application/json", headers=auth(tenant)
+        ),
         client.get("/executions/00000000-0000-4000-8000-000000000000", headers=auth(tenant)),
     ):
         assert_headers(response, tenant)

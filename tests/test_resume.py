@@ -15,7 +15,9 @@ def events_url(base, public_id):
 
 def logged_events(public_id):
     return list(
-        ExecutionEvent.objects.filter(execution_id=execution_uuid(public_id)).order_by("seq").values_list("data", flat=True)
+        ExecutionEvent.objects.filter(execution_id=execution_uuid(public_id))
+        .order_by("seq")
+        .values_list("data", flat=True)
     )
 
 
@@ -57,16 +59,18 @@ def test_query_string_resume_for_eventsource(live, tenant, agent):
 def test_resume_from_the_final_event_ends_at_once(live, tenant, agent):
     events = stream_agent(live, agent, tenant)
     public_id = events[0].data["execution_id"]
-    with httpx.stream("GET", events_url(live, public_id), headers={**auth(tenant), "Last-Event-ID": events[-1].id},
-                      timeout=10) as response:
+    with httpx.stream(
+        "GET", events_url(live, public_id), headers={**auth(tenant), "Last-Event-ID": events[-1].id}, timeout=10
+    ) as response:
         assert response.status_code == 200
         assert response.read() == b""
 
 
 def test_invalid_last_event_id_is_a_400(live, tenant, agent):
     events = stream_agent(live, agent, tenant)
-    response = httpx.get(events_url(live, events[0].data["execution_id"]),
-                         headers={**auth(tenant), "Last-Event-ID": "abc"}, timeout=10)
+    response = httpx.get(
+        events_url(live, events[0].data["execution_id"]), headers={**auth(tenant), "Last-Event-ID": "abc"}, timeout=10
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_last_event_id"
 

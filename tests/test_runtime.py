@@ -16,9 +16,14 @@ from tests.helpers import auth, execution_uuid, stream_agent, wait_for
 
 def new_execution(new_tenant, agent=None, **fields):
     return Execution.objects.create(
-        tenant=new_tenant.tenant, workspace=new_tenant.workspace, principal=new_tenant.end_user_key.api_key.principal,
-        source=ExecutionSource.API, inputs={"message": "hi"},
-        agent_version=agent.live_version if agent else None, dispatched_at=timezone.now(), **fields,
+        tenant=new_tenant.tenant,
+        workspace=new_tenant.workspace,
+        principal=new_tenant.end_user_key.api_key.principal,
+        source=ExecutionSource.API,
+        inputs={"message": "hi"},
+        agent_version=agent.live_version if agent else None,
+        dispatched_at=timezone.now(),
+        **fields,
     )
 
 
@@ -92,9 +97,23 @@ def test_worker_killed_after_a_tool_call_resumes_from_the_turn_checkpoint(live, 
 
     reply = " ".join(f"w{i:02d}" for i in range(40))
     agent = Agent.objects.create(workspace=tenant.workspace, name="tools")
-    publish_agent_version(agent, {"nodes": [{"id": "answer", "type": "ai", "tools": ["current_time"], "model": {
-        "provider": "builtin", "chunk_delay_ms": 100,
-        "script": [{"tool_calls": [{"name": "current_time", "arguments": {}}]}, {"text": reply}]}}]})
+    publish_agent_version(
+        agent,
+        {
+            "nodes": [
+                {
+                    "id": "answer",
+                    "type": "ai",
+                    "tools": ["current_time"],
+                    "model": {
+                        "provider": "builtin",
+                        "chunk_delay_ms": 100,
+                        "script": [{"tool_calls": [{"name": "current_time", "arguments": {}}]}, {"text": reply}],
+                    },
+                }
+            ]
+        },
+    )
     events = stream_agent(live, agent, tenant, stop=lambda evs: sum(e.data["type"] == "text" for e in evs) >= 4)
     execution_id = execution_uuid(events[0].data["execution_id"])
     assert int(Execution.objects.get(id=execution_id).lease_owner.rsplit(":", 1)[1]) == worker.pid
@@ -103,7 +122,12 @@ def test_worker_killed_after_a_tool_call_resumes_from_the_turn_checkpoint(live, 
     execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="completed").first(), timeout=60)
     assert execution.attempt == 2
     assert execution.outputs["text"] == reply
-    assert [len(events_of(execution_id, kind)) for kind in ("node_start", "tool_call", "tool_result", "final")] == [1, 1, 1, 1]
+    assert [len(events_of(execution_id, kind)) for kind in ("node_start", "tool_call", "tool_result", "final")] == [
+        1,
+        1,
+        1,
+        1,
+    ]
     assert "".join(e.data["text"] for e in events_of(execution_id, "text")) == reply
 
 
@@ -114,9 +138,12 @@ def test_cancel_during_streaming_stops_within_one_chunk(live, tenant, make_agent
 
     def cancel_after_five_texts(events):
         if "response" not in cancel and sum(e.data["type"] == "text" for e in events) >= 5:
-            cancel["response"] = httpx.post(f"{live}/executions/{events[0].data['execution_id']}/cancel",
-                                            headers=auth(tenant), timeout=10)
-            cancel["seq_at_cancel"] = Execution.objects.get(id=execution_uuid(events[0].data["execution_id"])).last_event_seq
+            cancel["response"] = httpx.post(
+                f"{live}/executions/{events[0].data['execution_id']}/cancel", headers=auth(tenant), timeout=10
+            )
+            cancel["seq_at_cancel"] = Execution.objects.get(
+                id=execution_uuid(events[0].data["execution_id"])
+            ).last_event_seq
         return False
 
     events = stream_agent(live, agent, tenant, stop=cancel_after_five_texts)
@@ -151,8 +178,9 @@ def test_cancel_of_a_finished_execution_is_a_409(client, tenant, agent):
 @pytest.mark.django_db
 def test_reaper_requeues_an_expired_lease_then_fails_after_max_attempts(tenant, agent, settings):
     past = timezone.now() - timedelta(seconds=1)
-    execution = new_execution(tenant, agent, state=ExecutionState.RUNNING, attempt=1, lease_expires_at=past,
-                              lease_owner="dead:1")
+    execution = new_execution(
+        tenant, agent, state=ExecutionState.RUNNING, attempt=1, lease_expires_at=past, lease_owner="dead:1"
+    )
     assert services.reap_expired_leases()["requeued"] == [execution.id]
     execution.refresh_from_db()
     assert execution.state == ExecutionState.QUEUED and execution.lease_owner == ""

@@ -26,19 +26,47 @@ REPORT_MANIFEST = {
     "instructions": "Write a report to outputs/report.md.",
     "tools": ["list_files", "read_file", "write_file"],
     "limits": {"max_iterations": 6},
-    "model": {"provider": "builtin", "script": [
-        {"tool_calls": [{"name": "list_files", "arguments": {}}]},
-        {"tool_calls": [{"name": "read_file", "arguments": {"path": "inputs/materials/notes.md"}}]},
-        {"tool_calls": [{"name": "write_file", "arguments": {"path": "outputs/report.md", "content": "# Report\n"}}]},
-        {"text": "The report is in outputs/report.md."},
-    ]},
+    "model": {
+        "provider": "builtin",
+        "script": [
+            {"tool_calls": [{"name": "list_files", "arguments": {}}]},
+            {"tool_calls": [{"name": "read_file", "arguments": {"path": "inputs/materials/notes.md"}}]},
+            {
+                "tool_calls": [
+                    {"name": "write_file", "arguments": {"path": "outputs/report.md", "content": "# Report\n"}}
+                ]
+            },
+            {"text": "The report is in outputs/report.md."},
+        ],
+    },
 }
 
 DOCUMENTED_FIELDS = {
-    "id", "tenant_id", "space_id", "principal_id", "skill_slug", "skill_version", "source", "state",
-    "parent_execution_id", "created_at", "started_at", "finished_at", "failure_reason", "resource_usage", "inputs",
-    "outputs", "error", "artifacts", "sub_executions", "chat_thread_id", "chat_message_id", "chat_tool_call_id",
-    "workspace_archive_id", "langfuse_trace_id", "idempotency_key",
+    "id",
+    "tenant_id",
+    "space_id",
+    "principal_id",
+    "skill_slug",
+    "skill_version",
+    "source",
+    "state",
+    "parent_execution_id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "failure_reason",
+    "resource_usage",
+    "inputs",
+    "outputs",
+    "error",
+    "artifacts",
+    "sub_executions",
+    "chat_thread_id",
+    "chat_message_id",
+    "chat_tool_call_id",
+    "workspace_archive_id",
+    "langfuse_trace_id",
+    "idempotency_key",
 }
 
 
@@ -66,8 +94,12 @@ def executions_url(tenant, suffix=""):
 @pytest.mark.django_db
 def test_start_answers_201_with_every_documented_field(client, tenant, make_skill):
     make_skill()
-    response = client.post(start_url(tenant), data={"inputs": {"topic": "otters"}}, content_type="application/json",
-                           headers={**auth(tenant), "Idempotency-Key": "first"})
+    response = client.post(
+        start_url(tenant),
+        data={"inputs": {"topic": "otters"}},
+        content_type="application/json",
+        headers={**auth(tenant), "Idempotency-Key": "first"},
+    )
     assert response.status_code == 201
     data = response.json()["data"]
     assert set(data) == DOCUMENTED_FIELDS
@@ -78,8 +110,13 @@ def test_start_answers_201_with_every_documented_field(client, tenant, make_skil
     assert data["skill_slug"] == "report" and data["skill_version"] == 1
     assert data["source"] == "standalone" and data["state"] == "queued"
     assert data["inputs"] == {"topic": "otters"}
-    assert data["resource_usage"] == {"input_tokens": 0, "output_tokens": 0, "cost_usd": "0.000000",
-                                      "wallclock_ms": None, "iteration_count": 0}
+    assert data["resource_usage"] == {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost_usd": "0.000000",
+        "wallclock_ms": None,
+        "iteration_count": 0,
+    }
     assert data["artifacts"] == [] and data["sub_executions"] == []
     assert data["idempotency_key"] == "first"
     assert data["parent_execution_id"] is None and data["chat_tool_call_id"] is None
@@ -89,8 +126,12 @@ def test_start_answers_201_with_every_documented_field(client, tenant, make_skil
 @pytest.mark.django_db
 def test_schema_validation_lists_every_failing_field(client, tenant, make_skill):
     make_skill()
-    response = client.post(start_url(tenant), data={"inputs": {"depth": 0, "extra": 1}},
-                           content_type="application/json", headers=auth(tenant))
+    response = client.post(
+        start_url(tenant),
+        data={"inputs": {"depth": 0, "extra": 1}},
+        content_type="application/json",
+        headers=auth(tenant),
+    )
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "invalid_inputs"
@@ -104,23 +145,42 @@ def test_schema_validation_lists_every_failing_field(client, tenant, make_skill)
 @pytest.mark.django_db
 def test_model_alias_allow_list_and_default(client, tenant, make_skill):
     make_skill()
-    ModelAlias.objects.create(workspace=tenant.workspace, alias="fast", provider="builtin",
-                              input_usd_per_million_tokens=1, output_usd_per_million_tokens=2)
+    ModelAlias.objects.create(
+        workspace=tenant.workspace,
+        alias="fast",
+        provider="builtin",
+        input_usd_per_million_tokens=1,
+        output_usd_per_million_tokens=2,
+    )
     ModelAlias.objects.create(workspace=tenant.workspace, alias="secret", provider="builtin", allowed=False)
-    refused = client.post(start_url(tenant), data={"inputs": {"topic": "x"}, "model": "secret"},
-                          content_type="application/json", headers=auth(tenant))
+    refused = client.post(
+        start_url(tenant),
+        data={"inputs": {"topic": "x"}, "model": "secret"},
+        content_type="application/json",
+        headers=auth(tenant),
+    )
     assert refused.status_code == 422
     assert refused.json()["error"]["code"] == "model_not_allowed" and refused.json()["error"]["alias"] == "secret"
-    unknown = client.post(start_url(tenant), data={"inputs": {"topic": "x"}, "model": {"alias": "nope"}},
-                          content_type="application/json", headers=auth(tenant))
+    unknown = client.post(
+        start_url(tenant),
+        data={"inputs": {"topic": "x"}, "model": {"alias": "nope"}},
+        content_type="application/json",
+        headers=auth(tenant),
+    )
     assert unknown.status_code == 422 and "nope" in unknown.json()["error"]["message"]
-    ok = client.post(start_url(tenant), data={"inputs": {"topic": "x"}, "model": {"alias": "fast"}},
-                     content_type="application/json", headers=auth(tenant))
+    ok = client.post(
+        start_url(tenant),
+        data={"inputs": {"topic": "x"}, "model": {"alias": "fast"}},
+        content_type="application/json",
+        headers=auth(tenant),
+    )
     assert ok.status_code == 201
     assert Execution.objects.get().model_config["alias"] == "fast"
     tenant.workspace.default_model_alias = "fast"
     tenant.workspace.save()
-    client.post(start_url(tenant), data={"inputs": {"topic": "y"}}, content_type="application/json", headers=auth(tenant))
+    client.post(
+        start_url(tenant), data={"inputs": {"topic": "y"}}, content_type="application/json", headers=auth(tenant)
+    )
     assert Execution.objects.order_by("-created_at").first().model_config["alias"] == "fast"
 
 
@@ -128,10 +188,12 @@ def test_model_alias_allow_list_and_default(client, tenant, make_skill):
 def test_same_idempotency_key_is_409_with_the_original_id(client, tenant, make_skill):
     make_skill()
     headers = {**auth(tenant), "Idempotency-Key": "k-1"}
-    first = client.post(start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
-                        headers=headers)
-    again = client.post(start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
-                        headers=headers)
+    first = client.post(
+        start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json", headers=headers
+    )
+    again = client.post(
+        start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json", headers=headers
+    )
     assert again.status_code == 409
     assert again.json()["error"]["execution_id"] == first.json()["data"]["id"]
     assert Execution.objects.count() == 1
@@ -154,13 +216,31 @@ def test_concurrent_identical_requests_make_one_execution(live, tenant, make_ski
 @pytest.mark.django_db
 def test_unknown_skill_and_another_space_are_404(client, tenant, other_tenant, make_skill):
     make_skill()
-    assert client.post(start_url(tenant, "nope"), data={"inputs": {}}, content_type="application/json",
-                       headers=auth(tenant)).status_code == 404
+    assert (
+        client.post(
+            start_url(tenant, "nope"), data={"inputs": {}}, content_type="application/json", headers=auth(tenant)
+        ).status_code
+        == 404
+    )
     # another tenant's key on this space, and this tenant's key on the other's space
-    assert client.post(start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
-                       headers={"X-API-Key": other_tenant.workspace_key.raw_key}).status_code == 404
-    assert client.post(start_url(other_tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
-                       headers=auth(tenant)).status_code == 404
+    assert (
+        client.post(
+            start_url(tenant),
+            data={"inputs": {"topic": "x"}},
+            content_type="application/json",
+            headers={"X-API-Key": other_tenant.workspace_key.raw_key},
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            start_url(other_tenant),
+            data={"inputs": {"topic": "x"}},
+            content_type="application/json",
+            headers=auth(tenant),
+        ).status_code
+        == 404
+    )
     assert client.get(executions_url(other_tenant), headers=auth(tenant)).status_code == 404
     assert client.get(executions_url(tenant), headers=auth(other_tenant)).status_code == 404
 
@@ -169,8 +249,9 @@ def test_unknown_skill_and_another_space_are_404(client, tenant, other_tenant, m
 
 
 def upload(live, tenant, name, content: bytes):
-    response = httpx.post(f"{live}/v1/files/", headers=auth(tenant), files={"file": (name, content, "text/markdown")},
-                          timeout=30)
+    response = httpx.post(
+        f"{live}/v1/files/", headers=auth(tenant), files={"file": (name, content, "text/markdown")}, timeout=30
+    )
     assert response.status_code == 201, response.text
 
 
@@ -178,8 +259,12 @@ def upload(live, tenant, name, content: bytes):
 def test_a_skill_stages_materials_uses_its_workspace_and_leaves_artifacts(live, tenant, make_skill):
     make_skill()
     upload(live, tenant, "notes.md", b"otters hold hands")
-    response = httpx.post(f"{live}{start_url(tenant)}", headers=auth(tenant), timeout=30,
-                          json={"inputs": {"topic": "otters"}, "file_source_ids": ["notes.md", "missing.txt"]})
+    response = httpx.post(
+        f"{live}{start_url(tenant)}",
+        headers=auth(tenant),
+        timeout=30,
+        json={"inputs": {"topic": "otters"}, "file_source_ids": ["notes.md", "missing.txt"]},
+    )
     execution_id = response.json()["data"]["id"]
     events = read_stream("GET", f"{live}{executions_url(tenant, f'/{execution_id}/events')}", auth(tenant))
     kinds = [e.data["type"] for e in events]
@@ -192,15 +277,22 @@ def test_a_skill_stages_materials_uses_its_workspace_and_leaves_artifacts(live, 
     assert [f["path"] for f in results[0]["result"]["files"]] == ["inputs/materials/notes.md"]
     assert results[1]["result"]["content"] == "otters hold hands"
 
-    data = httpx.get(f"{live}{executions_url(tenant, f'/{execution_id}')}", headers=auth(tenant), timeout=10).json()["data"]
+    data = httpx.get(f"{live}{executions_url(tenant, f'/{execution_id}')}", headers=auth(tenant), timeout=10).json()[
+        "data"
+    ]
     assert data["state"] == "completed"
     assert data["outputs"] == {"text": "The report is in outputs/report.md."}
     assert data["resource_usage"]["iteration_count"] == 4 and data["resource_usage"]["wallclock_ms"] > 0
     [artifact] = data["artifacts"]
     assert artifact["relpath_in_workspace"] == "outputs/report.md"
     assert artifact["document_type"] == "text/markdown" and artifact["size_bytes"] == 9
-    download = httpx.get(artifact["download_url"] if artifact["download_url"].startswith("http")
-                         else f"{live}{artifact['download_url']}", headers=auth(tenant), timeout=10)
+    download = httpx.get(
+        artifact["download_url"]
+        if artifact["download_url"].startswith("http")
+        else f"{live}{artifact['download_url']}",
+        headers=auth(tenant),
+        timeout=10,
+    )
     assert download.status_code == 200 and download.content == b"# Report\n"
     # the link works only for this tenant, and only with a key
     url = f"{live}{artifact['download_url']}"
@@ -216,11 +308,16 @@ def test_a_skill_stages_materials_uses_its_workspace_and_leaves_artifacts(live, 
 
 @pytest.mark.django_db(transaction=True)
 def test_outputs_schema_is_enforced(live, tenant, make_skill):
-    manifest = {**REPORT_MANIFEST, "tools": [], "outputs_schema": {"type": "object", "required": ["score"]},
-                "model": {"provider": "builtin", "reply": '{"grade": 3}'}}
+    manifest = {
+        **REPORT_MANIFEST,
+        "tools": [],
+        "outputs_schema": {"type": "object", "required": ["score"]},
+        "model": {"provider": "builtin", "reply": '{"grade": 3}'},
+    }
     make_skill("graded", manifest)
-    response = httpx.post(f"{live}{start_url(tenant, 'graded')}", headers=auth(tenant), json={"inputs": {"topic": "x"}},
-                          timeout=30)
+    response = httpx.post(
+        f"{live}{start_url(tenant, 'graded')}", headers=auth(tenant), json={"inputs": {"topic": "x"}}, timeout=30
+    )
     execution_id = response.json()["data"]["id"]
     execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="failed").first())
     assert execution.failure_reason == "outputs_invalid"
@@ -228,13 +325,28 @@ def test_outputs_schema_is_enforced(live, tenant, make_skill):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_skill_that_calls_a_sub_skill(live, tenant, make_skill):
-    make_skill("child", {"inputs_schema": {"type": "object", "required": ["q"]}, "model": {
-        "provider": "builtin", "reply": "child answer"}})
-    make_skill("parent", {"inputs_schema": {"type": "object"}, "tools": ["call_skill"], "model": {
-        "provider": "builtin", "script": [
-            {"tool_calls": [{"name": "call_skill", "arguments": {"skill": "child", "inputs": {}}}]},
-            {"tool_calls": [{"name": "call_skill", "arguments": {"skill": "child", "inputs": {"q": "why"}}}]},
-            {"text": "parent done"}]}})
+    make_skill(
+        "child",
+        {
+            "inputs_schema": {"type": "object", "required": ["q"]},
+            "model": {"provider": "builtin", "reply": "child answer"},
+        },
+    )
+    make_skill(
+        "parent",
+        {
+            "inputs_schema": {"type": "object"},
+            "tools": ["call_skill"],
+            "model": {
+                "provider": "builtin",
+                "script": [
+                    {"tool_calls": [{"name": "call_skill", "arguments": {"skill": "child", "inputs": {}}}]},
+                    {"tool_calls": [{"name": "call_skill", "arguments": {"skill": "child", "inputs": {"q": "why"}}}]},
+                    {"text": "parent done"},
+                ],
+            },
+        },
+    )
     response = httpx.post(f"{live}{start_url(tenant, 'parent')}", headers=auth(tenant), json={"inputs": {}}, timeout=30)
     execution_id = response.json()["data"]["id"]
     events = read_stream("GET", f"{live}{executions_url(tenant, f'/{execution_id}/events')}", auth(tenant))
@@ -244,7 +356,9 @@ def test_a_skill_that_calls_a_sub_skill(live, tenant, make_skill):
     assert results[1]["outcome"] == "success" and results[1]["result"]["outputs"] == {"text": "child answer"}
     kinds = [e.data["type"] for e in events]
     assert kinds.count("sub_execution_started") == kinds.count("sub_execution_finished") == 1
-    data = httpx.get(f"{live}{executions_url(tenant, f'/{execution_id}')}", headers=auth(tenant), timeout=10).json()["data"]
+    data = httpx.get(f"{live}{executions_url(tenant, f'/{execution_id}')}", headers=auth(tenant), timeout=10).json()[
+        "data"
+    ]
     [child] = data["sub_executions"]
     assert child["parent_execution_id"] == execution_id and child["skill_slug"] == "child"
     assert child["state"] == "completed" and child["source"] == "sub"
@@ -258,8 +372,12 @@ def test_list_filters_and_paginates(client, tenant, make_skill):
     make_skill()
     make_skill("other")
     for slug in ("report", "report", "other"):
-        client.post(start_url(tenant, slug), data={"inputs": {"topic": "x"}}, content_type="application/json",
-                    headers=auth(tenant))
+        client.post(
+            start_url(tenant, slug),
+            data={"inputs": {"topic": "x"}},
+            content_type="application/json",
+            headers=auth(tenant),
+        )
     page = client.get(executions_url(tenant), {"limit": 2}, headers=auth(tenant)).json()
     assert len(page["data"]) == 2 and page["pagination"] == {"limit": 2, "offset": 0, "total": 3}
     assert len(client.get(executions_url(tenant), {"skill": "report"}, headers=auth(tenant)).json()["data"]) == 2
@@ -275,8 +393,9 @@ def test_list_filters_and_paginates(client, tenant, make_skill):
 @pytest.mark.django_db
 def test_get_and_cancel(client, tenant, make_skill):
     make_skill()
-    created = client.post(start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
-                          headers=auth(tenant)).json()["data"]
+    created = client.post(
+        start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json", headers=auth(tenant)
+    ).json()["data"]
     got = client.get(executions_url(tenant, f"/{created['id']}"), headers=auth(tenant))
     assert got.status_code == 200 and set(got.json()["data"]) == DOCUMENTED_FIELDS
     cancelled = client.post(executions_url(tenant, f"/{created['id']}/cancel"), headers=auth(tenant))
@@ -291,27 +410,48 @@ def test_chat_tool_call_lookup_before_and_after_the_execution_exists(client, ten
     from executions import services
 
     execution = services.create_execution(
-        workspace=tenant.workspace, principal=tenant.end_user_key.api_key.principal, source=ExecutionSource.CHAT,
-        inputs={"topic": "x"}, skill_version=skill.live_version, chat_thread_id="thread_1",
-        chat_message_id="msg_1", chat_tool_call_id="call_123")
+        workspace=tenant.workspace,
+        principal=tenant.end_user_key.api_key.principal,
+        source=ExecutionSource.CHAT,
+        inputs={"topic": "x"},
+        skill_version=skill.live_version,
+        chat_thread_id="thread_1",
+        chat_message_id="msg_1",
+        chat_tool_call_id="call_123",
+    )
     response = client.get(url, headers=auth(tenant))
     assert response.status_code == 200
     data = response.json()["data"]
     assert data["id"] == str(execution.id) and data["state"] == ExecutionState.QUEUED
     assert (data["source"], data["chat_thread_id"], data["chat_message_id"], data["chat_tool_call_id"]) == (
-        "chat", "thread_1", "msg_1", "call_123")
-    assert client.get(url.replace(str(tenant.workspace.id), str(other_tenant.workspace.id)),
-                      headers=auth(other_tenant)).status_code == 404
+        "chat",
+        "thread_1",
+        "msg_1",
+        "call_123",
+    )
+    assert (
+        client.get(
+            url.replace(str(tenant.workspace.id), str(other_tenant.workspace.id)), headers=auth(other_tenant)
+        ).status_code
+        == 404
+    )
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("method, suffix", [
-    ("get", "/{id}"), ("post", "/{id}/cancel"), ("get", "/{id}/events"), ("get", "/by-chat-tool-call/call_9"),
-])
+@pytest.mark.parametrize(
+    "method, suffix",
+    [
+        ("get", "/{id}"),
+        ("post", "/{id}/cancel"),
+        ("get", "/{id}/events"),
+        ("get", "/by-chat-tool-call/call_9"),
+    ],
+)
 def test_every_route_is_404_for_another_tenant(client, tenant, other_tenant, make_skill, method, suffix):
     skill = make_skill()
-    created = client.post(start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
-                          headers=auth(tenant)).json()["data"]
+    created = client.post(
+        start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json", headers=auth(tenant)
+    ).json()["data"]
     Execution.objects.filter(id=created["id"]).update(chat_tool_call_id="call_9")
     path = suffix.format(id=created["id"])
     # the other tenant with its own space id, and with this tenant's space id
@@ -322,8 +462,9 @@ def test_every_route_is_404_for_another_tenant(client, tenant, other_tenant, mak
 
 
 @pytest.mark.django_db
-def test_artifacts_go_to_s3_through_boto3_and_download_through_their_url(client, tenant, make_skill, settings,
-                                                                        s3_server, monkeypatch):
+def test_artifacts_go_to_s3_through_boto3_and_download_through_their_url(
+    client, tenant, make_skill, settings, s3_server, monkeypatch
+):
     """The runtime runs in this process (nothing is dispatched before commit) with S3 as the storage."""
     from workers.runtime import run_execution
 
@@ -331,11 +472,17 @@ def test_artifacts_go_to_s3_through_boto3_and_download_through_their_url(client,
     s3.create_bucket(Bucket="skills-test")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
-        "bucket_name": "skills-test", "endpoint_url": endpoint, "region_name": "us-east-1"}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {"bucket_name": "skills-test", "endpoint_url": endpoint, "region_name": "us-east-1"},
+        },
+    }
     make_skill()
-    created = client.post(start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
-                          headers=auth(tenant)).json()["data"]
+    created = client.post(
+        start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json", headers=auth(tenant)
+    ).json()["data"]
     assert run_execution(created["id"]) == "completed"
 
     data = client.get(executions_url(tenant, f"/{created['id']}"), headers=auth(tenant)).json()["data"]
@@ -352,14 +499,27 @@ def test_artifacts_go_to_s3_through_boto3_and_download_through_their_url(client,
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_skill_resumes_from_its_checkpoint(live, worker, tenant, make_skill):
     slow_text = " ".join(f"w{i:02d}" for i in range(40))
-    manifest = {**REPORT_MANIFEST, "model": {"provider": "builtin", "chunk_delay_ms": 100, "script": [
-        {"tool_calls": [{"name": "write_file", "arguments": {"path": "outputs/a.md", "content": "A"}}]},
-        {"text": slow_text}]}}
+    manifest = {
+        **REPORT_MANIFEST,
+        "model": {
+            "provider": "builtin",
+            "chunk_delay_ms": 100,
+            "script": [
+                {"tool_calls": [{"name": "write_file", "arguments": {"path": "outputs/a.md", "content": "A"}}]},
+                {"text": slow_text},
+            ],
+        },
+    }
     make_skill("slow", manifest)
-    execution_id = httpx.post(f"{live}{start_url(tenant, 'slow')}", headers=auth(tenant), json={"inputs": {"topic": "x"}},
-                              timeout=30).json()["data"]["id"]
-    events = read_stream("GET", f"{live}{executions_url(tenant, f'/{execution_id}/events')}", auth(tenant),
-                         stop=lambda evs: sum(e.data["type"] == "text" for e in evs) >= 4)
+    execution_id = httpx.post(
+        f"{live}{start_url(tenant, 'slow')}", headers=auth(tenant), json={"inputs": {"topic": "x"}}, timeout=30
+    ).json()["data"]["id"]
+    events = read_stream(
+        "GET",
+        f"{live}{executions_url(tenant, f'/{execution_id}/events')}",
+        auth(tenant),
+        stop=lambda evs: sum(e.data["type"] == "text" for e in evs) >= 4,
+    )
     assert [e.data["type"] for e in events].count("tool_result") == 1
     assert int(Execution.objects.get(id=execution_id).lease_owner.rsplit(":", 1)[1]) == worker.pid
     worker.kill_and_restart()
@@ -384,15 +544,22 @@ def test_the_demo_skill_writes_a_report_from_the_staged_materials(live, tenant):
     skill = Skill.objects.create(workspace=tenant.workspace, slug="demo-report", name="Demo report")
     publish_skill_version(skill, DEMO_SKILL_MANIFEST)
     upload(live, tenant, "otters.md", b"Sea otters hold hands while they sleep.")
-    missing_topic = httpx.post(f"{live}{start_url(tenant, 'demo-report')}", headers=auth(tenant), json={"inputs": {}},
-                               timeout=30)
+    missing_topic = httpx.post(
+        f"{live}{start_url(tenant, 'demo-report')}", headers=auth(tenant), json={"inputs": {}}, timeout=30
+    )
     assert missing_topic.status_code == 422 and missing_topic.json()["error"]["errors"][0]["field"] == "inputs.topic"
-    created = httpx.post(f"{live}{start_url(tenant, 'demo-report')}", headers=auth(tenant), timeout=30,
-                         json={"inputs": {"topic": "otters"}, "file_source_ids": ["otters.md"]}).json()["data"]
+    created = httpx.post(
+        f"{live}{start_url(tenant, 'demo-report')}",
+        headers=auth(tenant),
+        timeout=30,
+        json={"inputs": {"topic": "otters"}, "file_source_ids": ["otters.md"]},
+    ).json()["data"]
     events = read_stream("GET", f"{live}{executions_url(tenant, '/' + created['id'] + '/events')}", auth(tenant))
     assert events[-1].data["type"] == "final"
     assert events[-1].data["output"]["text"] == "The report on otters is in outputs/report.md."
-    data = httpx.get(f"{live}{executions_url(tenant, '/' + created['id'])}", headers=auth(tenant), timeout=10).json()["data"]
+    data = httpx.get(f"{live}{executions_url(tenant, '/' + created['id'])}", headers=auth(tenant), timeout=10).json()[
+        "data"
+    ]
     [artifact] = data["artifacts"]
     report = httpx.get(f"{live}{artifact['download_url']}", headers=auth(tenant), timeout=10).text
     assert report.startswith("# Report: otters\n")
@@ -404,23 +571,51 @@ def test_a_chat_agent_dispatches_a_skill_with_the_chat_ids(live, tenant, make_sk
     from agents.models import Agent
     from agents.services import publish_agent_version
 
-    make_skill("order-lookup", {"inputs_schema": {"type": "object", "required": ["q"],
-                                                  "properties": {"q": {"type": "string"}}},
-                                "model": {"provider": "builtin", "chunk_delay_ms": 100,
-                                          "reply": "order 17 has shipped and arrives tomorrow morning"}})
+    make_skill(
+        "order-lookup",
+        {
+            "inputs_schema": {"type": "object", "required": ["q"], "properties": {"q": {"type": "string"}}},
+            "model": {
+                "provider": "builtin",
+                "chunk_delay_ms": 100,
+                "reply": "order 17 has shipped and arrives tomorrow morning",
+            },
+        },
+    )
     agent = Agent.objects.create(workspace=tenant.workspace, name="chat")
-    publish_agent_version(agent, {"nodes": [{"id": "chat", "type": "ai", "skills": ["order-lookup"], "model": {
-        "provider": "builtin", "script": [
-            {"tool_calls": [{"name": "order_lookup", "arguments": {"q": "order 17"}}]},
-            {"text": "Skill said: {{last_tool_result.result.outputs.text}}"}]}}]})
-    scope = httpx.post(f"{live}/my/conversations", json={"agent_id": str(agent.id)}, headers=auth(tenant),
-                       timeout=10).json()["data"]["id"]
-    events = read_stream("POST", f"{live}/agents/{agent.id}/execute/stream", auth(tenant),
-                         {"message": "where is my order?", "conversation_scope": scope},
-                         stop=lambda evs: evs[-1].data["type"] == "sub_execution_started")
+    publish_agent_version(
+        agent,
+        {
+            "nodes": [
+                {
+                    "id": "chat",
+                    "type": "ai",
+                    "skills": ["order-lookup"],
+                    "model": {
+                        "provider": "builtin",
+                        "script": [
+                            {"tool_calls": [{"name": "order_lookup", "arguments": {"q": "order 17"}}]},
+                            {"text": "Skill said: {{last_tool_result.result.outputs.text}}"},
+                        ],
+                    },
+                }
+            ]
+        },
+    )
+    scope = httpx.post(
+        f"{live}/my/conversations", json={"agent_id": str(agent.id)}, headers=auth(tenant), timeout=10
+    ).json()["data"]["id"]
+    events = read_stream(
+        "POST",
+        f"{live}/agents/{agent.id}/execute/stream",
+        auth(tenant),
+        {"message": "where is my order?", "conversation_scope": scope},
+        stop=lambda evs: evs[-1].data["type"] == "sub_execution_started",
+    )
     call_id = next(e.data["tool_call_id"] for e in events if e.data["type"] == "tool_call")
-    lookup = httpx.get(f"{live}{executions_url(tenant, '/by-chat-tool-call/' + call_id)}", headers=auth(tenant),
-                       timeout=10)
+    lookup = httpx.get(
+        f"{live}{executions_url(tenant, '/by-chat-tool-call/' + call_id)}", headers=auth(tenant), timeout=10
+    )
     assert lookup.status_code == 200
     child = lookup.json()["data"]
     assert child["state"] in ("queued", "running")  # found while it still runs
@@ -430,8 +625,11 @@ def test_a_chat_agent_dispatches_a_skill_with_the_chat_ids(live, tenant, make_sk
     assert child["parent_execution_id"] == events[0].data["execution_id"].removeprefix("execution:")
     assert child["inputs"] == {"q": "order 17"} and child["skill_slug"] == "order-lookup"
 
-    rest = read_stream("GET", f"{live}/executions/{events[0].data['execution_id']}/events",
-                       {**auth(tenant), "Last-Event-ID": events[-1].id})
+    rest = read_stream(
+        "GET",
+        f"{live}/executions/{events[0].data['execution_id']}/events",
+        {**auth(tenant), "Last-Event-ID": events[-1].id},
+    )
     assert rest[-1].data["type"] == "final"
     assert rest[-1].data["output"]["text"] == "Skill said: order 17 has shipped and arrives tomorrow morning"
 
@@ -443,10 +641,15 @@ def test_an_agents_skill_tools_collide_with_client_tools(client, tenant, make_sk
 
     make_skill("order-lookup")
     agent = Agent.objects.create(workspace=tenant.workspace, name="chat")
-    publish_agent_version(agent, {"nodes": [{"id": "chat", "type": "ai", "skills": ["order-lookup"],
-                                             "model": {"provider": "builtin"}}]})
-    response = client.post(f"/agents/{agent.id}/execute", data={"message": "hi", "client_tools": [
-        {"name": "order_lookup"}]}, content_type="application/json", headers=auth(tenant))
+    publish_agent_version(
+        agent, {"nodes": [{"id": "chat", "type": "ai", "skills": ["order-lookup"], "model": {"provider": "builtin"}}]}
+    )
+    response = client.post(
+        f"/agents/{agent.id}/execute",
+        data={"message": "hi", "client_tools": [{"name": "order_lookup"}]},
+        content_type="application/json",
+        headers=auth(tenant),
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "client_tool_name_collision"
 
@@ -463,12 +666,21 @@ def test_published_versions_are_immutable(tenant, make_skill):
 def test_cost_comes_from_the_alias_prices_and_max_seconds_is_enforced(client, tenant, make_skill):
     from workers.runtime import run_execution
 
-    ModelAlias.objects.create(workspace=tenant.workspace, alias="priced", provider="builtin",
-                              options={"reply": "one two three"},
-                              input_usd_per_million_tokens=3, output_usd_per_million_tokens=15)
+    ModelAlias.objects.create(
+        workspace=tenant.workspace,
+        alias="priced",
+        provider="builtin",
+        options={"reply": "one two three"},
+        input_usd_per_million_tokens=3,
+        output_usd_per_million_tokens=15,
+    )
     make_skill("plain", {"inputs_schema": {"type": "object"}})
-    created = client.post(start_url(tenant, "plain"), data={"inputs": {"a": 1}, "model": "priced"},
-                          content_type="application/json", headers=auth(tenant)).json()["data"]
+    created = client.post(
+        start_url(tenant, "plain"),
+        data={"inputs": {"a": 1}, "model": "priced"},
+        content_type="application/json",
+        headers=auth(tenant),
+    ).json()["data"]
     assert run_execution(created["id"]) == "completed"
     execution = Execution.objects.get(id=created["id"])
     assert execution.outputs == {"text": "one two three"}
@@ -477,24 +689,36 @@ def test_cost_comes_from_the_alias_prices_and_max_seconds_is_enforced(client, te
     data = client.get(executions_url(tenant, f"/{created['id']}"), headers=auth(tenant)).json()["data"]
     assert data["resource_usage"]["cost_usd"] == f"{execution.cost_usd:f}"
 
-    make_skill("slow", {"limits": {"max_seconds": 1},
-                        "model": {"provider": "builtin", "chunk_delay_ms": 200, "reply": " ".join(["w"] * 30)}})
-    slow = client.post(start_url(tenant, "slow"), data={"inputs": {}}, content_type="application/json",
-                       headers=auth(tenant)).json()["data"]
+    make_skill(
+        "slow",
+        {
+            "limits": {"max_seconds": 1},
+            "model": {"provider": "builtin", "chunk_delay_ms": 200, "reply": " ".join(["w"] * 30)},
+        },
+    )
+    slow = client.post(
+        start_url(tenant, "slow"), data={"inputs": {}}, content_type="application/json", headers=auth(tenant)
+    ).json()["data"]
     assert run_execution(slow["id"]) == "failed"
     assert Execution.objects.get(id=slow["id"]).failure_reason == "time_limit_exceeded"
 
 
 @pytest.mark.django_db
 def test_artifact_links_are_404_for_other_tenants(client, tenant, other_tenant, make_skill):
+    from api.skills.serializers import artifact_download_url
     from executions.models import Artifact
-    from executions.skill_serializers import artifact_download_url
 
     make_skill()
-    created = client.post(start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json",
-                          headers=auth(tenant)).json()["data"]
-    artifact = Artifact.objects.create(execution_id=created["id"], relpath_in_workspace="outputs/a.md",
-                                       document_type="text/markdown", size_bytes=1, storage_key="nowhere")
+    created = client.post(
+        start_url(tenant), data={"inputs": {"topic": "x"}}, content_type="application/json", headers=auth(tenant)
+    ).json()["data"]
+    artifact = Artifact.objects.create(
+        execution_id=created["id"],
+        relpath_in_workspace="outputs/a.md",
+        document_type="text/markdown",
+        size_bytes=1,
+        storage_key="nowhere",
+    )
     url = artifact_download_url(artifact)
     assert client.get(url, headers=auth(other_tenant)).status_code == 404
     assert client.get(url, headers={"X-API-Key": other_tenant.workspace_key.raw_key}).status_code == 404

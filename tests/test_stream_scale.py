@@ -22,11 +22,11 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from config import processes
 from executions import streaming
 from executions.events import append_event
 from executions.models import Execution, ExecutionEvent, ExecutionSource, ExecutionState
 from executions.streaming import LOG_READER_APPLICATION_NAME, close_loop_resources, follow_events
+from ops import processes
 from tests.helpers import WORDS_20, auth, execution_uuid, stream_agent, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -98,7 +98,7 @@ class Streams:
     async def _follow(self, index: int, client=None):
         events = []
         try:
-            async for event in (self._http_events(index, client) if client else self._local_events(index)):
+            async for event in self._http_events(index, client) if client else self._local_events(index):
                 events.append(event)
                 self.seen[index] = event["seq"]
             self.results[index] = events
@@ -142,7 +142,9 @@ def our_listener(admin, kind: str) -> dict:
 
 
 def other_pubsub_ids(admin) -> set:
-    return {client["id"] for client in admin.client_list(_type="pubsub") if not client["name"].startswith(LISTENER_PREFIX)}
+    return {
+        client["id"] for client in admin.client_list(_type="pubsub") if not client["name"].startswith(LISTENER_PREFIX)
+    }
 
 
 def logged(execution_id) -> list[dict]:
@@ -174,7 +176,7 @@ def terminate_database_backends(application_name: str | None = None) -> int:
 
 def assert_the_api_pool_recovered(live: str) -> None:
     """One request after another answers at once: the API's Django pool replaced all its killed
-    connections at the first broken one (config/pg_backend), instead of meeting them one by one with
+    connections at the first broken one (core/pg_backend), instead of meeting them one by one with
     growing pauses (1 s, 2 s, 4 s...: ~30 s of PoolTimeout for a full pool, psycopg/psycopg#711)."""
     size = int(processes.API_ENV["DB_POOL_MAX_SIZE"])
     for _ in range(size):
@@ -187,14 +189,21 @@ def fill_the_api_pool(live: str, tenant, execution) -> None:
     size = int(processes.API_ENV["DB_POOL_MAX_SIZE"])
     url = f"{live}/executions/{execution.id}"
     with ThreadPoolExecutor(4 * size) as executor:
-        wait_for(lambda: list(executor.map(lambda _: httpx.get(url, headers=auth(tenant), timeout=10), range(8 * size)))
-                 and len(api_connections()) >= size - 2, timeout=20)
+        wait_for(
+            lambda: (
+                list(executor.map(lambda _: httpx.get(url, headers=auth(tenant), timeout=10), range(8 * size)))
+                and len(api_connections()) >= size - 2
+            ),
+            timeout=20,
+        )
 
 
 def api_connections() -> list[str]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT state FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
-                       [processes.API_ENV["DB_APPLICATION_NAME"]])
+        cursor.execute(
+            "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            [processes.API_ENV["DB_APPLICATION_NAME"]],
+        )
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -216,8 +225,12 @@ def waiting_execution(tenant, agent):
 
     def make():
         execution = Execution.objects.create(
-            tenant=tenant.tenant, workspace=tenant.workspace, principal=tenant.end_user_key.api_key.principal,
-            source=ExecutionSource.API, agent_version=agent.live_version, state=ExecutionState.AWAITING_APPROVAL,
+            tenant=tenant.tenant,
+            workspace=tenant.workspace,
+            principal=tenant.end_user_key.api_key.principal,
+            source=ExecutionSource.API,
+            agent_version=agent.live_version,
+            state=ExecutionState.AWAITING_APPROVAL,
         )
         append_event(execution, "start", {"status": "queued"})
         return execution
@@ -239,8 +252,9 @@ def write_finals(executions) -> None:
 
 def start_execution(live, tenant, agent):
     """Start an execution without following it: the execute/stream call is closed after `start`."""
-    with httpx.stream("POST", f"{live}/agents/{agent.id}/execute/stream", headers=auth(tenant),
-                      json={"message": "hi"}, timeout=30) as response:
+    with httpx.stream(
+        "POST", f"{live}/agents/{agent.id}/execute/stream", headers=auth(tenant), json={"message": "hi"}, timeout=30
+    ) as response:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 return execution_uuid(json.loads(line.removeprefix("data: "))["execution_id"])
@@ -326,11 +340,14 @@ def stream_through_every_connection_dropped(kind: str, count: int, live, tenant,
     return results
 
 
-@pytest.mark.parametrize("kind, count", [
-    ("local", 100),
-    ("http", 8),
-    ("http", 100),
-])
+@pytest.mark.parametrize(
+    "kind, count",
+    [
+        ("local", 100),
+        ("http", 8),
+        ("http", 100),
+    ],
+)
 def test_streams_survive_redis_and_postgres_dropping_every_connection(live, tenant, waiting_execution, kind, count):
     executions = [waiting_execution() for _ in range(4)]
     results = stream_through_every_connection_dropped(kind, count, live, tenant, executions)

@@ -42,19 +42,24 @@ def test_suspend_then_resume_continues_from_the_checkpoint(live, tenant, gated_a
     assert services.resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": True})
     assert not services.resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": False})
 
-    rest = read_stream("GET", f"{live}/executions/{execution.id}/events", {**auth(tenant), "Last-Event-ID": first[-1].id})
+    rest = read_stream(
+        "GET", f"{live}/executions/{execution.id}/events", {**auth(tenant), "Last-Event-ID": first[-1].id}
+    )
     assert [e.data["type"] for e in rest][0] == "resumed"
     assert rest[-1].data["type"] == "final"
     assert rest[-1].data["output"]["text"] == "second part"
     execution.refresh_from_db()
     assert execution.state == ExecutionState.COMPLETED
     assert execution.checkpoint["node_outputs"] == {
-        "draft": {"text": "first part", "parsed_output": None}, "approval": {"approved": True},
+        "draft": {"text": "first part", "parsed_output": None},
+        "approval": {"approved": True},
         "final_answer": {"text": "second part", "parsed_output": None},
     }
     assert execution.resume_input is None
     # the first node ran once: one node_start each, text of `draft` streamed once
-    starts = list(ExecutionEvent.objects.filter(execution=execution, type="node_start").values_list("data__node_id", flat=True))
+    starts = list(
+        ExecutionEvent.objects.filter(execution=execution, type="node_start").values_list("data__node_id", flat=True)
+    )
     assert starts == ["draft", "approval", "final_answer"]
     # a reader from the start goes through the old suspension to the end
     everything = read_stream("GET", f"{live}/executions/{execution.id}/events", auth(tenant))
@@ -62,8 +67,9 @@ def test_suspend_then_resume_continues_from_the_checkpoint(live, tenant, gated_a
 
 
 def test_sync_execute_returns_when_suspended(live, tenant, gated_agent):
-    response = httpx.post(f"{live}/agents/{gated_agent.id}/execute", headers=auth(tenant), json={"message": "go"},
-                          timeout=30)
+    response = httpx.post(
+        f"{live}/agents/{gated_agent.id}/execute", headers=auth(tenant), json={"message": "go"}, timeout=30
+    )
     assert response.status_code == 200
     data = response.json()["data"]
     assert data["status"] == "waiting_for_external_event"

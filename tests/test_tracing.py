@@ -24,11 +24,18 @@ from workers.runtime import run_execution
 pytestmark = pytest.mark.django_db
 
 CALCULATOR_NODE = {
-    "id": "answer", "type": "ai", "tools": ["calculator"],
-    "model": {"provider": "builtin", "input_usd_per_million_tokens": 2, "output_usd_per_million_tokens": 8, "script": [
-        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+3"}}]},
-        {"text": "5"},
-    ]},
+    "id": "answer",
+    "type": "ai",
+    "tools": ["calculator"],
+    "model": {
+        "provider": "builtin",
+        "input_usd_per_million_tokens": 2,
+        "output_usd_per_million_tokens": 8,
+        "script": [
+            {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+3"}}]},
+            {"text": "5"},
+        ],
+    },
 }
 
 
@@ -71,9 +78,15 @@ class LangfuseStandIn:
             for resource_spans in request.resource_spans:
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        spans.append({"name": span.name, "trace_id": span.trace_id.hex(),
-                                      "span_id": span.span_id.hex(), "parent_id": span.parent_span_id.hex(),
-                                      "attributes": {a.key: _value(a.value) for a in span.attributes}})
+                        spans.append(
+                            {
+                                "name": span.name,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent_id": span.parent_span_id.hex(),
+                                "attributes": {a.key: _value(a.value) for a in span.attributes},
+                            }
+                        )
         return spans
 
 
@@ -111,8 +124,12 @@ def tracing_on(settings, langfuse_server, secret_key):
 def start_agent(client, tenant, nodes, message="what is 2+3?", name="calc"):
     agent = Agent.objects.create(workspace=tenant.workspace, name=name)
     publish_agent_version(agent, {"nodes": nodes})
-    response = client.post(f"/agents/{agent.id}/execute/stream", data={"message": message},
-                           content_type="application/json", headers=auth(tenant))
+    response = client.post(
+        f"/agents/{agent.id}/execute/stream",
+        data={"message": message},
+        content_type="application/json",
+        headers=auth(tenant),
+    )
     assert response.status_code == 200
     return Execution.objects.get(agent_version__agent=agent, parent__isnull=True)
 
@@ -137,8 +154,9 @@ def test_without_the_settings_nothing_is_sent_and_no_trace_id(client, tenant, se
     assert langfuse_server.requests == []
 
 
-def test_an_execution_is_one_trace_with_its_model_calls_and_tool_calls(client, tenant, tracing_on, secret_key,
-                                                                        caplog, settings):
+def test_an_execution_is_one_trace_with_its_model_calls_and_tool_calls(
+    client, tenant, tracing_on, secret_key, caplog, settings
+):
     caplog.set_level(logging.DEBUG)
     execution = start_agent(client, tenant, [CALCULATOR_NODE])
     assert run_execution(execution.id) == "completed"  # the attempt flushed: everything has been sent
@@ -146,8 +164,7 @@ def test_an_execution_is_one_trace_with_its_model_calls_and_tool_calls(client, t
     execution.refresh_from_db()
     assert execution.trace_id == execution.id.hex and len(execution.trace_id) == 32
     [request] = {(path, headers["authorization"]) for path, headers, _raw, _body in tracing_on.requests}
-    assert request[1] == "Basic " + base64.b64encode(
-        f"{settings.LANGFUSE_PUBLIC_KEY}:{secret_key}".encode()).decode()
+    assert request[1] == "Basic " + base64.b64encode(f"{settings.LANGFUSE_PUBLIC_KEY}:{secret_key}".encode()).decode()
     spans = tracing_on.spans()
     assert {span["trace_id"] for span in spans} == {execution.trace_id}
 
@@ -176,7 +193,8 @@ def test_an_execution_is_one_trace_with_its_model_calls_and_tool_calls(client, t
     assert with_tool_call["tool_calls"][0]["name"] == "calculator"
     assert with_tool_call["tool_calls"][0]["arguments"] == {"expression": "2+3"}
     assert sum(json.loads(g["attributes"]["langfuse.observation.usage_details"])["total"] for g in generations) == (
-        execution.input_tokens + execution.output_tokens)
+        execution.input_tokens + execution.output_tokens
+    )
 
     [tool] = of_type(spans, "tool")
     assert tool["name"] == "calculator" and tool["parent_id"] == root["span_id"]
@@ -190,15 +208,27 @@ def test_an_execution_is_one_trace_with_its_model_calls_and_tool_calls(client, t
 def test_a_skill_execution_shows_its_langfuse_trace_id(client, tenant, tracing_on, secret_key, caplog):
     caplog.set_level(logging.DEBUG)
     skill = Skill.objects.create(workspace=tenant.workspace, slug="adder", name="adder")
-    publish_skill_version(skill, {"inputs_schema": {"type": "object"}, "instructions": "Add.",
-                                  "tools": ["calculator"], "model": CALCULATOR_NODE["model"]})
-    created = client.post(f"/v1/spaces/{tenant.workspace.id}/skills/adder/executions", data={"inputs": {"a": 2}},
-                          content_type="application/json", headers=auth(tenant)).json()["data"]
+    publish_skill_version(
+        skill,
+        {
+            "inputs_schema": {"type": "object"},
+            "instructions": "Add.",
+            "tools": ["calculator"],
+            "model": CALCULATOR_NODE["model"],
+        },
+    )
+    created = client.post(
+        f"/v1/spaces/{tenant.workspace.id}/skills/adder/executions",
+        data={"inputs": {"a": 2}},
+        content_type="application/json",
+        headers=auth(tenant),
+    ).json()["data"]
     assert created["langfuse_trace_id"] is None  # filled when the trace starts
     assert run_execution(created["id"]) == "completed"
 
-    data = client.get(f"/v1/spaces/{tenant.workspace.id}/skills/executions/{created['id']}",
-                      headers=auth(tenant)).json()["data"]
+    data = client.get(
+        f"/v1/spaces/{tenant.workspace.id}/skills/executions/{created['id']}", headers=auth(tenant)
+    ).json()["data"]
     assert data["langfuse_trace_id"] == uuid.UUID(created["id"]).hex
     spans = tracing_on.spans()
     assert {span["trace_id"] for span in spans} == {data["langfuse_trace_id"]}
@@ -209,10 +239,13 @@ def test_a_skill_execution_shows_its_langfuse_trace_id(client, tenant, tracing_o
 
 def test_a_sub_execution_is_linked_and_a_resumed_parent_adds_to_its_trace(client, tenant, tracing_on):
     child_agent = Agent.objects.create(workspace=tenant.workspace, name="child")
-    publish_agent_version(child_agent, {"nodes": [{"id": "reply", "type": "ai",
-                                                   "model": {"provider": "builtin", "reply": "from the child"}}]})
-    parent = start_agent(client, tenant, [{"id": "delegate", "type": "agent", "agent_id": f"agent:{child_agent.id}"}],
-                         name="parent")
+    publish_agent_version(
+        child_agent,
+        {"nodes": [{"id": "reply", "type": "ai", "model": {"provider": "builtin", "reply": "from the child"}}]},
+    )
+    parent = start_agent(
+        client, tenant, [{"id": "delegate", "type": "agent", "agent_id": f"agent:{child_agent.id}"}], name="parent"
+    )
     assert run_execution(parent.id) == "suspended"
     child = Execution.objects.get(parent=parent)
     assert run_execution(child.id) == "completed"
@@ -246,8 +279,17 @@ def test_a_sub_execution_is_linked_and_a_resumed_parent_adds_to_its_trace(client
 
 
 def test_a_failed_model_call_is_an_error_in_the_trace(client, tenant, tracing_on):
-    execution = start_agent(client, tenant, [{"id": "answer", "type": "ai", "model": {
-        "provider": "builtin", "reply": "one two three four", "fail": "upstream broke"}}])
+    execution = start_agent(
+        client,
+        tenant,
+        [
+            {
+                "id": "answer",
+                "type": "ai",
+                "model": {"provider": "builtin", "reply": "one two three four", "fail": "upstream broke"},
+            }
+        ],
+    )
     assert run_execution(execution.id) == "failed"  # flushed after a failure too
     spans = tracing_on.spans()
     [generation] = of_type(spans, "generation")
@@ -258,8 +300,9 @@ def test_a_failed_model_call_is_an_error_in_the_trace(client, tenant, tracing_on
     assert json.loads(root["attributes"]["langfuse.observation.metadata.outcome"]) == "failed"
 
 
-def test_an_unreachable_langfuse_changes_nothing_for_the_execution(client, tenant, settings, monkeypatch, caplog,
-                                                                   secret_key):
+def test_an_unreachable_langfuse_changes_nothing_for_the_execution(
+    client, tenant, settings, monkeypatch, caplog, secret_key
+):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -274,7 +317,8 @@ def test_an_unreachable_langfuse_changes_nothing_for_the_execution(client, tenan
     execution.refresh_from_db()
     assert execution.state == ExecutionState.COMPLETED and execution.outputs["text"] == "5"
     assert execution.trace_id == execution.id.hex
-    assert any(record.levelno >= logging.WARNING and "export" in record.getMessage().lower()
-               for record in caplog.records)
+    assert any(
+        record.levelno >= logging.WARNING and "export" in record.getMessage().lower() for record in caplog.records
+    )
     for record in caplog.records:
         assert secret_key not in record.getMessage()

@@ -20,8 +20,11 @@ def start_many(new_tenant, agent, count: int) -> list:
     """Queued executions, committed and dispatched, as the API creates them."""
     return [
         services.create_execution(
-            workspace=new_tenant.workspace, principal=new_tenant.end_user_key.api_key.principal,
-            source=ExecutionSource.API, inputs={"message": "hi"}, agent_version=agent.live_version,
+            workspace=new_tenant.workspace,
+            principal=new_tenant.end_user_key.api_key.principal,
+            source=ExecutionSource.API,
+            inputs={"message": "hi"},
+            agent_version=agent.live_version,
         ).id
         for _ in range(count)
     ]
@@ -40,8 +43,10 @@ def assert_ran_exactly_once(execution_id, attempts: int = 1) -> None:
 
 def max_overlap(executions) -> int:
     """The most executions that were running at one moment, from their start and end times."""
-    edges = sorted([(e.started_at, 1) for e in executions] + [(e.finished_at, -1) for e in executions],
-                   key=lambda edge: (edge[0], edge[1]))
+    edges = sorted(
+        [(e.started_at, 1) for e in executions] + [(e.finished_at, -1) for e in executions],
+        key=lambda edge: (edge[0], edge[1]),
+    )
     running = peak = 0
     for _, step in edges:
         running += step
@@ -50,7 +55,8 @@ def max_overlap(executions) -> int:
 
 
 def test_fifty_slow_executions_run_at_once_in_one_worker_process_and_a_cancel_stops_only_its_own(
-        live, worker, tenant, make_agent):
+    live, worker, tenant, make_agent
+):
     # ~5 s of streaming each: longer than the tests' 4 s lease, so the renewer must keep all 50 alive
     agent = make_agent(tenant.workspace, chunk_delay_ms=250, reply=REPLY)
     ids = start_many(tenant, agent, 50)
@@ -61,8 +67,14 @@ def test_fifty_slow_executions_run_at_once_in_one_worker_process_and_a_cancel_st
     wait_for(lambda: ExecutionEvent.objects.filter(execution_id=victim, type="text").count() >= 3, timeout=30)
     services.request_cancel(Execution.objects.get(id=victim))
 
-    wait_for(lambda: not Execution.objects.filter(id__in=ids).exclude(state__in=[
-        ExecutionState.COMPLETED, ExecutionState.CANCELLED, ExecutionState.FAILED]).exists(), timeout=90)
+    wait_for(
+        lambda: (
+            not Execution.objects.filter(id__in=ids)
+            .exclude(state__in=[ExecutionState.COMPLETED, ExecutionState.CANCELLED, ExecutionState.FAILED])
+            .exists()
+        ),
+        timeout=90,
+    )
     cancelled = Execution.objects.get(id=victim)
     assert cancelled.state == ExecutionState.CANCELLED and cancelled.failure_reason == "cancelled"
     assert ExecutionEvent.objects.filter(execution_id=victim, type="text").count() < 20
@@ -115,7 +127,11 @@ def test_one_statement_writes_the_events_of_many_runs_each_in_order_and_fenced(t
     for execution in (first, second):
         events = list(ExecutionEvent.objects.filter(execution_id=execution.id).order_by("seq"))
         assert [(e.seq, e.type, e.data.get("text")) for e in events] == [
-            (1, "start", None), (2, "text", "0"), (3, "text", "1"), (4, "text", "2")]
+            (1, "start", None),
+            (2, "text", "0"),
+            (3, "text", "1"),
+            (4, "text", "2"),
+        ]
         assert runs[execution.id].last_seq == 4 and Execution.objects.get(id=execution.id).last_event_seq == 4
         runs[execution.id].flush()
     assert runs[second.id].cancel_requested and not runs[first.id].cancel_requested
@@ -144,7 +160,10 @@ def test_leases_are_renewed_together_and_a_run_past_the_hard_limit_is_failed(ten
     assert leases[lost.id].lost and leases[stuck.id].lost
     failed = Execution.objects.get(id=stuck.id)
     assert failed.state == ExecutionState.FAILED and failed.failure_reason == "time_limit_exceeded"
-    assert ExecutionEvent.objects.filter(execution_id=stuck.id).order_by("seq").last().data["code"] == "time_limit_exceeded"
+    assert (
+        ExecutionEvent.objects.filter(execution_id=stuck.id).order_by("seq").last().data["code"]
+        == "time_limit_exceeded"
+    )
     assert renewer._held == {leases[alive.id]}
 
 

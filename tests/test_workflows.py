@@ -23,16 +23,33 @@ def builtin(**options):
 
 
 def test_ai_node_streams_reasoning_server_tools_and_text_in_order(live, tenant, workflow_agent):
-    agent = workflow_agent({
-        "id": "answer", "type": "ai", "tools": ["calculator"],
-        "model": builtin(script=[
-            {"reasoning": "I should compute it", "tool_calls": [{"name": "calculator", "arguments": {"expression": "6 * 7"}}]},
-            {"text": "The answer is 42"},
-        ]),
-    })
+    agent = workflow_agent(
+        {
+            "id": "answer",
+            "type": "ai",
+            "tools": ["calculator"],
+            "model": builtin(
+                script=[
+                    {
+                        "reasoning": "I should compute it",
+                        "tool_calls": [{"name": "calculator", "arguments": {"expression": "6 * 7"}}],
+                    },
+                    {"text": "The answer is 42"},
+                ]
+            ),
+        }
+    )
     events = stream_agent(live, agent, tenant, "what is 6 * 7?")
-    assert types(events) == ["start", "node_start", "reasoning", "tool_call", "tool_result", "text", "node_complete",
-                             "final"]
+    assert types(events) == [
+        "start",
+        "node_start",
+        "reasoning",
+        "tool_call",
+        "tool_result",
+        "text",
+        "node_complete",
+        "final",
+    ]
     by_type = {e.data["type"]: e.data for e in events}
     assert by_type["reasoning"]["text"] == "I should compute it"
     assert by_type["tool_call"]["name"] == "calculator"
@@ -47,11 +64,19 @@ def test_ai_node_streams_reasoning_server_tools_and_text_in_order(live, tenant, 
 
 
 def test_a_failing_tool_is_reported_to_the_model(live, tenant, workflow_agent):
-    agent = workflow_agent({
-        "id": "answer", "type": "ai", "tools": ["calculator"],
-        "model": builtin(script=[{"tool_calls": [{"name": "calculator", "arguments": {"expression": "1 / 0"}}]},
-                                 {"text": "I could not divide"}]),
-    })
+    agent = workflow_agent(
+        {
+            "id": "answer",
+            "type": "ai",
+            "tools": ["calculator"],
+            "model": builtin(
+                script=[
+                    {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1 / 0"}}]},
+                    {"text": "I could not divide"},
+                ]
+            ),
+        }
+    )
     events = stream_agent(live, agent, tenant)
     result = next(e.data for e in events if e.data["type"] == "tool_result")
     assert result["outcome"] == "error"
@@ -59,28 +84,45 @@ def test_a_failing_tool_is_reported_to_the_model(live, tenant, workflow_agent):
     assert events[-1].data["type"] == "final"
 
 
-@pytest.mark.parametrize("reply, parsed", [
-    ('{"type": "card", "amount": "$2,450"}', {"type": "card", "amount": "$2,450"}),
-    ("not json at all", None),
-    ('{"type": "card"}', None),  # parses, but misses a required field
-])
+@pytest.mark.parametrize(
+    "reply, parsed",
+    [
+        ('{"type": "card", "amount": "$2,450"}', {"type": "card", "amount": "$2,450"}),
+        ("not json at all", None),
+        ('{"type": "card"}', None),  # parses, but misses a required field
+    ],
+)
 def test_output_schema_gives_parsed_output_or_null(live, tenant, workflow_agent, reply, parsed):
-    agent = workflow_agent({
-        "id": "answer", "type": "ai", "model": builtin(reply=reply),
-        "output_schema": {"type": "object", "required": ["type", "amount"],
-                          "properties": {"type": {"type": "string"}, "amount": {"type": "string"}}},
-    })
-    response = httpx.post(f"{live}/agents/{agent.id}/execute", json={"message": "card"}, headers=auth(tenant), timeout=30)
+    agent = workflow_agent(
+        {
+            "id": "answer",
+            "type": "ai",
+            "model": builtin(reply=reply),
+            "output_schema": {
+                "type": "object",
+                "required": ["type", "amount"],
+                "properties": {"type": {"type": "string"}, "amount": {"type": "string"}},
+            },
+        }
+    )
+    response = httpx.post(
+        f"{live}/agents/{agent.id}/execute", json={"message": "card"}, headers=auth(tenant), timeout=30
+    )
     output = response.json()["data"]["output"]
     assert output["text"] == reply
     assert output["parsed_output"] == parsed
 
 
 def test_max_iterations_stops_a_tool_loop(live, tenant, workflow_agent):
-    agent = workflow_agent({
-        "id": "answer", "type": "ai", "tools": ["current_time"], "max_iterations": 3,
-        "model": builtin(script=[{"tool_calls": [{"name": "current_time", "arguments": {}}]}]),
-    })
+    agent = workflow_agent(
+        {
+            "id": "answer",
+            "type": "ai",
+            "tools": ["current_time"],
+            "max_iterations": 3,
+            "model": builtin(script=[{"tool_calls": [{"name": "current_time", "arguments": {}}]}]),
+        }
+    )
     events = stream_agent(live, agent, tenant)
     assert types(events).count("tool_call") == 3
     assert events[-1].data["type"] == "error"
@@ -109,16 +151,23 @@ def tool_server():
 
 
 def test_tool_node_calls_a_workspace_http_tool(live, tenant, workflow_agent, tool_server):
-    HttpTool.objects.create(workspace=tenant.workspace, name="order_status", url=f"{tool_server}/orders",
-                            headers={"X-Token": "secret"},
-                            parameters={"type": "object", "properties": {"order_id": {"type": "string"}},
-                                        "required": ["order_id"]})
+    HttpTool.objects.create(
+        workspace=tenant.workspace,
+        name="order_status",
+        url=f"{tool_server}/orders",
+        headers={"X-Token": "secret"},
+        parameters={"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+    )
     agent = workflow_agent(
         {"id": "lookup", "type": "tool", "tool": "order_status", "arguments": {"order_id": "{{variables.order}}"}},
         {"id": "answer", "type": "ai", "model": builtin(), "prompt": "Status: {{nodes.lookup.result.status}}"},
     )
-    events = read_stream("POST", f"{live}/agents/{agent.id}/execute/stream", auth(tenant),
-                         {"message": "where is it?", "variables": {"order": "A-17"}})
+    events = read_stream(
+        "POST",
+        f"{live}/agents/{agent.id}/execute/stream",
+        auth(tenant),
+        {"message": "where is it?", "variables": {"order": "A-17"}},
+    )
     assert types(events)[:5] == ["start", "node_start", "tool_call", "tool_result", "node_complete"]
     result = events[3].data
     assert result["outcome"] == "success"
@@ -147,13 +196,21 @@ def test_another_workspaces_http_tool_is_not_callable(live, tenant, other_tenant
 
 
 def test_media_generation_submits_heartbeats_and_completes_with_a_download_url(live, tenant, workflow_agent):
-    agent = workflow_agent({"id": "image", "type": "media_generation", "prompt": "a red fox",
-                            "width": 64, "height": 48, "duration_ms": 1200})
+    agent = workflow_agent(
+        {
+            "id": "image",
+            "type": "media_generation",
+            "prompt": "a red fox",
+            "width": 64,
+            "height": 48,
+            "duration_ms": 1200,
+        }
+    )
     events = stream_agent(live, agent, tenant, "draw")
     kinds = types(events)
     assert kinds[:3] == ["start", "node_start", "media_gen_submitted"]
     assert kinds.count("heartbeat") >= 2  # every MEDIA_HEARTBEAT_SECONDS (0.3 s in tests) while waiting
-    assert set(kinds[3:kinds.index("media_gen_complete")]) == {"heartbeat"}
+    assert set(kinds[3 : kinds.index("media_gen_complete")]) == {"heartbeat"}
     assert kinds[-3:] == ["media_gen_complete", "node_complete", "final"]
     complete = events[kinds.index("media_gen_complete")].data
     assert complete["content_type"] == "image/png"
@@ -174,8 +231,9 @@ def test_agent_node_runs_another_agent_as_a_sub_execution(live, tenant, workflow
         {"id": "delegate", "type": "agent", "agent_id": f"agent:{child_agent.id}", "message": "{{message}}!"},
         {"id": "wrap", "type": "ai", "model": builtin(), "prompt": "Child said: {{nodes.delegate.text}}"},
     )
-    response = httpx.post(f"{live}/agents/{parent_agent.id}/execute", json={"message": "go"}, headers=auth(tenant),
-                          timeout=60)
+    response = httpx.post(
+        f"{live}/agents/{parent_agent.id}/execute", json={"message": "go"}, headers=auth(tenant), timeout=60
+    )
     data = response.json()["data"]
     assert data["status"] == "completed"
     assert "Child said: from the child" in data["output"]["text"]
@@ -191,8 +249,9 @@ def test_agent_node_runs_another_agent_as_a_sub_execution(live, tenant, workflow
 def test_a_failed_sub_execution_fails_the_parent(live, tenant, workflow_agent):
     child_agent = workflow_agent({"id": "child", "type": "ai", "model": builtin(reply="a b c d", fail="child broke")})
     parent_agent = workflow_agent({"id": "delegate", "type": "agent", "agent_id": str(child_agent.id)})
-    data = httpx.post(f"{live}/agents/{parent_agent.id}/execute", json={"message": "go"}, headers=auth(tenant),
-                      timeout=60).json()["data"]
+    data = httpx.post(
+        f"{live}/agents/{parent_agent.id}/execute", json={"message": "go"}, headers=auth(tenant), timeout=60
+    ).json()["data"]
     assert data["status"] == "failed"
     assert data["error"]["code"] == "sub_execution_failed"
 
@@ -221,8 +280,9 @@ def test_skill_node_runs_the_skill_as_a_sub_execution(live, tenant, workflow_age
 
 
 def test_cancelling_a_parent_cancels_its_sub_execution(live, tenant, workflow_agent):
-    child_agent = workflow_agent({"id": "child", "type": "ai",
-                                  "model": builtin(chunk_delay_ms=100, reply=" ".join(["w"] * 100))})
+    child_agent = workflow_agent(
+        {"id": "child", "type": "ai", "model": builtin(chunk_delay_ms=100, reply=" ".join(["w"] * 100))}
+    )
     parent_agent = workflow_agent({"id": "delegate", "type": "agent", "agent_id": str(child_agent.id)})
     events = stream_agent(live, parent_agent, tenant, stop=lambda evs: evs[-1].data["type"] == "sub_execution_started")
     parent_id = execution_uuid(events[0].data["execution_id"])

@@ -78,8 +78,12 @@ class LeaseRenewer(threading.Thread):
         lease.lost = True
         self.release(lease)
         limit = settings.EXECUTION_HARD_TIME_LIMIT_SECONDS
-        if services.fail_execution(lease.execution, lease.attempt, "time_limit_exceeded",
-                                   f"The execution ran longer than the hard time limit of {limit} s."):
+        if services.fail_execution(
+            lease.execution,
+            lease.attempt,
+            "time_limit_exceeded",
+            f"The execution ran longer than the hard time limit of {limit} s.",
+        ):
             logger.warning("execution %s: failed at the hard time limit (%s s)", lease.execution.id, limit)
 
 

@@ -32,7 +32,9 @@ def png_bytes(width: int, height: int, seed: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
+    )
 
 
 class BuiltinMediaProvider:
@@ -41,9 +43,13 @@ class BuiltinMediaProvider:
     def submit(self, request: dict) -> dict:
         """The job, as JSON kept in the checkpoint (a retried attempt polls the same job)."""
         digest = hashlib.sha256(request.get("prompt", "").encode()).hexdigest()
-        return {"job_id": f"bmj_{digest[:16]}", "ready_at": time.time() + request.get("duration_ms", 2000) / 1000,
-                "width": min(int(request.get("width", 256)), 2048), "height": min(int(request.get("height", 256)), 2048),
-                "seed": digest[:6]}
+        return {
+            "job_id": f"bmj_{digest[:16]}",
+            "ready_at": time.time() + request.get("duration_ms", 2000) / 1000,
+            "width": min(int(request.get("width", 256)), 2048),
+            "height": min(int(request.get("height", 256)), 2048),
+            "seed": digest[:6],
+        }
 
     def poll(self, job: dict) -> MediaResult | None:
         if time.time() < job["ready_at"]:

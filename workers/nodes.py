@@ -14,7 +14,7 @@ from django.conf import settings
 
 from agents.models import Agent, Skill
 from agents.selectors import skill_tool_name
-from config.ids import uuid7
+from core.ids import uuid7
 from executions.models import Execution, ExecutionSource, ExecutionState
 from files.selectors import download_url
 from files.services import store_generated_file
@@ -50,14 +50,23 @@ def parse_output(node: dict, text: str):
 
 
 def _tool_message(call: dict, outcome: str, result) -> dict:
-    return {"role": "tool", "tool_call_id": call["id"], "name": call["name"],
-            "content": json.dumps({"outcome": outcome, "result": result})}
+    return {
+        "role": "tool",
+        "tool_call_id": call["id"],
+        "name": call["name"],
+        "content": json.dumps({"outcome": outcome, "result": result}),
+    }
 
 
 CALL_SKILL = "call_skill"
-CALL_SKILL_PARAMETERS = {"type": "object", "required": ["skill"], "properties": {
-    "skill": {"type": "string", "description": "The slug of a skill of this workspace"},
-    "inputs": {"type": "object", "description": "Inputs for that skill, valid against its inputs schema"}}}
+CALL_SKILL_PARAMETERS = {
+    "type": "object",
+    "required": ["skill"],
+    "properties": {
+        "skill": {"type": "string", "description": "The slug of a skill of this workspace"},
+        "inputs": {"type": "object", "description": "Inputs for that skill, valid against its inputs schema"},
+    },
+}
 
 
 def _context_messages(run: ExecutionRun, node: dict) -> list[dict]:
@@ -88,19 +97,31 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
     state = run.node_state(node)
     if state is None:
         prompt = render(node.get("prompt", "{{message}}"), run.template_context())
-        messages = [*_context_messages(run, node),
-                    {"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)}]
+        messages = [
+            *_context_messages(run, node),
+            {"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)},
+        ]
         state = {"node_id": node["id"], "messages": messages, "turns": 0}
     state = {"pending": [], "skill_calls": [], **state}
     resumed = run.resume_input(node)
     if resumed is not None and state.get("skill_calls"):  # a called skill finished
         call, state = state["skill_calls"][0], {**state, "skill_calls": state["skill_calls"][1:], "waiting": False}
-        run.emit("sub_execution_finished", {"node_id": node["id"], "sub_execution_id": resumed["sub_execution_id"],
-                                            "status": resumed["status"]})
+        run.emit(
+            "sub_execution_finished",
+            {"node_id": node["id"], "sub_execution_id": resumed["sub_execution_id"], "status": resumed["status"]},
+        )
         outcome = "success" if resumed["status"] == ExecutionState.COMPLETED else "error"
         result = {key: resumed.get(key) for key in ("sub_execution_id", "status", "outputs", "error")}
-        run.emit("tool_result", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
-                                 "outcome": outcome, "result": result})
+        run.emit(
+            "tool_result",
+            {
+                "node_id": node["id"],
+                "tool_call_id": call["id"],
+                "name": call["name"],
+                "outcome": outcome,
+                "result": result,
+            },
+        )
         state["messages"].append(_tool_message(call, outcome, result))
     elif resumed is not None and state["pending"]:  # the client's results, in the order the model called
         results = resumed.get("tool_results", {})
@@ -111,14 +132,23 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
 
     tool_names = node.get("tools", [])
     server = server_tools(run.execution, tool_names, run.skill_workspace)
-    client = ({tool["name"]: tool for tool in run.execution.inputs.get("client_tools", [])}
-              if node.get("accepts_client_tools") else {})
+    client = (
+        {tool["name"]: tool for tool in run.execution.inputs.get("client_tools", [])}
+        if node.get("accepts_client_tools")
+        else {}
+    )
     specs = [tool.spec() for tool in server.values()] + [
         {"name": t["name"], "description": t.get("description", ""), "parameters": t.get("parameters", {})}
-        for t in client.values()]
+        for t in client.values()
+    ]
     if CALL_SKILL in tool_names:
-        specs.append({"name": CALL_SKILL, "description": "Run another skill and get its outputs.",
-                      "parameters": CALL_SKILL_PARAMETERS})
+        specs.append(
+            {
+                "name": CALL_SKILL,
+                "description": "Run another skill and get its outputs.",
+                "parameters": CALL_SKILL_PARAMETERS,
+            }
+        )
     chat_skills = _chat_skill_tools(run, node)
     specs += [spec for _, spec in chat_skills.values()]
     while True:
@@ -126,21 +156,38 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
             _start_skill_call(run, node, state)
         if state["pending"]:
             for call in state["pending"]:
-                run.emit("tool_call_awaiting_client", {"node_id": node["id"], "tool_call_id": call["id"],
-                                                       "name": call["name"], "arguments": call["arguments"]})
-            raise Suspend(ExecutionState.AWAITING_CLIENT_TOOL,
-                          {"node_id": node["id"], "pending_tool_call_ids": [call["id"] for call in state["pending"]]},
-                          state)
+                run.emit(
+                    "tool_call_awaiting_client",
+                    {
+                        "node_id": node["id"],
+                        "tool_call_id": call["id"],
+                        "name": call["name"],
+                        "arguments": call["arguments"],
+                    },
+                )
+            raise Suspend(
+                ExecutionState.AWAITING_CLIENT_TOOL,
+                {"node_id": node["id"], "pending_tool_call_ids": [call["id"] for call in state["pending"]]},
+                state,
+            )
         if state["turns"] >= node.get("max_iterations", 10):
-            raise StepFailed("max_iterations_exceeded", f"Node {node['id']!r} called tools more than "
-                             f"{node.get('max_iterations', 10)} times.")
+            raise StepFailed(
+                "max_iterations_exceeded",
+                f"Node {node['id']!r} called tools more than {node.get('max_iterations', 10)} times.",
+            )
         if run.skill_workspace:
             run.emit("iteration", {"node_id": node["id"], "iteration": state["turns"] + 1})
         turn = run.stream_model(node, state["messages"], specs or None)
         state["turns"] += 1
         run.iterations += 1
-        state["messages"].append({"role": "assistant", "content": turn.text, "tool_calls": turn.tool_calls,
-                                  **({"provider_data": turn.provider_data} if turn.provider_data else {})})
+        state["messages"].append(
+            {
+                "role": "assistant",
+                "content": turn.text,
+                "tool_calls": turn.tool_calls,
+                **({"provider_data": turn.provider_data} if turn.provider_data else {}),
+            }
+        )
         if not turn.tool_calls:
             return {"text": turn.text, "parsed_output": parse_output(node, turn.text)}
         for call in turn.tool_calls:
@@ -148,11 +195,18 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
                 state["pending"].append(call)
             elif call["name"] == CALL_SKILL and CALL_SKILL in tool_names:
                 arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}
-                state["skill_calls"].append({**call, "skill": arguments.get("skill", ""),
-                                             "inputs": arguments.get("inputs", {}), "via_chat": False})
+                state["skill_calls"].append(
+                    {
+                        **call,
+                        "skill": arguments.get("skill", ""),
+                        "inputs": arguments.get("inputs", {}),
+                        "via_chat": False,
+                    }
+                )
             elif call["name"] in chat_skills:
-                state["skill_calls"].append({**call, "skill": chat_skills[call["name"]][0],
-                                             "inputs": call["arguments"], "via_chat": True})
+                state["skill_calls"].append(
+                    {**call, "skill": chat_skills[call["name"]][0], "inputs": call["arguments"], "via_chat": True}
+                )
             else:
                 outcome, result = run.run_server_tool(node, server.get(call["name"]), call)
                 state["messages"].append(_tool_message(call, outcome, result))
@@ -165,13 +219,18 @@ def _chat_skill_tools(run: ExecutionRun, node: dict) -> dict:
     slugs = node.get("skills", [])
     tools = {}
     for skill in Skill.objects.filter(workspace_id=run.execution.workspace_id, slug__in=slugs).select_related(
-            "live_version"):
+        "live_version"
+    ):
         if skill.live_version:
             manifest = skill.live_version.manifest
-            tools[skill_tool_name(skill.slug)] = (skill.slug, {
-                "name": skill_tool_name(skill.slug),
-                "description": manifest.get("description") or manifest.get("instructions", "")[:500],
-                "parameters": manifest.get("inputs_schema") or {"type": "object"}})
+            tools[skill_tool_name(skill.slug)] = (
+                skill.slug,
+                {
+                    "name": skill_tool_name(skill.slug),
+                    "description": manifest.get("description") or manifest.get("instructions", "")[:500],
+                    "parameters": manifest.get("inputs_schema") or {"type": "object"},
+                },
+            )
     return tools
 
 
@@ -183,32 +242,57 @@ def _start_skill_call(run: ExecutionRun, node: dict, state: dict) -> None:
 
     while state["skill_calls"]:
         call = state["skill_calls"][0]
-        run.emit("tool_call", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
-                               "arguments": call["arguments"]})
+        run.emit(
+            "tool_call",
+            {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"], "arguments": call["arguments"]},
+        )
         skill = Skill.objects.filter(workspace_id=run.execution.workspace_id, slug=call["skill"]).first()
         version = skill.live_version if skill else None
         errors = inputs_errors(version.manifest, call["inputs"]) if version else None
         if version is None or errors:
-            result = {"message": f"No published skill {call['skill']!r}." if version is None else "Invalid inputs.",
-                      "errors": errors or []}
-            run.emit("tool_result", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
-                                     "outcome": "error", "result": result})
+            result = {
+                "message": f"No published skill {call['skill']!r}." if version is None else "Invalid inputs.",
+                "errors": errors or [],
+            }
+            run.emit(
+                "tool_result",
+                {
+                    "node_id": node["id"],
+                    "tool_call_id": call["id"],
+                    "name": call["name"],
+                    "outcome": "error",
+                    "result": result,
+                },
+            )
             state["messages"].append(_tool_message(call, "error", result))
             state["skill_calls"] = state["skill_calls"][1:]
             continue
         child_id = uuid7()
-        run.emit("sub_execution_started", {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}",
-                                           "responder": f"skill:{skill.slug}"})
+        run.emit(
+            "sub_execution_started",
+            {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}", "responder": f"skill:{skill.slug}"},
+        )
         run.trace.sub_execution(node["id"], child_id, f"skill:{skill.slug}", call["inputs"])
-        child = {"id": child_id, "inputs": call["inputs"], "skill_version": version,
-                 "model_config": run.execution.model_config}
+        child = {
+            "id": child_id,
+            "inputs": call["inputs"],
+            "skill_version": version,
+            "model_config": run.execution.model_config,
+        }
         if call["via_chat"]:
             inputs = run.execution.inputs
-            child.update(source=ExecutionSource.CHAT, chat_tool_call_id=call["id"],
-                         chat_thread_id=inputs.get("conversation_scope") or run.execution.public_id,
-                         chat_message_id=run.execution.public_id)
-        raise Suspend(ExecutionState.WAITING_FOR_SUB_EXECUTION, None, {**state, "sub_execution_id": str(child_id)},
-                      sub_execution=child)
+            child.update(
+                source=ExecutionSource.CHAT,
+                chat_tool_call_id=call["id"],
+                chat_thread_id=inputs.get("conversation_scope") or run.execution.public_id,
+                chat_message_id=run.execution.public_id,
+            )
+        raise Suspend(
+            ExecutionState.WAITING_FOR_SUB_EXECUTION,
+            None,
+            {**state, "sub_execution_id": str(child_id)},
+            sub_execution=child,
+        )
 
 
 # --- tool -----------------------------------------------------------------------------------------
@@ -246,8 +330,12 @@ def run_human_gate(run: ExecutionRun, node: dict) -> dict:
     default = "approved" if node.get("default_decision") == "approve" else "rejected"
     raise Suspend(
         ExecutionState.AWAITING_APPROVAL,
-        {"node_id": node["id"], "prompt": render(node.get("prompt", ""), run.template_context()),
-         "expires_at": _expires_at(timeout), "default_decision": default if timeout else None},
+        {
+            "node_id": node["id"],
+            "prompt": render(node.get("prompt", ""), run.template_context()),
+            "expires_at": _expires_at(timeout),
+            "default_decision": default if timeout else None,
+        },
         {"node_id": node["id"], "timeout_input": {"decision": default, "comment": "", "decided_by": "timeout"}},
         timeout_seconds=timeout,
     )
@@ -265,8 +353,11 @@ def run_wait_event(run: ExecutionRun, node: dict) -> dict:
     raise Suspend(
         ExecutionState.WAITING_FOR_EXTERNAL_EVENT,
         {"node_id": node["id"], "event": node.get("event"), "expires_at": _expires_at(timeout)},
-        {"node_id": node["id"], "event": node.get("event"),
-         "timeout_input": {"event": None, "payload": None, "timed_out": True}},
+        {
+            "node_id": node["id"],
+            "event": node.get("event"),
+            "timeout_input": {"event": None, "payload": None, "timed_out": True},
+        },
         timeout_seconds=timeout,
     )
 
@@ -284,28 +375,39 @@ def run_media_generation(run: ExecutionRun, node: dict) -> dict:
         raise StepFailed("invalid_workflow", str(exc)) from exc
     state = run.node_state(node)
     if state is None:
-        request = render({key: node[key] for key in ("width", "height", "duration_ms") if key in node},
-                         run.template_context())
+        request = render(
+            {key: node[key] for key in ("width", "height", "duration_ms") if key in node}, run.template_context()
+        )
         request["prompt"] = render(node.get("prompt", "{{message}}"), run.template_context()) or ""
         job = provider.submit(request)
-        run.emit("media_gen_submitted", {"node_id": node["id"], "job_id": job["job_id"], "provider": provider_name,
-                                         "media_type": "image"})
+        run.emit(
+            "media_gen_submitted",
+            {"node_id": node["id"], "job_id": job["job_id"], "provider": provider_name, "media_type": "image"},
+        )
         state = {"node_id": node["id"], "job": job, "submitted_at": time.time()}
         run.save_node_state(state)
     deadline = state["submitted_at"] + node.get("timeout_seconds", 600)
     last_beat = time.monotonic()
     while (result := provider.poll(state["job"])) is None:
         if time.time() > deadline:
-            raise StepFailed("media_gen_timeout", f"The media provider did not finish in {node.get('timeout_seconds', 600)} s.")
+            raise StepFailed(
+                "media_gen_timeout", f"The media provider did not finish in {node.get('timeout_seconds', 600)} s."
+            )
         time.sleep(min(0.25, settings.MEDIA_HEARTBEAT_SECONDS))
         run.refresh_cancel()
         if time.monotonic() - last_beat >= settings.MEDIA_HEARTBEAT_SECONDS:
             run.emit("heartbeat", {"node_id": node["id"], "job_id": state["job"]["job_id"]})
             last_beat = time.monotonic()
-    stored = store_generated_file(run.execution.workspace, run.execution.principal, result.content,
-                                  result.content_type, result.filename)
-    media = {"url": download_url(stored), "storage_key": stored.storage_key, "content_type": stored.content_type,
-             "size_bytes": stored.size_bytes, "media_type": "image"}
+    stored = store_generated_file(
+        run.execution.workspace, run.execution.principal, result.content, result.content_type, result.filename
+    )
+    media = {
+        "url": download_url(stored),
+        "storage_key": stored.storage_key,
+        "content_type": stored.content_type,
+        "size_bytes": stored.size_bytes,
+        "media_type": "image",
+    }
     run.emit("media_gen_complete", {"node_id": node["id"], "job_id": state["job"]["job_id"], **media})
     return media
 
@@ -327,14 +429,20 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
     Option on_error (fail|continue, default fail)."""
     finished = run.resume_input(node)
     if finished is not None:
-        run.emit("sub_execution_finished", {"node_id": node["id"], "sub_execution_id": finished["sub_execution_id"],
-                                            "status": finished["status"]})
+        run.emit(
+            "sub_execution_finished",
+            {"node_id": node["id"], "sub_execution_id": finished["sub_execution_id"], "status": finished["status"]},
+        )
         if finished["status"] != ExecutionState.COMPLETED and node.get("on_error", "fail") == "fail":
             message = (finished.get("error") or {}).get("message", finished["status"])
             raise StepFailed("sub_execution_failed", f"Sub-execution {finished['sub_execution_id']} failed: {message}")
         outputs = finished.get("outputs") or {}
-        return {"sub_execution_id": finished["sub_execution_id"], "status": finished["status"],
-                "text": outputs.get("text", ""), "parsed_output": outputs.get("parsed_output")}
+        return {
+            "sub_execution_id": finished["sub_execution_id"],
+            "status": finished["status"],
+            "text": outputs.get("text", ""),
+            "parsed_output": outputs.get("parsed_output"),
+        }
     if _depth(run.execution) >= MAX_SUB_EXECUTION_DEPTH:
         raise StepFailed("sub_execution_too_deep", f"Sub-executions nest at most {MAX_SUB_EXECUTION_DEPTH} deep.")
     context, workspace_id = run.template_context(), run.execution.workspace_id
@@ -342,8 +450,10 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
         agent_id = str(node.get("agent_id", "")).removeprefix("agent:")
         agent = Agent.objects.filter(workspace_id=workspace_id, id=agent_id).first() if _is_uuid(agent_id) else None
         version, responder = (agent.live_version if agent else None), f"agent:{agent_id}"
-        inputs = {"message": render(node.get("message", "{{message}}"), context),
-                  "variables": render(node.get("variables", {}), context)}
+        inputs = {
+            "message": render(node.get("message", "{{message}}"), context),
+            "variables": render(node.get("variables", {}), context),
+        }
         child = {"agent_version": version}
     else:
         skill = Skill.objects.filter(workspace_id=workspace_id, slug=node.get("skill", "")).first()
@@ -353,12 +463,17 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
     if version is None:
         raise StepFailed("invalid_workflow", f"Node {node['id']!r}: {responder} does not exist or is not published.")
     child_id = uuid7()
-    run.emit("sub_execution_started", {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}",
-                                       "responder": responder})
+    run.emit(
+        "sub_execution_started",
+        {"node_id": node["id"], "sub_execution_id": f"execution:{child_id}", "responder": responder},
+    )
     run.trace.sub_execution(node["id"], child_id, responder, inputs)
-    raise Suspend(ExecutionState.WAITING_FOR_SUB_EXECUTION, None,
-                  {"node_id": node["id"], "sub_execution_id": str(child_id)},
-                  sub_execution={"id": child_id, "inputs": inputs, **child})
+    raise Suspend(
+        ExecutionState.WAITING_FOR_SUB_EXECUTION,
+        None,
+        {"node_id": node["id"], "sub_execution_id": str(child_id)},
+        sub_execution={"id": child_id, "inputs": inputs, **child},
+    )
 
 
 def _is_uuid(value: str) -> bool:

@@ -56,8 +56,14 @@ class Suspend(Exception):
     have passed, the reaper resumes the node with its state's `timeout_input`; `sub_execution` is the
     child to create in the same transaction."""
 
-    def __init__(self, state: str, payload: dict | None, node_state: dict, timeout_seconds: float | None = None,
-                 sub_execution: dict | None = None):
+    def __init__(
+        self,
+        state: str,
+        payload: dict | None,
+        node_state: dict,
+        timeout_seconds: float | None = None,
+        sub_execution: dict | None = None,
+    ):
         super().__init__(state)
         self.state, self.payload, self.node_state = state, payload, {**node_state, "waiting": True}
         self.timeout_seconds, self.sub_execution = timeout_seconds, sub_execution
@@ -129,16 +135,23 @@ class ExecutionRun:
 
     def _events_since_checkpoint(self) -> Replay:
         replay = Replay()
-        events = ExecutionEvent.objects.filter(
-            execution_id=self.execution.id, seq__gt=self.checkpoint.get("event_seq", 0),
-            type__in=["node_start", "text", "reasoning", "tool_call", "tool_result"],
-        ).order_by("seq").values_list("type", "data")
+        events = (
+            ExecutionEvent.objects.filter(
+                execution_id=self.execution.id,
+                seq__gt=self.checkpoint.get("event_seq", 0),
+                type__in=["node_start", "text", "reasoning", "tool_call", "tool_result"],
+            )
+            .order_by("seq")
+            .values_list("type", "data")
+        )
         for type_, data in events:
             if type_ == "node_start":
                 replay.started.add(data.get("node_id"))
             elif type_ in ("text", "reasoning"):
                 key = (data.get("node_id"), type_)
-                replay.streamed[key] = data["text"] if data.get("reset") else replay.streamed.get(key, "") + data["text"]
+                replay.streamed[key] = (
+                    data["text"] if data.get("reset") else replay.streamed.get(key, "") + data["text"]
+                )
             elif type_ == "tool_call":
                 replay.tool_calls.add(data.get("tool_call_id"))
             else:
@@ -182,8 +195,14 @@ class ExecutionRun:
 
     def _save(self, checkpoint: dict) -> None:
         self.checkpoint = self._with_progress(checkpoint)
-        if not services.save_checkpoint(self.execution.id, self.attempt, self.checkpoint, resume_input=None,
-                                        iteration_count=self.iterations, **self.usage_fields()):
+        if not services.save_checkpoint(
+            self.execution.id,
+            self.attempt,
+            self.checkpoint,
+            resume_input=None,
+            iteration_count=self.iterations,
+            **self.usage_fields(),
+        ):
             raise LeaseLost(str(self.execution.id))
         self.execution.resume_input = None
 
@@ -193,9 +212,13 @@ class ExecutionRun:
     def suspend(self, suspension: "Suspend") -> None:
         """Save the checkpoint with the node's state and free the worker (services.suspend_execution)."""
         services.suspend_execution(
-            self.execution, self.attempt, suspension.state,
-            self._with_progress({**self.checkpoint, "node_state": suspension.node_state}), suspension.payload,
-            timeout_seconds=suspension.timeout_seconds, sub_execution=suspension.sub_execution,
+            self.execution,
+            self.attempt,
+            suspension.state,
+            self._with_progress({**self.checkpoint, "node_state": suspension.node_state}),
+            suspension.payload,
+            timeout_seconds=suspension.timeout_seconds,
+            sub_execution=suspension.sub_execution,
         )
 
     # --- the run --------------------------------------------------------------------------------
@@ -212,10 +235,17 @@ class ExecutionRun:
             if self.max_seconds:
                 self.time_limit_at = self.execution.started_at.timestamp() + self.max_seconds
             model = self.execution.model_config or manifest.get("model") or {"provider": "builtin"}
-            return [{"id": "skill", "type": "ai", "instructions": manifest.get("instructions", ""),
-                     "tools": manifest.get("tools", []), "model": model,
-                     "max_iterations": manifest.get("limits", {}).get("max_iterations", 10),
-                     "prompt": "{{inputs}}"}]
+            return [
+                {
+                    "id": "skill",
+                    "type": "ai",
+                    "instructions": manifest.get("instructions", ""),
+                    "tools": manifest.get("tools", []),
+                    "model": model,
+                    "max_iterations": manifest.get("limits", {}).get("max_iterations", 10),
+                    "prompt": "{{inputs}}",
+                }
+            ]
         return []
 
     def stage_materials(self) -> None:
@@ -244,7 +274,10 @@ class ExecutionRun:
             if node["type"] != "ai":  # an ai node counts its model turns itself
                 self.iterations += 1
             self.emit("node_complete", {"node_id": node["id"], "node_type": node["type"]})
-            checkpoint = {"next_node": index + 1, "node_outputs": {**self.checkpoint["node_outputs"], node["id"]: output}}
+            checkpoint = {
+                "next_node": index + 1,
+                "node_outputs": {**self.checkpoint["node_outputs"], node["id"]: output},
+            }
             if index + 1 < len(nodes):
                 self._save(checkpoint)
             else:  # the last checkpoint is written by the final transition
@@ -253,16 +286,22 @@ class ExecutionRun:
 
     def template_context(self) -> dict:
         inputs = self.execution.inputs
-        return {"message": inputs.get("message", ""), "variables": inputs.get("variables", {}),
-                "inputs": inputs if self.skill_workspace else {}, "nodes": self.checkpoint["node_outputs"]}
+        return {
+            "message": inputs.get("message", ""),
+            "variables": inputs.get("variables", {}),
+            "inputs": inputs if self.skill_workspace else {},
+            "nodes": self.checkpoint["node_outputs"],
+        }
 
     # --- model turns and tools -------------------------------------------------------------------
 
     def stream_model(self, node: dict, messages: list[dict], tools: list[dict] | None) -> ModelTurn:
         """One model turn: text and reasoning as coalesced events; returns the text and tool calls."""
         interval = settings.TEXT_FLUSH_INTERVAL_MS / 1000
-        channels = {kind: {"text": "", "sent": self.replay.streamed.pop((node["id"], kind), "")}
-                    for kind in ("text", "reasoning")}
+        channels = {
+            kind: {"text": "", "sent": self.replay.streamed.pop((node["id"], kind), "")}
+            for kind in ("text", "reasoning")
+        }
         tool_calls, provider_data, last_flush = [], {}, time.monotonic()
 
         def flush():
@@ -272,7 +311,7 @@ class ExecutionRun:
                 text, sent = channel["text"], channel["sent"]
                 if text.startswith(sent):
                     if len(text) > len(sent):
-                        self.emit(kind, {"node_id": node["id"], "text": text[len(sent):]})
+                        self.emit(kind, {"node_id": node["id"], "text": text[len(sent) :]})
                 elif not sent.startswith(text):
                     self.emit(kind, {"node_id": node["id"], "text": text, "reset": True})
                 else:
@@ -305,9 +344,13 @@ class ExecutionRun:
                     elif chunk.kind == "provider_data":
                         provider_data.update(chunk.provider_data)
                     elif chunk.kind == "tool_call":
-                        tool_calls.append({"id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
-                                           "name": chunk.tool_call["name"],
-                                           "arguments": chunk.tool_call.get("arguments") or {}})
+                        tool_calls.append(
+                            {
+                                "id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
+                                "name": chunk.tool_call["name"],
+                                "arguments": chunk.tool_call.get("arguments") or {},
+                            }
+                        )
                     self.check_cancel()
             except (Cancelled, StepFailed, LeaseLost):
                 flush()
@@ -324,24 +367,42 @@ class ExecutionRun:
     def run_server_tool(self, node: dict, tool: ServerTool | None, call: dict) -> tuple[str, object]:
         """tool_call, the call, tool_result; a result the lost attempt already logged is reused."""
         if call["id"] not in self.replay.tool_calls:
-            self.emit("tool_call", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
-                                    "arguments": call["arguments"]})
+            self.emit(
+                "tool_call",
+                {
+                    "node_id": node["id"],
+                    "tool_call_id": call["id"],
+                    "name": call["name"],
+                    "arguments": call["arguments"],
+                },
+            )
         if call["id"] in self.replay.tool_results:
             return self.replay.tool_results[call["id"]]
         release_connection()
         with self.trace.tool(node["id"], call) as traced:
             outcome, result = call_tool(tool, call["name"], call["arguments"])
             traced.set_result(outcome, result)
-        self.emit("tool_result", {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"],
-                                  "outcome": outcome, "result": result})
+        self.emit(
+            "tool_result",
+            {
+                "node_id": node["id"],
+                "tool_call_id": call["id"],
+                "name": call["name"],
+                "outcome": outcome,
+                "result": result,
+            },
+        )
         self.check_cancel()
         return outcome, result
 
     # --- endings --------------------------------------------------------------------------------
 
     def usage_fields(self) -> dict:
-        return {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens,
-                "cost_usd": self.cost_usd()}
+        return {
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "cost_usd": self.cost_usd(),
+        }
 
     def cost_usd(self) -> Decimal:
         """The exact sum of the calls' costs, rounded once, to the micro-dollar (half up)."""
@@ -355,8 +416,9 @@ class ExecutionRun:
         cached_price = Decimal(str(model.get("cached_input_usd_per_million_tokens", input_price)))
         output_price = Decimal(str(model.get("output_usd_per_million_tokens", "0")))
         cached = usage.cached_input_tokens
-        return ((usage.input_tokens - cached) * input_price + cached * cached_price
-                + usage.output_tokens * output_price) / 1_000_000
+        return (
+            (usage.input_tokens - cached) * input_price + cached * cached_price + usage.output_tokens * output_price
+        ) / 1_000_000
 
     def model_for(self, node: dict) -> dict:
         """A node's model: its `model` block, or the workspace alias it names ({"alias": "fast"})."""
@@ -373,8 +435,11 @@ class ExecutionRun:
         return model
 
     def usage_json(self) -> dict:
-        return {"input_tokens": self.usage.input_tokens, "output_tokens": self.usage.output_tokens,
-                "total_tokens": self.usage.total_tokens}
+        return {
+            "input_tokens": self.usage.input_tokens,
+            "output_tokens": self.usage.output_tokens,
+            "total_tokens": self.usage.total_tokens,
+        }
 
     def credits_used(self) -> Decimal:
         return actual_cost(self.credit_rules, self.execution.inputs, self.usage.total_tokens)
@@ -382,14 +447,22 @@ class ExecutionRun:
     def check_credit_limit(self) -> None:
         """A run whose cost so far passes what was held for it is stopped."""
         if self.execution.credits_held > 0 and self.credits_used() > self.execution.credits_held:
-            raise StepFailed("credit_limit_exceeded",
-                             f"The execution would cost more than the {self.execution.credits_held} credits held for it.")
+            raise StepFailed(
+                "credit_limit_exceeded",
+                f"The execution would cost more than the {self.execution.credits_held} credits held for it.",
+            )
 
     def complete(self, nodes: list[dict]) -> None:
         """The output is the last node's that has text (an ai node, or a sub-execution)."""
         outputs = self.checkpoint["node_outputs"]
-        answer = next((outputs[n["id"]] for n in reversed(nodes)
-                       if isinstance(outputs.get(n["id"]), dict) and "text" in outputs[n["id"]]), {"text": ""})
+        answer = next(
+            (
+                outputs[n["id"]]
+                for n in reversed(nodes)
+                if isinstance(outputs.get(n["id"]), dict) and "text" in outputs[n["id"]]
+            ),
+            {"text": ""},
+        )
         output = {"text": answer["text"], "parsed_output": answer.get("parsed_output")}
         outputs, fields = output, {}
         if self.skill_workspace:
@@ -399,11 +472,21 @@ class ExecutionRun:
         credits = self.credits_used() if self.execution.credits_held > 0 else Decimal(0)
         self.flush_events()
         services.complete_execution(
-            self.execution, self.attempt, outputs=outputs, checkpoint=self.checkpoint, resume_input=None,
-            final_payload={"output": {**output, "usage": self.usage_json()},
-                           "cost_microdollars": int(self.cost_usd() / MICRODOLLAR),
-                           "credits_used": float(credits), "latency_ms": latency_ms},
-            credits=credits, iteration_count=self.iterations, **self.usage_fields(), **fields,
+            self.execution,
+            self.attempt,
+            outputs=outputs,
+            checkpoint=self.checkpoint,
+            resume_input=None,
+            final_payload={
+                "output": {**output, "usage": self.usage_json()},
+                "cost_microdollars": int(self.cost_usd() / MICRODOLLAR),
+                "credits_used": float(credits),
+                "latency_ms": latency_ms,
+            },
+            credits=credits,
+            iteration_count=self.iterations,
+            **self.usage_fields(),
+            **fields,
         )
 
     def finish_skill(self, text: str) -> tuple[dict, dict]:
@@ -444,11 +527,20 @@ def run_execution(execution_id) -> str:
     except Suspend as suspension:
         return _after_events(run, "suspended", run.suspend, suspension)
     except Cancelled:
-        return _after_events(run, "cancelled", services.cancel_running_execution, execution, attempt,
-                             **run.usage_fields())
+        return _after_events(
+            run, "cancelled", services.cancel_running_execution, execution, attempt, **run.usage_fields()
+        )
     except StepFailed as exc:
-        return _after_events(run, "failed", services.fail_execution, execution, attempt, exc.failure_reason,
-                             exc.message, **run.usage_fields())
+        return _after_events(
+            run,
+            "failed",
+            services.fail_execution,
+            execution,
+            attempt,
+            exc.failure_reason,
+            exc.message,
+            **run.usage_fields(),
+        )
     except LeaseLost:
         logger.warning("execution %s: lease of attempt %s lost, stopping", execution_id, attempt)
         return "lease_lost"

@@ -32,15 +32,30 @@ def collect_artifacts(execution, workspace: SkillWorkspace) -> list[dict]:
     artifacts = []
     for relpath in workspace.relpaths(OUTPUTS_DIR):
         artifact, _ = Artifact.objects.update_or_create(
-            execution=execution, relpath_in_workspace=relpath,
-            defaults={"document_type": document_type(relpath), "size_bytes": workspace.size(relpath),
-                      "storage_key": workspace.storage_key(relpath)},
+            execution=execution,
+            relpath_in_workspace=relpath,
+            defaults={
+                "document_type": document_type(relpath),
+                "size_bytes": workspace.size(relpath),
+                "storage_key": workspace.storage_key(relpath),
+            },
         )
-        artifacts.append({"artifact_id": str(artifact.id), "relpath_in_workspace": relpath,
-                          "document_type": artifact.document_type, "size_bytes": artifact.size_bytes})
+        artifacts.append(
+            {
+                "artifact_id": str(artifact.id),
+                "relpath_in_workspace": relpath,
+                "document_type": artifact.document_type,
+                "size_bytes": artifact.size_bytes,
+            }
+        )
     return artifacts
 
 
 def archive_workspace(execution, workspace: SkillWorkspace):
-    return store_generated_file(execution.workspace, execution.principal, workspace.archive(), "application/zip",
-                                f"workspace-{execution.id}.zip")
+    return store_generated_file(
+        execution.workspace,
+        execution.principal,
+        workspace.archive(),
+        "application/zip",
+        f"workspace-{execution.id}.zip",
+    )

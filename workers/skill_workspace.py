@@ -126,14 +126,32 @@ def workspace_tools(workspace: SkillWorkspace) -> dict:
 
     path = {"type": "string", "minLength": 1, "maxLength": 1024}
     return {
-        "list_files": ServerTool("list_files", "List the files of the workspace (optionally below a directory).",
-                                 {"type": "object", "properties": {"directory": {"type": "string"}}}, list_files),
-        "read_file": ServerTool("read_file", "Read a UTF-8 text file of the workspace.",
-                                {"type": "object", "properties": {"path": path}, "required": ["path"]}, read_file),
-        "read_materials": ServerTool("read_materials", "Read every text file staged under inputs/materials/ at once.",
-                                     {"type": "object", "properties": {}}, read_materials),
-        "write_file": ServerTool("write_file", "Write a UTF-8 text file into the workspace; files under outputs/ "
-                                 "become the execution's artifacts.",
-                                 {"type": "object", "properties": {"path": path, "content": {"type": "string"}},
-                                  "required": ["path", "content"]}, write_file),
+        "list_files": ServerTool(
+            "list_files",
+            "List the files of the workspace (optionally below a directory).",
+            {"type": "object", "properties": {"directory": {"type": "string"}}},
+            list_files,
+        ),
+        "read_file": ServerTool(
+            "read_file",
+            "Read a UTF-8 text file of the workspace.",
+            {"type": "object", "properties": {"path": path}, "required": ["path"]},
+            read_file,
+        ),
+        "read_materials": ServerTool(
+            "read_materials",
+            "Read every text file staged under inputs/materials/ at once.",
+            {"type": "object", "properties": {}},
+            read_materials,
+        ),
+        "write_file": ServerTool(
+            "write_file",
+            "Write a UTF-8 text file into the workspace; files under outputs/ become the execution's artifacts.",
+            {
+                "type": "object",
+                "properties": {"path": path, "content": {"type": "string"}},
+                "required": ["path", "content"],
+            },
+            write_file,
+        ),
     }

@@ -7,9 +7,9 @@ is a result with outcome "error" that the model sees, not an exception of the ru
 import ast
 import operator
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import httpx
 import jsonschema
@@ -43,8 +43,16 @@ def python_tool(name: str, description: str, parameters: dict):
     return register
 
 
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-              ast.Mod: operator.mod, ast.FloorDiv: operator.floordiv, ast.USub: operator.neg, ast.UAdd: operator.pos}
+_OPERATORS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Mod: operator.mod,
+    ast.FloorDiv: operator.floordiv,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
 
 
 def _evaluate(node):
@@ -59,9 +67,16 @@ def _evaluate(node):
     raise ToolError("Only numbers and + - * / // % are allowed.")
 
 
-@python_tool("calculator", "Evaluate an arithmetic expression such as (2 + 3) * 4.",
-             {"type": "object", "properties": {"expression": {"type": "string", "maxLength": 500}},
-              "required": ["expression"], "additionalProperties": False})
+@python_tool(
+    "calculator",
+    "Evaluate an arithmetic expression such as (2 + 3) * 4.",
+    {
+        "type": "object",
+        "properties": {"expression": {"type": "string", "maxLength": 500}},
+        "required": ["expression"],
+        "additionalProperties": False,
+    },
+)
 def calculator(arguments: dict):
     try:
         return {"value": _evaluate(ast.parse(arguments["expression"], mode="eval"))}
@@ -69,10 +84,13 @@ def calculator(arguments: dict):
         raise ToolError(str(exc)) from exc
 
 
-@python_tool("current_time", "The current date and time in UTC (ISO 8601).",
-             {"type": "object", "properties": {}, "additionalProperties": False})
+@python_tool(
+    "current_time",
+    "The current date and time in UTC (ISO 8601).",
+    {"type": "object", "properties": {}, "additionalProperties": False},
+)
 def current_time(arguments: dict):
-    return {"utc": datetime.now(timezone.utc).isoformat()}
+    return {"utc": datetime.now(UTC).isoformat()}
 
 
 def _http_tool(tool: HttpTool) -> ServerTool:
@@ -112,10 +130,20 @@ def _memory_tool(execution) -> ServerTool:
             raise ToolError("forget needs the fact_id of a remembered fact.") from None
         return {"forgotten": forgotten}
 
-    return ServerTool("memory", "Remember a fact about the user for later conversations, or forget one.",
-                      {"type": "object", "required": ["action"], "properties": {
-                          "action": {"enum": ["remember", "forget"]}, "fact": {"type": "string"},
-                          "fact_id": {"type": "string"}}}, call)
+    return ServerTool(
+        "memory",
+        "Remember a fact about the user for later conversations, or forget one.",
+        {
+            "type": "object",
+            "required": ["action"],
+            "properties": {
+                "action": {"enum": ["remember", "forget"]},
+                "fact": {"type": "string"},
+                "fact_id": {"type": "string"},
+            },
+        },
+        call,
+    )
 
 
 def server_tools(execution, names, skill_workspace=None) -> dict[str, ServerTool]:

@@ -90,8 +90,13 @@ def _client():
                 host, public_key, secret_key = config
                 # Its own TracerProvider: the process's global OpenTelemetry provider is left alone.
                 # (The SDK keeps one client per public key: a new host needs a new key in the same process.)
-                client = Langfuse(base_url=host, public_key=public_key, secret_key=secret_key,
-                                  timeout=EXPORT_TIMEOUT_SECONDS, tracer_provider=TracerProvider())
+                client = Langfuse(
+                    base_url=host,
+                    public_key=public_key,
+                    secret_key=secret_key,
+                    timeout=EXPORT_TIMEOUT_SECONDS,
+                    tracer_provider=TracerProvider(),
+                )
             except Exception as exc:
                 _warn("creating the client", exc)
                 return None
@@ -136,8 +141,11 @@ class ModelCall:
 
     def usage_details(self) -> dict:
         """Langfuse usage types: `input` (not from the cache), `input_cached_tokens`, `output`, `total`."""
-        details = {"input": self.input_tokens - self.cached_input_tokens, "output": self.output_tokens,
-                   "total": self.input_tokens + self.output_tokens}
+        details = {
+            "input": self.input_tokens - self.cached_input_tokens,
+            "output": self.output_tokens,
+            "total": self.input_tokens + self.output_tokens,
+        }
         if self.cached_input_tokens:
             details["input_cached_tokens"] = self.cached_input_tokens
         return details
@@ -206,25 +214,34 @@ class ExecutionTrace:
 
         execution = self.execution
         resumed = bool(execution.checkpoint)
-        self.root = self._stack.enter_context(self.client.start_as_current_observation(
-            trace_context={"trace_id": self.trace_id}, name=f"attempt {execution.attempt}", as_type="agent",
-            input=execution.inputs if execution.resume_input is None else {"resumed_with": execution.resume_input},
-            metadata={"attempt": execution.attempt, "resumed": resumed},
-        ))
+        self.root = self._stack.enter_context(
+            self.client.start_as_current_observation(
+                trace_context={"trace_id": self.trace_id},
+                name=f"attempt {execution.attempt}",
+                as_type="agent",
+                input=execution.inputs if execution.resume_input is None else {"resumed_with": execution.resume_input},
+                metadata={"attempt": execution.attempt, "resumed": resumed},
+            )
+        )
         inputs = execution.inputs if isinstance(execution.inputs, dict) else {}
-        metadata = {"execution_id": str(execution.id), "workspace_id": str(execution.workspace_id),
-                    "source": execution.source}
+        metadata = {
+            "execution_id": str(execution.id),
+            "workspace_id": str(execution.workspace_id),
+            "source": execution.source,
+        }
         tags = ["agent" if execution.agent_version_id else "skill"]
         if execution.parent_id:
             metadata.update(parent_execution_id=str(execution.parent_id), parent_trace_id=execution.parent_id.hex)
             tags.append("sub_execution")
-        self._stack.enter_context(propagate_attributes(
-            trace_name=self._trace_name()[:MAX_ATTRIBUTE_CHARS],
-            session_id=_short(inputs.get("conversation_scope")) or _short(execution.chat_thread_id),
-            user_id=_short(inputs.get("external_user_id")),
-            tags=tags,
-            metadata=metadata,
-        ))
+        self._stack.enter_context(
+            propagate_attributes(
+                trace_name=self._trace_name()[:MAX_ATTRIBUTE_CHARS],
+                session_id=_short(inputs.get("conversation_scope")) or _short(execution.chat_thread_id),
+                user_id=_short(inputs.get("external_user_id")),
+                tags=tags,
+                metadata=metadata,
+            )
+        )
 
     def _trace_name(self) -> str:
         from agents.models import AgentVersion, SkillVersion
@@ -281,12 +298,19 @@ class ExecutionTrace:
         if self.root is None:
             return None
         return self.root.start_observation(
-            name=node_id, as_type="generation", model=str(model.get("model") or model.get("provider") or "builtin"),
-            model_parameters={key: model[key] for key in MODEL_PARAMETERS
-                              if isinstance(model.get(key), (int, float, str))} or None,
+            name=node_id,
+            as_type="generation",
+            model=str(model.get("model") or model.get("provider") or "builtin"),
+            model_parameters={
+                key: model[key] for key in MODEL_PARAMETERS if isinstance(model.get(key), (int, float, str))
+            }
+            or None,
             input=messages,
-            metadata={"node_id": node_id, "provider": model.get("provider", "builtin"),
-                      "tools": [tool["name"] for tool in tools or []]},
+            metadata={
+                "node_id": node_id,
+                "provider": model.get("provider", "builtin"),
+                "tools": [tool["name"] for tool in tools or []],
+            },
         )
 
     @staticmethod
@@ -310,15 +334,24 @@ class ExecutionTrace:
             self._finish(observation, exc=exc)
             raise
         error = done.outcome == "error"
-        self._finish(observation, output=done.result, metadata={"outcome": done.outcome},
-                     level="ERROR" if error else None, status_message="the tool returned an error" if error else None)
+        self._finish(
+            observation,
+            output=done.result,
+            metadata={"outcome": done.outcome},
+            level="ERROR" if error else None,
+            status_message="the tool returned an error" if error else None,
+        )
 
     @_guarded
     def _start_tool(self, node_id, call):
         if self.root is None:
             return None
-        return self.root.start_observation(name=call["name"], as_type="tool", input=call["arguments"],
-                                           metadata={"node_id": node_id, "tool_call_id": call["id"]})
+        return self.root.start_observation(
+            name=call["name"],
+            as_type="tool",
+            input=call["arguments"],
+            metadata={"node_id": node_id, "tool_call_id": call["id"]},
+        )
 
     @_guarded
     def sub_execution(self, node_id: str, child_id, responder: str, inputs) -> None:
@@ -326,7 +359,9 @@ class ExecutionTrace:
         if self.root is None:
             return
         self.root.start_observation(
-            name=f"sub-execution {responder}", as_type="span", input=inputs,
+            name=f"sub-execution {responder}",
+            as_type="span",
+            input=inputs,
             metadata={"node_id": node_id, "sub_execution_id": str(child_id), "sub_trace_id": child_id.hex},
         ).end()
 

@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0003_model_aliases'),
+        ("accounts", "0003_model_aliases"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='workspace',
-            name='execution_retention_days',
-            field=models.PositiveIntegerField(blank=True, help_text='Purge finished executions after this many days (empty: keep forever)', null=True),
+            model_name="workspace",
+            name="execution_retention_days",
+            field=models.PositiveIntegerField(
+                blank=True, help_text="Purge finished executions after this many days (empty: keep forever)", null=True
+            ),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0001_initial'),
+        ("agents", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='agent',
-            name='credit_rules',
-            field=models.JSONField(blank=True, default=dict, help_text='See agents/credit_rules.py'),
+            model_name="agent",
+            name="credit_rules",
+            field=models.JSONField(blank=True, default=dict, help_text="See agents/credit_rules.py"),
         ),
     ]

@@ -51,5 +51,12 @@ def closed_loop(clients: int, seconds: float, process_kinds: dict) -> dict:
         thread.join(seconds + 60)
     elapsed = time.perf_counter() - started
     cpu = meter.stop()
-    return {"clients": clients, "seconds": round(elapsed, 1), "done": len(latencies), "failed": failures[0],
-            "per_s": round(len(latencies) / elapsed, 1), **latency_ms(latencies), **cpu_summary(cpu, len(latencies))}
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "done": len(latencies),
+        "failed": failures[0],
+        "per_s": round(len(latencies) / elapsed, 1),
+        **latency_ms(latencies),
+        **cpu_summary(cpu, len(latencies)),
+    }

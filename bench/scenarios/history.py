@@ -30,9 +30,13 @@ EVENTS_PER_EXECUTION = 20
 TENANTS, WORKSPACES, PRINCIPALS, CUSTOMERS = 200, 500, 20_000, 5_000
 FIXTURE_LEDGER_ENTRIES = 200_000
 OWN_EXECUTIONS = 100_000  # of the filled history, moved to the bench's own workspace and principal
-AUTO_EXPLAIN = {"session_preload_libraries": "auto_explain", "auto_explain.log_min_duration": "0",
-                "auto_explain.log_analyze": "on", "auto_explain.log_buffers": "on",
-                "auto_explain.log_format": "json"}
+AUTO_EXPLAIN = {
+    "session_preload_libraries": "auto_explain",
+    "auto_explain.log_min_duration": "0",
+    "auto_explain.log_analyze": "on",
+    "auto_explain.log_buffers": "on",
+    "auto_explain.log_format": "json",
+}
 
 
 # --- databases --------------------------------------------------------------------------------------
@@ -51,8 +55,9 @@ def _recreate(admin, name: str) -> None:
 
 def _fixture(name: str) -> dict:
     env = {**os.environ, "DATABASE_URL": database_url(name)}
-    output = subprocess.run([sys.executable, "bench/fixtures.py"], cwd=REPO, env=env, check=True,
-                            capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [sys.executable, "bench/fixtures.py"], cwd=REPO, env=env, check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -68,12 +73,25 @@ def _filled_info(name: str) -> dict | None:
 def _insert(conn, table: str, given: dict, source: str) -> None:
     """INSERT ... SELECT with the given column expressions; every other NOT NULL column without a
     database default (Django keeps defaults in Python) gets a neutral value of its type."""
-    neutral = {"character varying": "''", "text": "''", "integer": "0", "bigint": "0", "smallint": "0",
-               "numeric": "0", "double precision": "0", "boolean": "false", "date": "current_date", "jsonb": "'{}'::jsonb", "timestamp with time zone": "now()",
-               "uuid": "gen_random_uuid()"}
+    neutral = {
+        "character varying": "''",
+        "text": "''",
+        "integer": "0",
+        "bigint": "0",
+        "smallint": "0",
+        "numeric": "0",
+        "double precision": "0",
+        "boolean": "false",
+        "date": "current_date",
+        "jsonb": "'{}'::jsonb",
+        "timestamp with time zone": "now()",
+        "uuid": "gen_random_uuid()",
+    }
     columns = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s"
-        " AND is_nullable = 'NO' AND column_default IS NULL AND is_identity = 'NO'", (table,)).fetchall()
+        " AND is_nullable = 'NO' AND column_default IS NULL AND is_identity = 'NO'",
+        (table,),
+    ).fetchall()
     expressions = dict(given)
     for column, data_type in columns:
         expressions.setdefault(column, neutral[data_type])
@@ -98,90 +116,185 @@ def fill(name: str, executions: int) -> dict:
             log(f"    {what}: {time.perf_counter() - t0:.1f} s")
 
         p_ws = f"(i % {WORKSPACES})"  # a principal's (and its customer's) workspace
-        step("tenants", "accounts_tenant", {"id": _uuid("t", "i"), "name": "'tenant ' || i"},
-             f"generate_series(0, {TENANTS - 1}) i")
-        step("workspaces", "accounts_workspace",
-             {"id": _uuid("w", "i"), "tenant_id": _uuid("t", f"i % {TENANTS}"), "name": "'workspace ' || i"},
-             f"generate_series(0, {WORKSPACES - 1}) i")
-        step("customers", "accounts_customer",
-             {"id": _uuid("c", "i"), "workspace_id": _uuid("w", p_ws), "external_id": "'cus_' || i"},
-             f"generate_series(0, {CUSTOMERS - 1}) i")
-        step("principals", "accounts_principal",
-             {"id": _uuid("p", "i"), "tenant_id": _uuid("t", f"{p_ws} % {TENANTS}"), "workspace_id": _uuid("w", p_ws),
-              "kind": "CASE WHEN i < 500 THEN 'service' ELSE 'end_user' END", "name": "'principal ' || i",
-              "customer_id": f"CASE WHEN i % 4 = 0 THEN {_uuid('c', f'i % {CUSTOMERS}')} END"},
-             f"generate_series(0, {PRINCIPALS - 1}) i")
-        step("api keys", "accounts_apikey",
-             {"id": _uuid("k", "i"), "workspace_id": _uuid("w", p_ws), "principal_id": _uuid("p", "i"),
-              "kind": "CASE WHEN i < 500 THEN 'workspace' ELSE 'end_user' END",
-              "prefix": "CASE WHEN i < 500 THEN 'wak_' ELSE 'eak_' END || substr(md5('k' || i), 1, 12)",
-              "secret_hash": "md5('s' || i) || md5('S' || i)", "last_used_at": "now() - interval '1 day'"},
-             f"generate_series(0, {PRINCIPALS - 1}) i")
-        step("credit accounts", "accounts_creditaccount",
-             {"id": _uuid("a", "i"), "workspace_id": _uuid("w", p_ws), "customer_id": _uuid("c", "i"),
-              "balance": "1000"}, f"generate_series(0, {CUSTOMERS - 1}) i")
-        step("agents", "agents_agent", {"id": _uuid("g", "i"), "workspace_id": _uuid("w", "i"), "name": "'agent ' || i",
-                                        "requires_user_message": "true"}, f"generate_series(0, {WORKSPACES - 1}) i")
-        step("agent versions", "agents_agentversion",
-             {"id": _uuid("v", "i"), "agent_id": _uuid("g", "i"), "number": "1", "published_at": "now()",
-              "workflow": """'{"nodes": [{"id": "n", "type": "ai", "model": {"provider": "builtin"}}]}'::jsonb"""},
-             f"generate_series(0, {WORKSPACES - 1}) i")
+        step(
+            "tenants",
+            "accounts_tenant",
+            {"id": _uuid("t", "i"), "name": "'tenant ' || i"},
+            f"generate_series(0, {TENANTS - 1}) i",
+        )
+        step(
+            "workspaces",
+            "accounts_workspace",
+            {"id": _uuid("w", "i"), "tenant_id": _uuid("t", f"i % {TENANTS}"), "name": "'workspace ' || i"},
+            f"generate_series(0, {WORKSPACES - 1}) i",
+        )
+        step(
+            "customers",
+            "accounts_customer",
+            {"id": _uuid("c", "i"), "workspace_id": _uuid("w", p_ws), "external_id": "'cus_' || i"},
+            f"generate_series(0, {CUSTOMERS - 1}) i",
+        )
+        step(
+            "principals",
+            "accounts_principal",
+            {
+                "id": _uuid("p", "i"),
+                "tenant_id": _uuid("t", f"{p_ws} % {TENANTS}"),
+                "workspace_id": _uuid("w", p_ws),
+                "kind": "CASE WHEN i < 500 THEN 'service' ELSE 'end_user' END",
+                "name": "'principal ' || i",
+                "customer_id": f"CASE WHEN i % 4 = 0 THEN {_uuid('c', f'i % {CUSTOMERS}')} END",
+            },
+            f"generate_series(0, {PRINCIPALS - 1}) i",
+        )
+        step(
+            "api keys",
+            "accounts_apikey",
+            {
+                "id": _uuid("k", "i"),
+                "workspace_id": _uuid("w", p_ws),
+                "principal_id": _uuid("p", "i"),
+                "kind": "CASE WHEN i < 500 THEN 'workspace' ELSE 'end_user' END",
+                "prefix": "CASE WHEN i < 500 THEN 'wak_' ELSE 'eak_' END || substr(md5('k' || i), 1, 12)",
+                "secret_hash": "md5('s' || i) || md5('S' || i)",
+                "last_used_at": "now() - interval '1 day'",
+            },
+            f"generate_series(0, {PRINCIPALS - 1}) i",
+        )
+        step(
+            "credit accounts",
+            "accounts_creditaccount",
+            {
+                "id": _uuid("a", "i"),
+                "workspace_id": _uuid("w", p_ws),
+                "customer_id": _uuid("c", "i"),
+                "balance": "1000",
+            },
+            f"generate_series(0, {CUSTOMERS - 1}) i",
+        )
+        step(
+            "agents",
+            "agents_agent",
+            {
+                "id": _uuid("g", "i"),
+                "workspace_id": _uuid("w", "i"),
+                "name": "'agent ' || i",
+                "requires_user_message": "true",
+            },
+            f"generate_series(0, {WORKSPACES - 1}) i",
+        )
+        step(
+            "agent versions",
+            "agents_agentversion",
+            {
+                "id": _uuid("v", "i"),
+                "agent_id": _uuid("g", "i"),
+                "number": "1",
+                "published_at": "now()",
+                "workflow": """'{"nodes": [{"id": "n", "type": "ai", "model": {"provider": "builtin"}}]}'::jsonb""",
+            },
+            f"generate_series(0, {WORKSPACES - 1}) i",
+        )
         conn.execute("UPDATE agents_agent SET live_version_id = md5('v' || substr(name, 7))::uuid")
 
         # executions: principal i % PRINCIPALS; 90% completed, 6% failed, 3% cancelled, the rest
         # suspended, running or queued; created over 90 days; a quarter on a customer's account
         p = f"(i % {PRINCIPALS})"
         w = f"({p} % {WORKSPACES})"
-        state = ("CASE WHEN i % 1000 < 900 THEN 'completed' WHEN i % 1000 < 960 THEN 'failed'"
-                 " WHEN i % 1000 < 990 THEN 'cancelled' WHEN i % 1000 < 995 THEN 'waiting_for_external_event'"
-                 " WHEN i % 1000 < 998 THEN 'awaiting_approval' WHEN i % 1000 < 999 THEN 'running' ELSE 'queued' END")
+        state = (
+            "CASE WHEN i % 1000 < 900 THEN 'completed' WHEN i % 1000 < 960 THEN 'failed'"
+            " WHEN i % 1000 < 990 THEN 'cancelled' WHEN i % 1000 < 995 THEN 'waiting_for_external_event'"
+            " WHEN i % 1000 < 998 THEN 'awaiting_approval' WHEN i % 1000 < 999 THEN 'running' ELSE 'queued' END"
+        )
         created = f"now() - (((i::bigint * 7919) % {90 * 86400}) * interval '1 second')"
         # the events' indexes are built once at the end (sorted), instead of growing row by row
         conn.execute("SET maintenance_work_mem = '512MB'")
         event_constraints = conn.execute(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-            " WHERE conrelid = 'executions_executionevent'::regclass AND contype IN ('p', 'u')").fetchall()
+            " WHERE conrelid = 'executions_executionevent'::regclass AND contype IN ('p', 'u')"
+        ).fetchall()
         for constraint, _ in event_constraints:
             conn.execute(f'ALTER TABLE executions_executionevent DROP CONSTRAINT "{constraint}"')
         batch = 100_000
         for first in range(0, executions, batch):
             last = min(executions, first + batch) - 1
-            step(f"executions {first:,}-{last:,}", "executions_execution", {
-                "id": _uuid("e", "i"), "tenant_id": _uuid("t", f"{w} % {TENANTS}"), "workspace_id": _uuid("w", w),
-                "principal_id": _uuid("p", p), "agent_version_id": _uuid("v", w),
-                "source": "CASE WHEN i % 2 = 0 THEN 'api' ELSE 'stream' END", "state": state,
-                "inputs": """'{"message": "hello"}'::jsonb""",
-                "outputs": """CASE WHEN i % 1000 < 900 THEN '{"text": "an answer", "parsed_output": null}'::jsonb END""",
-                "input_tokens": "12", "output_tokens": "40", "attempt": "1", "last_event_seq": str(EVENTS_PER_EXECUTION),
-                "credit_account_id": f"CASE WHEN {p} % 4 = 0 THEN {_uuid('a', f'{p} % {CUSTOMERS}')} END",
-                "idempotency_key": "CASE WHEN i % 5 = 0 THEN 'idem-' || i ELSE '' END",
-                "lease_expires_at": "CASE WHEN i % 1000 = 998 THEN now() + interval '1 hour' END",
-                "created_at": created, "updated_at": created, "started_at": created, "dispatched_at": created,
-                "finished_at": f"CASE WHEN i % 1000 < 990 THEN {created} + interval '2 seconds' END",
-            }, f"generate_series({first}, {last}) i")
-            event_type = ("CASE WHEN s = 1 THEN 'start' WHEN s = 2 THEN 'node_start' "
-                          f"WHEN s = {EVENTS_PER_EXECUTION - 1} THEN 'node_complete' "
-                          f"WHEN s = {EVENTS_PER_EXECUTION} THEN 'final' ELSE 'text' END")
-            step(f"  their {EVENTS_PER_EXECUTION} events each", "executions_executionevent", {
-                "execution_id": "e.id", "seq": "s", "type": event_type,
-                "data": f"jsonb_build_object('type', {event_type}, 'seq', s, 'execution_id', 'execution:' || e.id,"
-                        " 'text', ' word')",
-                "created_at": "e.created_at + s * interval '50 milliseconds'",
-            }, f"(SELECT {_uuid('e', 'i')} AS id, {created} AS created_at FROM generate_series({first}, {last}) i) e,"
-               f" generate_series(1, {EVENTS_PER_EXECUTION}) s")
+            step(
+                f"executions {first:,}-{last:,}",
+                "executions_execution",
+                {
+                    "id": _uuid("e", "i"),
+                    "tenant_id": _uuid("t", f"{w} % {TENANTS}"),
+                    "workspace_id": _uuid("w", w),
+                    "principal_id": _uuid("p", p),
+                    "agent_version_id": _uuid("v", w),
+                    "source": "CASE WHEN i % 2 = 0 THEN 'api' ELSE 'stream' END",
+                    "state": state,
+                    "inputs": """'{"message": "hello"}'::jsonb""",
+                    "outputs": """CASE WHEN i % 1000 < 900 THEN '{"text": "an answer", "parsed_output": null}'::jsonb END""",
+                    "input_tokens": "12",
+                    "output_tokens": "40",
+                    "attempt": "1",
+                    "last_event_seq": str(EVENTS_PER_EXECUTION),
+                    "credit_account_id": f"CASE WHEN {p} % 4 = 0 THEN {_uuid('a', f'{p} % {CUSTOMERS}')} END",
+                    "idempotency_key": "CASE WHEN i % 5 = 0 THEN 'idem-' || i ELSE '' END",
+                    "lease_expires_at": "CASE WHEN i % 1000 = 998 THEN now() + interval '1 hour' END",
+                    "created_at": created,
+                    "updated_at": created,
+                    "started_at": created,
+                    "dispatched_at": created,
+                    "finished_at": f"CASE WHEN i % 1000 < 990 THEN {created} + interval '2 seconds' END",
+                },
+                f"generate_series({first}, {last}) i",
+            )
+            event_type = (
+                "CASE WHEN s = 1 THEN 'start' WHEN s = 2 THEN 'node_start' "
+                f"WHEN s = {EVENTS_PER_EXECUTION - 1} THEN 'node_complete' "
+                f"WHEN s = {EVENTS_PER_EXECUTION} THEN 'final' ELSE 'text' END"
+            )
+            step(
+                f"  their {EVENTS_PER_EXECUTION} events each",
+                "executions_executionevent",
+                {
+                    "execution_id": "e.id",
+                    "seq": "s",
+                    "type": event_type,
+                    "data": f"jsonb_build_object('type', {event_type}, 'seq', s, 'execution_id', 'execution:' || e.id,"
+                    " 'text', ' word')",
+                    "created_at": "e.created_at + s * interval '50 milliseconds'",
+                },
+                f"(SELECT {_uuid('e', 'i')} AS id, {created} AS created_at FROM generate_series({first}, {last}) i) e,"
+                f" generate_series(1, {EVENTS_PER_EXECUTION}) s",
+            )
         for constraint, definition in event_constraints:
             t0 = time.perf_counter()
             conn.execute(f'ALTER TABLE executions_executionevent ADD CONSTRAINT "{constraint}" {definition}')
             log(f"    events: {constraint}: {time.perf_counter() - t0:.1f} s")
-        step("ledger entries (hold, release, charge)", "accounts_creditentry", {
-            "account_id": "x.credit_account_id", "execution_id": "x.id",
-            "kind": "(ARRAY['hold', 'release', 'charge'])[k]", "amount": "(ARRAY[-5, 5, -2])[k]",
-            "balance_after": "1000", "created_at": "x.created_at"},
-             "executions_execution x, generate_series(1, 3) k WHERE x.credit_account_id IS NOT NULL")
-        step("idempotency keys", "executions_idempotencykey", {
-            "workspace_id": "x.workspace_id", "key": "x.idempotency_key", "request_hash": "md5(x.idempotency_key)",
-            "execution_id": "x.id", "created_at": "x.created_at", "expires_at": "x.created_at + interval '24 hours'"},
-             "executions_execution x WHERE x.idempotency_key <> ''")
+        step(
+            "ledger entries (hold, release, charge)",
+            "accounts_creditentry",
+            {
+                "account_id": "x.credit_account_id",
+                "execution_id": "x.id",
+                "kind": "(ARRAY['hold', 'release', 'charge'])[k]",
+                "amount": "(ARRAY[-5, 5, -2])[k]",
+                "balance_after": "1000",
+                "created_at": "x.created_at",
+            },
+            "executions_execution x, generate_series(1, 3) k WHERE x.credit_account_id IS NOT NULL",
+        )
+        step(
+            "idempotency keys",
+            "executions_idempotencykey",
+            {
+                "workspace_id": "x.workspace_id",
+                "key": "x.idempotency_key",
+                "request_hash": "md5(x.idempotency_key)",
+                "execution_id": "x.id",
+                "created_at": "x.created_at",
+                "expires_at": "x.created_at + interval '24 hours'",
+            },
+            "executions_execution x WHERE x.idempotency_key <> ''",
+        )
         t0 = time.perf_counter()
         conn.execute("VACUUM (ANALYZE)")
         log(f"    vacuum analyze: {time.perf_counter() - t0:.1f} s")
@@ -204,12 +317,21 @@ def _give_history(name: str, fixture: dict) -> None:
             "UPDATE executions_execution SET tenant_id = %s, workspace_id = %s,"
             " principal_id = (SELECT principal_id FROM accounts_apikey WHERE prefix = %s), credit_account_id = NULL"
             f" WHERE id IN (SELECT {_uuid('e', 'i')} FROM generate_series(0, {OWN_EXECUTIONS - 1}) i)",
-            (fixture["tenant_id"], fixture["workspace_id"], fixture["key"][:16]))
-        _insert(conn, "accounts_creditentry", {
-            "account_id": f"'{account_id}'::uuid", "kind": "(ARRAY['hold', 'release', 'charge'])[i % 3 + 1]",
-            "amount": "(ARRAY[-5, 5, -2])[i % 3 + 1]", "balance_after": "1000",
-            "execution_id": "gen_random_uuid()", "created_at": "now() - i * interval '1 minute'"},
-            f"generate_series(1, {FIXTURE_LEDGER_ENTRIES}) i")
+            (fixture["tenant_id"], fixture["workspace_id"], fixture["key"][:16]),
+        )
+        _insert(
+            conn,
+            "accounts_creditentry",
+            {
+                "account_id": f"'{account_id}'::uuid",
+                "kind": "(ARRAY['hold', 'release', 'charge'])[i % 3 + 1]",
+                "amount": "(ARRAY[-5, 5, -2])[i % 3 + 1]",
+                "balance_after": "1000",
+                "execution_id": "gen_random_uuid()",
+                "created_at": "now() - i * interval '1 minute'",
+            },
+            f"generate_series(1, {FIXTURE_LEDGER_ENTRIES}) i",
+        )
         # the moved rows leave dead versions (and index entries): vacuumed, so runs do not pile them up
         conn.execute("VACUUM (ANALYZE) executions_execution, accounts_creditentry")
 
@@ -219,7 +341,7 @@ def _give_history(name: str, fixture: dict) -> None:
 
 def _postgres_log():
     """The embedded server's log, where auto_explain writes (None on another server)."""
-    from config import local_services
+    from ops import local_services
 
     path = local_services.DATA_DIR / "postgres.log"
     return path if embedded_postgres() and path.exists() else None
@@ -229,7 +351,7 @@ def _set_auto_explain(name: str, on: bool) -> None:
     with connect(name) as conn:
         for setting, value in AUTO_EXPLAIN.items():
             if on:
-                conn.execute(f'ALTER DATABASE "{name}" SET {setting} = \'{value}\'')
+                conn.execute(f"ALTER DATABASE \"{name}\" SET {setting} = '{value}'")
             else:
                 conn.execute(f'ALTER DATABASE "{name}" RESET {setting}')
 
@@ -289,8 +411,9 @@ def summarize_plans(plans: list[tuple[float, dict]]) -> dict:
             continue
         label = short_query(LITERAL.sub("?", text))
         plan = entry["Plan"]
-        group = groups.setdefault(label, {"durations": [], "max_ms": 0.0, "buffers": 0, "read": 0,
-                                          "seq_scans": set(), "plan": None})
+        group = groups.setdefault(
+            label, {"durations": [], "max_ms": 0.0, "buffers": 0, "read": 0, "seq_scans": set(), "plan": None}
+        )
         group["durations"].append(duration)
         group["max_ms"] = max(group["max_ms"], duration)
         group["buffers"] += plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
@@ -298,11 +421,18 @@ def summarize_plans(plans: list[tuple[float, dict]]) -> dict:
         group["seq_scans"] |= {n.get("Relation Name") for n in _walk(plan) if n["Node Type"] == "Seq Scan"}
         if group["plan"] is None or duration >= group["max_ms"]:
             group["plan"] = _plan_outline(plan)
-    return {label: {"calls": len(g["durations"]), "p50_ms": round(percentile(g["durations"], 50), 3),
-                    "max_ms": round(g["max_ms"], 3), "mean_buffers": round(g["buffers"] / len(g["durations"]), 1),
-                    "mean_read": round(g["read"] / len(g["durations"]), 1),
-                    "seq_scans": sorted(s for s in g["seq_scans"] if s), "plan": g["plan"]}
-            for label, g in groups.items()}
+    return {
+        label: {
+            "calls": len(g["durations"]),
+            "p50_ms": round(percentile(g["durations"], 50), 3),
+            "max_ms": round(g["max_ms"], 3),
+            "mean_buffers": round(g["buffers"] / len(g["durations"]), 1),
+            "mean_read": round(g["read"] / len(g["durations"]), 1),
+            "seq_scans": sorted(s for s in g["seq_scans"] if s),
+            "plan": g["plan"],
+        }
+        for label, g in groups.items()
+    }
 
 
 def compare(empty: dict, filled: dict) -> list[dict]:
@@ -317,11 +447,20 @@ def compare(empty: dict, filled: dict) -> list[dict]:
             reasons.append(f"buffers {small['mean_buffers']} -> {big['mean_buffers']}")
         if small and big["p50_ms"] >= 0.2 and big["p50_ms"] >= 3 * max(small["p50_ms"], 0.01):
             reasons.append(f"time {small['p50_ms']} -> {big['p50_ms']} ms")
-        rows.append({"query": label, "calls": big["calls"], "filled_p50_ms": big["p50_ms"],
-                     "empty_p50_ms": small["p50_ms"] if small else None, "filled_max_ms": big["max_ms"],
-                     "filled_buffers": big["mean_buffers"], "filled_read": big["mean_read"],
-                     "empty_buffers": small["mean_buffers"] if small else None,
-                     "degrades": "; ".join(reasons), "plan": big["plan"]})
+        rows.append(
+            {
+                "query": label,
+                "calls": big["calls"],
+                "filled_p50_ms": big["p50_ms"],
+                "empty_p50_ms": small["p50_ms"] if small else None,
+                "filled_max_ms": big["max_ms"],
+                "filled_buffers": big["mean_buffers"],
+                "filled_read": big["mean_read"],
+                "empty_buffers": small["mean_buffers"] if small else None,
+                "degrades": "; ".join(reasons),
+                "plan": big["plan"],
+            }
+        )
     return sorted(rows, key=lambda r: (not r["degrades"], -r["filled_p50_ms"]))
 
 
@@ -336,8 +475,9 @@ def _reaper_pass(name: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url(name)}
     code = "from workers import tasks; tasks.reap_executions(); tasks.purge_expired_executions()"
     try:
-        subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=REPO, env=env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code], cwd=REPO, env=env, check=True, capture_output=True
+        )
     finally:
         app.control.purge()
 
@@ -348,7 +488,10 @@ def _measure(platform, name: str, requests: int, explained: int) -> dict:
         _give_history(name, fixture)
     result = {}
     with platform.running(database=name):
-        for label, agent, key in (("noop", "noop", fixture["key"]), ("noop_paid", "noop_credits", fixture["customer_key"])):
+        for label, agent, key in (
+            ("noop", "noop", fixture["key"]),
+            ("noop_paid", "noop_credits", fixture["customer_key"]),
+        ):
             result[label] = noop.sequential(platform.port, fixture["agents"][agent], key, requests)
     path = _postgres_log()
     if path is None:
@@ -390,8 +533,10 @@ def run(platform, executions: int, refill: bool, requests: int, explained: int) 
             admin.execute(f'DROP DATABASE IF EXISTS "{EMPTY_DB}" WITH (FORCE)')
     return {
         "history": info,
-        "noop_empty": empty["noop"], "noop_filled": big["noop"],
-        "noop_paid_empty": empty["noop_paid"], "noop_paid_filled": big["noop_paid"],
+        "noop_empty": empty["noop"],
+        "noop_filled": big["noop"],
+        "noop_paid_empty": empty["noop_paid"],
+        "noop_paid_filled": big["noop_paid"],
         "statements": compare(empty["plans"], big["plans"]),
         "reaper_statements": compare(empty["reaper_plans"], big["reaper_plans"]),
     }

@@ -31,8 +31,9 @@ async def _run(platform, fixture: dict, executions: int, cap: float) -> dict:
         try:
             await connection.open()
             record["posted"] = time.perf_counter()
-            async for event in connection.stream("POST", f"/agents/{agent_id}/execute/stream",
-                                                 {"X-API-Key": fixture["key"]}, {"message": "go"}):
+            async for event in connection.stream(
+                "POST", f"/agents/{agent_id}/execute/stream", {"X-API-Key": fixture["key"]}, {"message": "go"}
+            ):
                 record["start"] = event.received
                 break
             else:
@@ -47,7 +48,9 @@ async def _run(platform, fixture: dict, executions: int, cap: float) -> dict:
     def sample(conn, started):
         running, finished = conn.execute(
             "SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = ANY(%s))"
-            " FROM executions_execution WHERE agent_version_id = %s", (list(TERMINAL), version_id)).fetchone()
+            " FROM executions_execution WHERE agent_version_id = %s",
+            (list(TERMINAL), version_id),
+        ).fetchone()
         samples.append((time.perf_counter() - started, running, finished, tree_rss_mb(worker_pid)))
         return finished
 
@@ -59,8 +62,9 @@ async def _run(platform, fixture: dict, executions: int, cap: float) -> dict:
     deadline = started + cap
     while time.perf_counter() < deadline:
         finished = await asyncio.to_thread(sample, conn, started)
-        if finished >= executions or (all(task.done() for task in tasks)
-                                      and finished >= sum(1 for r in records if r["start"])):
+        if finished >= executions or (
+            all(task.done() for task in tasks) and finished >= sum(1 for r in records if r["start"])
+        ):
             break
         await asyncio.sleep(0.25)
     await asyncio.to_thread(sample, conn, started)
@@ -70,7 +74,9 @@ async def _run(platform, fixture: dict, executions: int, cap: float) -> dict:
     cpu = meter.stop()
     created, completed, last_finished = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE state = 'completed'), extract(epoch FROM max(finished_at))"
-        " FROM executions_execution WHERE agent_version_id = %s", (version_id,)).fetchone()
+        " FROM executions_execution WHERE agent_version_id = %s",
+        (version_id,),
+    ).fetchone()
     left = _cancel_leftovers(conn, version_id)
     conn.close()
 
@@ -78,20 +84,27 @@ async def _run(platform, fixture: dict, executions: int, cap: float) -> dict:
     peak_running = max((s[1] for s in samples), default=0)
     rss_peak = max((s[3] for s in samples), default=rss_idle)
     return {
-        "executions": executions, "created": created, "completed": completed,
+        "executions": executions,
+        "created": created,
+        "completed": completed,
         "start_errors": sum(1 for r in records if r["error"]),
         "first_errors": sorted({r["error"] for r in records if r["error"]})[:3],
-        "capped": bool(left), "cap_seconds": cap, "left_cancelled": left,
+        "capped": bool(left),
+        "cap_seconds": cap,
+        "left_cancelled": left,
         "wall_seconds": round(wall, 2) if wall else None,
         "per_s": round(completed / wall, 1) if wall else round(completed / cap, 1),
         "start_latency": latency_ms([r["start"] - r["posted"] for r in records if r["start"] and r["posted"]]),
-        "peak_running": peak_running, "worker_processes": worker_processes,
-        "worker_rss_mb_idle": round(rss_idle, 1), "worker_rss_mb_peak": round(rss_peak, 1),
+        "peak_running": peak_running,
+        "worker_processes": worker_processes,
+        "worker_rss_mb_idle": round(rss_idle, 1),
+        "worker_rss_mb_peak": round(rss_peak, 1),
         # the worker's whole RSS at peak per execution in flight (what capacity costs: a process per
         # slot with prefork), and only its growth during the run
         "worker_rss_kb_per_inflight": round(rss_peak * 1024 / peak_running, 1) if peak_running else None,
         "worker_rss_growth_kb_per_inflight": round((rss_peak - rss_idle) * 1024 / peak_running, 1)
-        if peak_running else None,
+        if peak_running
+        else None,
         "machine_busy_pct": round(cpu["machine_busy_pct"], 1),
         "cpu_seconds_by_process": {k: round(v, 2) for k, v in cpu["cpu_seconds"].items()},
     }
@@ -103,7 +116,9 @@ def _cancel_leftovers(conn, version_id) -> int:
     cursor = conn.execute(
         "UPDATE executions_execution SET state = 'cancelled', cancel_requested = true, failure_reason = 'cancelled',"
         " finished_at = now(), updated_at = now(), lease_owner = '', lease_expires_at = NULL"
-        " WHERE agent_version_id = %s AND NOT (state = ANY(%s))", (version_id, list(TERMINAL)))
+        " WHERE agent_version_id = %s AND NOT (state = ANY(%s))",
+        (version_id, list(TERMINAL)),
+    )
     return cursor.rowcount
 
 
@@ -111,11 +126,11 @@ PREFORK_MAX = 32  # a prefork child is a whole process (~100 MB): 500 of them wo
 
 
 def worker_pool() -> str:
-    """The pool `config/processes.py` starts the worker with (--pool / -P, else the app's setting)."""
+    """The pool `ops/processes.py` starts the worker with (--pool / -P, else the app's setting)."""
     from django.conf import settings
 
-    from config import processes
     from config.celery import app
+    from ops import processes
 
     command, _ = processes.worker(1, settings.CELERY_TASK_DEFAULT_QUEUE)
     for index, arg in enumerate(command):
@@ -133,8 +148,10 @@ def run(platform, fixture: dict, executions: int, concurrency: int, cap: float) 
     pool, requested = worker_pool(), concurrency
     if pool == "prefork" and concurrency > PREFORK_MAX:
         concurrency = PREFORK_MAX
-        log(f"  the worker pool is prefork: --concurrency {requested} would fork {requested} processes;"
-            f" using {concurrency}")
+        log(
+            f"  the worker pool is prefork: --concurrency {requested} would fork {requested} processes;"
+            f" using {concurrency}"
+        )
     platform.stop_worker()
     platform.start_worker(concurrency)
     log(f"  worker with --concurrency {concurrency} ready; starting {executions} executions")
@@ -143,6 +160,4 @@ def run(platform, fixture: dict, executions: int, concurrency: int, cap: float) 
     finally:
         platform.stop_worker(grace=5)
         app.control.purge()  # the task messages of cancelled leftovers
-    return {"worker_pool": pool, "worker_concurrency": concurrency, "worker_concurrency_requested": requested,
-            **result}
-
+    return {"worker_pool": pool, "worker_concurrency": concurrency, "worker_concurrency_requested": requested, **result}

@@ -16,8 +16,7 @@ class NoopFailed(Exception):
 
 async def execute_once(connection: Connection, agent_id: str, key: str) -> float:
     started = time.perf_counter()
-    response = await connection.request("POST", f"/agents/{agent_id}/execute", {"X-API-Key": key},
-                                        {"message": "ping"})
+    response = await connection.request("POST", f"/agents/{agent_id}/execute", {"X-API-Key": key}, {"message": "ping"})
     elapsed = time.perf_counter() - started
     if response.status != 200 or response.json()["data"]["status"] != "completed":
         raise NoopFailed(f"HTTP {response.status}: {response.body[:300]!r}")
@@ -41,7 +40,7 @@ async def _closed_loop(port: int, agent_id: str, key: str, clients: int, seconds
             while time.perf_counter() < deadline:
                 try:
                     latencies.append(await asyncio.wait_for(execute_once(connection, agent_id, key), 60))
-                except (NoopFailed, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                except (TimeoutError, NoopFailed, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     errors.append(repr(exc)[:200])
                     connection.close()
                     await asyncio.sleep(0.1)
@@ -58,6 +57,13 @@ def closed_loop(port: int, agent_id: str, key: str, clients: int, seconds: float
     latencies, errors = asyncio.run(_closed_loop(port, agent_id, key, clients, seconds))
     elapsed = time.perf_counter() - started
     cpu = meter.stop()
-    return {"clients": clients, "seconds": round(elapsed, 1), "done": len(latencies), "failed": len(errors),
-            "first_errors": sorted(set(errors))[:3], "per_s": round(len(latencies) / elapsed, 1),
-            **latency_ms(latencies), **cpu_summary(cpu, len(latencies))}
+    return {
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "done": len(latencies),
+        "failed": len(errors),
+        "first_errors": sorted(set(errors))[:3],
+        "per_s": round(len(latencies) / elapsed, 1),
+        **latency_ms(latencies),
+        **cpu_summary(cpu, len(latencies)),
+    }

@@ -25,8 +25,9 @@ async def _stream_once(connection: Connection, agent_id: str, key: str) -> tuple
     started = time.perf_counter()
     first = last = None
     events = 0
-    async for event in connection.stream("POST", f"/agents/{agent_id}/execute/stream", {"X-API-Key": key},
-                                         {"message": "ping"}):
+    async for event in connection.stream(
+        "POST", f"/agents/{agent_id}/execute/stream", {"X-API-Key": key}, {"message": "ping"}
+    ):
         first = first or event.received
         last = event
         events += 1
@@ -38,12 +39,17 @@ async def _stream_once(connection: Connection, agent_id: str, key: str) -> tuple
 def stream_latency(port: int, agent_id: str, key: str, requests: int, chunk_delay_ms: int, warmup: int = 3) -> dict:
     """`model_ms`: the model's own time (9 delays between 10 words); text is coalesced into one event
     per TEXT_FLUSH_INTERVAL_MS, so `events_per_stream` counts what the client really received."""
+
     async def call(connection):
         return await _stream_once(connection, agent_id, key)
 
     times = asyncio.run(one_at_a_time(HOST, port, call, requests, warmup))
-    return {"first_event": latency_ms([t[0] for t in times]), "final_event": latency_ms([t[1] for t in times]),
-            "model_ms": 9 * chunk_delay_ms, "events_per_stream": round(sum(t[2] for t in times) / len(times), 1)}
+    return {
+        "first_event": latency_ms([t[0] for t in times]),
+        "final_event": latency_ms([t[1] for t in times]),
+        "model_ms": 9 * chunk_delay_ms,
+        "events_per_stream": round(sum(t[2] for t in times) / len(times), 1),
+    }
 
 
 # --- fan-out --------------------------------------------------------------------------------------
@@ -80,8 +86,11 @@ def _redis_clients(channel: str) -> dict:
     client = redis_client()
     info = client.info("clients")
     pubsub_clients = len(client.execute_command("CLIENT LIST TYPE pubsub").splitlines())
-    return {"connected_clients": info["connected_clients"], "pubsub_connections": pubsub_clients,
-            "channel_subscribers": client.pubsub_numsub(channel)[0][1]}
+    return {
+        "connected_clients": info["connected_clients"],
+        "pubsub_connections": pubsub_clients,
+        "channel_subscribers": client.pubsub_numsub(channel)[0][1],
+    }
 
 
 async def _settle(channel: str, api_pid: int, cap: float) -> None:
@@ -97,13 +106,15 @@ async def _settle(channel: str, api_pid: int, cap: float) -> None:
         previous = subscribers
 
 
-async def _fanout(platform, fixture: dict, clients: int, connect_parallel: int, connect_cap: float,
-                  stream_cap: float) -> dict:
+async def _fanout(
+    platform, fixture: dict, clients: int, connect_parallel: int, connect_cap: float, stream_cap: float
+) -> dict:
     port, key, api_pid = platform.port, fixture["key"], platform.api.pid
     control = await Connection(HOST, port).open()
     try:  # the sync endpoint answers at the suspension
-        response = await control.request("POST", f"/agents/{fixture['agents']['fanout']}/execute",
-                                         {"X-API-Key": key}, {"message": "fan-out"})
+        response = await control.request(
+            "POST", f"/agents/{fixture['agents']['fanout']}/execute", {"X-API-Key": key}, {"message": "fan-out"}
+        )
     finally:
         control.close()
     data = response.json()["data"]
@@ -112,8 +123,9 @@ async def _fanout(platform, fixture: dict, clients: int, connect_parallel: int, 
     execution_id = data["execution_id"]
     execution_uuid = uuid.UUID(execution_id.partition(":")[2])
     with connect() as conn:
-        last_seq = conn.execute("SELECT last_event_seq FROM executions_execution WHERE id = %s",
-                                (execution_uuid,)).fetchone()[0]
+        last_seq = conn.execute(
+            "SELECT last_event_seq FROM executions_execution WHERE id = %s", (execution_uuid,)
+        ).fetchone()[0]
     channel = f"execution-events:{execution_uuid}"
     rss_before, redis_before = tree_rss_mb(api_pid), _redis_clients(channel)
 
@@ -148,8 +160,11 @@ async def _fanout(platform, fixture: dict, clients: int, connect_parallel: int, 
         except asyncio.CancelledError:
             reader.cancel()
         except (OSError, HttpError, asyncio.IncompleteReadError, ValueError) as exc:
-            record["error"] = (f"HTTP {record['status']}" if record["status"] not in (None, 200)
-                               else f"{type(exc).__name__}: {str(exc)[:80]}")
+            record["error"] = (
+                f"HTTP {record['status']}"
+                if record["status"] not in (None, 200)
+                else f"{type(exc).__name__}: {str(exc)[:80]}"
+            )
         finally:
             connection.close()
 
@@ -180,18 +195,33 @@ async def _fanout(platform, fixture: dict, clients: int, connect_parallel: int, 
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     recorder.stop()
-    return {"external_event_status": post_status,
-            **_fanout_report(clients, records, recorder.published, connect_seconds, stream_seconds,
-                             rss_before, rss_peak, redis_before, redis_peak)}
+    return {
+        "external_event_status": post_status,
+        **_fanout_report(
+            clients,
+            records,
+            recorder.published,
+            connect_seconds,
+            stream_seconds,
+            rss_before,
+            rss_peak,
+            redis_before,
+            redis_peak,
+        ),
+    }
 
 
 async def _post_event(port: int, execution_id: str, key: str) -> int | str:
     connection = Connection(HOST, port)
     try:
-        response = await asyncio.wait_for(connection.request(
-            "POST", f"/executions/{execution_id}/external-event", {"X-API-Key": key}, {"event": "go", "payload": {}}), 60)
+        response = await asyncio.wait_for(
+            connection.request(
+                "POST", f"/executions/{execution_id}/external-event", {"X-API-Key": key}, {"event": "go", "payload": {}}
+            ),
+            60,
+        )
         return response.status
-    except (OSError, HttpError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+    except (TimeoutError, OSError, HttpError, asyncio.IncompleteReadError) as exc:
         return f"{type(exc).__name__}"
     finally:
         connection.close()
@@ -207,8 +237,9 @@ def _resume_directly(execution_id: uuid.UUID) -> None:
         post_external_event(Execution.objects.get(id=execution_id), "go", {})
 
 
-def _fanout_report(clients, records, published, connect_seconds, stream_seconds, rss_before, rss_peak,
-                   redis_before, redis_peak) -> dict:
+def _fanout_report(
+    clients, records, published, connect_seconds, stream_seconds, rss_before, rss_peak, redis_before, redis_peak
+) -> dict:
     connected = [r for r in records if r["status"] == 200]
     final_seq = max((seq for seq, (_, type_) in published.items() if type_ == "final"), default=None)
     per_event_last, deliveries = [], []
@@ -218,28 +249,40 @@ def _fanout_report(clients, records, published, connect_seconds, stream_seconds,
             per_event_last.append(max(received) - at)
             deliveries.extend(t - at for t in received)
     got_final = sum(1 for r in connected if final_seq is not None and any(s == final_seq for s, _ in r["events"]))
-    failures = Counter(r["error"] or ("no answer in time" if r["status"] is None else f"HTTP {r['status']}")
-                       for r in records if r["error"] is not None or r["status"] != 200)
+    failures = Counter(
+        r["error"] or ("no answer in time" if r["status"] is None else f"HTTP {r['status']}")
+        for r in records
+        if r["error"] is not None or r["status"] != 200
+    )
     return {
-        "clients": clients, "connected": len(connected), "failed": clients - len(connected),
+        "clients": clients,
+        "connected": len(connected),
+        "failed": clients - len(connected),
         "failures": dict(failures.most_common(5)),
-        "received_final": got_final, "events_published": len(published),
-        "connect_seconds": round(connect_seconds, 1), "stream_seconds": round(stream_seconds, 1),
-        "api_rss_mb_before": round(rss_before, 1), "api_rss_mb_streams": round(rss_peak, 1),
+        "received_final": got_final,
+        "events_published": len(published),
+        "connect_seconds": round(connect_seconds, 1),
+        "stream_seconds": round(stream_seconds, 1),
+        "api_rss_mb_before": round(rss_before, 1),
+        "api_rss_mb_streams": round(rss_peak, 1),
         "api_rss_kb_per_stream": round((rss_peak - rss_before) * 1024 / len(connected), 1) if connected else None,
         "api_rss_kb_per_client": round((rss_peak - rss_before) * 1024 / clients, 1),
-        "redis_before": redis_before, "redis_with_streams": redis_peak,
+        "redis_before": redis_before,
+        "redis_with_streams": redis_peak,
         "publish_to_last_client_ms": {
             "p50": round(percentile(per_event_last, 50) * 1000, 1) if per_event_last else None,
-            "p99": round(percentile(per_event_last, 99) * 1000, 1) if per_event_last else None},
+            "p99": round(percentile(per_event_last, 99) * 1000, 1) if per_event_last else None,
+        },
         "publish_to_each_client_ms": {
             "p50": round(percentile(deliveries, 50) * 1000, 1) if deliveries else None,
-            "p99": round(percentile(deliveries, 99) * 1000, 1) if deliveries else None},
+            "p99": round(percentile(deliveries, 99) * 1000, 1) if deliveries else None,
+        },
     }
 
 
-def fanout(platform, fixture: dict, clients: int, connect_parallel: int = 200, connect_cap: float = 90,
-           stream_cap: float = 60) -> dict:
+def fanout(
+    platform, fixture: dict, clients: int, connect_parallel: int = 200, connect_cap: float = 90, stream_cap: float = 60
+) -> dict:
     import sys
 
     switch = sys.getswitchinterval()

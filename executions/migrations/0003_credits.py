@@ -5,26 +5,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_credits'),
-        ('executions', '0002_idempotency_keys'),
+        ("accounts", "0002_credits"),
+        ("executions", "0002_idempotency_keys"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='execution',
-            name='credit_account',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='accounts.creditaccount'),
+            model_name="execution",
+            name="credit_account",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="accounts.creditaccount",
+            ),
         ),
         migrations.AddField(
-            model_name='execution',
-            name='credits_held',
+            model_name="execution",
+            name="credits_held",
             field=models.DecimalField(decimal_places=6, default=0, max_digits=18),
         ),
         migrations.AlterField(
-            model_name='execution',
-            name='credits',
-            field=models.DecimalField(decimal_places=6, default=0, help_text='Credits charged', max_digits=18),
+            model_name="execution",
+            name="credits",
+            field=models.DecimalField(decimal_places=6, default=0, help_text="Credits charged", max_digits=18),
         ),
     ]

@@ -4,25 +4,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('executions', '0003_credits'),
+        ("executions", "0003_credits"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='execution',
-            name='batch_key',
-            field=models.CharField(blank=True, default='', help_text='The item key of a batch item', max_length=128),
+            model_name="execution",
+            name="batch_key",
+            field=models.CharField(blank=True, default="", help_text="The item key of a batch item", max_length=128),
         ),
         migrations.AddField(
-            model_name='execution',
-            name='resume_deadline',
+            model_name="execution",
+            name="resume_deadline",
             field=models.DateTimeField(blank=True, db_index=True, null=True),
         ),
         migrations.AlterField(
-            model_name='execution',
-            name='state',
-            field=models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('awaiting_client_tool', 'Awaiting Client Tool'), ('awaiting_approval', 'Awaiting Approval'), ('waiting_for_external_event', 'Waiting For External Event'), ('waiting_for_sub_execution', 'Waiting For Sub Execution'), ('completed', 'Completed'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=32),
+            model_name="execution",
+            name="state",
+            field=models.CharField(
+                choices=[
+                    ("queued", "Queued"),
+                    ("running", "Running"),
+                    ("awaiting_client_tool", "Awaiting Client Tool"),
+                    ("awaiting_approval", "Awaiting Approval"),
+                    ("waiting_for_external_event", "Waiting For External Event"),
+                    ("waiting_for_sub_execution", "Waiting For Sub Execution"),
+                    ("completed", "Completed"),
+                    ("failed", "Failed"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="queued",
+                max_length=32,
+            ),
         ),
     ]

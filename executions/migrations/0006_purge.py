@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('executions', '0005_skill_executions'),
+        ("executions", "0005_skill_executions"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='execution',
-            name='is_purged',
+            model_name="execution",
+            name="is_purged",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='execution',
-            name='purged_at',
+            model_name="execution",
+            name="purged_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

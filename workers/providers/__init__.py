@@ -15,9 +15,11 @@ def get_provider(model_config: dict) -> ModelProvider:
         return BuiltinModel(model_config or {})
     if provider in OPENAI_COMPATIBLE:
         from workers.providers.openai_compat import OpenAICompatibleModel
+
         return OpenAICompatibleModel(model_config)
     if provider == "anthropic":
         from workers.providers.anthropic_provider import AnthropicModel
+
         return AnthropicModel(model_config)
     raise ValueError(f"unknown model provider {provider!r}")
 

@@ -21,12 +21,21 @@ the runtime keeps them on the assistant message and they are sent back first in 
 content, as the API requires when thinking and tool use are combined.
 """
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import anthropic
 
-from workers.providers.base import (ModelChunk, ProviderError, SdkModel, Usage, classify_status,
-                                    error_details, parse_arguments, redact, retry_after_seconds)
+from workers.providers.base import (
+    ModelChunk,
+    ProviderError,
+    SdkModel,
+    Usage,
+    classify_status,
+    error_details,
+    parse_arguments,
+    redact,
+    retry_after_seconds,
+)
 
 PROVIDER = "Anthropic"
 
@@ -41,15 +50,23 @@ def to_anthropic_messages(messages: list[dict]) -> tuple[str, list[dict]]:
                 system.append(content)
             continue
         if role == "tool":
-            role, blocks = "user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id", ""),
-                                     "content": content}]
+            role, blocks = (
+                "user",
+                [{"type": "tool_result", "tool_use_id": message.get("tool_call_id", ""), "content": content}],
+            )
         else:
             blocks = [{"type": "text", "text": content}] if content else []
             if role == "assistant":
                 blocks = list((message.get("provider_data") or {}).get("anthropic_thinking", [])) + blocks
-                blocks += [{"type": "tool_use", "id": call["id"], "name": call["name"],
-                            "input": call.get("arguments") if isinstance(call.get("arguments"), dict) else {}}
-                           for call in message.get("tool_calls") or []]
+                blocks += [
+                    {
+                        "type": "tool_use",
+                        "id": call["id"],
+                        "name": call["name"],
+                        "input": call.get("arguments") if isinstance(call.get("arguments"), dict) else {},
+                    }
+                    for call in message.get("tool_calls") or []
+                ]
         if not blocks:
             continue
         if converted and converted[-1]["role"] == role:
@@ -70,14 +87,23 @@ class AnthropicModel(SdkModel):
         """The keyword arguments of messages.create."""
         options = self.options
         system, converted = to_anthropic_messages(messages)
-        request = {"model": options.get("model", ""), "max_tokens": int(options.get("max_tokens") or 4096),
-                   "messages": converted, "stream": True}
+        request = {
+            "model": options.get("model", ""),
+            "max_tokens": int(options.get("max_tokens") or 4096),
+            "messages": converted,
+            "stream": True,
+        }
         if system:
             request["system"] = system
         if tools:
-            request["tools"] = [{"name": tool["name"], "description": tool.get("description", ""),
-                                 "input_schema": tool.get("parameters") or {"type": "object", "properties": {}}}
-                                for tool in tools]
+            request["tools"] = [
+                {
+                    "name": tool["name"],
+                    "description": tool.get("description", ""),
+                    "input_schema": tool.get("parameters") or {"type": "object", "properties": {}},
+                }
+                for tool in tools
+            ]
         if options.get("thinking_budget_tokens"):
             request["thinking"] = {"type": "enabled", "budget_tokens": int(options["thinking_budget_tokens"])}
         if options.get("temperature") is not None:
@@ -92,8 +118,7 @@ class AnthropicModel(SdkModel):
     def _chunks(self, response) -> Iterator[ModelChunk]:
         tool_blocks: dict[int, dict] = {}  # content block index -> {"id", "name", "json": fragments}
         thinking: dict[int, dict] = {}  # content block index -> the thinking block, kept for the next turn
-        counts = {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0,
-                  "cache_creation_input_tokens": 0}
+        counts = {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
 
         def count(usage):
             for name in counts:
@@ -124,30 +149,45 @@ class AnthropicModel(SdkModel):
                     tool_blocks[event.index]["json"] += delta.partial_json
             elif event.type == "content_block_stop" and event.index in tool_blocks:
                 block = tool_blocks.pop(event.index)
-                yield ModelChunk(kind="tool_call", tool_call={"id": block["id"], "name": block["name"],
-                                                              "arguments": parse_arguments(block["json"])})
+                yield ModelChunk(
+                    kind="tool_call",
+                    tool_call={"id": block["id"], "name": block["name"], "arguments": parse_arguments(block["json"])},
+                )
             elif event.type == "message_delta":
                 count(event.usage)
         if thinking:
-            yield ModelChunk(kind="provider_data",
-                             provider_data={"anthropic_thinking": [thinking[i] for i in sorted(thinking)]})
+            yield ModelChunk(
+                kind="provider_data", provider_data={"anthropic_thinking": [thinking[i] for i in sorted(thinking)]}
+            )
         cache_read, cache_write = counts["cache_read_input_tokens"], counts["cache_creation_input_tokens"]
-        yield ModelChunk(kind="usage", usage=Usage(input_tokens=counts["input_tokens"] + cache_read + cache_write,
-                                                   output_tokens=counts["output_tokens"],
-                                                   cached_input_tokens=cache_read))
+        yield ModelChunk(
+            kind="usage",
+            usage=Usage(
+                input_tokens=counts["input_tokens"] + cache_read + cache_write,
+                output_tokens=counts["output_tokens"],
+                cached_input_tokens=cache_read,
+            ),
+        )
 
     def _error(self, exc: anthropic.APIError, key: str, key_env: str) -> ProviderError:
         if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderError("provider_timeout", f"{PROVIDER}: no answer within "
-                                 f"{self.options.get('timeout_seconds', 60)} s.", retryable=True)
+            return ProviderError(
+                "provider_timeout",
+                f"{PROVIDER}: no answer within {self.options.get('timeout_seconds', 60)} s.",
+                retryable=True,
+            )
         if isinstance(exc, anthropic.APIConnectionError):
             cause = redact(str(exc.__cause__ or ""), key, 200)
-            return ProviderError("provider_unavailable", f"{PROVIDER}: connection failed"
-                                 + (f" ({cause})." if cause else "."), retryable=True)
+            return ProviderError(
+                "provider_unavailable",
+                f"{PROVIDER}: connection failed" + (f" ({cause})." if cause else "."),
+                retryable=True,
+            )
         code, message = error_details(exc.body)
         status = getattr(exc, "status_code", None)
         headers = exc.response.headers if isinstance(exc, anthropic.APIStatusError) else None
         if status == 200:  # an `error` event inside the stream
             status, headers = None, None
-        return classify_status(PROVIDER, status, code, redact(message, key), key_env=key_env,
-                               retry_after=retry_after_seconds(headers))
+        return classify_status(
+            PROVIDER, status, code, redact(message, key), key_env=key_env, retry_after=retry_after_seconds(headers)
+        )

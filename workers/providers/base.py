@@ -11,8 +11,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +52,13 @@ class ModelProvider(Protocol):
 # --- errors ------------------------------------------------------------------------------------
 
 FAILURE_REASONS = (
-    "provider_rate_limited",    # 429: retryable
-    "provider_error",           # 5xx or an error event in the stream: retryable
-    "provider_timeout",         # no answer within timeout_seconds, 408, 504: retryable
-    "provider_unavailable",     # connection refused or reset, 503, 529 overloaded: retryable
+    "provider_rate_limited",  # 429: retryable
+    "provider_error",  # 5xx or an error event in the stream: retryable
+    "provider_timeout",  # no answer within timeout_seconds, 408, 504: retryable
+    "provider_unavailable",  # connection refused or reset, 503, 529 overloaded: retryable
     "context_length_exceeded",  # the prompt does not fit the model's context: not retryable
-    "provider_auth_error",      # 401/403 or no key in the environment: not retryable
-    "invalid_request",          # any other 4xx: not retryable
+    "provider_auth_error",  # 401/403 or no key in the environment: not retryable
+    "invalid_request",  # any other 4xx: not retryable
 )
 
 
@@ -69,8 +70,15 @@ class ProviderError(Exception):
     its first chunk); `retry_after` is the server's Retry-After in seconds, when it sent one.
     """
 
-    def __init__(self, failure_reason: str, message: str, *, retryable: bool = False,
-                 retry_after: float | None = None, status_code: int | None = None):
+    def __init__(
+        self,
+        failure_reason: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+    ):
         assert failure_reason in FAILURE_REASONS, failure_reason
         super().__init__(message)
         self.failure_reason = failure_reason
@@ -81,8 +89,14 @@ class ProviderError(Exception):
 
 
 CONTEXT_LENGTH_MARKERS = (
-    "context_length_exceeded", "context length", "context window", "context size",  # OpenAI, vLLM, llama.cpp
-    "prompt is too long", "too many tokens", "maximum context", "exceed_context_size",  # Anthropic, others
+    "context_length_exceeded",
+    "context length",
+    "context window",
+    "context size",  # OpenAI, vLLM, llama.cpp
+    "prompt is too long",
+    "too many tokens",
+    "maximum context",
+    "exceed_context_size",  # Anthropic, others
 )
 
 
@@ -104,19 +118,28 @@ def redact(text: str, secret: str | None, limit: int = 500) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def classify_status(provider: str, status: int | None, code: str, message: str, *,
-                    retry_after: float | None = None, key_env: str = "") -> ProviderError:
+def classify_status(
+    provider: str, status: int | None, code: str, message: str, *, retry_after: float | None = None, key_env: str = ""
+) -> ProviderError:
     """An HTTP error status (None: an error event inside a 200 stream) -> ProviderError."""
     detail = f"{provider} returned HTTP {status}" if status else f"{provider} sent an error in the stream"
     lowered = f"{code} {message}".lower()
     if status in (401, 403) or code in ("authentication_error", "permission_error", "invalid_api_key"):
         # The server's own text is left out: some echo a part of the key back.
-        return ProviderError("provider_auth_error", f"{detail}: the API key from the environment variable "
-                             f"{key_env or '(none)'} was refused.", status_code=status)
+        return ProviderError(
+            "provider_auth_error",
+            f"{detail}: the API key from the environment variable {key_env or '(none)'} was refused.",
+            status_code=status,
+        )
     text = f"{detail}: {message}" if message else detail
     if status == 429 or code in ("rate_limit_error", "rate_limit_exceeded", "insufficient_quota"):
-        return ProviderError("provider_rate_limited", text, retryable=code != "insufficient_quota",
-                             retry_after=retry_after, status_code=status)
+        return ProviderError(
+            "provider_rate_limited",
+            text,
+            retryable=code != "insufficient_quota",
+            retry_after=retry_after,
+            status_code=status,
+        )
     if any(marker in lowered for marker in CONTEXT_LENGTH_MARKERS) and (status is None or 400 <= status < 500):
         return ProviderError("context_length_exceeded", text, status_code=status)
     if status in (408, 504) or code == "timeout_error":
@@ -149,8 +172,9 @@ def api_key_from_env(provider: str, options: dict, default_env: str) -> tuple[st
     if not key:
         if options.get("base_url"):
             return "no-key", env
-        raise ProviderError("provider_auth_error", f"{provider}: the environment variable {env} holding "
-                            "the API key is not set.")
+        raise ProviderError(
+            "provider_auth_error", f"{provider}: the environment variable {env} holding the API key is not set."
+        )
     return key, env
 
 
@@ -174,15 +198,19 @@ RETRY_AFTER_MAX_SECONDS = 20.0
 
 def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
     """0.5 s * 2^attempt (capped) plus up to 25 % jitter; a server's Retry-After wins, up to a cap."""
-    delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** attempt)
+    delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
     delay += random.uniform(0, delay / 4)
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_MAX_SECONDS))
     return delay
 
 
-def with_retries(attempt: Callable[[], Iterator[ModelChunk]], max_retries: int, provider: str,
-                 sleep: Callable[[float], None] = time.sleep) -> Iterator[ModelChunk]:
+def with_retries(
+    attempt: Callable[[], Iterator[ModelChunk]],
+    max_retries: int,
+    provider: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[ModelChunk]:
     """Run `attempt()` (a generator raising ProviderError) again on a retryable error, at most
     `max_retries` more times, but only while none of its chunks was yielded: once output reached the
     consumer a retry would stream it twice, so the error is raised. Closing this generator closes
@@ -198,8 +226,15 @@ def with_retries(attempt: Callable[[], Iterator[ModelChunk]], max_retries: int, 
             if yielded or not exc.retryable or number >= max_retries:
                 raise
             delay = backoff_seconds(number, exc.retry_after)
-            logger.warning("%s: %s (%s); retry %d of %d in %.2f s", provider, exc.failure_reason, exc,
-                           number + 1, max_retries, delay)
+            logger.warning(
+                "%s: %s (%s); retry %d of %d in %.2f s",
+                provider,
+                exc.failure_reason,
+                exc,
+                number + 1,
+                max_retries,
+                delay,
+            )
         finally:
             chunks.close()
         sleep(delay)
@@ -215,7 +250,7 @@ class SdkModel:
     class), `create`, `_chunks` (SDK events -> ModelChunk) and `_error` (SDK error -> ProviderError)."""
 
     name = ""
-    label = ""            # the provider in messages
+    label = ""  # the provider in messages
     key_env_default = ""  # the environment variable of the key unless `api_key_env` names another
     sdk_error: type[Exception] = Exception
 
@@ -226,13 +261,18 @@ class SdkModel:
         """A generator: errors (a missing key too) surface while iterating; close() ends the request."""
         key, key_env = api_key_from_env(self.label, self.options, self.key_env_default)
         request = self.request(messages, tools)
-        yield from with_retries(lambda: self._attempt(request, key, key_env),
-                                int(self.options.get("max_retries", 2)), self.name)
+        yield from with_retries(
+            lambda: self._attempt(request, key, key_env), int(self.options.get("max_retries", 2)), self.name
+        )
 
     def _attempt(self, request: dict, key: str, key_env: str) -> Iterator[ModelChunk]:
         """One request; the SDK's own retries are off (ours are in with_retries)."""
-        client = self.client(api_key=key, base_url=self.options.get("base_url") or None,
-                             timeout=float(self.options.get("timeout_seconds", 60)), max_retries=0)
+        client = self.client(
+            api_key=key,
+            base_url=self.options.get("base_url") or None,
+            timeout=float(self.options.get("timeout_seconds", 60)),
+            max_retries=0,
+        )
         response = None
         try:
             response = self.create(client, request)

@@ -18,13 +18,12 @@ is everything the model received (roles and contents), for tests of the context.
 import hashlib
 import json
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from django.conf import settings
 
-from workers.templates import render
-
 from workers.providers.base import ModelChunk, Usage
+from workers.templates import render
 
 DEFAULT_REPLY = (
     "This answer comes from the built-in deterministic model, which runs without any network. "
@@ -47,8 +46,11 @@ def _parsed(text):
 def _script_context(messages: list[dict]) -> dict:
     first_user = next((m.get("content") for m in messages if m.get("role") == "user"), "")
     last_tool = next((m.get("content") for m in reversed(messages) if m.get("role") == "tool"), None)
-    return {"prompt": _parsed(first_user), "last_tool_result": _parsed(last_tool),
-            "messages": [{"role": m.get("role"), "content": m.get("content")} for m in messages]}
+    return {
+        "prompt": _parsed(first_user),
+        "last_tool_result": _parsed(last_tool),
+        "messages": [{"role": m.get("role"), "content": m.get("content")} for m in messages],
+    }
 
 
 class BuiltinModel:
@@ -89,7 +91,10 @@ class BuiltinModel:
             yield ModelChunk(kind="text", text=word if index == 0 else " " + word)
         for index, call in enumerate(turn.get("tool_calls", [])):
             output_tokens += 1
-            call_id = call.get("id") or "tc_" + hashlib.sha1(f"{len(messages)}:{index}:{call['name']}".encode()).hexdigest()[:12]
+            call_id = (
+                call.get("id")
+                or "tc_" + hashlib.sha1(f"{len(messages)}:{index}:{call['name']}".encode()).hexdigest()[:12]
+            )
             yield ModelChunk(kind="tool_call", tool_call={**call, "id": call_id})
         input_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         yield ModelChunk(kind="usage", usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens))

@@ -20,12 +20,21 @@ Reasoning comes as `delta.reasoning_content` (vLLM, DeepSeek, llama.cpp) or `del
 """
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import openai
 
-from workers.providers.base import (ModelChunk, ProviderError, SdkModel, Usage, classify_status,
-                                    error_details, parse_arguments, redact, retry_after_seconds)
+from workers.providers.base import (
+    ModelChunk,
+    ProviderError,
+    SdkModel,
+    Usage,
+    classify_status,
+    error_details,
+    parse_arguments,
+    redact,
+    retry_after_seconds,
+)
 
 
 def _arguments_json(arguments) -> str:
@@ -44,10 +53,20 @@ def to_openai_messages(messages: list[dict]) -> list[dict]:
         if role == "tool":
             converted.append({"role": "tool", "tool_call_id": message.get("tool_call_id", ""), "content": content})
         elif role == "assistant" and message.get("tool_calls"):
-            converted.append({"role": "assistant", "content": content or None, "tool_calls": [
-                {"id": call["id"], "type": "function",
-                 "function": {"name": call["name"], "arguments": _arguments_json(call.get("arguments"))}}
-                for call in message["tool_calls"]]})
+            converted.append(
+                {
+                    "role": "assistant",
+                    "content": content or None,
+                    "tool_calls": [
+                        {
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": _arguments_json(call.get("arguments"))},
+                        }
+                        for call in message["tool_calls"]
+                    ],
+                }
+            )
         else:
             converted.append({"role": role, "content": content})
     return converted
@@ -56,9 +75,17 @@ def to_openai_messages(messages: list[dict]) -> list[dict]:
 def to_openai_tools(tools: list[dict] | None) -> list[dict] | None:
     if not tools:
         return None
-    return [{"type": "function", "function": {"name": tool["name"], "description": tool.get("description", ""),
-                                              "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}}
-            for tool in tools]
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool["name"],
+                "description": tool.get("description", ""),
+                "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
+            },
+        }
+        for tool in tools
+    ]
 
 
 class OpenAICompatibleModel(SdkModel):
@@ -71,8 +98,12 @@ class OpenAICompatibleModel(SdkModel):
     def request(self, messages: list[dict], tools: list[dict] | None) -> dict:
         """The keyword arguments of chat.completions.create."""
         options = self.options
-        request = {"model": options.get("model", ""), "messages": to_openai_messages(messages), "stream": True,
-                   "stream_options": {"include_usage": True}}
+        request = {
+            "model": options.get("model", ""),
+            "messages": to_openai_messages(messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         if tools:
             request["tools"] = to_openai_tools(tools)
         for name in ("temperature", "max_tokens", "max_completion_tokens", "extra_body"):
@@ -81,8 +112,10 @@ class OpenAICompatibleModel(SdkModel):
         if options.get("response_format"):
             request["response_format"] = options["response_format"]
         elif options.get("output_schema"):
-            request["response_format"] = {"type": "json_schema",
-                                          "json_schema": {"name": "output", "schema": options["output_schema"]}}
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": options["output_schema"]},
+            }
         return request
 
     def create(self, client, request: dict):
@@ -95,16 +128,20 @@ class OpenAICompatibleModel(SdkModel):
         def finished_calls():
             for index in sorted(calls):
                 call = calls[index]
-                yield ModelChunk(kind="tool_call", tool_call={"id": call["id"], "name": call["name"],
-                                                              "arguments": parse_arguments(call["arguments"])})
+                yield ModelChunk(
+                    kind="tool_call",
+                    tool_call={"id": call["id"], "name": call["name"], "arguments": parse_arguments(call["arguments"])},
+                )
             calls.clear()
 
         for chunk in response:
             if chunk.usage is not None:
                 details = chunk.usage.prompt_tokens_details
-                usage = Usage(input_tokens=chunk.usage.prompt_tokens or 0,
-                              output_tokens=chunk.usage.completion_tokens or 0,
-                              cached_input_tokens=(details.cached_tokens or 0) if details else 0)
+                usage = Usage(
+                    input_tokens=chunk.usage.prompt_tokens or 0,
+                    output_tokens=chunk.usage.completion_tokens or 0,
+                    cached_input_tokens=(details.cached_tokens or 0) if details else 0,
+                )
             for choice in chunk.choices or []:
                 delta = choice.delta
                 if delta is not None:
@@ -128,14 +165,21 @@ class OpenAICompatibleModel(SdkModel):
     def _error(self, exc: openai.APIError, key: str, key_env: str) -> ProviderError:
         provider = "OpenAI-compatible provider"
         if isinstance(exc, openai.APITimeoutError):
-            return ProviderError("provider_timeout", f"{provider}: no answer within "
-                                 f"{self.options.get('timeout_seconds', 60)} s.", retryable=True)
+            return ProviderError(
+                "provider_timeout",
+                f"{provider}: no answer within {self.options.get('timeout_seconds', 60)} s.",
+                retryable=True,
+            )
         if isinstance(exc, openai.APIConnectionError):
             cause = redact(str(exc.__cause__ or ""), key, 200)
-            return ProviderError("provider_unavailable", f"{provider}: connection failed"
-                                 + (f" ({cause})." if cause else "."), retryable=True)
+            return ProviderError(
+                "provider_unavailable",
+                f"{provider}: connection failed" + (f" ({cause})." if cause else "."),
+                retryable=True,
+            )
         code, message = error_details(exc.body)
         status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
         headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else None
-        return classify_status(provider, status, code, redact(message, key), key_env=key_env,
-                               retry_after=retry_after_seconds(headers))
+        return classify_status(
+            provider, status, code, redact(message, key), key_env=key_env, retry_after=retry_after_seconds(headers)
+        )

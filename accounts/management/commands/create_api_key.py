@@ -1,8 +1,8 @@
-from config.commands import write_result
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import ApiKeyKind
 from accounts.services import issue_api_key, workspace_and_customer
+from core.commands import write_result
 
 
 class Command(BaseCommand):
@@ -12,8 +12,11 @@ class Command(BaseCommand):
         parser.add_argument("--workspace", required=True, help="Workspace id")
         parser.add_argument("--kind", required=True, choices=["workspace", "end_user"])
         parser.add_argument("--name", default="")
-        parser.add_argument("--customer", help="end_user keys: the customer's external id (created if new); "
-                            "its credits are used and shown in X-Credits-Remaining")
+        parser.add_argument(
+            "--customer",
+            help="end_user keys: the customer's external id (created if new); "
+            "its credits are used and shown in X-Credits-Remaining",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object and nothing else.")
 
     def handle(self, *args, **options):

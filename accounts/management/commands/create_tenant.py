@@ -1,7 +1,7 @@
-from config.commands import write_result
 from django.core.management.base import BaseCommand
 
 from accounts.services import create_tenant
+from core.commands import write_result
 
 
 class Command(BaseCommand):

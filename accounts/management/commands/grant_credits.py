@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.credits import grant_credits
 from accounts.models import CreditAccount
 from accounts.services import workspace_and_customer
-from config.commands import write_result
+from core.commands import write_result
 
 
 class Command(BaseCommand):
@@ -31,9 +31,13 @@ class Command(BaseCommand):
             raise CommandError(str(exc))
         account, _ = CreditAccount.objects.get_or_create(workspace=workspace, customer=customer)
         entry = grant_credits(account, amount, note=options["note"])
-        write_result(self, {
-            "workspace_id": str(workspace.id),
-            "customer_id": str(customer.id) if customer else None,
-            "account_id": str(account.id),
-            "balance": str(entry.balance_after),
-        }, options["json"])
+        write_result(
+            self,
+            {
+                "workspace_id": str(workspace.id),
+                "customer_id": str(customer.id) if customer else None,
+                "account_id": str(account.id),
+                "balance": str(entry.balance_after),
+            },
+            options["json"],
+        )

@@ -1,0 +1,84 @@
+"""How to start the platform's processes; shared by `make run`, the tests and the benchmark.
+
+Each process kind gets its database connection policy (see DATABASES in settings):
+- api: uvicorn (ASGI), Django's psycopg pool of 10;
+- worker: Celery's threads pool, one thread per run in flight (`concurrency` of them), sharing a
+  pool of WORKER_DB_POOL_SIZE connections. Threads rather than prefork: a run spends its life waiting
+  on a model stream, which a thread does for ~100 KiB and no CPU where a forked child costs a whole
+  Django process. Threads rather than gevent or an asyncio runner: every library we call (psycopg,
+  the model SDKs, boto3, Langfuse's OpenTelemetry exporter) works unchanged, with no monkey-patching;
+  the GIL is no limit for runs that mostly wait;
+- housekeeping: beat plus a one-slot worker on the housekeeping queue (reaper, purge), so they
+  never wait behind a backlog of executions. Run exactly one.
+"""
+
+import sys
+
+from django.conf import settings
+
+API_ENV = {"DB_POOL_MAX_SIZE": "10", "DB_APPLICATION_NAME": "skillrun-api"}
+
+
+def api(host: str, port: int, *extra: str) -> tuple[list[str], dict]:
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "config.asgi:application",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "5",
+        *extra,
+    ]
+    return command, API_ENV
+
+
+def worker(concurrency: int, queue: str, *extra: str) -> tuple[list[str], dict]:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        queue,
+        *extra,
+    ]
+    return command, {"DB_POOL_MAX_SIZE": str(settings.WORKER_DB_POOL_SIZE), "DB_APPLICATION_NAME": "skillrun-worker"}
+
+
+def housekeeping(schedule_path: str, *extra: str) -> tuple[list[str], dict]:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "--beat",
+        "--schedule",
+        schedule_path,
+        "--loglevel",
+        "INFO",
+        "--pool",
+        "solo",
+        "--queues",
+        settings.HOUSEKEEPING_QUEUE,
+        *extra,
+    ]
+    return command, {"DB_CONN_MAX_AGE": "300", "DB_APPLICATION_NAME": "skillrun-housekeeping"}
