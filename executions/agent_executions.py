@@ -1,22 +1,20 @@
-"""Starting agent executions (spec/agents-execute.txt): one, or a batch of items.
+"""Starting agent executions (spec/agents-execute.txt): one, or a batch of items, from inputs the
+surface validated (api/agents/schemas.py).
 
 Everything a start writes happens in one transaction: the Idempotency-Key claim, the credit hold
 (402 rolls it all back: no execution, no key used) and the execution rows; the task messages
 are published after commit.
 """
 
-from django.conf import settings
 from django.db import transaction
 
 from accounts.credits import account_for, hold_credits
 from agents.credit_rules import quote
-from agents.selectors import get_live_agent
-from api.agents.schemas import parse_batch_items, parse_execute_inputs, parse_json_object
 from conversations.selectors import conversation_for_execution
 from core.ids import uuid7
 from executions import services
-from executions.idempotency import claim_idempotency_key, parse_idempotency_key, request_fingerprint
-from executions.models import ExecutionSource, IdempotencyKey
+from executions.idempotency import claim_idempotency_key
+from executions.models import Execution, ExecutionSource, IdempotencyKey
 
 
 def _create(caller, agent, inputs: dict, source: str, **fields):
@@ -47,43 +45,43 @@ def _check_conversation(caller, agent, inputs: dict) -> None:
         inputs["conversation_scope"] = conversation_for_execution(caller, agent, inputs["conversation_scope"]).public_id
 
 
-def _start(caller, agent_id: str, request, route: str, create):
-    agent = get_live_agent(caller.workspace, agent_id)
-    idempotency_key = parse_idempotency_key(request.headers)
-    body = parse_json_object(request.body)
+def _start(caller, idempotency_key: str | None, fingerprint: str | None, create):
+    """create() in the transaction that claims the Idempotency-Key (its row stays locked until the
+    commit, so concurrent identical requests wait and exactly one creates)."""
     with transaction.atomic():
-        claimed = None
-        if idempotency_key:
-            claimed = claim_idempotency_key(
-                caller.workspace, idempotency_key, request_fingerprint(f"{route} {agent.id}", body)
-            )
-        execution = create(agent, body, idempotency_key or "")
+        claimed = claim_idempotency_key(caller.workspace, idempotency_key, fingerprint) if idempotency_key else None
+        execution = create()
         if claimed:
             IdempotencyKey.objects.filter(id=claimed.id).update(execution=execution)
     return execution
 
 
-def start_agent_execution(caller, agent_id: str, request, source: str, route: str):
-    def create(agent, body, idempotency_key):
-        inputs = parse_execute_inputs(body, agent, caller.workspace)
+def start_agent_execution(
+    *, caller, agent, inputs: dict, idempotency_key: str | None, fingerprint: str | None, source: str
+) -> Execution:
+    """One execution of the agent's live version with validated `inputs` (api/agents/schemas.py).
+    `fingerprint` identifies the request an Idempotency-Key was sent with (request_fingerprint)."""
+
+    def create():
         _check_conversation(caller, agent, inputs)
-        return _create(caller, agent, inputs, source, idempotency_key=idempotency_key)
+        return _create(caller, agent, inputs, source, idempotency_key=idempotency_key or "")
 
-    return _start(caller, agent_id, request, route, create)
+    return _start(caller, idempotency_key, fingerprint, create)
 
 
-def start_agent_batch(caller, agent_id: str, request):
-    """The batch is a parent execution waiting for its items; each item is a child execution that any
-    worker of the fleet may run. The parent's events: batch_started, batch_progress per finished
-    item, batch_completed."""
+def start_agent_batch(
+    *, caller, agent, items: list[tuple[str, dict]], idempotency_key: str | None, fingerprint: str | None
+) -> Execution:
+    """The batch of validated `(key, inputs)` items is a parent execution waiting for its items; each
+    item is a child execution that any worker of the fleet may run. The parent's events:
+    batch_started, batch_progress per finished item, batch_completed."""
 
-    def create(agent, body, idempotency_key):
-        items = parse_batch_items(body, agent, caller.workspace, settings.BATCH_MAX_ITEMS)
+    def create():
         batch = services.create_batch(
             workspace=caller.workspace,
             principal=caller.principal,
             agent_version=agent.live_version,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key or "",
         )
         for _, inputs in items:
             _check_conversation(caller, agent, inputs)
@@ -94,4 +92,4 @@ def start_agent_batch(caller, agent_id: str, request):
         services.start_batch(batch, agent, children)
         return batch
 
-    return _start(caller, agent_id, request, "execute/batch", create)
+    return _start(caller, idempotency_key, fingerprint, create)

@@ -10,7 +10,7 @@ from django.db import transaction
 from accounts.selectors import model_config_for
 from agents.models import Skill
 from agents.skill_inputs import inputs_errors
-from api.agents.schemas import parse_json_object
+from api.http.schemas import json_object
 from core.errors import ApiError, not_found
 from executions import services
 from executions.idempotency import claim_idempotency_key, parse_idempotency_key, request_fingerprint
@@ -59,7 +59,7 @@ def start_skill_execution(
     if skill.live_version is None:
         raise ApiError(409, "skill_not_published", "The skill has no published version.")
     idempotency_key = parse_idempotency_key(request.headers)
-    body = parse_json_object(request.body)
+    body = json_object(request.body)
     inputs = body.get("inputs")
     if not isinstance(inputs, dict):
         raise ApiError(

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from accounts.services import revoke_api_key
+from executions.models import Execution
 from tests.helpers import auth, read_stream, stream_agent
 
 pytestmark = pytest.mark.django_db
@@ -68,6 +69,32 @@ def test_a_limit_changed_in_settings_changes_the_schema(client, settings):
     assert tool_result_limit() == 1000
     settings.TOOL_RESULT_MAX_BYTES = 2048
     assert tool_result_limit() == 2048
+
+
+def test_the_batch_item_limit_is_the_setting_in_the_schema_and_in_the_check(client, tenant, agent, settings):
+    def documented_limit():
+        schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+        operation = schema["paths"]["/agents/{agent_id}/execute/batch"]["post"]
+        body = resolve(schema, operation["requestBody"]["content"]["application/json"]["schema"])
+        return body["properties"]["items"]["maxItems"]
+
+    def batch(count):
+        items = [{"key": f"item-{i}", "message": "hi"} for i in range(count)]
+        return client.post(
+            f"/agents/{agent.id}/execute/batch",
+            data={"items": items},
+            content_type="application/json",
+            headers=auth(tenant),
+        )
+
+    for limit in (3, 5):
+        settings.BATCH_MAX_ITEMS = limit
+        assert documented_limit() == limit
+        refused = batch(limit + 1)
+        assert refused.status_code == 400
+        assert (refused.json()["error"]["code"], refused.json()["error"]["field"]) == ("too_many_items", "items")
+        assert batch(limit).status_code == 200
+    assert Execution.objects.filter(source="batch_item").count() == 3 + 5
 
 
 @pytest.mark.django_db(transaction=True)

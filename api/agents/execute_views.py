@@ -11,34 +11,102 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
 
-from api.agents.execution_views import async_api_view, run_authenticated, sse_response
+from agents.selectors import get_live_agent
+from api.agents.schemas import ExecuteBatchInput, ExecuteInput, SyncExecuteOutput
+from api.http.async_views import async_api_view, run_authenticated, sse_response
+from api.http.openapi import IDEMPOTENCY_HEADER, WORKSPACE_HEADER, async_operation, path_param
+from api.http.schemas import data_envelope, json_object, parse, render
 from executions.agent_executions import start_agent_batch, start_agent_execution
+from executions.idempotency import parse_idempotency_key, request_fingerprint
 from executions.models import ExecutionSource
 from executions.streaming import follow_events, relay_events
 
+PARAMETERS = [path_param("agent_id"), WORKSPACE_HEADER, IDEMPOTENCY_HEADER]
+ERRORS = {status: "error" for status in (400, 401, 403, 404, 409, 422)}
+BATCH_ERRORS = {status: "error" for status in (400, 401, 402, 403, 404, 409, 422)}
+SyncExecuteOutputEnvelope = data_envelope(SyncExecuteOutput)
 
-async def _start(request, agent_id, source, route):
-    return await run_authenticated(request, start_agent_execution, agent_id, request, source, route)
+
+def _parse(caller, agent_id: str, request, route: str, schema):
+    """The agent (its rules are the body's), the body validated by `schema`, and the Idempotency-Key
+    with the fingerprint of the request it came with."""
+    agent = get_live_agent(caller.workspace, agent_id)
+    idempotency_key = parse_idempotency_key(request.headers)
+    body = json_object(request.body)
+    parsed = parse(schema, body, agent=agent, workspace=caller.workspace)
+    fingerprint = request_fingerprint(f"{route} {agent.id}", body) if idempotency_key else None
+    return agent, parsed, {"idempotency_key": idempotency_key, "fingerprint": fingerprint}
 
 
+def _start_execution(caller, agent_id: str, request, source: str, route: str):
+    agent, body, idempotency = _parse(caller, agent_id, request, route, ExecuteInput)
+    return start_agent_execution(caller=caller, agent=agent, inputs=body.inputs(), source=source, **idempotency)
+
+
+def _start_batch(caller, agent_id: str, request):
+    agent, body, idempotency = _parse(caller, agent_id, request, "execute/batch", ExecuteBatchInput)
+    items = [(item.key, item.inputs()) for item in body.items]
+    return start_agent_batch(caller=caller, agent=agent, items=items, **idempotency)
+
+
+@async_operation(
+    path="/agents/{agent_id}/execute/stream",
+    method="post",
+    operation_id="agents_execute_stream",
+    tag="agents",
+    summary="Execute an agent as an SSE stream",
+    description="The execution's events, `id: <seq>` then `data: <json>`, to `final` or `error`.",
+    request=ExecuteInput,
+    responses={200: "sse", **ERRORS},
+    parameters=PARAMETERS,
+)
 @async_api_view("POST")
 async def execute_stream(request, agent_id):
     """POST /agents/{agent_id}/execute/stream: `id: <seq>` + `data: <json>` frames to final/error."""
-    execution = await _start(request, agent_id, ExecutionSource.STREAM, "execute/stream")
+    execution = await run_authenticated(
+        request, _start_execution, agent_id, request, ExecutionSource.STREAM, "execute/stream"
+    )
     return sse_response(relay_events(execution.id))
 
 
+@async_operation(
+    path="/agents/{agent_id}/execute/batch",
+    method="post",
+    operation_id="agents_execute_batch",
+    tag="agents",
+    summary="Execute an agent on many items",
+    description="Each item runs as its own child execution, anywhere in the worker fleet, with its credits held "
+    "per item (402 for the whole batch if they cannot all be held). The SSE answer is the batch "
+    "execution's log: `batch_started` (the items' execution ids), `batch_progress` as each item "
+    "ends (key, status, output or error, completed/total), `batch_completed` (succeeded, failed). "
+    "At most BATCH_MAX_ITEMS items; item errors name the item (`items[3].message`).",
+    request=ExecuteBatchInput,
+    responses={200: "sse", **BATCH_ERRORS},
+    parameters=PARAMETERS,
+)
 @async_api_view("POST")
 async def execute_batch(request, agent_id):
     """POST /agents/{agent_id}/execute/batch: the batch's events, batch_started to batch_completed."""
-    batch = await run_authenticated(request, start_agent_batch, agent_id, request)
+    batch = await run_authenticated(request, _start_batch, agent_id, request)
     return sse_response(relay_events(batch.id))
 
 
+@async_operation(
+    path="/agents/{agent_id}/execute",
+    method="post",
+    operation_id="agents_execute",
+    tag="agents",
+    summary="Execute an agent and wait",
+    description="Blocks until the execution completes, fails or suspends. After SYNC_EXECUTE_TIMEOUT_SECONDS it "
+    "answers 202 with the current status.",
+    request=ExecuteInput,
+    responses={200: SyncExecuteOutputEnvelope, 202: SyncExecuteOutputEnvelope, **ERRORS},
+    parameters=PARAMETERS,
+)
 @async_api_view("POST")
 async def execute_sync(request, agent_id):
     """POST /agents/{agent_id}/execute: blocks until the execution ends (or the sync timeout)."""
-    execution = await _start(request, agent_id, ExecutionSource.API, "execute")
+    execution = await run_authenticated(request, _start_execution, agent_id, request, ExecutionSource.API, "execute")
     last = None
     try:
         async with asyncio.timeout(settings.SYNC_EXECUTE_TIMEOUT_SECONDS):
@@ -49,7 +117,8 @@ async def execute_sync(request, agent_id):
         last = None
     if last is None or last["type"] not in ("final", "error", "suspended"):
         await sync_to_async(execution.refresh_from_db)()
-        return JsonResponse({"data": {"execution_id": execution.public_id, "status": execution.state}}, status=202)
+        data = {"execution_id": execution.public_id, "status": execution.state}
+        return JsonResponse({"data": render(SyncExecuteOutput, data)}, status=202)
     data = {"execution_id": execution.public_id, "status": last["status"]}
     if last["type"] == "final":
         # the spec's example has cost_microdollars inside `output`; the top-level copy is kept for clients
@@ -62,4 +131,4 @@ async def execute_sync(request, agent_id):
         )
     elif last["type"] == "error":
         data["error"] = {"code": last["code"], "message": last["message"]}
-    return JsonResponse({"data": data})
+    return JsonResponse({"data": render(SyncExecuteOutput, data)})

@@ -2,11 +2,14 @@
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from pydantic import Field
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.agents.serializers import execution_data
+from api.agents.serializers import ExecutionData
 from api.http.async_views import async_api_view, last_event_id, run_authenticated, sse_response
+from api.http.openapi import LAST_EVENT_ID_HEADER, async_operation, path_param
+from api.http.schemas import Schema, data_envelope, render
 from executions import services
 from executions.models import ExecutionState
 from executions.selectors import get_readable_execution
@@ -15,13 +18,17 @@ from executions.streaming import relay_events
 
 
 class ExecutionDetailView(APIView):
-    @extend_schema(summary="Get an execution", responses={200: OpenApiResponse(description='{"data": execution}')})
+    Output = ExecutionData
+
+    @extend_schema(summary="Get an execution", responses={200: data_envelope(Output)})
     def get(self, request, execution_id):
         execution = get_readable_execution(request.user, execution_id)
-        return Response({"data": execution_data(execution)})
+        return Response({"data": render(self.Output, self.Output.fields(execution))})
 
 
 class ExecutionCancelView(APIView):
+    Output = ExecutionData
+
     @extend_schema(
         summary="Cancel an execution",
         description="Queued and suspended executions are cancelled at once (200); a running one is asked to "
@@ -29,17 +36,39 @@ class ExecutionCancelView(APIView):
         "execution cannot be cancelled (409 `execution_finished`).",
         request=None,
         responses={
-            200: OpenApiResponse(description="cancelled"),
-            202: OpenApiResponse(description="stopping"),
+            200: OpenApiResponse(data_envelope(Output), description="cancelled"),
+            202: OpenApiResponse(data_envelope(Output), description="stopping"),
             409: OpenApiResponse(description="already finished"),
         },
     )
     def post(self, request, execution_id):
         execution = services.cancel_on_request(get_readable_execution(request.user, execution_id))
         status = 200 if execution.state == ExecutionState.CANCELLED else 202
-        return Response({"data": execution_data(execution)}, status=status)
+        return Response({"data": render(self.Output, self.Output.fields(execution))}, status=status)
 
 
+@async_operation(
+    path="/executions/{execution_id}/events",
+    method="get",
+    operation_id="executions_events",
+    tag="executions",
+    summary="Follow an execution's events (SSE)",
+    description="Starts at the first event, or after `Last-Event-ID` (header, or `last_event_id` / `lastEventId` in "
+    "the query for EventSource). Ends after `final` or `error`, or at a suspension.",
+    responses={200: "sse", **{status: "error" for status in (400, 401, 404)}},
+    parameters=[
+        path_param("execution_id"),
+        LAST_EVENT_ID_HEADER,
+        {"in": "query", "name": "last_event_id", "required": False, "schema": {"type": "integer", "minimum": 0}},
+        {
+            "in": "query",
+            "name": "token",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "A stream token from POST /executions/{id}/stream-token, instead of the key header.",
+        },
+    ],
+)
 @async_api_view("GET")
 async def execution_events(request, execution_id):
     """GET /executions/{id}/events: the execution's events after Last-Event-ID, live, to the end."""
@@ -53,14 +82,18 @@ async def execution_events(request, execution_id):
 
 
 class ExecutionStreamTokenView(APIView):
+    class Output(Schema):
+        token: str
+        expires_in: int = Field(description="Seconds (SSE_TOKEN_MAX_AGE_SECONDS)")
+
     @extend_schema(
         summary="Get a stream token for EventSource",
         description="Browsers' EventSource cannot send headers: pass the token as "
         "`GET /executions/{id}/events?token=...` (valid for this execution, SSE_TOKEN_MAX_AGE_SECONDS).",
         request=None,
-        responses={201: OpenApiResponse(description='{"data": {"token": "...", "expires_in": 300}}')},
+        responses={201: data_envelope(Output)},
     )
     def post(self, request, execution_id):
         execution = get_readable_execution(request.user, execution_id)
-        token = issue_stream_token(request.user, execution)
-        return Response({"data": {"token": token, "expires_in": settings.SSE_TOKEN_MAX_AGE_SECONDS}}, status=201)
+        data = {"token": issue_stream_token(request.user, execution), "expires_in": settings.SSE_TOKEN_MAX_AGE_SECONDS}
+        return Response({"data": render(self.Output, data)}, status=201)

@@ -180,97 +180,11 @@ EVENT = {
     "required": ["type", "execution_id", "seq"],
 }
 
-EXECUTE_REQUEST = {
-    "type": "object",
-    "properties": {
-        "message": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 65536,
-            "description": "Required when the agent has requires_user_message.",
-        },
-        "attachments": {
-            "type": "array",
-            "maxItems": 10,
-            "items": {
-                "type": "object",
-                "required": ["storage_key"],
-                "properties": {
-                    "storage_key": {"type": "string", "description": "From POST /attachments/upload"},
-                    "filename": {"type": "string"},
-                    "content_type": {"type": "string"},
-                },
-            },
-        },
-        "variables": {"type": "object", "description": "At most 16 KiB as compact UTF-8 JSON."},
-        "conversation_scope": {"type": "string", "maxLength": 255},
-        "external_user_id": {"type": "string", "maxLength": 255},
-        "client_tools": {
-            "type": "array",
-            "maxItems": 32,
-            "items": {
-                "type": "object",
-                "required": ["name"],
-                "properties": {
-                    "name": {
-                        "type": "string",
-                        "pattern": "^[a-z][a-z0-9_]{0,63}$",
-                        "description": "Must not be one of the agent's server tools.",
-                    },
-                    "description": {"type": "string"},
-                    "parameters": {"type": "object"},
-                },
-            },
-        },
-    },
-}
-
-USAGE = {
-    "type": "object",
-    "properties": {k: {"type": "integer"} for k in ("input_tokens", "output_tokens", "total_tokens")},
-}
-
-SYNC_RESPONSE = {
-    "type": "object",
-    "properties": {
-        "data": {
-            "type": "object",
-            "properties": {
-                "execution_id": {"type": "string"},
-                "status": {
-                    "type": "string",
-                    "enum": [
-                        "completed",
-                        "awaiting_approval",
-                        "waiting_for_external_event",
-                        "awaiting_client_tool",
-                        "failed",
-                        "cancelled",
-                    ],
-                },
-                "output": {
-                    "type": "object",
-                    "properties": {
-                        "text": {"type": "string"},
-                        "parsed_output": {"nullable": True},
-                        "usage": USAGE,
-                        "cost_microdollars": {"type": "integer"},
-                    },
-                },
-                "cost_microdollars": {"type": "integer"},
-                "latency_ms": {"type": "integer"},
-                "error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
-            },
-        }
-    },
-}
-
-SSE = {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ExecutionEvent"}}}
 JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 SECURITY = [{"ApiKeyHeader": []}, {"BearerKey": []}]
 
 
-def _path_param(name):
+def path_param(name):
     return {"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
 
 
@@ -294,152 +208,20 @@ IDEMPOTENCY_HEADER = {
 }
 
 
-def _errors(*codes):
-    return {str(code): {"description": "error", "content": JSON_ERROR} for code in codes}
+LAST_EVENT_ID_HEADER = {
+    "in": "header",
+    "name": "Last-Event-ID",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Resume after this event's seq.",
+}
 
 
 def add_async_endpoints(result, generator, request, public):
+    """drf-spectacular's postprocessing hook: the declared async operations, and the components
+    they share (Error, ExecutionEvent)."""
     components = result.setdefault("components", {}).setdefault("schemas", {})
     components.update({"Error": ERROR, "ExecutionEvent": EVENT})
     for operation in ASYNC_OPERATIONS:
         result["paths"].setdefault(operation.path, {})[operation.method] = _render_operation(operation, components)
-    agent_params = [_path_param("agent_id"), WORKSPACE_HEADER, IDEMPOTENCY_HEADER]
-    result["paths"]["/agents/{agent_id}/execute"] = {
-        "post": {
-            "operationId": "agents_execute",
-            "tags": ["agents"],
-            "summary": "Execute an agent and wait",
-            "description": "Blocks until the execution completes, fails or suspends. After "
-            "SYNC_EXECUTE_TIMEOUT_SECONDS it answers 202 with the current status.",
-            "parameters": agent_params,
-            "security": SECURITY,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": EXECUTE_REQUEST}}},
-            "responses": {
-                "200": {
-                    "description": "ended or suspended",
-                    "content": {"application/json": {"schema": SYNC_RESPONSE}},
-                },
-                "202": {"description": "still running"},
-                **_errors(400, 401, 403, 404, 409, 422),
-            },
-        }
-    }
-    result["paths"]["/agents/{agent_id}/execute/stream"] = {
-        "post": {
-            "operationId": "agents_execute_stream",
-            "tags": ["agents"],
-            "summary": "Execute an agent as an SSE stream",
-            "parameters": agent_params,
-            "security": SECURITY,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": EXECUTE_REQUEST}}},
-            "responses": {
-                "200": {"description": "the execution's events to `final` or `error`", "content": SSE},
-                **_errors(400, 401, 403, 404, 409, 422),
-            },
-        }
-    }
-    result["paths"]["/executions/{execution_id}/events"] = {
-        "get": {
-            "operationId": "executions_events",
-            "tags": ["executions"],
-            "summary": "Follow an execution's events (SSE)",
-            "description": "Starts at the first event, or after `Last-Event-ID` (header, or `last_event_id` / "
-            "`lastEventId` in the query for EventSource). Ends after `final` or `error`, or at a suspension.",
-            "parameters": [
-                _path_param("execution_id"),
-                {
-                    "in": "header",
-                    "name": "Last-Event-ID",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 0},
-                },
-                {
-                    "in": "query",
-                    "name": "last_event_id",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 0},
-                },
-                {
-                    "in": "query",
-                    "name": "token",
-                    "required": False,
-                    "schema": {"type": "string"},
-                    "description": "A stream token from POST /executions/{id}/stream-token, instead of the key header.",
-                },
-            ],
-            "security": SECURITY,
-            "responses": {"200": {"description": "the events", "content": SSE}, **_errors(400, 401, 404)},
-        }
-    }
-    result["paths"]["/v1/spaces/{space_id}/skills/executions/{execution_id}/events"] = {
-        "get": {
-            "operationId": "skills_execution_events",
-            "tags": ["skills"],
-            "summary": "Follow a skill execution (SSE)",
-            "description": "The execution's events: start, state_changed, materials_staged, node_start, iteration, "
-            "reasoning, text, tool_call, tool_result, sub_execution_started, sub_execution_finished, "
-            "node_complete, artifact, final or error. Resumable with `Last-Event-ID` (or `last_event_id`).",
-            "parameters": [
-                _path_param("space_id"),
-                _path_param("execution_id"),
-                {
-                    "in": "header",
-                    "name": "Last-Event-ID",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 0},
-                },
-            ],
-            "security": SECURITY,
-            "responses": {"200": {"description": "the events", "content": SSE}, **_errors(400, 401, 404)},
-        }
-    }
-    result["paths"]["/agents/{agent_id}/execute/batch"] = {
-        "post": {
-            "operationId": "agents_execute_batch",
-            "tags": ["agents"],
-            "summary": "Execute an agent on many items",
-            "description": "Each item runs as its own child execution, anywhere in the worker fleet, with its credits held "
-            "per item (402 for the whole batch if they cannot all be held). The SSE answer is the batch "
-            "execution's log: `batch_started` (the items' execution ids), `batch_progress` as each item "
-            "ends (key, status, output or error, completed/total), `batch_completed` (succeeded, failed). "
-            "At most BATCH_MAX_ITEMS (100) items; item errors name the item (`items[3].message`).",
-            "parameters": agent_params,
-            "security": SECURITY,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": BATCH_REQUEST}}},
-            "responses": {
-                "200": {"description": "the batch's events", "content": SSE},
-                **_errors(400, 401, 402, 403, 404, 409, 422),
-            },
-        }
-    }
     return result
-
-
-BATCH_REQUEST = {
-    "type": "object",
-    "required": ["items"],
-    "properties": {
-        "items": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 100,
-            "items": {
-                "allOf": [
-                    EXECUTE_REQUEST,
-                    {
-                        "type": "object",
-                        "required": ["key"],
-                        "properties": {
-                            "key": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": 128,
-                                "description": "Unique in the batch",
-                            }
-                        },
-                    },
-                ]
-            },
-        }
-    },
-}

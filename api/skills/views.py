@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.agents.execution_views import async_api_view, last_event_id, run_authenticated, sse_response
+from api.http.openapi import LAST_EVENT_ID_HEADER, async_operation, path_param
 from api.skills.serializers import artifact_from_token, skill_execution_data
 from core.errors import ApiError, not_found
 from core.ids import parse_prefixed_id
@@ -132,6 +133,18 @@ class ExecutionByChatToolCallView(APIView):
         return Response({"data": skill_execution_data(execution)})
 
 
+@async_operation(
+    path="/v1/spaces/{space_id}/skills/executions/{execution_id}/events",
+    method="get",
+    operation_id="skills_execution_events",
+    tag="skills",
+    summary="Follow a skill execution (SSE)",
+    description="The execution's events: start, state_changed, materials_staged, node_start, iteration, "
+    "reasoning, text, tool_call, tool_result, sub_execution_started, sub_execution_finished, "
+    "node_complete, artifact, final or error. Resumable with `Last-Event-ID` (or `last_event_id`).",
+    responses={200: "sse", **{status: "error" for status in (400, 401, 404)}},
+    parameters=[path_param("space_id"), path_param("execution_id"), LAST_EVENT_ID_HEADER],
+)
 @async_api_view("GET")
 async def skill_execution_events(request, space_id, execution_id):
     """GET .../skills/executions/{id}/events: the execution's SSE stream, resumable by Last-Event-ID."""
