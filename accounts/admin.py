@@ -104,7 +104,7 @@ class CreditEntryInline(ReadOnlyTabularInline):
 
 @admin.register(CreditAccount)
 class CreditAccountAdmin(admin.ModelAdmin):
-    """Balances change only through the ledger (grant_credits, executions)."""
+    """Balances change only through the ledger (do_grant_credits, executions)."""
 
     list_display = ("__str__", "workspace", "customer", "balance")
     list_filter = ("workspace",)

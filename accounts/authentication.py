@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from rest_framework import authentication, exceptions
 
+from accounts.api_keys import find_active_key
 from accounts.models import ApiKey
-from accounts.selectors import find_active_key
 
 
 @dataclass

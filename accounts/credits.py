@@ -36,10 +36,14 @@ def account_for(workspace, principal) -> CreditAccount:
 
 
 @transaction.atomic
-def post_entry(
+def do_post_entry(
     account_id, kind: str, amount: Decimal, execution_id=None, note: str = "", require_funds: bool = False
 ) -> CreditEntry:
-    """Append one entry and move the balance by `amount` (signed)."""
+    """Append one entry and move the balance by `amount` (signed).
+
+    Locks the account's row (its conditional UPDATE) until the caller's transaction ends, so the
+    balance and `balance_after` agree; with `require_funds` a debit the balance cannot cover
+    raises InsufficientCredits instead."""
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE accounts_creditaccount SET balance = balance + %s WHERE id = %s"
@@ -56,26 +60,29 @@ def post_entry(
     )
 
 
-def grant_credits(account: CreditAccount, amount: Decimal, note: str = "") -> CreditEntry:
+def do_grant_credits(account: CreditAccount, amount: Decimal, note: str = "") -> CreditEntry:
+    """Locks the account's row (do_post_entry)."""
     if amount <= 0:
         raise ValueError("a grant must be positive")
-    return post_entry(account.id, CreditEntryKind.GRANT, Decimal(amount), note=note)
+    return do_post_entry(account.id, CreditEntryKind.GRANT, Decimal(amount), note=note)
 
 
-def hold_credits(account: CreditAccount, execution_id, amount: Decimal) -> None:
-    post_entry(account.id, CreditEntryKind.HOLD, -amount, execution_id=execution_id, require_funds=True)
+def do_hold_credits(account: CreditAccount, execution_id, amount: Decimal) -> None:
+    """Locks the account's row (do_post_entry); InsufficientCredits when the balance cannot cover it."""
+    do_post_entry(account.id, CreditEntryKind.HOLD, -amount, execution_id=execution_id, require_funds=True)
 
 
-def settle_credits(execution, charge: Decimal) -> None:
-    """Release the execution's hold and charge `charge` of it. Call inside the terminal transition.
+def do_settle_credits(*, execution_id, account_id, held: Decimal, charge: Decimal) -> None:
+    """Release the execution's hold and charge `charge` of it. Called inside the terminal
+    transition (executions/terminal.py), whose row lock makes it run once; locks the account's row.
 
-    The account and the hold are fixed when the execution is created, so the row in hand tells them."""
-    if execution.credit_account_id is None or execution.credits_held <= ZERO:
+    The account and the hold are fixed when the execution is created, so its row tells them."""
+    if account_id is None or held <= ZERO:
         return
-    post_entry(execution.credit_account_id, CreditEntryKind.RELEASE, execution.credits_held, execution_id=execution.id)
-    charge = min(charge, execution.credits_held)
+    do_post_entry(account_id, CreditEntryKind.RELEASE, held, execution_id=execution_id)
+    charge = min(charge, held)
     if charge > ZERO:
-        post_entry(execution.credit_account_id, CreditEntryKind.CHARGE, -charge, execution_id=execution.id)
+        do_post_entry(account_id, CreditEntryKind.CHARGE, -charge, execution_id=execution_id)
 
 
 def remaining_credits(principal) -> Decimal | None:

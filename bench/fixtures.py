@@ -30,7 +30,7 @@ def _builtin(reply: str, delay_ms: int = 0) -> dict:
 def create(
     stream_delay_ms: int = 20, fanout_delay_ms: int = 250, inflight_chunks: int = 20, inflight_delay_ms: int = 100
 ) -> dict:
-    from accounts.credits import account_for, grant_credits
+    from accounts.credits import account_for, do_grant_credits
     from accounts.models import ApiKeyKind, Customer
     from accounts.services import create_tenant, issue_api_key
     from agents.models import Agent
@@ -41,7 +41,7 @@ def create(
     customer = Customer.objects.create(workspace=workspace, external_id="bench-customer")
     customer_key = issue_api_key(workspace, ApiKeyKind.END_USER, name="bench customer", customer=customer)
     account = account_for(workspace, customer_key.api_key.principal)
-    grant_credits(account, Decimal(10**9))
+    do_grant_credits(account, Decimal(10**9))
 
     workflows = {
         "noop": [{"id": "n", "type": "ai", "model": _builtin("ok")}],

@@ -45,20 +45,24 @@ def set_feedback(message: Message, principal, value) -> MessageFeedback:
     return feedback
 
 
-def record_exchange(execution, state: str, outputs: dict | None, error: dict | None) -> None:
-    """Called inside the execution's terminal transition, so the exchange is stored exactly once
-    and atomically: on completion the user message, the tool results and the answer; otherwise one
-    system message (no half exchange)."""
-    from executions.models import ExecutionEvent
-
-    scope = (execution.inputs or {}).get("conversation_scope")
-    conversation = (
-        Conversation.objects.filter(
-            id=str(scope).removeprefix("conversation:"), workspace_id=execution.workspace_id
-        ).first()
-        if scope
-        else None
-    )
+def record_exchange(
+    *,
+    workspace_id,
+    execution_id,
+    conversation_scope: str,
+    state: str,
+    message: str,
+    tool_results: list[dict],
+    outputs: dict | None,
+    error: dict | None,
+) -> None:
+    """Called inside the execution's terminal transition (executions/terminal.py), so the exchange
+    is stored exactly once and atomically: on completion the user message, the tool results (the
+    execution's `tool_result` events' data, in order) and the answer; otherwise one system message
+    (no half exchange)."""
+    conversation = Conversation.objects.filter(
+        id=str(conversation_scope).removeprefix("conversation:"), workspace_id=workspace_id
+    ).first()
     if conversation is None:
         return
     if state != "completed":
@@ -66,28 +70,17 @@ def record_exchange(execution, state: str, outputs: dict | None, error: dict | N
         Message.objects.create(
             conversation=conversation,
             role=MessageRole.SYSTEM,
-            execution_id=execution.id,
-            content=f"The execution {execution.id} ended {state}: {reason}",
+            execution_id=execution_id,
+            content=f"The execution {execution_id} ended {state}: {reason}",
         )
         return
-    rows = [
-        Message(
-            conversation=conversation,
-            role=MessageRole.USER,
-            execution_id=execution.id,
-            content=execution.inputs.get("message", ""),
-        )
-    ]
-    for data in (
-        ExecutionEvent.objects.filter(execution_id=execution.id, type="tool_result")
-        .order_by("seq")
-        .values_list("data", flat=True)
-    ):
+    rows = [Message(conversation=conversation, role=MessageRole.USER, execution_id=execution_id, content=message)]
+    for data in tool_results:
         rows.append(
             Message(
                 conversation=conversation,
                 role=MessageRole.TOOL,
-                execution_id=execution.id,
+                execution_id=execution_id,
                 tool_call_id=data.get("tool_call_id", ""),
                 tool_name=data.get("name", ""),
                 content=json.dumps({"outcome": data.get("outcome"), "result": data.get("result")}),
@@ -97,7 +90,7 @@ def record_exchange(execution, state: str, outputs: dict | None, error: dict | N
         Message(
             conversation=conversation,
             role=MessageRole.ASSISTANT,
-            execution_id=execution.id,
+            execution_id=execution_id,
             content=(outputs or {}).get("text", ""),
         )
     )

@@ -133,7 +133,7 @@ class ExecutionAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel the selected executions")
     def cancel_executions(self, request, queryset):
         for execution in queryset:
-            services.request_cancel(execution)
+            services.do_request_cancel(execution)
         self.message_user(request, f"Cancel requested for {queryset.count()} execution(s).", messages.SUCCESS)
 
     @admin.action(description="Purge the selected executions")

@@ -8,7 +8,7 @@ are published after commit.
 
 from django.db import transaction
 
-from accounts.credits import account_for, hold_credits
+from accounts.credits import account_for, do_hold_credits
 from agents.credit_rules import quote
 from conversations.selectors import conversation_for_execution
 from core.ids import uuid7
@@ -24,7 +24,7 @@ def _create(caller, agent, inputs: dict, source: str, **fields):
     account = None
     if estimate > 0:
         account = account_for(caller.workspace, caller.principal)
-        hold_credits(account, execution_id, estimate)
+        do_hold_credits(account, execution_id, estimate)
     return services.create_execution(
         id=execution_id,
         workspace=caller.workspace,

@@ -1,16 +1,19 @@
 """What a suspended execution waits for, posted by a client: client tool results, a human gate's
-decision, an external event. Each locks the row, checks the state and the waiting node, and
+decision, an external event. Each `check_*` locks the row (SELECT ... FOR UPDATE, held until its
+transaction commits), checks the state and what the waiting node expects (its checkpoint), and
 resumes the execution (re-queued once the transaction commits); each returns the seq of the
 `resumed` event, where a stream of the resumed run starts."""
 
 from django.db import transaction
 
 from core.errors import ApiError
+from executions.checkpoints import Checkpoint
 from executions.models import Execution, ExecutionState
-from executions.services import resume_execution
+from executions.services import do_resume_execution
 
 
-def _locked(execution, expected_state: str, action: str) -> Execution:
+def check_waiting(execution, expected_state: str, action: str) -> Execution:
+    """Lock the execution's row for the caller's transaction and check it is in `expected_state` (409)."""
     row = Execution.objects.select_for_update().get(id=execution.id)
     if row.state != expected_state:
         raise ApiError(
@@ -23,12 +26,13 @@ def _locked(execution, expected_state: str, action: str) -> Execution:
 
 
 @transaction.atomic
-def submit_tool_result(execution, tool_call_id: str, outcome: str, result) -> tuple[int, list]:
-    """Store one client tool's result; the last pending one resumes the execution.
+def check_submit_tool_result(execution, tool_call_id: str, outcome: str, result) -> tuple[int, list]:
+    """Store one client tool's result; the last pending one resumes the execution. Holds the row's
+    lock (check_waiting) until commit, so two results posted at once are counted one after the other.
 
     Returns the `resumed` event's seq (0 while calls are pending) and the calls still pending."""
-    row = _locked(execution, ExecutionState.AWAITING_CLIENT_TOOL, "post a tool result for")
-    pending = [call["id"] for call in (row.checkpoint.get("node_state") or {}).get("pending", [])]
+    row = check_waiting(execution, ExecutionState.AWAITING_CLIENT_TOOL, "post a tool result for")
+    pending = Checkpoint.from_json(row.checkpoint).pending_tool_call_ids()
     if tool_call_id not in pending:
         raise ApiError(
             404,
@@ -49,13 +53,14 @@ def submit_tool_result(execution, tool_call_id: str, outcome: str, result) -> tu
     if remaining:
         Execution.objects.filter(id=row.id).update(resume_input={"tool_results": results})
         return 0, remaining
-    return resume_execution(row, ExecutionState.AWAITING_CLIENT_TOOL, {"tool_results": results}), remaining
+    return do_resume_execution(row, ExecutionState.AWAITING_CLIENT_TOOL, {"tool_results": results}), remaining
 
 
 @transaction.atomic
-def decide_approval(execution, decision: str, comment: str, principal) -> int:
-    row = _locked(execution, ExecutionState.AWAITING_APPROVAL, "approve or reject")
-    return resume_execution(
+def check_decide_approval(execution, decision: str, comment: str, principal) -> int:
+    """Holds the row's lock (check_waiting) until commit."""
+    row = check_waiting(execution, ExecutionState.AWAITING_APPROVAL, "approve or reject")
+    return do_resume_execution(
         row,
         ExecutionState.AWAITING_APPROVAL,
         {
@@ -68,9 +73,10 @@ def decide_approval(execution, decision: str, comment: str, principal) -> int:
 
 
 @transaction.atomic
-def post_external_event(execution, event: str, payload) -> int:
-    row = _locked(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, "deliver an event to")
-    expected = (row.checkpoint.get("node_state") or {}).get("event")
+def check_post_external_event(execution, event: str, payload) -> int:
+    """Holds the row's lock (check_waiting) until commit; the event must be the one waited for (422)."""
+    row = check_waiting(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, "deliver an event to")
+    expected = Checkpoint.from_json(row.checkpoint).expected_event()
     if expected and event != expected:
         raise ApiError(
             422,
@@ -79,4 +85,4 @@ def post_external_event(execution, event: str, payload) -> int:
             field="event",
             expected=expected,
         )
-    return resume_execution(row, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"event": event, "payload": payload})
+    return do_resume_execution(row, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"event": event, "payload": payload})

@@ -1,11 +1,14 @@
 """Writes of the execution core: creation, dispatch, and every state transition.
 
 Each transition is one conditional UPDATE (`WHERE state IN (...)`, and for a worker also
-`AND attempt = <its attempt>`), so two workers or two API calls can never both win it.
+`AND attempt = <its attempt>`), so two workers or two API calls can never both win it: the row's
+lock, taken by that UPDATE, is held until the transaction ends. `do_*` functions act; `check_*`
+ones validate (locking what they check) and then act.
 """
 
 import logging
 from datetime import timedelta
+from decimal import Decimal
 
 from celery import current_app
 from django.conf import settings
@@ -13,10 +16,11 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.credits import ZERO, settle_credits
 from core.errors import ApiError
+from executions.checkpoints import Checkpoint
 from executions.events import append_event
 from executions.models import SUSPENDED_STATES, TERMINAL_STATES, Execution, ExecutionSource, ExecutionState
+from executions.terminal import TerminalOutcome, do_terminal_effects
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +111,9 @@ RETURNING *
 """
 
 
-def claim_execution(execution_id, worker_id: str) -> Execution | None:
-    """Take a queued execution for this worker, in one statement; None if another caller won it.
+def do_claim_execution(execution_id, worker_id: str) -> Execution | None:
+    """Take a queued execution for this worker, in one statement (the row is locked only for it);
+    None if another caller won it.
 
     The returned row's `attempt` is this run's fencing token.
     """
@@ -147,42 +152,59 @@ def renew_leases(held: list[tuple]) -> dict:
         return {execution_id: bool(cancel) for execution_id, cancel in cursor.fetchall()}
 
 
-def save_checkpoint(execution_id, attempt: int, checkpoint: dict, **usage) -> bool:
-    return bool(_held(execution_id, attempt).update(checkpoint=checkpoint, updated_at=timezone.now(), **usage))
+def save_checkpoint(execution_id, attempt: int, checkpoint: Checkpoint, **usage) -> bool:
+    """Fenced by the attempt: False if the lease was lost."""
+    return bool(
+        _held(execution_id, attempt).update(checkpoint=checkpoint.to_json(), updated_at=timezone.now(), **usage)
+    )
 
 
 def _transition(execution, queryset, state: str, event_type: str | None, event_payload: dict, **fields) -> bool:
     """Move the row to `state` if `queryset` still matches it, and log the event, atomically.
 
-    A terminal transition also settles the credits, records the exchange in its conversation and
-    tells the parent (if any): only one terminal transition can win, so each happens exactly once."""
+    The UPDATE locks the row until the transaction ends. A terminal transition also runs the
+    terminal effects (executions/terminal.py: credits, conversation, parent) in that transaction:
+    only one terminal transition can win, so each happens exactly once."""
     now = timezone.now()
-    if state in TERMINAL_STATES:
+    terminal = state in TERMINAL_STATES
+    if terminal:
         fields.setdefault("finished_at", now)
         fields.setdefault("wallclock_ms", int((now - execution.created_at).total_seconds() * 1000))
     with transaction.atomic():
         if not queryset.update(state=state, lease_owner="", lease_expires_at=None, updated_at=now, **fields):
             return False
-        if state in TERMINAL_STATES:
-            settle_credits(execution, charge=fields.get("credits", ZERO))
-            if (execution.inputs or {}).get("conversation_scope"):
-                from conversations.services import record_exchange
-
-                record_exchange(execution, state, fields.get("outputs"), fields.get("error"))
         if event_type:
             append_event(execution, event_type, {"status": state, **event_payload})
-        if state in TERMINAL_STATES and execution.parent_id:
-            from executions.sub_executions import child_finished
-
-            child_finished(execution, state, outputs=fields.get("outputs"), error=fields.get("error"))
+        if terminal:
+            do_terminal_effects(_outcome(execution, state, fields))
     return True
+
+
+def _outcome(execution: Execution, state: str, fields: dict) -> TerminalOutcome:
+    return TerminalOutcome(
+        execution_id=execution.id,
+        public_id=execution.public_id,
+        workspace_id=execution.workspace_id,
+        state=state,
+        inputs=execution.inputs or {},
+        outputs=fields.get("outputs"),
+        error=fields.get("error"),
+        charge=fields.get("credits", Decimal(0)),
+        credit_account_id=execution.credit_account_id,
+        credits_held=execution.credits_held,
+        parent_id=execution.parent_id,
+        batch_key=execution.batch_key,
+    )
 
 
 def _error(code: str, message: str) -> dict:
     return {"code": code, "message": message}
 
 
-def complete_execution(execution, attempt: int, outputs: dict, final_payload: dict, **usage) -> bool:
+def do_complete_execution(
+    execution, attempt: int, outputs: dict, final_payload: dict, checkpoint: Checkpoint, **usage
+) -> bool:
+    """Fenced by the attempt; the row is locked by the transition (terminal effects included)."""
     return _transition(
         execution,
         _held(execution.id, attempt),
@@ -190,11 +212,13 @@ def complete_execution(execution, attempt: int, outputs: dict, final_payload: di
         "final",
         final_payload,
         outputs=outputs,
+        checkpoint=checkpoint.to_json(),
         **usage,
     )
 
 
-def fail_execution(execution, attempt: int, failure_reason: str, message: str, **usage) -> bool:
+def do_fail_execution(execution, attempt: int, failure_reason: str, message: str, **usage) -> bool:
+    """Fenced by the attempt; the row is locked by the transition (terminal effects included)."""
     error = _error(failure_reason, message)
     return _transition(
         execution,
@@ -211,8 +235,8 @@ def fail_execution(execution, attempt: int, failure_reason: str, message: str, *
 CANCELLED_ERROR = _error("cancelled", "The execution was cancelled.")
 
 
-def cancel_running_execution(execution, attempt: int, **usage) -> bool:
-    """The worker saw cancel_requested between steps or chunks and stops here."""
+def do_cancel_running_execution(execution, attempt: int, **usage) -> bool:
+    """The worker saw cancel_requested between steps or chunks and stops here (fenced by the attempt)."""
     return _transition(
         execution,
         _held(execution.id, attempt),
@@ -225,18 +249,19 @@ def cancel_running_execution(execution, attempt: int, **usage) -> bool:
     )
 
 
-def suspend_execution(
+def do_suspend_execution(
     execution,
     attempt: int,
     state: str,
-    checkpoint: dict,
+    checkpoint: Checkpoint,
     payload: dict | None,
     timeout_seconds: float | None = None,
     sub_execution: dict | None = None,
 ) -> bool:
     """Save the checkpoint and free the worker (a `suspended` event unless the wait is internal).
 
-    `timeout_seconds`: the reaper resumes it with the node state's `timeout_input` after that long.
+    Fenced by the attempt; the row stays locked by its UPDATE until the child is created.
+    `timeout_seconds`: the reaper resumes it with the node state's `input_on_timeout()` after that long.
     `sub_execution`: the child it waits for, created in the same transaction (so the child cannot
     finish before its parent waits for it)."""
     assert state in SUSPENDED_STATES
@@ -248,7 +273,7 @@ def suspend_execution(
             state,
             "suspended" if payload is not None else None,
             payload or {},
-            checkpoint=checkpoint,
+            checkpoint=checkpoint.to_json(),
             resume_deadline=deadline,
         ):
             return False
@@ -267,17 +292,19 @@ def suspend_execution(
 # --- API side: cancel and resume ------------------------------------------------------------------
 
 
-def cancel_on_request(execution: Execution) -> Execution:
-    """The cancel endpoints: an execution that completed or failed cannot be cancelled (409)."""
+def check_request_cancel(execution: Execution) -> Execution:
+    """The cancel endpoints: an execution that completed or failed cannot be cancelled (409); no
+    lock for the check (a run that ends meanwhile makes do_request_cancel a no-op)."""
     if execution.state in (ExecutionState.COMPLETED, ExecutionState.FAILED):
         raise ApiError(409, "execution_finished", f"The execution already ended in state {execution.state}.")
-    return request_cancel(execution)
+    return do_request_cancel(execution)
 
 
-def request_cancel(execution: Execution) -> Execution:
+def do_request_cancel(execution: Execution) -> Execution:
     """Cancel at once what no worker runs; ask the running worker to stop cooperatively.
 
-    Its unfinished sub-executions (and batch items) are cancelled with it."""
+    Each is one conditional UPDATE (the row locked for it, not across them). Its unfinished
+    sub-executions (and batch items) are cancelled with it."""
     idle = Execution.objects.filter(id=execution.id, state__in=[ExecutionState.QUEUED, *SUSPENDED_STATES])
     if not _transition(
         execution,
@@ -294,14 +321,15 @@ def request_cancel(execution: Execution) -> Execution:
             cancel_requested=True, updated_at=timezone.now()
         )
     for child in Execution.objects.filter(parent_id=execution.id).exclude(state__in=TERMINAL_STATES):
-        request_cancel(child)
+        do_request_cancel(child)
     execution.refresh_from_db()
     return execution
 
 
 @transaction.atomic
-def resume_execution(execution: Execution, from_state: str, resume_input: dict) -> int:
-    """Store the input that a suspended execution waits for and re-queue it after commit.
+def do_resume_execution(execution: Execution, from_state: str, resume_input: dict) -> int:
+    """Store the input that a suspended execution waits for and re-queue it after commit; its
+    conditional UPDATE locks the row until the (caller's) transaction ends.
 
     Returns the seq of its `resumed` event (a stream of the resumed run starts there), 0 if the
     execution was not in `from_state`."""
@@ -319,8 +347,9 @@ def resume_execution(execution: Execution, from_state: str, resume_input: dict) 
     return event["seq"]
 
 
-def complete_batch(batch: Execution, summary: dict) -> bool:
-    """The last item of a batch finished: the batch completes with a `batch_completed` event."""
+def do_complete_batch(batch: Execution, summary: dict) -> bool:
+    """The last item of a batch finished: the batch completes with a `batch_completed` event
+    (called with the batch's row locked, executions/sub_executions.py)."""
     waiting = Execution.objects.filter(id=batch.id, state=ExecutionState.WAITING_FOR_SUB_EXECUTION)
     return _transition(batch, waiting, ExecutionState.COMPLETED, "batch_completed", summary, outputs=summary)
 
@@ -394,7 +423,7 @@ def resume_timed_out() -> list:
     resumed = []
     due = Execution.objects.filter(state__in=SUSPENDED_STATES, resume_deadline__lt=timezone.now())
     for execution in due.only("id", "state", "checkpoint")[:500]:
-        timeout_input = (execution.checkpoint.get("node_state") or {}).get("timeout_input")
-        if timeout_input is not None and resume_execution(execution, execution.state, timeout_input):
+        timeout_input = Checkpoint.from_json(execution.checkpoint).input_on_timeout()
+        if timeout_input is not None and do_resume_execution(execution, execution.state, timeout_input):
             resumed.append(execution.id)
     return resumed

@@ -45,6 +45,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from executions.events import END_OF_STREAM_TYPES, PAUSE_TYPE, channel_name
+from executions.selectors import readable_executions
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,6 @@ class ExecutionChannelManager(ChannelManagerBase):
         return {f"execution-{view_kwargs['execution_id']}"} if "execution_id" in view_kwargs else set()
 
     def can_read_channel(self, user, channel):
-        from executions.selectors import readable_executions
-
         match = CHANNEL_PATTERN.match(channel)
         if user is None or not match:
             return False

@@ -1,39 +1,46 @@
 """Children of an execution: a workflow node's sub-execution, or the items of a batch.
 
-A child's terminal transition calls `child_finished` in its own transaction. The parent's row is
-locked first (SELECT ... FOR UPDATE), so when two children finish at once the second sees the first
+A child's terminal transition calls `child_finished` (a terminal effect, executions/effects.py)
+inside its own transaction. The parent's row is locked first (SELECT ... FOR UPDATE), so when two children finish at once the second sees the first
 committed: exactly one of them completes a batch.
 """
 
 from django.db.models import Count, Q
 
+from executions.checkpoints import Checkpoint
 from executions.events import append_event
 from executions.models import TERMINAL_STATES, Execution, ExecutionSource, ExecutionState
-from executions.services import complete_batch, resume_execution
+from executions.services import do_complete_batch, do_resume_execution
+from executions.terminal import TerminalOutcome
 
 
-def child_finished(child, state: str, outputs: dict | None, error: dict | None) -> None:
+def child_finished(child: TerminalOutcome) -> None:
+    """Resume the parent that waits for this child, or count a batch item; locks the parent's row."""
+    if child.parent_id is None:
+        return
     parent = Execution.objects.select_for_update().get(id=child.parent_id)
     if parent.state in TERMINAL_STATES:
         return
     if parent.source == ExecutionSource.BATCH:
-        _batch_item_finished(parent, child, state, outputs, error)
+        _batch_item_finished(parent, child)
         return
-    waiting_for = (parent.checkpoint.get("node_state") or {}).get("sub_execution_id")
-    if parent.state == ExecutionState.WAITING_FOR_SUB_EXECUTION and waiting_for == str(child.id):
-        resume_execution(
+    if parent.state == ExecutionState.WAITING_FOR_SUB_EXECUTION and Checkpoint.from_json(
+        parent.checkpoint
+    ).waits_for_sub_execution(str(child.execution_id)):
+        do_resume_execution(
             parent,
             ExecutionState.WAITING_FOR_SUB_EXECUTION,
             {
                 "sub_execution_id": child.public_id,
-                "status": state,
-                "outputs": outputs,
-                "error": error,
+                "status": child.state,
+                "outputs": child.outputs,
+                "error": child.error,
             },
         )
 
 
-def _batch_item_finished(batch, item, state, outputs, error) -> None:
+def _batch_item_finished(batch: Execution, item: TerminalOutcome) -> None:
+    state, outputs, error = item.state, item.outputs, item.error
     counts = Execution.objects.filter(parent_id=batch.id).aggregate(
         total=Count("id"),
         finished=Count("id", filter=Q(state__in=TERMINAL_STATES)),
@@ -60,4 +67,4 @@ def _batch_item_finished(batch, item, state, outputs, error) -> None:
             "succeeded": counts["succeeded"],
             "failed": counts["total"] - counts["succeeded"],
         }
-        complete_batch(batch, summary)
+        do_complete_batch(batch, summary)

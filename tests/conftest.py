@@ -189,9 +189,9 @@ def _wait_until_idle(timeout: float = 30.0) -> None:
     while Execution.objects.filter(state__in=active).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     for execution in Execution.objects.filter(state__in=active):
-        from executions.services import request_cancel
+        from executions.services import do_request_cancel
 
-        request_cancel(execution)
+        do_request_cancel(execution)
 
 
 @pytest.fixture(scope="session")

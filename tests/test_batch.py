@@ -5,7 +5,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from accounts.credits import account_for, grant_credits
+from accounts.credits import account_for, do_grant_credits
 from executions.models import Execution, ExecutionEvent, ExecutionState
 from tests.helpers import auth, execution_uuid, read_stream, wait_for
 
@@ -159,7 +159,7 @@ def test_batch_idempotency(client, tenant, agent):
 def test_batch_holds_credits_per_item_or_refuses_all(client, tenant, agent):
     agent.credit_rules = {"base": 10}
     agent.save(update_fields=["credit_rules"])
-    grant_credits(account_for(tenant.workspace, None), Decimal(25))
+    do_grant_credits(account_for(tenant.workspace, None), Decimal(25))
     response = post_batch(
         client, agent, tenant, {"items": batch_items(3)}, **{"X-API-Key": tenant.workspace_key.raw_key}
     )

@@ -6,8 +6,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from accounts.api_keys import find_active_key
 from accounts.models import ApiKey, Workspace
-from accounts.selectors import find_active_key
 
 pytestmark = pytest.mark.django_db
 

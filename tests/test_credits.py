@@ -8,11 +8,11 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from accounts.credits import account_for, grant_credits
+from accounts.credits import account_for, do_grant_credits
 from accounts.models import ApiKeyKind, CreditAccount, CreditEntry, Customer
 from accounts.services import issue_api_key
 from executions.models import Execution, ExecutionState, IdempotencyKey
-from executions.services import request_cancel
+from executions.services import do_request_cancel
 from tests.helpers import auth
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +27,7 @@ def customer_key(tenant):
     """An end-user key of a customer that has 100 credits."""
     customer = Customer.objects.create(workspace=tenant.workspace, external_id="cus_1")
     issued = issue_api_key(tenant.workspace, ApiKeyKind.END_USER, name="customer user", customer=customer)
-    grant_credits(account_for(tenant.workspace, issued.api_key.principal), Decimal(100))
+    do_grant_credits(account_for(tenant.workspace, issued.api_key.principal), Decimal(100))
     return {"X-API-Key": issued.raw_key, "X-Workspace-Id": f"workspace:{tenant.workspace.id}"}
 
 
@@ -103,8 +103,8 @@ def test_cancel_refunds_the_hold(client, customer_key, paid_agent):
     assert response.status_code == 200
     assert customer_account().balance == 100 - HOLD
     execution = Execution.objects.get()
-    assert request_cancel(execution).state == ExecutionState.CANCELLED
-    request_cancel(execution)  # a second cancel settles nothing again
+    assert do_request_cancel(execution).state == ExecutionState.CANCELLED
+    do_request_cancel(execution)  # a second cancel settles nothing again
     account = customer_account()
     assert account.balance == Decimal(100)
     assert ledger(account) == [("grant", 100), ("hold", -HOLD), ("release", HOLD)]
@@ -126,7 +126,7 @@ def test_insufficient_balance_is_402_before_any_execution(client, tenant, paid_a
     agent = paid_agent()
     customer = Customer.objects.create(workspace=tenant.workspace, external_id="poor")
     issued = issue_api_key(tenant.workspace, ApiKeyKind.END_USER, customer=customer)
-    grant_credits(account_for(tenant.workspace, issued.api_key.principal), HOLD - Decimal("0.000001"))
+    do_grant_credits(account_for(tenant.workspace, issued.api_key.principal), HOLD - Decimal("0.000001"))
     headers = {
         "X-API-Key": issued.raw_key,
         "X-Workspace-Id": f"workspace:{tenant.workspace.id}",
@@ -157,7 +157,7 @@ def test_a_workspace_key_uses_the_workspace_account(client, tenant, paid_agent):
         ).status_code
         == 402
     )
-    grant_credits(account_for(tenant.workspace, None), Decimal(50))
+    do_grant_credits(account_for(tenant.workspace, None), Decimal(50))
     response = client.post(
         f"/agents/{agent.id}/execute/stream", data={"message": "hi"}, content_type="application/json", headers=headers
     )

@@ -10,6 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from executions import services
+from executions.checkpoints import Checkpoint
 from executions.models import Execution, ExecutionEvent, ExecutionSource, ExecutionState
 from tests.helpers import auth, execution_uuid, stream_agent, wait_for
 
@@ -41,7 +42,7 @@ def test_two_claims_racing_for_one_execution_exactly_one_wins(tenant):
     def claim(n):
         barrier.wait()
         try:
-            claimed = services.claim_execution(execution.id, f"racer-{n}")
+            claimed = services.do_claim_execution(execution.id, f"racer-{n}")
             results.append(claimed.attempt if claimed else None)
         finally:
             connection.close()
@@ -161,9 +162,9 @@ def test_cancel_during_streaming_stops_within_one_chunk(live, tenant, make_agent
 @pytest.mark.django_db
 def test_cancel_of_a_queued_execution_is_immediate_and_the_worker_does_not_run_it(tenant, agent):
     execution = new_execution(tenant, agent)
-    services.request_cancel(execution)
+    services.do_request_cancel(execution)
     assert execution.state == ExecutionState.CANCELLED
-    assert services.claim_execution(execution.id, "late-worker") is None
+    assert services.do_claim_execution(execution.id, "late-worker") is None
     assert [e.type for e in events_of(execution.id)] == ["error"]
 
 
@@ -233,12 +234,12 @@ def test_a_worker_that_lost_its_lease_cannot_write(tenant, agent):
     from executions.events import LeaseLost, append_event
 
     execution = new_execution(tenant, agent)
-    attempt = services.claim_execution(execution.id, "w1").attempt
+    attempt = services.do_claim_execution(execution.id, "w1").attempt
     Execution.objects.filter(id=execution.id).update(attempt=attempt + 1)  # someone else's attempt now
     with pytest.raises(LeaseLost):
         append_event(execution, "text", {"text": "stale"}, attempt=attempt)
     assert services.renew_leases([(execution.id, attempt)]) == {}
-    assert not services.complete_execution(execution, attempt, outputs={}, final_payload={})
+    assert not services.do_complete_execution(execution, attempt, outputs={}, final_payload={}, checkpoint=Checkpoint())
 
 
 @pytest.mark.django_db

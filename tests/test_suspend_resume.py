@@ -39,8 +39,8 @@ def test_suspend_then_resume_continues_from_the_checkpoint(live, tenant, gated_a
     assert execution.checkpoint["node_outputs"] == {"draft": {"text": "first part", "parsed_output": None}}
 
     # a second resume of the same suspension loses: only one re-queue
-    assert services.resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": True})
-    assert not services.resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": False})
+    assert services.do_resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": True})
+    assert not services.do_resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": False})
 
     rest = read_stream(
         "GET", f"{live}/executions/{execution.id}/events", {**auth(tenant), "Last-Event-ID": first[-1].id}
@@ -74,5 +74,5 @@ def test_sync_execute_returns_when_suspended(live, tenant, gated_agent):
     data = response.json()["data"]
     assert data["status"] == "waiting_for_external_event"
     execution = Execution.objects.get(id=execution_uuid(data["execution_id"]))
-    services.request_cancel(execution)
+    services.do_request_cancel(execution)
     wait_for(lambda: Execution.objects.get(id=execution.id).state == ExecutionState.CANCELLED)

@@ -65,7 +65,7 @@ def test_fifty_slow_executions_run_at_once_in_one_worker_process_and_a_cancel_st
     assert {owner.rsplit(":", 1)[1] for owner in running.values_list("lease_owner", flat=True)} == {str(worker.pid)}
     victim = ids[7]
     wait_for(lambda: ExecutionEvent.objects.filter(execution_id=victim, type="text").count() >= 3, timeout=30)
-    services.request_cancel(Execution.objects.get(id=victim))
+    services.do_request_cancel(Execution.objects.get(id=victim))
 
     wait_for(
         lambda: (
@@ -107,7 +107,7 @@ def test_a_worker_killed_with_twenty_in_flight_has_all_of_them_recovered_once(li
 
 def claimed(new_tenant, agent):
     execution_id = start_many(new_tenant, agent, 1)[0]
-    return services.claim_execution(execution_id, "test-worker:1")
+    return services.do_claim_execution(execution_id, "test-worker:1")
 
 
 @pytest.mark.django_db

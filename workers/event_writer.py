@@ -9,7 +9,7 @@ whether a cancel was requested, or that its lease was lost. A run waits for its 
 (`RunEvents.flush`) only where it needs their seq: before a checkpoint, a suspension or its end.
 Celery and Django have nothing like this group commit across threads, hence this small module.
 
-The writer thread is started in worker processes (workers/apps.py, on `worker_init`); anywhere
+The writer thread is started in worker processes (workers/tasks.py, on `worker_init`); anywhere
 else (a run in a test process, a shell) each run writes its events itself, on its own thread,
 through the same statement.
 """

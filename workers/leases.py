@@ -10,7 +10,7 @@ itself with `time_limit_exceeded` at its next step or chunk (`ExecutionRun.check
 hard limit this thread fails it in the database (a fenced transition), so its thread, even if stuck
 in a call that never returns, can no longer write anything, and the client gets its `error` event.
 
-Like the event writer, the thread is started in worker processes only (workers/apps.py); a run
+Like the event writer, the thread is started in worker processes only (workers/tasks.py, on `worker_init`); a run
 elsewhere (a test process) holds its lease for the claim's length without renewal.
 """
 
@@ -78,7 +78,7 @@ class LeaseRenewer(threading.Thread):
         lease.lost = True
         self.release(lease)
         limit = settings.EXECUTION_HARD_TIME_LIMIT_SECONDS
-        if services.fail_execution(
+        if services.do_fail_execution(
             lease.execution,
             lease.attempt,
             "time_limit_exceeded",

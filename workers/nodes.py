@@ -8,18 +8,23 @@ Strings in node options may hold templates (workers/templates.py): `{{message}}`
 import json
 import time
 import uuid
+from dataclasses import replace
 
 import jsonschema
 from django.conf import settings
 
 from agents.models import Agent, Skill
 from agents.selectors import skill_tool_name
+from agents.skill_inputs import inputs_errors
+from conversations.selectors import history_for_model, memory_facts
 from core.ids import uuid7
+from executions.checkpoints import ApprovalGate, EventWait, MediaJob, ModelTurns, SubExecutionWait
 from executions.models import Execution, ExecutionSource, ExecutionState
 from files.selectors import download_url
 from files.services import store_generated_file
 from workers.media import get_media_provider
-from workers.runtime import ExecutionRun, StepFailed, Suspend
+from workers.outcomes import StepFailed, Suspend
+from workers.run import ExecutionRun
 from workers.templates import render
 from workers.tools import server_tools
 
@@ -72,8 +77,6 @@ CALL_SKILL_PARAMETERS = {
 def _context_messages(run: ExecutionRun, node: dict) -> list[dict]:
     """What precedes the user's message: the instructions, what is remembered about the user
     (`external_user_id`), and the conversation's history (`conversation_scope`)."""
-    from conversations.selectors import history_for_model, memory_facts
-
     inputs, messages = run.execution.inputs, []
     if node.get("instructions"):
         messages.append({"role": "system", "content": node["instructions"]})
@@ -95,17 +98,17 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
     of skills the model may call as tools, chat-dispatched), accepts_client_tools, output_schema,
     max_iterations (model turns, default 10)."""
     state = run.node_state(node)
-    if state is None:
+    if not isinstance(state, ModelTurns):
         prompt = render(node.get("prompt", "{{message}}"), run.template_context())
         messages = [
             *_context_messages(run, node),
             {"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)},
         ]
-        state = {"node_id": node["id"], "messages": messages, "turns": 0}
-    state = {"pending": [], "skill_calls": [], **state}
+        state = ModelTurns(node_id=node["id"], messages=messages)
     resumed = run.resume_input(node)
-    if resumed is not None and state.get("skill_calls"):  # a called skill finished
-        call, state = state["skill_calls"][0], {**state, "skill_calls": state["skill_calls"][1:], "waiting": False}
+    if resumed is not None and state.skill_calls:  # a called skill finished
+        call = state.skill_calls[0]
+        state = replace(state, skill_calls=state.skill_calls[1:], sub_execution_id=None, waiting=False)
         run.emit(
             "sub_execution_finished",
             {"node_id": node["id"], "sub_execution_id": resumed["sub_execution_id"], "status": resumed["status"]},
@@ -122,13 +125,13 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
                 "result": result,
             },
         )
-        state["messages"].append(_tool_message(call, outcome, result))
-    elif resumed is not None and state["pending"]:  # the client's results, in the order the model called
+        state.messages.append(_tool_message(call, outcome, result))
+    elif resumed is not None and state.pending:  # the client's results, in the order the model called
         results = resumed.get("tool_results", {})
-        for call in state["pending"]:
+        for call in state.pending:
             result = results.get(call["id"], {"outcome": "error", "result": {"message": "No result was posted."}})
-            state["messages"].append(_tool_message(call, result["outcome"], result.get("result")))
-        state = {**state, "pending": [], "waiting": False}
+            state.messages.append(_tool_message(call, result["outcome"], result.get("result")))
+        state = replace(state, pending=[], waiting=False)
 
     tool_names = node.get("tools", [])
     server = server_tools(run.execution, tool_names, run.skill_workspace)
@@ -152,10 +155,10 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
     chat_skills = _chat_skill_tools(run, node)
     specs += [spec for _, spec in chat_skills.values()]
     while True:
-        if state["skill_calls"]:
+        if state.skill_calls:
             _start_skill_call(run, node, state)
-        if state["pending"]:
-            for call in state["pending"]:
+        if state.pending:
+            for call in state.pending:
                 run.emit(
                     "tool_call_awaiting_client",
                     {
@@ -167,20 +170,20 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
                 )
             raise Suspend(
                 ExecutionState.AWAITING_CLIENT_TOOL,
-                {"node_id": node["id"], "pending_tool_call_ids": [call["id"] for call in state["pending"]]},
+                {"node_id": node["id"], "pending_tool_call_ids": state.pending_tool_call_ids()},
                 state,
             )
-        if state["turns"] >= node.get("max_iterations", 10):
+        if state.turns >= node.get("max_iterations", 10):
             raise StepFailed(
                 "max_iterations_exceeded",
                 f"Node {node['id']!r} called tools more than {node.get('max_iterations', 10)} times.",
             )
         if run.skill_workspace:
-            run.emit("iteration", {"node_id": node["id"], "iteration": state["turns"] + 1})
-        turn = run.stream_model(node, state["messages"], specs or None)
-        state["turns"] += 1
+            run.emit("iteration", {"node_id": node["id"], "iteration": state.turns + 1})
+        turn = run.stream_model(node, state.messages, specs or None)
+        state.turns += 1
         run.iterations += 1
-        state["messages"].append(
+        state.messages.append(
             {
                 "role": "assistant",
                 "content": turn.text,
@@ -192,10 +195,10 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
             return {"text": turn.text, "parsed_output": parse_output(node, turn.text)}
         for call in turn.tool_calls:
             if call["name"] in client:
-                state["pending"].append(call)
+                state.pending.append(call)
             elif call["name"] == CALL_SKILL and CALL_SKILL in tool_names:
                 arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}
-                state["skill_calls"].append(
+                state.skill_calls.append(
                     {
                         **call,
                         "skill": arguments.get("skill", ""),
@@ -204,12 +207,12 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
                     }
                 )
             elif call["name"] in chat_skills:
-                state["skill_calls"].append(
+                state.skill_calls.append(
                     {**call, "skill": chat_skills[call["name"]][0], "inputs": call["arguments"], "via_chat": True}
                 )
             else:
                 outcome, result = run.run_server_tool(node, server.get(call["name"]), call)
-                state["messages"].append(_tool_message(call, outcome, result))
+                state.messages.append(_tool_message(call, outcome, result))
         run.save_node_state(state)
 
 
@@ -234,14 +237,12 @@ def _chat_skill_tools(run: ExecutionRun, node: dict) -> dict:
     return tools
 
 
-def _start_skill_call(run: ExecutionRun, node: dict, state: dict) -> None:
+def _start_skill_call(run: ExecutionRun, node: dict, state: ModelTurns) -> None:
     """call_skill, or an agent's skill tool: the skill runs as a sub-execution (a chat-dispatched one
     records the chat ids) and this one waits; the outcome comes back as the tool's result. A call
     that cannot start (unknown skill, invalid inputs) is answered with an error at once."""
-    from agents.skill_inputs import inputs_errors
-
-    while state["skill_calls"]:
-        call = state["skill_calls"][0]
+    while state.skill_calls:
+        call = state.skill_calls[0]
         run.emit(
             "tool_call",
             {"node_id": node["id"], "tool_call_id": call["id"], "name": call["name"], "arguments": call["arguments"]},
@@ -264,8 +265,8 @@ def _start_skill_call(run: ExecutionRun, node: dict, state: dict) -> None:
                     "result": result,
                 },
             )
-            state["messages"].append(_tool_message(call, "error", result))
-            state["skill_calls"] = state["skill_calls"][1:]
+            state.messages.append(_tool_message(call, "error", result))
+            state.skill_calls = state.skill_calls[1:]
             continue
         child_id = uuid7()
         run.emit(
@@ -290,7 +291,7 @@ def _start_skill_call(run: ExecutionRun, node: dict, state: dict) -> None:
         raise Suspend(
             ExecutionState.WAITING_FOR_SUB_EXECUTION,
             None,
-            {**state, "sub_execution_id": str(child_id)},
+            replace(state, sub_execution_id=str(child_id)),
             sub_execution=child,
         )
 
@@ -336,7 +337,7 @@ def run_human_gate(run: ExecutionRun, node: dict) -> dict:
             "expires_at": _expires_at(timeout),
             "default_decision": default if timeout else None,
         },
-        {"node_id": node["id"], "timeout_input": {"decision": default, "comment": "", "decided_by": "timeout"}},
+        ApprovalGate(node_id=node["id"], timeout_input={"decision": default, "comment": "", "decided_by": "timeout"}),
         timeout_seconds=timeout,
     )
 
@@ -353,11 +354,11 @@ def run_wait_event(run: ExecutionRun, node: dict) -> dict:
     raise Suspend(
         ExecutionState.WAITING_FOR_EXTERNAL_EVENT,
         {"node_id": node["id"], "event": node.get("event"), "expires_at": _expires_at(timeout)},
-        {
-            "node_id": node["id"],
-            "event": node.get("event"),
-            "timeout_input": {"event": None, "payload": None, "timed_out": True},
-        },
+        EventWait(
+            node_id=node["id"],
+            event=node.get("event"),
+            timeout_input={"event": None, "payload": None, "timed_out": True},
+        ),
         timeout_seconds=timeout,
     )
 
@@ -374,7 +375,7 @@ def run_media_generation(run: ExecutionRun, node: dict) -> dict:
     except ValueError as exc:
         raise StepFailed("invalid_workflow", str(exc)) from exc
     state = run.node_state(node)
-    if state is None:
+    if not isinstance(state, MediaJob):
         request = render(
             {key: node[key] for key in ("width", "height", "duration_ms") if key in node}, run.template_context()
         )
@@ -384,11 +385,11 @@ def run_media_generation(run: ExecutionRun, node: dict) -> dict:
             "media_gen_submitted",
             {"node_id": node["id"], "job_id": job["job_id"], "provider": provider_name, "media_type": "image"},
         )
-        state = {"node_id": node["id"], "job": job, "submitted_at": time.time()}
+        state = MediaJob(node_id=node["id"], job=job, submitted_at=time.time())
         run.save_node_state(state)
-    deadline = state["submitted_at"] + node.get("timeout_seconds", 600)
+    deadline = state.submitted_at + node.get("timeout_seconds", 600)
     last_beat = time.monotonic()
-    while (result := provider.poll(state["job"])) is None:
+    while (result := provider.poll(state.job)) is None:
         if time.time() > deadline:
             raise StepFailed(
                 "media_gen_timeout", f"The media provider did not finish in {node.get('timeout_seconds', 600)} s."
@@ -396,7 +397,7 @@ def run_media_generation(run: ExecutionRun, node: dict) -> dict:
         time.sleep(min(0.25, settings.MEDIA_HEARTBEAT_SECONDS))
         run.refresh_cancel()
         if time.monotonic() - last_beat >= settings.MEDIA_HEARTBEAT_SECONDS:
-            run.emit("heartbeat", {"node_id": node["id"], "job_id": state["job"]["job_id"]})
+            run.emit("heartbeat", {"node_id": node["id"], "job_id": state.job["job_id"]})
             last_beat = time.monotonic()
     stored = store_generated_file(
         run.execution.workspace, run.execution.principal, result.content, result.content_type, result.filename
@@ -408,7 +409,7 @@ def run_media_generation(run: ExecutionRun, node: dict) -> dict:
         "size_bytes": stored.size_bytes,
         "media_type": "image",
     }
-    run.emit("media_gen_complete", {"node_id": node["id"], "job_id": state["job"]["job_id"], **media})
+    run.emit("media_gen_complete", {"node_id": node["id"], "job_id": state.job["job_id"], **media})
     return media
 
 
@@ -471,7 +472,7 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
     raise Suspend(
         ExecutionState.WAITING_FOR_SUB_EXECUTION,
         None,
-        {"node_id": node["id"], "sub_execution_id": str(child_id)},
+        SubExecutionWait(node_id=node["id"], sub_execution_id=str(child_id)),
         sub_execution={"id": child_id, "inputs": inputs, **child},
     )
 

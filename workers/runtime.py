@@ -1,8 +1,9 @@
 """The durable runtime: run one claimed execution node by node.
 
-After every step (a node, or one model turn of an `ai` node) the checkpoint is saved, fenced by the
-attempt number: the next node, the node outputs, the usage, the in-progress node's state (its
-message history, pending client tool calls, a media job) and the seq of the last event written.
+After every step (a node, or one model turn of an `ai` node) the checkpoint (executions/checkpoints.py)
+is saved, fenced by the attempt number: the next node, the node outputs, the usage, the in-progress
+node's state (its message history, pending client tool calls, a media job) and the seq of the last
+event written. The ExecutionRun (workers/run.py) is what the node types see of the attempt.
 A node may suspend the execution (client tools, human gate, external event, sub-execution): the
 checkpoint is saved, the worker freed, and the resume call stores the input and re-queues it.
 
@@ -16,488 +17,50 @@ server tool whose result is logged is not run again.
 import logging
 import os
 import socket
-import time
-import uuid
-from dataclasses import asdict, dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from dataclasses import replace
 
-from django.conf import settings
-from django.db import connection
-
-from agents.credit_rules import actual_cost
-from agents.models import AgentVersion, SkillVersion
 from executions import services
 from executions.events import LeaseLost
-from executions.models import Execution, ExecutionEvent
-from workers.event_writer import RunEvents
-from workers.leases import HeldLease, hold_lease, release_lease
-from workers.providers import Usage, get_provider
-from workers.skill_workspace import SkillWorkspace
-from workers.tools import ServerTool, call_tool
-from workers.tracing import execution_trace
+from workers.leases import hold_lease, release_lease
+from workers.nodes import run_node
+from workers.outcomes import Cancelled, StepFailed, Suspend
+from workers.run import ExecutionRun, release_connection
 
 logger = logging.getLogger(__name__)
-
-MICRODOLLAR = Decimal("0.000001")
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class Cancelled(Exception):
-    pass
-
-
-class Suspend(Exception):
-    """The node waits for input from outside: save the checkpoint and free the worker.
-
-    `payload` is the `suspended` event's (None: an internal wait, no event); once `timeout_seconds`
-    have passed, the reaper resumes the node with its state's `timeout_input`; `sub_execution` is the
-    child to create in the same transaction."""
-
-    def __init__(
-        self,
-        state: str,
-        payload: dict | None,
-        node_state: dict,
-        timeout_seconds: float | None = None,
-        sub_execution: dict | None = None,
-    ):
-        super().__init__(state)
-        self.state, self.payload, self.node_state = state, payload, {**node_state, "waiting": True}
-        self.timeout_seconds, self.sub_execution = timeout_seconds, sub_execution
-
-
-class StepFailed(Exception):
-    def __init__(self, failure_reason: str, message: str):
-        super().__init__(message)
-        self.failure_reason, self.message = failure_reason, message
-
-
-def release_connection() -> None:
-    """Before a run waits (a model, a tool, a timer): its database connection goes back to the pool,
-    so hundreds of waiting runs need no more connections than the few that are writing. Without a
-    pool (a run in a test process, inside the test's transaction) the connection stays."""
-    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
-        connection.close()
-
-
-@dataclass
-class Replay:
-    """What a lost attempt wrote after the checkpoint."""
-
-    started: set = field(default_factory=set)  # node ids with a node_start
-    streamed: dict = field(default_factory=dict)  # (node_id, "text" | "reasoning") -> text
-    tool_calls: set = field(default_factory=set)  # tool_call ids with a tool_call event
-    tool_results: dict = field(default_factory=dict)  # tool_call id -> (outcome, result)
-
-
-@dataclass
-class ModelTurn:
-    text: str
-    tool_calls: list
-    provider_data: dict = field(default_factory=dict)
-
-
-class ExecutionRun:
-    def __init__(self, execution: Execution, attempt: int, lease: HeldLease):
-        self.execution, self.attempt, self.lease = execution, attempt, lease
-        self.events = RunEvents(execution, attempt)
-        self.checkpoint = execution.checkpoint or {"next_node": 0, "node_outputs": {}, "usage": {}}
-        self.usage = Usage(**self.checkpoint.get("usage", {}))
-        self.cost = Decimal(self.checkpoint.get("cost_usd", "0"))
-        self.replay = self._events_since_checkpoint() if attempt > 1 else Replay()
-        # Celery's threads pool applies no time limit: the soft one, 60 s before the hard one (the lease
-        # renewer's, workers/leases.py), is checked with cancel
-        self.soft_deadline = lease.hard_deadline - 60
-        self.credit_rules = {}
-        self.iterations = execution.iteration_count
-        self.manifest = None  # a skill's
-        self.max_seconds = self.time_limit_at = None
-        self.skill_workspace = SkillWorkspace(execution.id) if execution.skill_version_id else None
-        self.trace = execution_trace(execution)  # Langfuse (workers/tracing.py); a no-op when off
-
-    # --- events ---------------------------------------------------------------------------------
-
-    def emit(self, type_: str, payload: dict) -> None:
-        """Hand the event to the writer (workers/event_writer.py) and go on; `flush_events` waits."""
-        self.events.append(type_, payload)
-
-    def flush_events(self) -> int:
-        """Wait for the events handed over; returns the last seq written (LeaseLost if the lease was lost)."""
-        self.events.flush()
-        return self.events.last_seq
-
-    @property
-    def cancel_requested(self) -> bool:
-        return self.events.cancel_requested or self.lease.cancel_requested
-
-    def _events_since_checkpoint(self) -> Replay:
-        replay = Replay()
-        events = (
-            ExecutionEvent.objects.filter(
-                execution_id=self.execution.id,
-                seq__gt=self.checkpoint.get("event_seq", 0),
-                type__in=["node_start", "text", "reasoning", "tool_call", "tool_result"],
-            )
-            .order_by("seq")
-            .values_list("type", "data")
+def run_nodes(run: ExecutionRun) -> None:
+    """The responder's nodes from the checkpoint's next one; the last one's end completes the run."""
+    nodes = run.workflow()
+    if not nodes:
+        raise StepFailed("invalid_workflow", "The responder has no workflow nodes to run.")
+    if run.skill_workspace:
+        run.emit("state_changed", {"state": "running", "attempt": run.attempt})
+    run.stage_materials()
+    for index in range(run.checkpoint.next_node, len(nodes)):
+        run.check_cancel()
+        node = nodes[index]
+        if node["id"] not in run.replay.started and run.node_state(node) is None:
+            run.emit("node_start", {"node_id": node["id"], "node_type": node.get("type")})
+        output = run_node(run, node)
+        if node["type"] != "ai":  # an ai node counts its model turns itself
+            run.iterations += 1
+        run.emit("node_complete", {"node_id": node["id"], "node_type": node["type"]})
+        checkpoint = replace(
+            run.checkpoint,
+            next_node=index + 1,
+            node_outputs={**run.checkpoint.node_outputs, node["id"]: output},
+            node_state=None,
         )
-        for type_, data in events:
-            if type_ == "node_start":
-                replay.started.add(data.get("node_id"))
-            elif type_ in ("text", "reasoning"):
-                key = (data.get("node_id"), type_)
-                replay.streamed[key] = (
-                    data["text"] if data.get("reset") else replay.streamed.get(key, "") + data["text"]
-                )
-            elif type_ == "tool_call":
-                replay.tool_calls.add(data.get("tool_call_id"))
-            else:
-                replay.tool_results[data.get("tool_call_id")] = (data.get("outcome"), data.get("result"))
-        return replay
-
-    def check_cancel(self) -> None:
-        """Between steps and chunks: the claim and every event written since report cancel_requested;
-        a skill's `limits.max_seconds` (wallclock since it started) is checked at the same points."""
-        if self.events.lease_lost or self.lease.lost:
-            raise LeaseLost(str(self.execution.id))
-        if self.cancel_requested:
-            raise Cancelled()
-        if self.time_limit_at is not None and time.time() > self.time_limit_at:
-            raise StepFailed("time_limit_exceeded", f"The skill ran longer than its {self.max_seconds} s limit.")
-        if time.time() > self.soft_deadline:
-            raise StepFailed("time_limit_exceeded", "The execution ran out of time.")
-
-    def refresh_cancel(self) -> None:
-        """While a node waits without writing events (media generation), ask the row."""
-        if Execution.objects.filter(id=self.execution.id, cancel_requested=True).exists():
-            self.lease.cancel_requested = True
-        release_connection()
-        self.check_cancel()
-
-    # --- checkpoints ----------------------------------------------------------------------------
-
-    def node_state(self, node: dict) -> dict | None:
-        """The saved state of this node when the run stopped inside it (a suspension or a crash)."""
-        state = self.checkpoint.get("node_state")
-        return state if state and state.get("node_id") == node["id"] else None
-
-    def resume_input(self, node: dict):
-        """The input a suspended node waited for, once the resume call stored it."""
-        state = self.node_state(node)
-        return self.execution.resume_input if state and state.get("waiting") else None
-
-    def _with_progress(self, checkpoint: dict) -> dict:
-        """The checkpoint plus what the run has counted so far: last event seq, usage, cost."""
-        return {**checkpoint, "event_seq": self.flush_events(), "usage": asdict(self.usage), "cost_usd": str(self.cost)}
-
-    def _save(self, checkpoint: dict) -> None:
-        self.checkpoint = self._with_progress(checkpoint)
-        if not services.save_checkpoint(
-            self.execution.id,
-            self.attempt,
-            self.checkpoint,
-            resume_input=None,
-            iteration_count=self.iterations,
-            **self.usage_fields(),
-        ):
-            raise LeaseLost(str(self.execution.id))
-        self.execution.resume_input = None
-
-    def save_node_state(self, node_state: dict) -> None:
-        self._save({**self.checkpoint, "node_state": node_state})
-
-    def suspend(self, suspension: "Suspend") -> None:
-        """Save the checkpoint with the node's state and free the worker (services.suspend_execution)."""
-        services.suspend_execution(
-            self.execution,
-            self.attempt,
-            suspension.state,
-            self._with_progress({**self.checkpoint, "node_state": suspension.node_state}),
-            suspension.payload,
-            timeout_seconds=suspension.timeout_seconds,
-            sub_execution=suspension.sub_execution,
-        )
-
-    # --- the run --------------------------------------------------------------------------------
-
-    def workflow(self) -> list[dict]:
-        """The responder's nodes: an agent version's workflow, or a skill's manifest as one ai node."""
-        if self.execution.agent_version_id:
-            version = AgentVersion.objects.select_related("agent").get(id=self.execution.agent_version_id)
-            self.credit_rules = version.agent.credit_rules
-            return version.workflow.get("nodes", [])
-        if self.execution.skill_version_id:
-            self.manifest = manifest = SkillVersion.objects.get(id=self.execution.skill_version_id).manifest
-            self.max_seconds = manifest.get("limits", {}).get("max_seconds")
-            if self.max_seconds:
-                self.time_limit_at = self.execution.started_at.timestamp() + self.max_seconds
-            model = self.execution.model_config or manifest.get("model") or {"provider": "builtin"}
-            return [
-                {
-                    "id": "skill",
-                    "type": "ai",
-                    "instructions": manifest.get("instructions", ""),
-                    "tools": manifest.get("tools", []),
-                    "model": model,
-                    "max_iterations": manifest.get("limits", {}).get("max_iterations", 10),
-                    "prompt": "{{inputs}}",
-                }
-            ]
-        return []
-
-    def stage_materials(self) -> None:
-        """Before a skill's first step: its file_source_ids into inputs/materials/ (missing ones reported)."""
-        if self.skill_workspace is None or self.checkpoint.get("materials_staged"):
-            return
-        staged, missing = self.skill_workspace.stage_materials(self.execution.principal, self.execution.file_source_ids)
-        self.emit("materials_staged", {"staged": staged, "missing": missing})
-        self._save({**self.checkpoint, "materials_staged": True})
-
-    def run(self) -> None:
-        from workers.nodes import run_node
-
-        nodes = self.workflow()
-        if not nodes:
-            raise StepFailed("invalid_workflow", "The responder has no workflow nodes to run.")
-        if self.skill_workspace:
-            self.emit("state_changed", {"state": "running", "attempt": self.attempt})
-        self.stage_materials()
-        for index in range(self.checkpoint["next_node"], len(nodes)):
-            self.check_cancel()
-            node = nodes[index]
-            if node["id"] not in self.replay.started and self.node_state(node) is None:
-                self.emit("node_start", {"node_id": node["id"], "node_type": node.get("type")})
-            output = run_node(self, node)
-            if node["type"] != "ai":  # an ai node counts its model turns itself
-                self.iterations += 1
-            self.emit("node_complete", {"node_id": node["id"], "node_type": node["type"]})
-            checkpoint = {
-                "next_node": index + 1,
-                "node_outputs": {**self.checkpoint["node_outputs"], node["id"]: output},
-            }
-            if index + 1 < len(nodes):
-                self._save(checkpoint)
-            else:  # the last checkpoint is written by the final transition
-                self.checkpoint = self._with_progress(checkpoint)
-        self.complete(nodes)
-
-    def template_context(self) -> dict:
-        inputs = self.execution.inputs
-        return {
-            "message": inputs.get("message", ""),
-            "variables": inputs.get("variables", {}),
-            "inputs": inputs if self.skill_workspace else {},
-            "nodes": self.checkpoint["node_outputs"],
-        }
-
-    # --- model turns and tools -------------------------------------------------------------------
-
-    def stream_model(self, node: dict, messages: list[dict], tools: list[dict] | None) -> ModelTurn:
-        """One model turn: text and reasoning as coalesced events; returns the text and tool calls."""
-        interval = settings.TEXT_FLUSH_INTERVAL_MS / 1000
-        channels = {
-            kind: {"text": "", "sent": self.replay.streamed.pop((node["id"], kind), "")}
-            for kind in ("text", "reasoning")
-        }
-        tool_calls, provider_data, last_flush = [], {}, time.monotonic()
-
-        def flush():
-            nonlocal last_flush
-            last_flush = time.monotonic()
-            for kind, channel in channels.items():
-                text, sent = channel["text"], channel["sent"]
-                if text.startswith(sent):
-                    if len(text) > len(sent):
-                        self.emit(kind, {"node_id": node["id"], "text": text[len(sent) :]})
-                elif not sent.startswith(text):
-                    self.emit(kind, {"node_id": node["id"], "text": text, "reset": True})
-                else:
-                    continue
-                channel["sent"] = text
-                # wait for the write: it reports a cancel, which must stop the stream within one chunk
-                self.flush_events()
-
-        try:
-            model = self.model_for(node)
-            stream = get_provider(model).stream(messages, tools)
-        except ValueError as exc:  # an unknown provider
-            raise StepFailed("invalid_workflow", str(exc)) from exc
-        release_connection()
-        with self.trace.generation(node["id"], model, messages, tools) as generation:
-            try:
-                for chunk in stream:
-                    if chunk.kind in channels:
-                        channels[chunk.kind]["text"] += chunk.text
-                        if time.monotonic() - last_flush >= interval:
-                            flush()
-                    elif chunk.kind == "usage":
-                        self.usage.input_tokens += chunk.usage.input_tokens
-                        self.usage.output_tokens += chunk.usage.output_tokens
-                        self.usage.cached_input_tokens += chunk.usage.cached_input_tokens
-                        cost = self.price(model, chunk.usage)
-                        self.cost += cost
-                        generation.add_usage(chunk.usage, cost)
-                        self.check_credit_limit()
-                    elif chunk.kind == "provider_data":
-                        provider_data.update(chunk.provider_data)
-                    elif chunk.kind == "tool_call":
-                        tool_calls.append(
-                            {
-                                "id": chunk.tool_call.get("id") or f"tc_{uuid.uuid4().hex[:16]}",
-                                "name": chunk.tool_call["name"],
-                                "arguments": chunk.tool_call.get("arguments") or {},
-                            }
-                        )
-                    self.check_cancel()
-            except (Cancelled, StepFailed, LeaseLost):
-                flush()
-                raise
-            except Exception as exc:  # the provider failed: keep what was streamed, then fail with its reason
-                flush()
-                raise StepFailed(getattr(exc, "failure_reason", "provider_error"), str(exc)) from exc
-            finally:
-                stream.close()  # a cancelled or failed turn closes the upstream response at once
-            flush()
-            generation.set_output(channels["text"]["text"], tool_calls)
-        return ModelTurn(text=channels["text"]["text"], tool_calls=tool_calls, provider_data=provider_data)
-
-    def run_server_tool(self, node: dict, tool: ServerTool | None, call: dict) -> tuple[str, object]:
-        """tool_call, the call, tool_result; a result the lost attempt already logged is reused."""
-        if call["id"] not in self.replay.tool_calls:
-            self.emit(
-                "tool_call",
-                {
-                    "node_id": node["id"],
-                    "tool_call_id": call["id"],
-                    "name": call["name"],
-                    "arguments": call["arguments"],
-                },
-            )
-        if call["id"] in self.replay.tool_results:
-            return self.replay.tool_results[call["id"]]
-        release_connection()
-        with self.trace.tool(node["id"], call) as traced:
-            outcome, result = call_tool(tool, call["name"], call["arguments"])
-            traced.set_result(outcome, result)
-        self.emit(
-            "tool_result",
-            {
-                "node_id": node["id"],
-                "tool_call_id": call["id"],
-                "name": call["name"],
-                "outcome": outcome,
-                "result": result,
-            },
-        )
-        self.check_cancel()
-        return outcome, result
-
-    # --- endings --------------------------------------------------------------------------------
-
-    def usage_fields(self) -> dict:
-        return {
-            "input_tokens": self.usage.input_tokens,
-            "output_tokens": self.usage.output_tokens,
-            "cost_usd": self.cost_usd(),
-        }
-
-    def cost_usd(self) -> Decimal:
-        """The exact sum of the calls' costs, rounded once, to the micro-dollar (half up)."""
-        return self.cost.quantize(MICRODOLLAR, rounding=ROUND_HALF_UP)
-
-    @staticmethod
-    def price(model: dict, usage: Usage) -> Decimal:
-        """One model call's cost from its model's prices (an alias's, or a node's `model` block):
-        cached input tokens at `cached_input_usd_per_million_tokens` when given. Decimal all the way."""
-        input_price = Decimal(str(model.get("input_usd_per_million_tokens", "0")))
-        cached_price = Decimal(str(model.get("cached_input_usd_per_million_tokens", input_price)))
-        output_price = Decimal(str(model.get("output_usd_per_million_tokens", "0")))
-        cached = usage.cached_input_tokens
-        return (
-            (usage.input_tokens - cached) * input_price + cached * cached_price + usage.output_tokens * output_price
-        ) / 1_000_000
-
-    def model_for(self, node: dict) -> dict:
-        """A node's model: its `model` block, or the workspace alias it names ({"alias": "fast"})."""
-        from accounts.models import ModelAlias
-
-        model = node.get("model") or {}
-        if "alias" in model and "provider" not in model:
-            alias = ModelAlias.objects.filter(workspace_id=self.execution.workspace_id, alias=model["alias"]).first()
-            if alias is None:
-                raise StepFailed("invalid_workflow", f"The workspace has no model alias {model['alias']!r}.")
-            model = {**alias.config(), **{k: v for k, v in model.items() if k != "alias"}}
-        if node.get("output_schema"):  # providers that support structured output use it
-            model = {**model, "output_schema": node["output_schema"]}
-        return model
-
-    def usage_json(self) -> dict:
-        return {
-            "input_tokens": self.usage.input_tokens,
-            "output_tokens": self.usage.output_tokens,
-            "total_tokens": self.usage.total_tokens,
-        }
-
-    def credits_used(self) -> Decimal:
-        return actual_cost(self.credit_rules, self.execution.inputs, self.usage.total_tokens)
-
-    def check_credit_limit(self) -> None:
-        """A run whose cost so far passes what was held for it is stopped."""
-        if self.execution.credits_held > 0 and self.credits_used() > self.execution.credits_held:
-            raise StepFailed(
-                "credit_limit_exceeded",
-                f"The execution would cost more than the {self.execution.credits_held} credits held for it.",
-            )
-
-    def complete(self, nodes: list[dict]) -> None:
-        """The output is the last node's that has text (an ai node, or a sub-execution)."""
-        outputs = self.checkpoint["node_outputs"]
-        answer = next(
-            (
-                outputs[n["id"]]
-                for n in reversed(nodes)
-                if isinstance(outputs.get(n["id"]), dict) and "text" in outputs[n["id"]]
-            ),
-            {"text": ""},
-        )
-        output = {"text": answer["text"], "parsed_output": answer.get("parsed_output")}
-        outputs, fields = output, {}
-        if self.skill_workspace:
-            outputs, fields = self.finish_skill(answer["text"])
-        self.trace.set_output(outputs)
-        latency_ms = int((time.time() - self.execution.created_at.timestamp()) * 1000)
-        credits = self.credits_used() if self.execution.credits_held > 0 else Decimal(0)
-        self.flush_events()
-        services.complete_execution(
-            self.execution,
-            self.attempt,
-            outputs=outputs,
-            checkpoint=self.checkpoint,
-            resume_input=None,
-            final_payload={
-                "output": {**output, "usage": self.usage_json()},
-                "cost_microdollars": int(self.cost_usd() / MICRODOLLAR),
-                "credits_used": float(credits),
-                "latency_ms": latency_ms,
-            },
-            credits=credits,
-            iteration_count=self.iterations,
-            **self.usage_fields(),
-            **fields,
-        )
-
-    def finish_skill(self, text: str) -> tuple[dict, dict]:
-        """A skill's outputs (validated against its outputs schema), its artifacts (the files under
-        outputs/) and its archived workspace."""
-        from workers.skill_finish import archive_workspace, collect_artifacts, skill_outputs
-
-        outputs = skill_outputs(self.manifest, text)
-        for artifact in collect_artifacts(self.execution, self.skill_workspace):
-            self.emit("artifact", artifact)
-        return outputs, {"workspace_archive": archive_workspace(self.execution, self.skill_workspace)}
+        if index + 1 < len(nodes):
+            run.save_checkpoint(checkpoint)
+        else:  # the last checkpoint is written by the final transition
+            run.checkpoint = run.with_progress(checkpoint)
+    run.complete(nodes)
 
 
 def _after_events(run: ExecutionRun, outcome: str, transition, *args, **kwargs) -> str:
@@ -513,7 +76,7 @@ def _after_events(run: ExecutionRun, outcome: str, transition, *args, **kwargs) 
 
 def run_execution(execution_id) -> str:
     """Claim and run one execution; returns what happened (for logs and tests)."""
-    execution = services.claim_execution(execution_id, worker_id())
+    execution = services.do_claim_execution(execution_id, worker_id())
     if execution is None:
         return "not_claimed"
     attempt = execution.attempt
@@ -522,19 +85,19 @@ def run_execution(execution_id) -> str:
     try:
         run = ExecutionRun(execution, attempt, lease)
         with run.trace:  # the attempt's root observation in the execution's trace, ended with its outcome
-            run.run()
+            run_nodes(run)
         return "completed"
     except Suspend as suspension:
         return _after_events(run, "suspended", run.suspend, suspension)
     except Cancelled:
         return _after_events(
-            run, "cancelled", services.cancel_running_execution, execution, attempt, **run.usage_fields()
+            run, "cancelled", services.do_cancel_running_execution, execution, attempt, **run.usage_fields()
         )
     except StepFailed as exc:
         return _after_events(
             run,
             "failed",
-            services.fail_execution,
+            services.do_fail_execution,
             execution,
             attempt,
             exc.failure_reason,
@@ -553,7 +116,9 @@ def run_execution(execution_id) -> str:
                 run.flush_events()
             except Exception:  # the events' own failure: the error event still goes out
                 pass
-        services.fail_execution(execution, attempt, "internal_error", f"Internal error: {type(exc).__name__}", **usage)
+        services.do_fail_execution(
+            execution, attempt, "internal_error", f"Internal error: {type(exc).__name__}", **usage
+        )
         return "failed"
     finally:
         release_lease(lease)

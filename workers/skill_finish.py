@@ -7,7 +7,7 @@ import jsonschema
 
 from executions.models import Artifact
 from files.services import store_generated_file
-from workers.runtime import StepFailed
+from workers.outcomes import StepFailed
 from workers.skill_workspace import OUTPUTS_DIR, SkillWorkspace, document_type
 
 

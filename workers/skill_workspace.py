@@ -15,7 +15,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from files.selectors import personal_file
-from workers.tools import ServerTool, ToolError
+from workers.server_tool import ServerTool, ToolError
 
 MATERIALS_DIR = "inputs/materials"
 OUTPUTS_DIR = "outputs"

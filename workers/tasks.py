@@ -1,9 +1,27 @@
 """Celery tasks: thin wrappers over the runtime and the reaper services."""
 
+import logging
+
+import redis
 from celery import shared_task
+from celery.signals import worker_init
+from django.conf import settings
 
 from executions import purge, services
 from workers import runtime
+from workers.event_writer import start_writer
+from workers.leases import start_renewer
+
+logger = logging.getLogger(__name__)
+
+
+@worker_init.connect(weak=False)
+def start_run_threads(**_):
+    """In a Celery worker process (this module is imported by its loader before `worker_init`):
+    the threads shared by all its runs (event writer, lease renewer)."""
+    start_writer()
+    start_renewer()
+    logger.info("event writer and lease renewer started")
 
 
 @shared_task(name="workers.tasks.run_execution", ignore_result=True)
@@ -28,7 +46,4 @@ def purge_expired_executions() -> int:
 @shared_task(name="workers.tasks.noop_roundtrip", ignore_result=True)
 def noop_roundtrip(reply_key: str) -> None:
     """The benchmark's baseline: a bare Celery task that only answers on a Redis list."""
-    import redis
-    from django.conf import settings
-
     redis.Redis.from_url(settings.REDIS_URL).lpush(reply_key, b"done")

@@ -7,30 +7,14 @@ is a result with outcome "error" that the model sees, not an exception of the ru
 import ast
 import operator
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
-import jsonschema
 
 from agents.models import HttpTool
-
-
-class ToolError(Exception):
-    pass
-
-
-@dataclass
-class ServerTool:
-    name: str
-    description: str
-    parameters: dict
-    call: Callable[[dict], object]
-
-    def spec(self) -> dict:
-        return {"name": self.name, "description": self.description, "parameters": self.parameters}
-
+from conversations.services import forget, remember
+from workers.server_tool import ServerTool, ToolError
+from workers.skill_workspace import workspace_tools
 
 PYTHON_TOOLS: dict[str, ServerTool] = {}
 
@@ -114,8 +98,6 @@ def _http_tool(tool: HttpTool) -> ServerTool:
 
 def _memory_tool(execution) -> ServerTool:
     """`memory`: what the agent learns about the user (`external_user_id`) lasts across executions."""
-    from conversations.services import forget, remember
-
     user = execution.inputs["external_user_id"]
 
     def call(arguments: dict):
@@ -157,20 +139,5 @@ def server_tools(execution, names, skill_workspace=None) -> dict[str, ServerTool
     if "memory" in names and execution.inputs.get("external_user_id"):
         tools["memory"] = _memory_tool(execution)
     if skill_workspace is not None:
-        from workers.skill_workspace import workspace_tools
-
         tools.update({name: tool for name, tool in workspace_tools(skill_workspace).items() if name in names})
     return tools
-
-
-def call_tool(tool: ServerTool | None, name: str, arguments) -> tuple[str, object]:
-    """Run a tool; returns (outcome, result) with outcome "success" or "error"."""
-    if tool is None:
-        return "error", {"message": f"Unknown tool {name!r}."}
-    try:
-        jsonschema.validate(arguments, tool.parameters)
-        return "success", tool.call(arguments)
-    except jsonschema.ValidationError as exc:
-        return "error", {"message": f"Invalid arguments: {exc.message}"}
-    except ToolError as exc:
-        return "error", {"message": str(exc)}

@@ -34,7 +34,10 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from agents.models import AgentVersion, SkillVersion
+from executions.events import LeaseLost
 from executions.models import Execution
+from workers.outcomes import Cancelled, StepFailed, Suspend
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ def _client():
         client = _clients.get(config)
         if client is None:
             try:
+                # the SDK is imported on first use only, so with tracing off it is never loaded (no cycle here)
                 from langfuse import Langfuse
                 from opentelemetry.sdk.trace import TracerProvider
 
@@ -163,9 +167,6 @@ class ToolCall:
 
 def _status(exc: BaseException | None) -> tuple[str, str, str | None]:
     """(outcome, Langfuse level, status message) of an attempt or a step that ended with `exc`."""
-    from executions.events import LeaseLost
-    from workers.runtime import Cancelled, StepFailed, Suspend
-
     if exc is None:
         return "completed", "DEFAULT", None
     if isinstance(exc, Suspend):
@@ -210,7 +211,7 @@ class ExecutionTrace:
 
     @_guarded
     def _start(self):
-        from langfuse import propagate_attributes
+        from langfuse import propagate_attributes  # loaded by _client already: tracing is on here
 
         execution = self.execution
         resumed = bool(execution.checkpoint)
@@ -244,8 +245,6 @@ class ExecutionTrace:
         )
 
     def _trace_name(self) -> str:
-        from agents.models import AgentVersion, SkillVersion
-
         if self.execution.agent_version_id:
             version = AgentVersion.objects.select_related("agent").get(id=self.execution.agent_version_id)
             return f"agent: {version.agent.name}"

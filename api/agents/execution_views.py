@@ -42,7 +42,7 @@ class ExecutionCancelView(APIView):
         },
     )
     def post(self, request, execution_id):
-        execution = services.cancel_on_request(get_readable_execution(request.user, execution_id))
+        execution = services.check_request_cancel(get_readable_execution(request.user, execution_id))
         status = 200 if execution.state == ExecutionState.CANCELLED else 202
         return Response({"data": render(self.Output, self.Output.fields(execution))}, status=status)
 

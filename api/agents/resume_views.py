@@ -80,17 +80,17 @@ class ResumeOutput(Schema):
 
 
 def _tool_result(caller, execution, body: ToolResultInput) -> tuple[int, dict]:
-    resumed_seq, pending = resumes.submit_tool_result(execution, body.tool_call_id, body.outcome, body.result)
+    resumed_seq, pending = resumes.check_submit_tool_result(execution, body.tool_call_id, body.outcome, body.result)
     return resumed_seq, {"pending_tool_call_ids": pending}
 
 
 def _approval(caller, execution, body: ApprovalInput) -> tuple[int, dict]:
     decided = "approved" if body.decision == "approve" else "rejected"
-    return resumes.decide_approval(execution, decided, body.comment, caller.principal), {"decision": decided}
+    return resumes.check_decide_approval(execution, decided, body.comment, caller.principal), {"decision": decided}
 
 
 def _external_event(caller, execution, body: ExternalEventInput) -> tuple[int, dict]:
-    return resumes.post_external_event(execution, body.event, body.payload), {"event": body.event}
+    return resumes.check_post_external_event(execution, body.event, body.payload), {"event": body.event}
 
 
 def _handle(caller, execution_id: str, raw_body: bytes, action, schema):

@@ -114,7 +114,7 @@ class SkillExecutionCancelView(APIView):
         responses={200: EXECUTION, 202: EXECUTION},
     )
     def post(self, request, space_id, execution_id):
-        execution = services.cancel_on_request(get_skill_execution(request.user, space_id, execution_id))
+        execution = services.check_request_cancel(get_skill_execution(request.user, space_id, execution_id))
         status = 200 if execution.state == ExecutionState.CANCELLED else 202
         return Response({"data": skill_execution_data(execution)}, status=status)
 

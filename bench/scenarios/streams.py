@@ -231,10 +231,10 @@ def _resume_directly(execution_id: uuid.UUID) -> None:
     from django.db import transaction
 
     from executions.models import Execution
-    from executions.resumes import post_external_event
+    from executions.resumes import check_post_external_event
 
     with transaction.atomic():
-        post_external_event(Execution.objects.get(id=execution_id), "go", {})
+        check_post_external_event(Execution.objects.get(id=execution_id), "go", {})
 
 
 def _fanout_report(

@@ -9,7 +9,8 @@ OPENAI_COMPATIBLE = ("openai", "openai_compatible", "azure_openai", "vllm", "oll
 def get_provider(model_config: dict) -> ModelProvider:
     """The provider a node's `model` block (or a model alias's config) names.
 
-    The SDK modules are imported here, on first use, so the built-in model needs neither."""
+    The SDK modules are imported here, on first use, so the built-in model needs neither (an
+    optional heavy import, not a hidden cycle: those modules import only base.py)."""
     provider = (model_config or {}).get("provider", "builtin")
     if provider == "builtin":
         return BuiltinModel(model_config or {})

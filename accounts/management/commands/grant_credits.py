@@ -2,7 +2,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.credits import grant_credits
+from accounts.credits import do_grant_credits
 from accounts.models import CreditAccount
 from accounts.services import workspace_and_customer
 from core.commands import write_result
@@ -30,7 +30,7 @@ class Command(BaseCommand):
         except LookupError as exc:
             raise CommandError(str(exc))
         account, _ = CreditAccount.objects.get_or_create(workspace=workspace, customer=customer)
-        entry = grant_credits(account, amount, note=options["note"])
+        entry = do_grant_credits(account, amount, note=options["note"])
         write_result(
             self,
             {

@@ -1,0 +1,36 @@
+"""How a step of a run ends other than with its output: the node types raise these, the run loop
+(workers/runtime.py) turns them into the execution's transition, tracing names them."""
+
+from dataclasses import replace
+
+from executions.checkpoints import NodeState
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Suspend(Exception):
+    """The node waits for input from outside: save the checkpoint and free the worker.
+
+    `payload` is the `suspended` event's (None: an internal wait, no event); once `timeout_seconds`
+    have passed, the reaper resumes the node with its state's `input_on_timeout()`; `sub_execution`
+    is the child to create in the same transaction."""
+
+    def __init__(
+        self,
+        state: str,
+        payload: dict | None,
+        node_state: NodeState,
+        timeout_seconds: float | None = None,
+        sub_execution: dict | None = None,
+    ):
+        super().__init__(state)
+        self.state, self.payload, self.node_state = state, payload, replace(node_state, waiting=True)
+        self.timeout_seconds, self.sub_execution = timeout_seconds, sub_execution
+
+
+class StepFailed(Exception):
+    def __init__(self, failure_reason: str, message: str):
+        super().__init__(message)
+        self.failure_reason, self.message = failure_reason, message
