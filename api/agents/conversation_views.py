@@ -85,6 +85,8 @@ class ConversationsView(APIView):
     class ListOutput(Schema):
         data: list[ConversationOutput] = Field(description=f"Newest first, at most {MAX_CONVERSATIONS}")
 
+    Output = ConversationOutput
+
     class Input(Schema):
         agent_id: Annotated[str, BeforeValidator(_agent_id)] = Field(examples=["agent:0bve9rxq"])
 
@@ -115,10 +117,12 @@ class ConversationsView(APIView):
         conversation, created = services.create_or_resume_conversation(
             request.user, get_live_agent(request.user.workspace, data.agent_id)
         )
-        return Response({"data": render(ConversationOutput, conversation)}, status=201 if created else 200)
+        return Response({"data": render(self.Output, conversation)}, status=201 if created else 200)
 
 
 class ConversationArchiveView(APIView):
+    Output = ConversationOutput
+
     @extend_schema(
         summary="Archive a conversation",
         request=None,
@@ -128,7 +132,7 @@ class ConversationArchiveView(APIView):
     )
     def post(self, request, conversation_id):
         conversation = services.archive_conversation(get_conversation(request.user, conversation_id))
-        return Response({"data": render(ConversationOutput, conversation)})
+        return Response({"data": render(self.Output, conversation)})
 
 
 class ConversationMessagesView(APIView):

@@ -47,7 +47,11 @@ def invalid(code: str, message: str, status: int = 400, field: str | None = None
     """A validation error with the API's own code, raised from a validator; `field` names the field
     at fault when the validator is the model's (whose errors have no path), `extra` members are
     added to the error envelope (`errors=[...]`)."""
-    return PydanticCustomError(code, message, {"status": status, "field": field, "extra": extra})
+    # the message as the last context value: pydantic fills `{name}`s of the context into it in order,
+    # so braces of a value quoted in the message stay as they are
+    return PydanticCustomError(
+        code, "{message}", {"status": status, "field": field, "extra": extra, "message": message}
+    )
 
 
 def json_size(value) -> int:

@@ -56,6 +56,7 @@ class PersonalFilesView(APIView):
 
     parser_classes = [MultiPartParser]
     pagination_class = UncountedLimitOffsetPagination
+    Output = PersonalFile
 
     @extend_schema(
         operation_id="files_list",
@@ -68,7 +69,7 @@ class PersonalFilesView(APIView):
     def get(self, request):
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(personal_files(request.user.principal), request, self)
-        return paginator.get_paginated_response([render(PersonalFile, stored) for stored in page])
+        return paginator.get_paginated_response([render(self.Output, stored) for stored in page])
 
     @extend_schema(
         operation_id="files_upload",
@@ -99,11 +100,13 @@ class PersonalFilesView(APIView):
         if upload is None:
             raise ApiError(400, "file_required", "Send the file in the multipart field `file`.", field="file")
         stored = upload_personal_file(request.user, upload)
-        return Response({"data": render(PersonalFile, stored)}, status=201)
+        return Response({"data": render(self.Output, stored)}, status=201)
 
 
 class PersonalFileView(APIView):
     """GET and DELETE /v1/files/{filename}: one file of the caller's personal collection."""
+
+    Output = PersonalFile
 
     def _get(self, request, filename):
         stored = personal_file(request.user.principal, filename)
@@ -124,7 +127,7 @@ class PersonalFileView(APIView):
         },
     )
     def get(self, request, filename):
-        return Response({"data": render(PersonalFile, self._get(request, filename))})
+        return Response({"data": render(self.Output, self._get(request, filename))})
 
     @extend_schema(
         operation_id="files_destroy",

@@ -93,6 +93,8 @@ class SkillExecutionStartView(APIView):
         def model_alias(self) -> str | None:
             return self.model.alias if isinstance(self.model, ModelChoice) else self.model
 
+    Output = SkillExecution
+
     @extend_schema(
         summary="Start a standalone skill execution",
         description="`inputs` are validated against the live version's inputs schema (422 `invalid_inputs` lists "
@@ -120,7 +122,7 @@ class SkillExecutionStartView(APIView):
             idempotency_key=idempotency_key,
             fingerprint=request_fingerprint(f"skills {skill.id}", body),
         )
-        return Response({"data": render(SkillExecution, execution)}, status=201)
+        return Response({"data": render(self.Output, execution)}, status=201)
 
 
 class SkillExecutionListView(APIView):
@@ -151,15 +153,19 @@ class SkillExecutionListView(APIView):
 
 
 class SkillExecutionDetailView(APIView):
+    Output = SkillExecution
+
     @extend_schema(
         operation_id="skills_execution_get", summary="Get a skill execution", responses={200: SkillExecutionEnvelope}
     )
     def get(self, request, space_id, execution_id):
         execution = get_skill_execution(request.user, space_id, execution_id)
-        return Response({"data": render(SkillExecution, execution)})
+        return Response({"data": render(self.Output, execution)})
 
 
 class SkillExecutionCancelView(APIView):
+    Output = SkillExecution
+
     @extend_schema(
         summary="Cancel a skill execution",
         request=None,
@@ -170,10 +176,12 @@ class SkillExecutionCancelView(APIView):
     def post(self, request, space_id, execution_id):
         execution = services.cancel_on_request(get_skill_execution(request.user, space_id, execution_id))
         status = 200 if execution.state == ExecutionState.CANCELLED else 202
-        return Response({"data": render(SkillExecution, execution)}, status=status)
+        return Response({"data": render(self.Output, execution)}, status=status)
 
 
 class ExecutionByChatToolCallView(APIView):
+    Output = SkillExecution
+
     @extend_schema(
         summary="Get the execution a chat tool call dispatched",
         description="Available from the moment the execution row exists (while it runs); 404 until then — poll "
@@ -182,7 +190,7 @@ class ExecutionByChatToolCallView(APIView):
     )
     def get(self, request, space_id, tool_call_id):
         execution = skill_execution_for_tool_call(request.user, space_id, tool_call_id)
-        return Response({"data": render(SkillExecution, execution)})
+        return Response({"data": render(self.Output, execution)})
 
 
 def _path_parameter(name: str) -> dict:
