@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from rest_framework import authentication, exceptions
 
 from accounts.api_keys import find_active_key
-from accounts.models import ApiKey
+from accounts.models import ApiKey, ApiKeyKind
 
 
 @dataclass
@@ -29,6 +29,11 @@ class Caller:
     @property
     def principal(self):
         return self.api_key.principal
+
+    @property
+    def is_workspace_key(self) -> bool:
+        """A workspace (wak_) key, rather than an end user's (eak_)."""
+        return self.api_key.kind == ApiKeyKind.WORKSPACE
 
     @property
     def tenant_id(self):

@@ -37,7 +37,6 @@ def personal_file(principal, filename: str) -> StoredFile | None:
     return StoredFile.objects.filter(principal=principal, purpose=FilePurpose.PERSONAL, filename=filename).first()
 
 
-def personal_files(principal, limit: int = 100, offset: int = 0) -> list[StoredFile]:
-    """The principal's personal files, ordered by filename."""
-    files = StoredFile.objects.filter(principal=principal, purpose=FilePurpose.PERSONAL).order_by("filename", "id")
-    return list(files[offset : offset + limit])
+def personal_files(principal):
+    """The principal's personal files, ordered by filename (a queryset, for the page to slice)."""
+    return StoredFile.objects.filter(principal=principal, purpose=FilePurpose.PERSONAL).order_by("filename", "id")

@@ -4,11 +4,12 @@ because they are plain async Django views: they declare themselves with `async_o
 
 from dataclasses import dataclass, field
 
+from drf_spectacular import openapi
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.plumbing import ResolvedComponent
 from pydantic.json_schema import DefsRef, GenerateJsonSchema
 
-from api.http.schemas import COMPONENT_NAMES, Schema, component_name
+from api.http.schemas import COMPONENT_CLASSES, COMPONENT_NAMES, Schema, component_name
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -25,6 +26,16 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             },
             {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"},
         ]
+
+
+class AutoSchema(openapi.AutoSchema):
+    """drf-spectacular's, with the GET of an APIView that has a `pagination_class` documented as a
+    list, as a ListAPIView's: the paginator's parameters, and its page around the declared `Output`."""
+
+    def _is_list_view(self, serializer=None) -> bool:
+        if self.method == "GET" and getattr(self.view, "pagination_class", None) is not None:
+            return True
+        return super()._is_list_view(serializer)
 
 
 class _ComponentNames(GenerateJsonSchema):
@@ -46,9 +57,24 @@ def json_schema(schema: type[Schema], direction: str, register) -> dict:
         mode="validation" if direction == "request" else "serialization",
         schema_generator=_ComponentNames,
     )
-    for name, sub_schema in generated.pop("$defs", {}).items():
-        register(name, sub_schema)
-    return generated
+    defs = generated.pop("$defs", {})
+    if set(generated) == {"$ref"}:  # a recursive schema is a reference to its own definition
+        generated = defs.pop(generated["$ref"].rsplit("/", 1)[-1])
+    for name, sub_schema in defs.items():
+        register(name, _ref_siblings(sub_schema))
+    return _ref_siblings(generated)
+
+
+def _ref_siblings(node):
+    """OpenAPI 3.0 ignores the siblings of a `$ref` (a field's description): the reference goes into
+    an `allOf`, as drf-spectacular writes it."""
+    if isinstance(node, list):
+        return [_ref_siblings(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node and len(node) > 1:
+        node = {"allOf": [{"$ref": node["$ref"]}], **{key: value for key, value in node.items() if key != "$ref"}}
+    return {key: _ref_siblings(value) for key, value in node.items()}
 
 
 class DeclaredSchemaExtension(OpenApiSerializerExtension):
@@ -63,7 +89,9 @@ class DeclaredSchemaExtension(OpenApiSerializerExtension):
 
     def map_serializer(self, auto_schema, direction):
         def register(name, schema):
-            component = ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, object=name, schema=schema)
+            # the class as identity, as when the sub-schema is itself a response (no collision warning)
+            identity = COMPONENT_CLASSES.get(name, name)
+            component = ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, object=identity, schema=schema)
             auto_schema.registry.register_on_missing(component)
 
         return json_schema(self.target, direction, register)

@@ -15,7 +15,7 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -36,14 +36,22 @@ class Schema(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs):
         super().__pydantic_init_subclass__(**kwargs)
         COMPONENT_NAMES[f"{cls.__module__}.{cls.__qualname__}"] = component_name(cls)
+        COMPONENT_CLASSES[component_name(cls)] = cls
 
 
 COMPONENT_NAMES: dict[str, str] = {}  # "module.Qualname" -> OpenAPI component name (api/http/openapi.py)
+COMPONENT_CLASSES: dict[str, type] = {}  # and back, for the component's identity
 
 
-def invalid(code: str, message: str, status: int = 400) -> PydanticCustomError:
-    """A validation error with the API's own code, raised from a validator."""
-    return PydanticCustomError(code, message, {"status": status})
+def invalid(code: str, message: str, status: int = 400, field: str | None = None, **extra) -> PydanticCustomError:
+    """A validation error with the API's own code, raised from a validator; `field` names the field
+    at fault when the validator is the model's (whose errors have no path), `extra` members are
+    added to the error envelope (`errors=[...]`)."""
+    # the message as the last context value: pydantic fills `{name}`s of the context into it in order,
+    # so braces of a value quoted in the message stay as they are
+    return PydanticCustomError(
+        code, "{message}", {"status": status, "field": field, "extra": extra, "message": message}
+    )
 
 
 def json_size(value) -> int:
@@ -95,7 +103,8 @@ def api_error(exc: ValidationError) -> ApiError:
     top = str(error["loc"][0]) if error["loc"] else "body"
     context = error.get("ctx") or {}
     if isinstance(context.get("status"), int):  # one of ours: `invalid(code, message)`
-        return ApiError(context["status"], error["type"], error["msg"], field=field)
+        field = context.get("field") or field
+        return ApiError(context["status"], error["type"], error["msg"], field=field, **context.get("extra", {}))
     code = f"{top}_required" if error["type"] == "missing" else f"invalid_{top}"
     message = f"{field}: {error['msg']}." if field else f"{error['msg']}."
     return ApiError(400, code, message, field=field)
@@ -108,6 +117,21 @@ def parse(schema: type[S], data: Any, **context) -> S:
         return schema.model_validate(data, context=context or None)
     except ValidationError as exc:
         raise api_error(exc)
+
+
+def parse_query(schema: type[S], params, **context) -> S:
+    """Query parameters (a QueryDict) validated by `schema`: a list field takes every value of its
+    name and of `<name>[]`, any other field the last value given (as `QueryDict.get`)."""
+    data = {}
+    for name, field in schema.model_fields.items():
+        key = field.alias or name
+        if get_origin(field.annotation) is list or field.annotation is list:
+            values = params.getlist(key) + params.getlist(f"{key}[]")
+            if values:
+                data[key] = values
+        elif key in params:
+            data[key] = params.get(key)
+    return parse(schema, data, **context)
 
 
 def json_object(raw: bytes) -> dict:

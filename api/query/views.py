@@ -7,132 +7,43 @@ to what the key may read (workspace keys: the workspace's executions; end-user k
 anything else is a 404.
 """
 
-from urllib.parse import urlencode
+import uuid
+from typing import Annotated
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiExample,
-    OpenApiParameter,
-    OpenApiResponse,
-    PolymorphicProxySerializer,
-    extend_schema,
-    extend_schema_field,
-)
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from pydantic import BeforeValidator, Field, model_validator
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import ApiKeyKind
+from api.http.schemas import Schema, invalid, parse_query, render
 from api.query import selectors as query
-from core.errors import ApiError
+from api.query.schemas import Execution, ExecutionNesting
+from core.ids import parse_prefixed_id
+from core.pagination import PageNumberHeaderPagination
+from core.permissions import IsWorkspaceKey
 from executions import purge
 
-# --- the documented schema (these serializers only describe the JSON of api.query.selectors) ------------
-
-STATUS_DESCRIPTION = (
-    "The status of the execution: `queued` (waiting for a worker), `running`, `awaiting_client_tool` (waiting "
-    "for a client tool's result), `awaiting_approval` (a human gate), `waiting_for_external_event`, "
-    "`waiting_for_sub_execution` (waiting for a child execution or a batch's items), and the final ones "
-    "`completed`, `failed`, `cancelled`."
-)
+MAX_RESPONDER_IDS = 100
+MAX_CHAT_MESSAGE_ID_LENGTH = 128
 
 
-class ExecutionUsageSerializer(serializers.Serializer):
-    inputTokens = serializers.IntegerField()
-    outputTokens = serializers.IntegerField()
-    totalTokens = serializers.IntegerField()
-    costUsd = serializers.FloatField(help_text="From the model alias's prices")
-    wallclockMs = serializers.IntegerField(allow_null=True)
-    iterationCount = serializers.IntegerField(help_text="Model turns")
+def _responder_ids(values: list[str]) -> list[str]:
+    """`responderIds=a&responderIds=b`, `responderIds=a,b` or `responderIds[]=a`, as one list."""
+    ids = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    if len(ids) > MAX_RESPONDER_IDS:
+        raise invalid("invalid_responder_ids", f"At most {MAX_RESPONDER_IDS} responderIds.")
+    for value in ids:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise invalid("invalid_responder_ids", f"responderIds must be UUIDs; {value[:64]!r} is not.")
+    return ids
 
 
-class _DetailCommon(serializers.Serializer):
-    source = serializers.ChoiceField(
-        choices=["standalone", "chat", "api", "stream", "batch", "batch_item", "sub"],
-        help_text="How the execution was started",
-    )
-    inputs = serializers.JSONField(allow_null=True, help_text="null once purged")
-    outputs = serializers.JSONField(allow_null=True, help_text="null until it completes, and once purged")
-    error = serializers.JSONField(
-        allow_null=True, help_text="`{code, message}` of a failed or cancelled execution; null once purged"
-    )
-    failureReason = serializers.CharField(allow_null=True)
-    usage = ExecutionUsageSerializer()
-    chatThreadId = serializers.CharField(allow_null=True)
-    chatMessageId = serializers.CharField(allow_null=True)
-    chatToolCallId = serializers.CharField(allow_null=True)
-
-
-class ExecutionDetailAgentSerializer(_DetailCommon):
-    """An agent's execution (also a batch's parent execution, `source: batch`)."""
-
-    type = serializers.ChoiceField(choices=[query.DetailType.AGENT])
-    agentId = serializers.UUIDField(allow_null=True)
-    agentVersionId = serializers.UUIDField(allow_null=True)
-    versionNumber = serializers.IntegerField(allow_null=True)
-
-
-class ExecutionDetailSkillSerializer(_DetailCommon):
-    """A skill's execution: standalone, dispatched by a chat tool call, or a workflow's sub-execution."""
-
-    type = serializers.ChoiceField(choices=[query.DetailType.SKILL])
-    skillId = serializers.UUIDField()
-    skillSlug = serializers.CharField()
-    skillVersionId = serializers.UUIDField()
-    versionNumber = serializers.IntegerField()
-
-
-class ExecutionDetailBatchItemSerializer(_DetailCommon):
-    """One item of an agent batch (POST /agents/{id}/execute/batch): a child of the batch execution."""
-
-    type = serializers.ChoiceField(choices=[query.DetailType.BATCH_ITEM])
-    agentId = serializers.UUIDField(allow_null=True)
-    agentVersionId = serializers.UUIDField(allow_null=True)
-    versionNumber = serializers.IntegerField(allow_null=True)
-    batchId = serializers.UUIDField(allow_null=True, help_text="The batch execution (= parentId)")
-    key = serializers.CharField(help_text="The item's key in the batch request")
-
-
-DETAIL = PolymorphicProxySerializer(
-    component_name="ExecutionDetail",
-    serializers={
-        query.DetailType.AGENT: ExecutionDetailAgentSerializer,
-        query.DetailType.SKILL: ExecutionDetailSkillSerializer,
-        query.DetailType.BATCH_ITEM: ExecutionDetailBatchItemSerializer,
-    },
-    resource_type_field_name="type",
-    help_text="The execution detail containing type-specific information, told apart by `type`: `agent`, "
-    "`skill` or `batch_item`.",
-)
-
-
-class ExecutionSerializer(serializers.Serializer):
-    createdAt = serializers.DateTimeField()
-    id = serializers.UUIDField()
-    updatedAt = serializers.DateTimeField()
-    creditsUsed = serializers.FloatField(help_text="The total number of credits used by this execution.")
-    detail = DETAIL
-    endedAt = serializers.DateTimeField(allow_null=True, help_text="When this execution ended.")
-    isAgentic = serializers.BooleanField(help_text="Whether this execution is agentic (an agent's execution).")
-    isPurged = serializers.BooleanField(help_text="Whether this execution has been purged.")
-    parentId = serializers.UUIDField(allow_null=True, help_text="The parent execution ID of this execution.")
-    responderId = serializers.CharField(help_text="The responder ID of this execution: the agent's or the skill's id.")
-    startedAt = serializers.DateTimeField(
-        help_text="When this execution started (while it is still queued: when it was created)."
-    )
-    status = serializers.ChoiceField(choices=query.STATUSES, help_text=STATUS_DESCRIPTION)
-    workspaceId = serializers.CharField(help_text="The workspace ID of this execution.")
-
-
-@extend_schema_field({"type": "array", "items": {"$ref": "#/components/schemas/ExecutionNesting"}})
-class _ChildrenField(serializers.ListField):
-    pass
-
-
-class ExecutionNestingSerializer(ExecutionSerializer):
-    children = _ChildrenField(
-        help_text="Its child executions (sub-executions, batch items), oldest first, each with its own `children`."
-    )
+def _stripped(value):
+    return (value.strip() or None) if isinstance(value, str) else value
 
 
 AUTHORIZATION = OpenApiParameter(
@@ -161,6 +72,15 @@ def _page_header(name, description):
 
 
 class ExecutionListView(APIView):
+    pagination_class = PageNumberHeaderPagination
+
+    class Input(Schema):
+        responderIds: Annotated[list[uuid.UUID], BeforeValidator(_responder_ids)] = Field(
+            [], description="Agents' or skills' ids: one UUID, repeated, or comma-separated."
+        )
+
+    Output = Execution
+
     @extend_schema(
         operation_id="executions_api_list",
         tags=["executions-api"],
@@ -173,15 +93,7 @@ class ExecutionListView(APIView):
         "(`X-Total-Count`), the number of pages (`X-Total-Pages`), the page (`X-Page-Number`, `X-Page-Size`) and "
         "`Link` (first, prev, next, last).",
         parameters=[
-            OpenApiParameter("pageNumber", int, description="The page number (min 1).", default=1),
-            OpenApiParameter("pageSize", int, description="The page size (1 to 100).", default=10),
-            OpenApiParameter(
-                "responderIds",
-                {"type": "array", "items": {"type": "string", "format": "uuid"}},
-                explode=True,
-                default=[],
-                description="Agents' or skills' ids: one UUID, repeated, or comma-separated.",
-            ),
+            Input,
             AUTHORIZATION,
             _page_header("X-Total-Count", "How many executions match."),
             _page_header("X-Total-Pages", "How many pages of pageSize there are."),
@@ -195,42 +107,58 @@ class ExecutionListView(APIView):
                 description='RFC 8288 links: `<...>; rel="next"`, `prev`, `first`, `last`.',
             ),
         ],
-        responses={200: ExecutionSerializer(many=True), 400: ERROR, 401: ERROR},
+        responses={200: Output, 400: ERROR, 401: ERROR},
     )
     def get(self, request):
-        page = query.list_page(request.user, request.query_params)
-        response = Response([query.execution_json(execution) for execution in page.items])
-        response["X-Total-Count"] = str(page.total)
-        response["X-Total-Pages"] = str(page.pages)
-        response["X-Page-Number"] = str(page.page_number)
-        response["X-Page-Size"] = str(page.page_size)
-        links = _links(request, page)
-        if links:
-            response["Link"] = links
-        return response
-
-
-def _links(request, page) -> str:
-    base = request.build_absolute_uri(request.path)
-
-    def url(number):
-        params = [
-            (key, value) for key, values in request.query_params.lists() if key != "pageNumber" for value in values
-        ]
-        return f"{base}?{urlencode([*params, ('pageNumber', number)])}"
-
-    links = []
-    if page.pages:
-        links.append(f'<{url(1)}>; rel="first"')
-        if page.page_number > 1:
-            links.append(f'<{url(min(page.page_number - 1, page.pages))}>; rel="prev"')
-        if page.page_number < page.pages:
-            links.append(f'<{url(page.page_number + 1)}>; rel="next"')
-        links.append(f'<{url(page.pages)}>; rel="last"')
-    return ", ".join(links)
+        filters = parse_query(self.Input, request.query_params)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(
+            query.list_executions(request.user, responder_ids=filters.responderIds), request, self
+        )
+        return paginator.get_paginated_response([render(self.Output, execution) for execution in page])
 
 
 class ExecutionNestingsView(APIView):
+    class Input(Schema):
+        executionId: Annotated[str | None, BeforeValidator(_stripped)] = Field(
+            None, description="A UUID v4 string that identifies an entity.", json_schema_extra={"format": "uuid"}
+        )
+        chatMessageId: Annotated[str | None, BeforeValidator(_stripped)] = Field(
+            None,
+            description="A chat message's id (a UUID, or `execution:<uuid>`).",
+            json_schema_extra={"maxLength": MAX_CHAT_MESSAGE_ID_LENGTH},
+        )
+
+        @model_validator(mode="after")
+        def _exactly_one(self):
+            if self.executionId and self.chatMessageId:
+                raise invalid(
+                    "conflicting_parameters", "Give executionId or chatMessageId, not both.", field="chatMessageId"
+                )
+            if self.executionId:
+                if self.execution_uuid is None:
+                    raise invalid("invalid_execution_id", "executionId must be a UUID.", field="executionId")
+            elif self.chatMessageId:
+                if len(self.chatMessageId) > MAX_CHAT_MESSAGE_ID_LENGTH:
+                    raise invalid(
+                        "invalid_chat_message_id",
+                        f"chatMessageId is at most {MAX_CHAT_MESSAGE_ID_LENGTH} characters.",
+                        field="chatMessageId",
+                    )
+            else:
+                raise invalid(
+                    "execution_id_or_chat_message_id_required",
+                    "Give executionId or chatMessageId.",
+                    field="executionId",
+                )
+            return self
+
+        @property
+        def execution_uuid(self) -> uuid.UUID | None:
+            return parse_prefixed_id(self.executionId, "execution") if self.executionId else None
+
+    Output = ExecutionNesting
+
     @extend_schema(
         operation_id="executions_api_nestings",
         tags=["executions-api"],
@@ -242,32 +170,37 @@ class ExecutionNestingsView(APIView):
         "are a 409 `ambiguous_chat_message`. Exactly one of the two parameters (400 otherwise). Children are "
         f"nested recursively under `children`, oldest first, up to {query.MAX_NESTING_DEPTH} levels, loaded in "
         "one query.",
-        parameters=[
-            OpenApiParameter(
-                "executionId", OpenApiTypes.UUID, description="A UUID v4 string that identifies an entity."
-            ),
-            OpenApiParameter("chatMessageId", str, description="A chat message's id (a UUID, or `execution:<uuid>`)."),
-            AUTHORIZATION,
-        ],
-        responses={200: ExecutionNestingSerializer, 400: ERROR, 401: ERROR, 404: NOT_FOUND, 409: ERROR},
+        parameters=[Input, AUTHORIZATION],
+        responses={200: Output, 400: ERROR, 401: ERROR, 404: NOT_FOUND, 409: ERROR},
     )
     def get(self, request):
-        return Response(query.nesting(request.user, request.query_params))
+        params = parse_query(self.Input, request.query_params)
+        if params.execution_uuid is not None:
+            root_id = params.execution_uuid
+        else:
+            root_id = query.nesting_root_for_chat_message(request.user, params.chatMessageId)
+        return Response(render(self.Output, query.execution_tree(request.user, root_id)))
 
 
 class ExecutionView(APIView):
+    Output = Execution
+
     @extend_schema(
         operation_id="executions_api_get",
         tags=["executions-api"],
         summary="Retrieves an execution",
         parameters=[ID, AUTHORIZATION],
-        responses={200: ExecutionSerializer, 401: ERROR, 404: NOT_FOUND},
+        responses={200: Output, 401: ERROR, 404: NOT_FOUND},
     )
     def get(self, request, id):  # noqa: A002 (the spec names the path parameter `id`)
-        return Response(query.execution_json(query.get_execution(request.user, id)))
+        return Response(render(self.Output, query.get_execution(request.user, id)))
 
 
 class ExecutionPurgeView(APIView):
+    permission_classes = [IsAuthenticated, IsWorkspaceKey]
+    workspace_key_message = "Only a workspace key can purge executions."
+    Output = Execution
+
     @extend_schema(
         operation_id="executions_api_purge",
         tags=["executions-api"],
@@ -280,7 +213,7 @@ class ExecutionPurgeView(APIView):
         "executions automatically.",
         request=None,
         parameters=[ID, AUTHORIZATION],
-        responses={200: ExecutionSerializer, 401: ERROR, 403: ERROR, 404: NOT_FOUND, 409: ERROR},
+        responses={200: Output, 401: ERROR, 403: ERROR, 404: NOT_FOUND, 409: ERROR},
         examples=[
             OpenApiExample(
                 "Not finished",
@@ -296,8 +229,5 @@ class ExecutionPurgeView(APIView):
         ],
     )
     def post(self, request, id):  # noqa: A002
-        if request.user.api_key.kind != ApiKeyKind.WORKSPACE:
-            raise ApiError(403, "forbidden", "Only a workspace key can purge executions.")
-        execution = query.get_execution(request.user, id)
-        purged = purge.purge_execution(execution)
-        return Response(query.execution_json(query.get_execution(request.user, str(purged.id))))
+        purged = purge.purge_execution(query.get_execution(request.user, id))
+        return Response(render(self.Output, query.get_execution(request.user, str(purged.id))))

@@ -1,16 +1,20 @@
 """The skills API's personal files of the caller: GET/POST /v1/files/, GET/DELETE /v1/files/<name>."""
 
+import uuid
+from datetime import datetime
+
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from pydantic import model_validator
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.http.schemas import Schema, data_envelope, render
 from core.errors import ApiError
-from core.query_params import int_query_param
-from core.timestamps import iso_utc
+from core.pagination import UncountedLimitOffsetPagination
+from files.models import StoredFile
 from files.selectors import personal_file, personal_files
 from files.services import (
     delete_personal_file,
@@ -19,26 +23,24 @@ from files.services import (
 )
 
 
-def personal_file_data(stored) -> dict:
-    return {
-        "id": str(stored.id),
-        "filename": stored.filename,
-        "size_bytes": stored.size_bytes,
-        "content_type": stored.content_type,
-        "created_at": iso_utc(stored.created_at),
-    }
+class PersonalFile(Schema):
+    """A file of the caller's personal collection."""
+
+    id: uuid.UUID
+    filename: str
+    size_bytes: int
+    content_type: str
+    created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_stored_file(cls, stored):
+        if not isinstance(stored, StoredFile):
+            return stored
+        return {name: getattr(stored, name) for name in cls.model_fields}
 
 
-class PersonalFileSerializer(serializers.Serializer):
-    """A file of the caller's personal collection (the schema of personal_file_data())."""
-
-    id = serializers.UUIDField()
-    filename = serializers.CharField()
-    size_bytes = serializers.IntegerField()
-    content_type = serializers.CharField()
-    created_at = serializers.DateTimeField()
-
-
+PersonalFileEnvelope = data_envelope(PersonalFile)
 ERROR_RESPONSE = OpenApiResponse(description='{"error": {"code", "message", "field"}}')
 FILENAME_PARAMETER = OpenApiParameter(
     "filename",
@@ -53,6 +55,8 @@ class PersonalFilesView(APIView):
     `file_source_ids` are taken from (spec/skills-start-standalone-execution.txt)."""
 
     parser_classes = [MultiPartParser]
+    pagination_class = UncountedLimitOffsetPagination
+    Output = PersonalFile
 
     @extend_schema(
         operation_id="files_list",
@@ -60,20 +64,12 @@ class PersonalFilesView(APIView):
         summary="List the caller's personal files",
         description="The files of the API key's principal, ordered by filename. `limit` 1-200 (default 100), "
         "`offset` from 0.",
-        parameters=[
-            OpenApiParameter("limit", OpenApiTypes.INT, OpenApiParameter.QUERY, description="1-200, default 100"),
-            OpenApiParameter("offset", OpenApiTypes.INT, OpenApiParameter.QUERY, description="default 0"),
-        ],
-        responses={
-            200: inline_serializer("PersonalFileList", {"data": PersonalFileSerializer(many=True)}),
-            400: ERROR_RESPONSE,
-        },
+        responses={200: PersonalFile, 400: ERROR_RESPONSE},
     )
     def get(self, request):
-        limit = int_query_param(request.query_params, "limit", 100, 1, 200, code="invalid_request")
-        offset = int_query_param(request.query_params, "offset", 0, 0, code="invalid_request")
-        files = personal_files(request.user.principal, limit=limit, offset=offset)
-        return Response({"data": [personal_file_data(stored) for stored in files]})
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(personal_files(request.user.principal), request, self)
+        return paginator.get_paginated_response([render(self.Output, stored) for stored in page])
 
     @extend_schema(
         operation_id="files_upload",
@@ -90,7 +86,7 @@ class PersonalFilesView(APIView):
             }
         },
         responses={
-            201: inline_serializer("PersonalFileUpload", {"data": PersonalFileSerializer()}),
+            201: PersonalFileEnvelope,
             400: ERROR_RESPONSE,
             413: ERROR_RESPONSE,
         },
@@ -104,11 +100,13 @@ class PersonalFilesView(APIView):
         if upload is None:
             raise ApiError(400, "file_required", "Send the file in the multipart field `file`.", field="file")
         stored = upload_personal_file(request.user, upload)
-        return Response({"data": personal_file_data(stored)}, status=201)
+        return Response({"data": render(self.Output, stored)}, status=201)
 
 
 class PersonalFileView(APIView):
     """GET and DELETE /v1/files/{filename}: one file of the caller's personal collection."""
+
+    Output = PersonalFile
 
     def _get(self, request, filename):
         stored = personal_file(request.user.principal, filename)
@@ -124,12 +122,12 @@ class PersonalFileView(APIView):
         "no file with this name.",
         parameters=[FILENAME_PARAMETER],
         responses={
-            200: inline_serializer("PersonalFileDetail", {"data": PersonalFileSerializer()}),
+            200: PersonalFileEnvelope,
             404: ERROR_RESPONSE,
         },
     )
     def get(self, request, filename):
-        return Response({"data": personal_file_data(self._get(request, filename))})
+        return Response({"data": render(self.Output, self._get(request, filename))})
 
     @extend_schema(
         operation_id="files_destroy",
