@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from drf_spectacular.validation import validate_schema
 
 from accounts.services import revoke_api_key
 from executions.models import Execution
@@ -49,6 +50,11 @@ def test_schema_documents_every_route(client):
     approval = schema["paths"]["/executions/{execution_id}/approval"]["post"]
     body = resolve(schema, approval["requestBody"]["content"]["application/json"]["schema"])
     assert body["properties"]["decision"]["enum"] == ["approve", "reject"]
+
+
+def test_the_schema_is_a_valid_openapi_3_0_document(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    validate_schema(schema)  # raises on the first violation of the OpenAPI 3.0 meta-schema
 
 
 def resolve(schema: dict, node: dict) -> dict:

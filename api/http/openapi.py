@@ -61,20 +61,33 @@ def json_schema(schema: type[Schema], direction: str, register) -> dict:
     if set(generated) == {"$ref"}:  # a recursive schema is a reference to its own definition
         generated = defs.pop(generated["$ref"].rsplit("/", 1)[-1])
     for name, sub_schema in defs.items():
-        register(name, _ref_siblings(sub_schema))
-    return _ref_siblings(generated)
+        register(name, _as_openapi_30(sub_schema))
+    return _as_openapi_30(generated)
 
 
-def _ref_siblings(node):
-    """OpenAPI 3.0 ignores the siblings of a `$ref` (a field's description): the reference goes into
-    an `allOf`, as drf-spectacular writes it."""
+def _as_openapi_30(node):
+    """pydantic writes JSON Schema 2020-12; the document is OpenAPI 3.0, which differs where pydantic
+    writes an optional field (`anyOf: [X, {type: null}]` -> X with `nullable`), a one-value Literal
+    (`const` -> a one-value `enum`), `examples` (-> one `example`), and the siblings of a `$ref` (a
+    field's description), which 3.0 ignores (the reference goes into an `allOf`, as drf-spectacular
+    writes it)."""
     if isinstance(node, list):
-        return [_ref_siblings(item) for item in node]
+        return [_as_openapi_30(item) for item in node]
     if not isinstance(node, dict):
         return node
+    node = dict(node)
+    variants = node.get("anyOf")
+    if isinstance(variants, list) and {"type": "null"} in variants:
+        others = [variant for variant in variants if variant != {"type": "null"}]
+        del node["anyOf"]
+        node = {**(others[0] if len(others) == 1 else {"anyOf": others}), **node, "nullable": True}
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if isinstance(node.get("examples"), list) and node["examples"]:
+        node["example"] = node.pop("examples")[0]
     if "$ref" in node and len(node) > 1:
         node = {"allOf": [{"$ref": node["$ref"]}], **{key: value for key, value in node.items() if key != "$ref"}}
-    return {key: _ref_siblings(value) for key, value in node.items()}
+    return {key: _as_openapi_30(value) for key, value in node.items()}
 
 
 class DeclaredSchemaExtension(OpenApiSerializerExtension):
