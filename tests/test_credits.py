@@ -4,7 +4,6 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
-import httpx
 import pytest
 from django.core.management import call_command
 
@@ -13,7 +12,7 @@ from accounts.models import ApiKeyKind, CreditAccount, CreditEntry, Customer
 from accounts.services import issue_api_key
 from executions.models import Execution, ExecutionState, IdempotencyKey
 from executions.services import request_cancel
-from tests.helpers import auth
+from tests.helpers import auth, execute
 
 pytestmark = pytest.mark.django_db
 
@@ -56,16 +55,10 @@ def assert_ledger_adds_up(account):
     assert all(entry.balance_after >= 0 for entry in entries)
 
 
-def execute(base_url, agent, headers, message="hi", **extra):
-    return httpx.post(
-        f"{base_url}/agents/{agent.id}/execute", json={"message": message}, headers={**headers, **extra}, timeout=60
-    )
-
-
 @pytest.mark.django_db(transaction=True)
 def test_completion_charges_the_actual_cost_and_releases_the_rest(live, customer_key, paid_agent):
     agent = paid_agent(reply="a short answer")
-    response = execute(live, agent, customer_key)
+    response = execute(live, agent, headers=customer_key)
     assert response.status_code == 200, response.text
     data = response.json()["data"]
     assert data["status"] == "completed"
@@ -84,7 +77,7 @@ def test_completion_charges_the_actual_cost_and_releases_the_rest(live, customer
 @pytest.mark.django_db(transaction=True)
 def test_failure_refunds_the_hold(live, customer_key, paid_agent):
     agent = paid_agent(reply="one two three four", fail="the model broke")
-    response = execute(live, agent, customer_key)
+    response = execute(live, agent, headers=customer_key)
     assert response.json()["data"]["status"] == "failed"
     account = customer_account()
     assert account.balance == Decimal(100)
@@ -115,7 +108,7 @@ def test_a_run_that_passes_its_hold_is_stopped_and_refunded(live, customer_key, 
     agent = paid_agent(reply=" ".join(["word"] * 1500))  # 1500 tokens: 10 + 2 * 2 = 14 > 10 + 2 * 1 held
     agent.credit_rules = {**RULES, "max_tokens": 1000}
     agent.save(update_fields=["credit_rules"])
-    data = execute(live, agent, customer_key).json()["data"]
+    data = execute(live, agent, headers=customer_key).json()["data"]
     assert data["status"] == "failed"
     assert data["error"]["code"] == "credit_limit_exceeded"
     assert customer_account().balance == Decimal(100)
@@ -182,7 +175,7 @@ def test_fifty_concurrent_executions_never_overdraw_nor_double_charge(live, cust
     agent = paid_agent(reply="done")
 
     def send(index):
-        return execute(live, agent, customer_key, message=f"run {index}")
+        return execute(live, agent, headers=customer_key, message=f"run {index}")
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         responses = list(pool.map(send, range(50)))

@@ -10,11 +10,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from agents.models import Skill
-from agents.services import publish_skill_version
 from executions.events import append_event
 from executions.models import Artifact, Execution, ExecutionEvent, ExecutionSource, ExecutionState
 from files.models import FilePurpose, StoredFile
+from tests.factories import ExecutionFactory, SkillFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -60,25 +59,18 @@ def media(settings, tmp_path):
 
 @pytest.fixture
 def skill(tenant):
-    skill = Skill.objects.create(workspace=tenant.workspace, slug="report", name="Report")
-    publish_skill_version(skill, {"inputs_schema": {"type": "object"}})
-    return skill
+    return SkillFactory(workspace=tenant.workspace, slug="report", name="Report")
 
 
 def make(new_tenant, responder=None, principal=None, **fields) -> Execution:
     """An execution of an agent (or a skill) in the tenant's workspace, by its service principal by default."""
     from agents.models import Agent
 
-    if isinstance(responder, Agent):
-        fields.setdefault("agent_version", responder.live_version)
-    elif responder is not None:
-        fields.setdefault("skill_version", responder.live_version)
+    if responder is not None:
+        fields["agent" if isinstance(responder, Agent) else "skill"] = responder
     fields.setdefault("source", ExecutionSource.API)
-    return Execution.objects.create(
-        tenant=new_tenant.tenant,
-        workspace=new_tenant.workspace,
-        principal=principal or new_tenant.workspace_key.api_key.principal,
-        **fields,
+    return ExecutionFactory(
+        workspace=new_tenant.workspace, principal=principal or new_tenant.workspace_key.api_key.principal, **fields
     )
 
 
