@@ -5,21 +5,37 @@ and the worker run as subprocesses on pytest-django's test database, so tests th
 committed data (`transactional_db`).
 """
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from collections import deque
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
 import redis
+from asgiref.sync import sync_to_async
+from django.db import connections
+from django.test import AsyncClient
+from django.utils import timezone
 
+from config import celery_app
+from executions import services
+from executions.models import Execution
+from executions.services import RUN_EXECUTION_TASK
+from executions.streaming import close_loop_resources
 from ops import local_services, processes
-from tests.helpers import WORDS_20, builtin_workflow
+from tests.factories import AgentFactory, TenantFactory
+from tests.helpers import WORDS_20
+from workers import runtime
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -194,6 +210,110 @@ def _wait_until_idle(timeout: float = 30.0) -> None:
         do_request_cancel(execution)
 
 
+# --- the API and the runtime in the test process ----------------------------------------------------
+
+
+class InProcessTransport(httpx.BaseTransport):
+    """httpx requests answered by Django's AsyncClient, on one event loop thread kept for the test.
+
+    One loop, so the relay's per-loop listener and log pool (executions/streaming.py) are made once
+    and closed at the end; a streamed response is read to its end (the runs it waits for have already
+    run, see `InlineRuntime`) and handed back whole, so httpx-sse parses it as it would a live one.
+    """
+
+    SKIPPED_HEADERS = {"host", "content-length", "content-type", "accept-encoding", "connection", "user-agent"}
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="in-process-api")
+        self.thread.start()
+        self.client = AsyncClient()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        future = asyncio.run_coroutine_threadsafe(self._send(request), self.loop)
+        return future.result(timeout=60)
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        response = await self.client.generic(
+            request.method,
+            request.url.raw_path.decode(),
+            data=request.read(),
+            content_type=request.headers.get("content-type", ""),
+            headers={k: v for k, v in request.headers.items() if k.lower() not in self.SKIPPED_HEADERS},
+        )
+        if response.streaming and response.is_async:  # SSE
+            content = b"".join([chunk async for chunk in response.streaming_content])
+        elif response.streaming:  # a file
+            content = await sync_to_async(b"".join)(response.streaming_content)
+        else:
+            content = response.content
+        return httpx.Response(response.status_code, headers=list(response.items()), content=content)
+
+    def close(self) -> None:
+        async def release():
+            await close_loop_resources()
+            await sync_to_async(connections.close_all)()  # the thread-sensitive thread's connection
+
+        asyncio.run_coroutine_threadsafe(release(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class InlineRuntime:
+    """Runs each dispatched execution at once, in the thread that committed it, through
+    `workers.runtime.run_execution` (claim, lease, attempt: what the Celery task does). A dispatch
+    made while a run is in progress (a sub-execution, a parent resumed by its child) waits in the
+    thread's queue until that run returns, as it would wait for a free worker."""
+
+    def __init__(self):
+        self.local = threading.local()
+        self.outcomes: list[str] = []
+
+    def send_task(self, name, args=(), **options):
+        assert name == RUN_EXECUTION_TASK, name
+        queue = self.local.__dict__.setdefault("queue", deque())
+        queue.append(args[0])
+        if getattr(self.local, "running", False):
+            return
+        self.local.running = True
+        try:
+            while queue:
+                self.outcomes.append(runtime.run_execution(queue.popleft()))
+        finally:
+            self.local.running = False
+
+    def time_out(self, execution_id) -> None:
+        """What the reaper does once a suspension's timeout passed, without waiting for it."""
+        Execution.objects.filter(id=execution_id).update(resume_deadline=timezone.now() - timedelta(seconds=1))
+        assert services.resume_timed_out() == [uuid.UUID(str(execution_id))]
+
+
+class InProcessApi(httpx.Client):
+    def __init__(self, inline: InlineRuntime):
+        super().__init__(base_url="http://testserver", transport=InProcessTransport(), timeout=60)
+        self.runtime = inline
+
+
+@pytest.fixture
+def inline_runtime(transactional_db, monkeypatch) -> InlineRuntime:
+    """Executions run in the test process as soon as they are dispatched (no Celery worker, no
+    polling); `.outcomes` lists what each run returned, `.time_out(id)` stands for the reaper."""
+    inline = InlineRuntime()
+    monkeypatch.setattr(celery_app, "send_task", inline.send_task)
+    return inline
+
+
+@pytest.fixture
+def api(inline_runtime):
+    """The API in the test process too: an httpx client served by Django in-process (no uvicorn),
+    with `api.runtime` the inline runtime. For the end-to-end contracts (streaming over time,
+    crashes, concurrency, connections) use `live`."""
+    client = InProcessApi(inline_runtime)
+    yield client
+    client.close()  # and its transport: the loop, its resources, the connection of its thread
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's standalone S3-compatible server, as a separate process, over HTTP; yields (endpoint, boto3 client).
@@ -221,32 +341,25 @@ def s3_server():
     process.wait(10)
 
 
-# --- tenants, keys, agents -----------------------------------------------------------------------
+# --- tenants, keys, agents (tests/factories.py) --------------------------------------------------
 
 
 @pytest.fixture
 def tenant(db):
-    from accounts.services import create_tenant
-
-    return create_tenant("Acme")
+    return TenantFactory(name="Acme")
 
 
 @pytest.fixture
 def other_tenant(db):
-    from accounts.services import create_tenant
-
-    return create_tenant("Globex")
+    return TenantFactory(name="Globex")
 
 
 @pytest.fixture
 def make_agent(db):
-    from agents.models import Agent
-    from agents.services import publish_agent_version
+    """An agent on the built-in model in this workspace: make_agent(workspace, reply=..., chunk_delay_ms=...)."""
 
     def make(workspace, **model_options):
-        agent = Agent.objects.create(workspace=workspace, name="Test agent")
-        publish_agent_version(agent, builtin_workflow(**model_options))
-        return agent
+        return AgentFactory(workspace=workspace, **{f"workflow__{k}": v for k, v in model_options.items()})
 
     return make
 
@@ -254,13 +367,9 @@ def make_agent(db):
 @pytest.fixture
 def workflow_agent(tenant):
     """An agent whose live version runs these workflow nodes (in the tenant's workspace by default)."""
-    from agents.models import Agent
-    from agents.services import publish_agent_version
 
     def make(*nodes, workspace=None):
-        agent = Agent.objects.create(workspace=workspace or tenant.workspace, name="workflow")
-        publish_agent_version(agent, {"nodes": list(nodes)})
-        return agent
+        return AgentFactory(workspace=workspace or tenant.workspace, name="workflow", workflow={"nodes": list(nodes)})
 
     return make
 

@@ -1,7 +1,12 @@
-"""Helpers shared by the tests: auth headers, workflows, a real SSE client."""
+"""Helpers shared by the tests: auth headers, workflows, execute calls, a real SSE client.
+
+`api` arguments are where requests go: the base URL of the live server (`live`), the in-process
+API (`api` fixture, an httpx.Client), or Django's test `client`.
+"""
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import httpx
@@ -26,11 +31,15 @@ class Received:
     at: float
 
 
-def read_stream(method: str, url: str, headers: dict, json_body=None, stop=None, timeout: float = 60) -> list[Received]:
-    """Read an SSE response with httpx-sse until it ends, or until stop(events) is true."""
+def read_stream(
+    method: str, url: str, headers: dict, json_body=None, stop=None, timeout: float = 60, client=None
+) -> list[Received]:
+    """Read an SSE response with httpx-sse until it ends, or until stop(events) is true.
+
+    `url` is absolute, or relative to `client` (the in-process API)."""
     events: list[Received] = []
-    with httpx.Client(timeout=timeout) as client:
-        with connect_sse(client, method, url, headers=headers, json=json_body) as source:
+    with httpx.Client(timeout=timeout) if client is None else nullcontext(client) as http:
+        with connect_sse(http, method, url, headers=headers, json=json_body) as source:
             assert source.response.status_code == 200, source.response.read()
             assert source.response.headers["content-type"].startswith("text/event-stream")
             for sse in source.iter_sse():
@@ -40,10 +49,42 @@ def read_stream(method: str, url: str, headers: dict, json_body=None, stop=None,
     return events
 
 
-def stream_agent(base_url: str, agent, new_tenant, message: str = "hi", **kwargs) -> list[Received]:
-    return read_stream(
-        "POST", f"{base_url}/agents/{agent.id}/execute/stream", auth(new_tenant), {"message": message}, **kwargs
-    )
+def stream(api, method: str, path: str, headers: dict, json_body=None, **kwargs) -> list[Received]:
+    """`read_stream` of `path` on the live server (a base URL) or the in-process API."""
+    if isinstance(api, httpx.Client):
+        return read_stream(method, path, headers, json_body, client=api, **kwargs)
+    return read_stream(method, f"{api}{path}", headers, json_body, **kwargs)
+
+
+def stream_agent(api, agent, new_tenant, message: str = "hi", **kwargs) -> list[Received]:
+    return stream(api, "POST", f"/agents/{agent.id}/execute/stream", auth(new_tenant), {"message": message}, **kwargs)
+
+
+def post(api, path: str, body=None, headers: dict | None = None, timeout: float = 60):
+    """POST a JSON body (a dict, or a str sent as it is) to the live server, the in-process API or Django's test client."""
+    data = body if isinstance(body, str) else json.dumps(body)
+    json_headers = {"Content-Type": "application/json", **(headers or {})}
+    if isinstance(api, str):
+        return httpx.post(f"{api}{path}", content=data, headers=json_headers, timeout=timeout)
+    if isinstance(api, httpx.Client):
+        return api.post(path, content=data, headers=json_headers)
+    return api.post(path, data=data, content_type="application/json", headers=headers or {})
+
+
+def execute(
+    api, agent, new_tenant=None, message: str = "hi", *, route="execute", headers=None, body=None, timeout=60, **fields
+):
+    """POST /agents/{id}/<route> with `{"message": message, **fields}` (or exactly `body`), as the
+    tenant's end user and/or with `headers`; returns the response."""
+    headers = {**(auth(new_tenant) if new_tenant else {}), **(headers or {})}
+    payload = {"message": message, **fields} if body is None else body
+    return post(api, f"/agents/{agent.id}/{route}", payload, headers, timeout)
+
+
+def data_of(response) -> dict:
+    """The `data` of a successful response."""
+    assert response.status_code in (200, 201, 202), response.content
+    return response.json()["data"]
 
 
 def execution_uuid(public_id: str) -> str:

@@ -5,7 +5,8 @@ from django.contrib.auth.models import User
 
 from accounts.models import ApiKey
 from executions.events import append_event
-from executions.models import Execution, ExecutionSource, ExecutionState
+from executions.models import ExecutionState
+from tests.factories import ExecutionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -19,19 +20,10 @@ def admin_client(client):
 
 @pytest.fixture
 def execution(tenant, agent):
-    parent = Execution.objects.create(
-        tenant=tenant.tenant,
-        workspace=tenant.workspace,
-        source=ExecutionSource.API,
-        agent_version=agent.live_version,
-        idempotency_key="idem-123",
-        chat_tool_call_id="tc_abc",
-    )
+    parent = ExecutionFactory(agent=agent, idempotency_key="idem-123", chat_tool_call_id="tc_abc")
     append_event(parent, "start", {"status": "queued"})
     append_event(parent, "text", {"text": "hello there"})
-    Execution.objects.create(
-        tenant=tenant.tenant, workspace=tenant.workspace, source=ExecutionSource.SUB, parent=parent
-    )
+    ExecutionFactory(parent=parent)
     return parent
 
 
@@ -158,9 +150,7 @@ def test_execution_page_shows_artifacts_with_download_links_and_the_tree(admin_c
         storage_key=key,
     )
     child = execution.children.get()
-    Execution.objects.create(
-        tenant=execution.tenant, workspace=execution.workspace, source=ExecutionSource.SUB, parent=child
-    )
+    ExecutionFactory(parent=child)
     page = admin_client.get(f"/admin/executions/execution/{execution.id}/change/").content.decode()
     assert "outputs/report.md" in page
     download_url = f"/admin/executions/execution/artifact/{artifact.id}/download/"

@@ -14,7 +14,7 @@ from django.db import connection
 
 from executions.models import Execution, ExecutionState
 from ops import processes
-from tests.helpers import WORDS_20, auth, execution_uuid, read_stream
+from tests.helpers import WORDS_20, auth, execute, execution_uuid, read_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -155,12 +155,12 @@ def test_more_sync_executes_than_pooled_connections_all_complete(live, tenant, a
     headers = auth(tenant)
     idle_threads = _threads(_api_pid(live))
 
-    def execute(_):
-        response = httpx.post(f"{live}/agents/{agent.id}/execute", headers=headers, json={"message": "hi"}, timeout=120)
+    def call(_):
+        response = execute(live, agent, headers=headers, timeout=120)
         return response.status_code, response.json()
 
     with Sampler(live, headers) as sampler, ThreadPoolExecutor(STREAMS) as pool:
-        results = list(pool.map(execute, range(STREAMS)))
+        results = list(pool.map(call, range(STREAMS)))
 
     assert [status for status, _ in results] == [200] * STREAMS, results
     assert all(

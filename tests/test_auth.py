@@ -6,21 +6,15 @@ from django.db import connection
 
 from accounts.models import ApiKey
 from accounts.services import revoke_api_key
-from executions.models import Execution, ExecutionSource
+from tests.factories import ExecutionFactory
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def execution(tenant, agent):
-    return Execution.objects.create(
-        tenant=tenant.tenant,
-        workspace=tenant.workspace,
-        principal=tenant.end_user_key.api_key.principal,
-        source=ExecutionSource.API,
-        agent_version=agent.live_version,
-        inputs={"message": "hi"},
-        state="completed",
+    return ExecutionFactory(
+        agent=agent, principal=tenant.end_user_key.api_key.principal, inputs={"message": "hi"}, state="completed"
     )
 
 

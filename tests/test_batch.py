@@ -7,7 +7,7 @@ import pytest
 
 from accounts.credits import account_for, do_grant_credits
 from executions.models import Execution, ExecutionEvent, ExecutionState
-from tests.helpers import auth, execution_uuid, read_stream, wait_for
+from tests.helpers import auth, execution_uuid, read_stream, stream, wait_for
 
 BATCH = "execute/batch"
 
@@ -17,7 +17,7 @@ def batch_items(count, message="item {i}"):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_batch_with_mixed_success_and_failure(live, tenant, make_agent):
+def test_batch_with_mixed_success_and_failure(api, tenant, make_agent):
     agent = make_agent(tenant.workspace, reply="summary done", fail_on="FAIL")
     items = [
         {"key": "a", "message": "Summarize this"},
@@ -26,7 +26,7 @@ def test_batch_with_mixed_success_and_failure(live, tenant, make_agent):
         {"key": "d", "message": "FAIL too"},
         {"key": "e", "message": "ok"},
     ]
-    events = read_stream("POST", f"{live}/agents/{agent.id}/{BATCH}", auth(tenant), {"items": items})
+    events = stream(api, "POST", f"/agents/{agent.id}/{BATCH}", auth(tenant), {"items": items})
     kinds = [e.data["type"] for e in events]
     assert kinds == ["batch_started"] + ["batch_progress"] * 5 + ["batch_completed"]
     started = events[0].data
@@ -54,9 +54,9 @@ def test_batch_with_mixed_success_and_failure(live, tenant, make_agent):
         item["key"]: execution_uuid(item["item_execution_id"]) for item in started["items"]
     }
     # the stream can be read again, and each item has its own
-    again = read_stream("GET", f"{live}/executions/{batch.id}/events", auth(tenant))
+    again = stream(api, "GET", f"/executions/{batch.id}/events", auth(tenant))
     assert [e.data for e in again] == [e.data for e in events]
-    item_events = read_stream("GET", f"{live}/executions/{children.get(batch_key='a').id}/events", auth(tenant))
+    item_events = stream(api, "GET", f"/executions/{children.get(batch_key='a').id}/events", auth(tenant))
     assert item_events[-1].data["type"] == "final"
 
 

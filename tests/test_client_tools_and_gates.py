@@ -1,10 +1,9 @@
-"""Suspensions resumed over the API: client tool results, human gate decisions, external events."""
+"""Suspensions resumed over the API: client tool results, human gate decisions, external events (in-process runtime)."""
 
-import httpx
 import pytest
 
 from executions.models import Execution, ExecutionState
-from tests.helpers import auth, execution_uuid, read_stream, stream_agent, wait_for
+from tests.helpers import auth, execute, execution_uuid, stream, stream_agent, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,26 +45,26 @@ def types(events):
     return [e.data["type"] for e in events]
 
 
-def start_with_client_tools(live, agent, tenant):
-    return read_stream(
+def start_with_client_tools(api, agent, tenant):
+    return stream(
+        api,
         "POST",
-        f"{live}/agents/{agent.id}/execute/stream",
+        f"/agents/{agent.id}/execute/stream",
         auth(tenant),
         {"message": "what did I spend?", "client_tools": CLIENT_TOOLS},
     )
 
 
-def post_result(live, tenant, execution_id, call_id, result=None, outcome="success", headers=None, **kwargs):
-    return httpx.post(
-        f"{live}/executions/{execution_id}/tool-result",
+def post_result(api, tenant, execution_id, call_id, result=None, outcome="success", headers=None, **kwargs):
+    return api.post(
+        f"/executions/{execution_id}/tool-result",
         headers={**auth(tenant), **(headers or {})},
         json={"tool_call_id": call_id, "outcome": outcome, "result": result or {}, **kwargs},
-        timeout=30,
     )
 
 
-def test_client_tool_round_trip_with_the_sse_resume(live, tenant, client_tool_agent):
-    first = start_with_client_tools(live, client_tool_agent, tenant)
+def test_client_tool_round_trip_with_the_sse_resume(api, tenant, client_tool_agent):
+    first = start_with_client_tools(api, client_tool_agent, tenant)
     assert types(first) == [
         "start",
         "node_start",
@@ -83,7 +82,7 @@ def test_client_tool_round_trip_with_the_sse_resume(live, tenant, client_tool_ag
     assert execution.state == ExecutionState.AWAITING_CLIENT_TOOL and execution.lease_owner == ""
 
     # the first result is stored; the execution keeps waiting for the second
-    response = post_result(live, tenant, execution_id, calls[0]["tool_call_id"], {"transactions": [], "total": 5.50})
+    response = post_result(api, tenant, execution_id, calls[0]["tool_call_id"], {"transactions": [], "total": 5.50})
     assert response.status_code == 200
     assert response.json()["data"] == {
         "execution_id": execution_id,
@@ -91,9 +90,10 @@ def test_client_tool_round_trip_with_the_sse_resume(live, tenant, client_tool_ag
         "pending_tool_call_ids": [calls[1]["tool_call_id"]],
     }
     # the last one resumes it, and with Accept: text/event-stream the answer is the resumed run
-    rest = read_stream(
+    rest = stream(
+        api,
         "POST",
-        f"{live}/executions/{execution_id}/tool-result",
+        f"/executions/{execution_id}/tool-result",
         {**auth(tenant), "Accept": "text/event-stream"},
         {"tool_call_id": calls[1]["tool_call_id"], "outcome": "success", "result": {"city": "Lyon"}},
     )
@@ -106,54 +106,48 @@ def test_client_tool_round_trip_with_the_sse_resume(live, tenant, client_tool_ag
     assert execution.resume_input is None
 
 
-def test_tool_result_errors(live, tenant, other_tenant, client_tool_agent):
-    first = start_with_client_tools(live, client_tool_agent, tenant)
+def test_tool_result_errors(api, tenant, other_tenant, client_tool_agent):
+    first = start_with_client_tools(api, client_tool_agent, tenant)
     execution_id = first[0].data["execution_id"]
     call_id = next(e.data["tool_call_id"] for e in first if e.data["type"] == "tool_call_awaiting_client")
 
-    unknown = post_result(live, tenant, execution_id, "tc_nope")
+    unknown = post_result(api, tenant, execution_id, "tc_nope")
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "tool_call_not_found"
-    bad_outcome = post_result(live, tenant, execution_id, call_id, outcome="maybe")
+    bad_outcome = post_result(api, tenant, execution_id, call_id, outcome="maybe")
     assert bad_outcome.status_code == 400 and bad_outcome.json()["error"]["field"] == "outcome"
-    missing = httpx.post(
-        f"{live}/executions/{execution_id}/tool-result",
+    missing = api.post(
+        f"/executions/{execution_id}/tool-result",
         headers=auth(tenant),
         json={"outcome": "success", "result": {}},
-        timeout=10,
     )
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "tool_call_id_required"
-    other = post_result(live, other_tenant, execution_id, call_id)
+    other = post_result(api, other_tenant, execution_id, call_id)
     assert other.status_code == 404  # another tenant cannot see it
-    assert post_result(live, tenant, execution_id, call_id).status_code == 200
-    duplicate = post_result(live, tenant, execution_id, call_id)
+    assert post_result(api, tenant, execution_id, call_id).status_code == 200
+    duplicate = post_result(api, tenant, execution_id, call_id)
     assert duplicate.status_code == 409 and duplicate.json()["error"]["code"] == "tool_result_already_submitted"
 
-    httpx.post(f"{live}/executions/{execution_id}/cancel", headers=auth(tenant), timeout=10)
-    wrong_state = post_result(live, tenant, execution_id, call_id)
+    api.post(f"/executions/{execution_id}/cancel", headers=auth(tenant))
+    wrong_state = post_result(api, tenant, execution_id, call_id)
     assert wrong_state.status_code == 409
     assert wrong_state.json()["error"]["code"] == "execution_not_awaiting_client_tool"
 
 
-def test_an_error_outcome_reaches_the_model(live, tenant, client_tool_agent):
-    first = start_with_client_tools(live, client_tool_agent, tenant)
+def test_an_error_outcome_reaches_the_model(api, tenant, client_tool_agent):
+    first = start_with_client_tools(api, client_tool_agent, tenant)
     execution_id = first[0].data["execution_id"]
     for call in (e.data for e in first if e.data["type"] == "tool_call_awaiting_client"):
-        post_result(live, tenant, execution_id, call["tool_call_id"], {"message": "denied"}, outcome="error")
+        post_result(api, tenant, execution_id, call["tool_call_id"], {"message": "denied"}, outcome="error")
     execution = wait_for(lambda: Execution.objects.filter(id=execution_uuid(execution_id), state="completed").first())
     assert execution.outputs["text"] == "You spent 5.50 near home."
 
 
-def test_sync_execute_returns_awaiting_client_tool(live, tenant, client_tool_agent):
-    response = httpx.post(
-        f"{live}/agents/{client_tool_agent.id}/execute",
-        headers=auth(tenant),
-        json={"message": "hi", "client_tools": CLIENT_TOOLS},
-        timeout=30,
-    )
+def test_sync_execute_returns_awaiting_client_tool(api, tenant, client_tool_agent):
+    response = execute(api, client_tool_agent, tenant, client_tools=CLIENT_TOOLS)
     assert response.json()["data"]["status"] == "awaiting_client_tool"
 
 
-def test_client_tools_are_ignored_by_nodes_that_do_not_accept_them(live, tenant, workflow_agent):
+def test_client_tools_are_ignored_by_nodes_that_do_not_accept_them(api, tenant, workflow_agent):
     agent = workflow_agent(
         {
             "id": "answer",
@@ -164,7 +158,7 @@ def test_client_tools_are_ignored_by_nodes_that_do_not_accept_them(live, tenant,
             },
         }
     )
-    events = start_with_client_tools(live, agent, tenant)
+    events = start_with_client_tools(api, agent, tenant)
     assert "tool_call_awaiting_client" not in types(events)
     result = next(e.data for e in events if e.data["type"] == "tool_result")
     assert result["outcome"] == "error"  # an unknown tool for this node
@@ -182,38 +176,38 @@ def gate_workflow(**gate):
     )
 
 
-def decide(live, tenant, execution_id, decision, **kwargs):
-    return httpx.post(
-        f"{live}/executions/{execution_id}/approval",
+def decide(api, tenant, execution_id, decision, **kwargs):
+    return api.post(
+        f"/executions/{execution_id}/approval",
         headers={**auth(tenant), **kwargs},
         json={"decision": decision, "comment": "looks good"},
-        timeout=30,
     )
 
 
-def test_gate_approve_resumes(live, tenant, workflow_agent):
+def test_gate_approve_resumes(api, tenant, workflow_agent):
     agent = workflow_agent(*gate_workflow())
-    first = stream_agent(live, agent, tenant)
+    first = stream_agent(api, agent, tenant)
     assert first[-1].data["type"] == "suspended"
     assert first[-1].data["status"] == "awaiting_approval"
     assert first[-1].data["prompt"] == "Send draft?"
     execution_id = first[0].data["execution_id"]
-    response = decide(live, tenant, execution_id, "approve")
+    response = decide(api, tenant, execution_id, "approve")
     assert response.status_code == 200
     assert response.json()["data"]["decision"] == "approved"
     execution = wait_for(lambda: Execution.objects.filter(id=execution_uuid(execution_id), state="completed").first())
     assert execution.outputs["text"] == "sent"
     assert execution.checkpoint["node_outputs"]["review"]["decision"] == "approved"
-    again = decide(live, tenant, execution_id, "approve")
+    again = decide(api, tenant, execution_id, "approve")
     assert again.status_code == 409 and again.json()["error"]["code"] == "execution_not_awaiting_approval"
 
 
-def test_gate_reject_fails_the_execution(live, tenant, workflow_agent):
+def test_gate_reject_fails_the_execution(api, tenant, workflow_agent):
     agent = workflow_agent(*gate_workflow())
-    first = stream_agent(live, agent, tenant)
-    rest = read_stream(
+    first = stream_agent(api, agent, tenant)
+    rest = stream(
+        api,
         "POST",
-        f"{live}/executions/{first[0].data['execution_id']}/approval",
+        f"/executions/{first[0].data['execution_id']}/approval",
         {**auth(tenant), "Accept": "text/event-stream"},
         {"decision": "reject"},
     )
@@ -222,12 +216,13 @@ def test_gate_reject_fails_the_execution(live, tenant, workflow_agent):
     assert rest[-1].data["code"] == "approval_rejected"
 
 
-def test_gate_reject_can_continue(live, tenant, workflow_agent):
+def test_gate_reject_can_continue(api, tenant, workflow_agent):
     agent = workflow_agent(*gate_workflow(on_reject="continue"))
-    first = stream_agent(live, agent, tenant)
-    rest = read_stream(
+    first = stream_agent(api, agent, tenant)
+    rest = stream(
+        api,
         "POST",
-        f"{live}/executions/{first[0].data['execution_id']}/approval",
+        f"/executions/{first[0].data['execution_id']}/approval",
         {**auth(tenant), "Accept": "text/event-stream"},
         {"decision": "reject"},
     )
@@ -235,14 +230,16 @@ def test_gate_reject_can_continue(live, tenant, workflow_agent):
 
 
 @pytest.mark.parametrize("default, final_type", [("approve", "final"), ("reject", "error")])
-def test_gate_timeout_takes_the_default_decision(live, tenant, workflow_agent, default, final_type):
+def test_gate_timeout_takes_the_default_decision(api, tenant, workflow_agent, default, final_type):
     agent = workflow_agent(*gate_workflow(timeout_seconds=1, default_decision=default))
-    first = stream_agent(live, agent, tenant)
+    first = stream_agent(api, agent, tenant)
     assert first[-1].data["expires_at"]
     assert first[-1].data["default_decision"] == ("approved" if default == "approve" else "rejected")
-    rest = read_stream(
+    api.runtime.time_out(execution_uuid(first[0].data["execution_id"]))  # the reaper, once the second passed
+    rest = stream(
+        api,
         "GET",
-        f"{live}/executions/{first[0].data['execution_id']}/events",
+        f"/executions/{first[0].data['execution_id']}/events",
         {**auth(tenant), "Last-Event-ID": first[-1].id},
     )
     assert rest[0].data["type"] == "resumed"
@@ -254,25 +251,21 @@ def test_gate_timeout_takes_the_default_decision(live, tenant, workflow_agent, d
         assert execution.failure_reason == "approval_rejected"
 
 
-def test_approval_validation(live, tenant, workflow_agent):
+def test_approval_validation(api, tenant, workflow_agent):
     agent = workflow_agent(*gate_workflow())
-    execution_id = stream_agent(live, agent, tenant)[0].data["execution_id"]
-    bad = httpx.post(
-        f"{live}/executions/{execution_id}/approval", headers=auth(tenant), json={"decision": "yes"}, timeout=10
-    )
+    execution_id = stream_agent(api, agent, tenant)[0].data["execution_id"]
+    bad = api.post(f"/executions/{execution_id}/approval", headers=auth(tenant), json={"decision": "yes"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_decision"
-    long_comment = httpx.post(
-        f"{live}/executions/{execution_id}/approval",
+    long_comment = api.post(
+        f"/executions/{execution_id}/approval",
         headers=auth(tenant),
         json={"decision": "approve", "comment": "x" * 2001},
-        timeout=10,
     )
     assert long_comment.status_code == 400 and long_comment.json()["error"]["field"] == "comment"
-    ok = httpx.post(
-        f"{live}/executions/{execution_id}/approval",
+    ok = api.post(
+        f"/executions/{execution_id}/approval",
         headers=auth(tenant),
         json={"decision": "approve", "comment": "x" * 2000},
-        timeout=10,
     )
     assert ok.status_code == 200
 
@@ -280,7 +273,7 @@ def test_approval_validation(live, tenant, workflow_agent):
 # --- external events -------------------------------------------------------------------------------
 
 
-def test_external_event_resumes_with_its_payload(live, tenant, workflow_agent):
+def test_external_event_resumes_with_its_payload(api, tenant, workflow_agent):
     agent = workflow_agent(
         {"id": "wait", "type": "wait_event", "event": "payment_received"},
         {
@@ -290,14 +283,15 @@ def test_external_event_resumes_with_its_payload(live, tenant, workflow_agent):
             "prompt": "Paid {{nodes.wait.payload.amount}}",
         },
     )
-    first = stream_agent(live, agent, tenant)
+    first = stream_agent(api, agent, tenant)
     assert first[-1].data["status"] == "waiting_for_external_event"
     assert first[-1].data["event"] == "payment_received"
     execution_id = first[0].data["execution_id"]
-    url = f"{live}/executions/{execution_id}/external-event"
-    wrong = httpx.post(url, headers=auth(tenant), json={"event": "refund", "payload": {}}, timeout=10)
+    url = f"/executions/{execution_id}/external-event"
+    wrong = api.post(url, headers=auth(tenant), json={"event": "refund", "payload": {}})
     assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "unexpected_event"
-    rest = read_stream(
+    rest = stream(
+        api,
         "POST",
         url,
         {**auth(tenant), "Accept": "text/event-stream"},
@@ -306,16 +300,18 @@ def test_external_event_resumes_with_its_payload(live, tenant, workflow_agent):
     assert rest[0].data["type"] == "resumed"
     assert rest[-1].data["type"] == "final"
     assert "Paid 12.00" in rest[-1].data["output"]["text"]
-    again = httpx.post(url, headers=auth(tenant), json={"event": "payment_received"}, timeout=10)
+    again = api.post(url, headers=auth(tenant), json={"event": "payment_received"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "execution_not_waiting_for_external_event"
 
 
-def test_external_event_timeout_fails_the_wait(live, tenant, workflow_agent):
+def test_external_event_timeout_fails_the_wait(api, tenant, workflow_agent):
     agent = workflow_agent({"id": "wait", "type": "wait_event", "timeout_seconds": 1})
-    first = stream_agent(live, agent, tenant)
-    rest = read_stream(
+    first = stream_agent(api, agent, tenant)
+    api.runtime.time_out(execution_uuid(first[0].data["execution_id"]))  # the reaper, once the second passed
+    rest = stream(
+        api,
         "GET",
-        f"{live}/executions/{first[0].data['execution_id']}/events",
+        f"/executions/{first[0].data['execution_id']}/events",
         {**auth(tenant), "Last-Event-ID": first[-1].id},
     )
     assert rest[-1].data["type"] == "error"
@@ -330,10 +326,10 @@ def test_external_event_timeout_fails_the_wait(live, tenant, workflow_agent):
         ("tool-result", {"tool_call_id": "tc_1", "result": {}}),
     ],
 )
-def test_other_tenants_get_404_and_no_key_401(live, tenant, other_tenant, workflow_agent, path, body):
+def test_other_tenants_get_404_and_no_key_401(api, tenant, other_tenant, workflow_agent, path, body):
     agent = workflow_agent(*gate_workflow())
-    execution_id = stream_agent(live, agent, tenant)[0].data["execution_id"]
-    foreign = httpx.post(f"{live}/executions/{execution_id}/{path}", headers=auth(other_tenant), json=body, timeout=10)
+    execution_id = stream_agent(api, agent, tenant)[0].data["execution_id"]
+    foreign = api.post(f"/executions/{execution_id}/{path}", headers=auth(other_tenant), json=body)
     assert foreign.status_code == 404
-    assert httpx.post(f"{live}/executions/{execution_id}/{path}", json=body, timeout=10).status_code == 401
+    assert api.post(f"/executions/{execution_id}/{path}", json=body).status_code == 401
     assert Execution.objects.get(id=execution_uuid(execution_id)).state == ExecutionState.AWAITING_APPROVAL

@@ -10,20 +10,17 @@ import pytest
 from accounts.models import ApiKeyKind
 from accounts.services import issue_api_key
 from conversations.models import Conversation, MemoryFact, Message
-from tests.helpers import auth
+from tests.factories import AgentFactory
+from tests.helpers import auth, data_of, execute
 
 ECHO = {"provider": "builtin", "script": [{"text": "{{messages}}"}]}  # answers with what it received
 
 
 @pytest.fixture
 def chat_agent(tenant):
-    from agents.models import Agent
-    from agents.services import publish_agent_version
-
     def make(model=ECHO, tools=(), workspace=None):
-        agent = Agent.objects.create(workspace=workspace or tenant.workspace, name="chat")
-        publish_agent_version(agent, {"nodes": [{"id": "chat", "type": "ai", "model": model, "tools": list(tools)}]})
-        return agent
+        workflow = {"nodes": [{"id": "chat", "type": "ai", "model": model, "tools": list(tools)}]}
+        return AgentFactory(workspace=workspace or tenant.workspace, name="chat", workflow=workflow)
 
     return make
 
@@ -35,14 +32,6 @@ def open_conversation(client, tenant, agent, **headers):
         content_type="application/json",
         headers={**auth(tenant), **headers},
     )
-
-
-def execute(base_url, tenant, agent, message, **body):
-    response = httpx.post(
-        f"{base_url}/agents/{agent.id}/execute", headers=auth(tenant), timeout=30, json={"message": message, **body}
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
 
 
 # --- create, resume, archive -------------------------------------------------------------------------
@@ -107,15 +96,15 @@ def test_archived_or_foreign_conversations_cannot_be_executed_against(client, te
 
 
 @pytest.mark.django_db(transaction=True)
-def test_history_is_replayed_in_order_without_system_messages(live, client, tenant, chat_agent):
+def test_history_is_replayed_in_order_without_system_messages(api, client, tenant, chat_agent):
     agent = chat_agent()
     scope = open_conversation(client, tenant, agent).json()["data"]["id"]
-    first = execute(live, tenant, agent, "hello", conversation_scope=scope)
+    first = data_of(execute(api, agent, tenant, "hello", conversation_scope=scope))
     assert json.loads(first["output"]["text"]) == [{"role": "user", "content": "hello"}]
     conversation = Conversation.objects.get()
     Message.objects.create(conversation=conversation, role="system", content="a platform note")
 
-    second = execute(live, tenant, agent, "and again?", conversation_scope=scope)
+    second = data_of(execute(api, agent, tenant, "and again?", conversation_scope=scope))
     received = json.loads(second["output"]["text"])
     assert received == [
         {"role": "user", "content": "hello"},
@@ -132,7 +121,7 @@ def test_history_is_replayed_in_order_without_system_messages(live, client, tena
 
 
 @pytest.mark.django_db(transaction=True)
-def test_tool_results_are_stored_and_a_failure_stores_only_a_system_message(live, client, tenant, chat_agent):
+def test_tool_results_are_stored_and_a_failure_stores_only_a_system_message(api, client, tenant, chat_agent):
     agent = chat_agent(
         {
             "provider": "builtin",
@@ -144,7 +133,7 @@ def test_tool_results_are_stored_and_a_failure_stores_only_a_system_message(live
         tools=["calculator"],
     )
     scope = open_conversation(client, tenant, agent).json()["data"]["id"]
-    execute(live, tenant, agent, "2+2?", conversation_scope=scope)
+    data_of(execute(api, agent, tenant, "2+2?", conversation_scope=scope))
     assert [(m.role, m.content) for m in Message.objects.order_by("id")] == [
         ("user", "2+2?"),
         ("tool", json.dumps({"outcome": "success", "result": {"value": 4}})),
@@ -153,7 +142,7 @@ def test_tool_results_are_stored_and_a_failure_stores_only_a_system_message(live
 
     failing = chat_agent({"provider": "builtin", "reply": "a b c d", "fail": "the model broke"})
     failing_scope = open_conversation(client, tenant, failing).json()["data"]["id"]
-    assert execute(live, tenant, failing, "hi", conversation_scope=failing_scope)["status"] == "failed"
+    assert data_of(execute(api, failing, tenant, "hi", conversation_scope=failing_scope))["status"] == "failed"
     stored = Message.objects.filter(conversation_id=failing_scope.removeprefix("conversation:"))
     assert [m.role for m in stored] == ["system"] and "the model broke" in stored[0].content
 
@@ -207,12 +196,12 @@ def test_feedback_is_one_per_principal_and_changeable(client, tenant, other_tena
 
 
 @pytest.mark.django_db(transaction=True)
-def test_memory_is_injected_updated_by_the_tool_and_forgotten(live, client, tenant, chat_agent):
+def test_memory_is_injected_updated_by_the_tool_and_forgotten(api, client, tenant, chat_agent):
     MemoryFact.objects.create(workspace=tenant.workspace, external_user_id="uid_1", content="prefers French")
     echo = chat_agent()
-    received = json.loads(execute(live, tenant, echo, "hi", external_user_id="uid_1")["output"]["text"])
+    received = json.loads(data_of(execute(api, echo, tenant, "hi", external_user_id="uid_1"))["output"]["text"])
     assert received[0]["role"] == "system" and "prefers French" in received[0]["content"]
-    assert len(json.loads(execute(live, tenant, echo, "hi", external_user_id="uid_2")["output"]["text"])) == 1
+    assert len(json.loads(data_of(execute(api, echo, tenant, "hi", external_user_id="uid_2"))["output"]["text"])) == 1
 
     rememberer = chat_agent(
         {
@@ -224,14 +213,14 @@ def test_memory_is_injected_updated_by_the_tool_and_forgotten(live, client, tena
         },
         tools=["memory"],
     )
-    execute(live, tenant, rememberer, "I have a dog", external_user_id="uid_1")
+    data_of(execute(api, rememberer, tenant, "I have a dog", external_user_id="uid_1"))
     wak = auth(tenant, "workspace")
-    facts = httpx.get(f"{live}/users/uid_1/memory", headers=wak, timeout=10).json()["data"]
+    facts = api.get("/users/uid_1/memory", headers=wak).json()["data"]
     assert [f["content"] for f in facts] == ["prefers French", "has a dog"]
-    assert httpx.get(f"{live}/users/uid_1/memory", headers=auth(tenant), timeout=10).status_code == 403
-    assert httpx.delete(f"{live}/users/uid_1/memory/{facts[0]['id']}", headers=wak, timeout=10).status_code == 204
-    assert httpx.delete(f"{live}/users/uid_1/memory/{facts[0]['id']}", headers=wak, timeout=10).status_code == 404
-    assert httpx.delete(f"{live}/users/uid_1/memory", headers=wak, timeout=10).json()["data"] == {"deleted": 1}
+    assert api.get("/users/uid_1/memory", headers=auth(tenant)).status_code == 403
+    assert api.delete(f"/users/uid_1/memory/{facts[0]['id']}", headers=wak).status_code == 204
+    assert api.delete(f"/users/uid_1/memory/{facts[0]['id']}", headers=wak).status_code == 404
+    assert api.delete("/users/uid_1/memory", headers=wak).json()["data"] == {"deleted": 1}
     assert not MemoryFact.objects.exists()
 
 

@@ -4,16 +4,15 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
-import httpx
 import pytest
 from django.core.management import call_command
 
 from accounts.credits import account_for, do_grant_credits
-from accounts.models import ApiKeyKind, CreditAccount, CreditEntry, Customer
-from accounts.services import issue_api_key
+from accounts.models import CreditAccount, CreditEntry, Customer
 from executions.models import Execution, ExecutionState, IdempotencyKey
 from executions.services import do_request_cancel
-from tests.helpers import auth
+from tests.factories import ApiKeyFactory, CustomerFactory
+from tests.helpers import auth, execute
 
 pytestmark = pytest.mark.django_db
 
@@ -25,8 +24,8 @@ HOLD, COST = Decimal(18), Decimal(12)
 @pytest.fixture
 def customer_key(tenant):
     """An end-user key of a customer that has 100 credits."""
-    customer = Customer.objects.create(workspace=tenant.workspace, external_id="cus_1")
-    issued = issue_api_key(tenant.workspace, ApiKeyKind.END_USER, name="customer user", customer=customer)
+    customer = CustomerFactory(workspace=tenant.workspace, external_id="cus_1")
+    issued = ApiKeyFactory(workspace=tenant.workspace, name="customer user", customer=customer)
     do_grant_credits(account_for(tenant.workspace, issued.api_key.principal), Decimal(100))
     return {"X-API-Key": issued.raw_key, "X-Workspace-Id": f"workspace:{tenant.workspace.id}"}
 
@@ -56,16 +55,10 @@ def assert_ledger_adds_up(account):
     assert all(entry.balance_after >= 0 for entry in entries)
 
 
-def execute(base_url, agent, headers, message="hi", **extra):
-    return httpx.post(
-        f"{base_url}/agents/{agent.id}/execute", json={"message": message}, headers={**headers, **extra}, timeout=60
-    )
-
-
 @pytest.mark.django_db(transaction=True)
-def test_completion_charges_the_actual_cost_and_releases_the_rest(live, customer_key, paid_agent):
+def test_completion_charges_the_actual_cost_and_releases_the_rest(api, customer_key, paid_agent):
     agent = paid_agent(reply="a short answer")
-    response = execute(live, agent, customer_key)
+    response = execute(api, agent, headers=customer_key)
     assert response.status_code == 200, response.text
     data = response.json()["data"]
     assert data["status"] == "completed"
@@ -82,9 +75,9 @@ def test_completion_charges_the_actual_cost_and_releases_the_rest(live, customer
 
 
 @pytest.mark.django_db(transaction=True)
-def test_failure_refunds_the_hold(live, customer_key, paid_agent):
+def test_failure_refunds_the_hold(api, customer_key, paid_agent):
     agent = paid_agent(reply="one two three four", fail="the model broke")
-    response = execute(live, agent, customer_key)
+    response = execute(api, agent, headers=customer_key)
     assert response.json()["data"]["status"] == "failed"
     account = customer_account()
     assert account.balance == Decimal(100)
@@ -111,11 +104,11 @@ def test_cancel_refunds_the_hold(client, customer_key, paid_agent):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_that_passes_its_hold_is_stopped_and_refunded(live, customer_key, paid_agent):
+def test_a_run_that_passes_its_hold_is_stopped_and_refunded(api, customer_key, paid_agent):
     agent = paid_agent(reply=" ".join(["word"] * 1500))  # 1500 tokens: 10 + 2 * 2 = 14 > 10 + 2 * 1 held
     agent.credit_rules = {**RULES, "max_tokens": 1000}
     agent.save(update_fields=["credit_rules"])
-    data = execute(live, agent, customer_key).json()["data"]
+    data = execute(api, agent, headers=customer_key).json()["data"]
     assert data["status"] == "failed"
     assert data["error"]["code"] == "credit_limit_exceeded"
     assert customer_account().balance == Decimal(100)
@@ -124,8 +117,9 @@ def test_a_run_that_passes_its_hold_is_stopped_and_refunded(live, customer_key, 
 @pytest.mark.parametrize("route", ["execute", "execute/stream"])
 def test_insufficient_balance_is_402_before_any_execution(client, tenant, paid_agent, route):
     agent = paid_agent()
-    customer = Customer.objects.create(workspace=tenant.workspace, external_id="poor")
-    issued = issue_api_key(tenant.workspace, ApiKeyKind.END_USER, customer=customer)
+    issued = ApiKeyFactory(
+        workspace=tenant.workspace, customer=CustomerFactory(workspace=tenant.workspace, external_id="poor")
+    )
     do_grant_credits(account_for(tenant.workspace, issued.api_key.principal), HOLD - Decimal("0.000001"))
     headers = {
         "X-API-Key": issued.raw_key,
@@ -182,7 +176,7 @@ def test_fifty_concurrent_executions_never_overdraw_nor_double_charge(live, cust
     agent = paid_agent(reply="done")
 
     def send(index):
-        return execute(live, agent, customer_key, message=f"run {index}")
+        return execute(live, agent, headers=customer_key, message=f"run {index}")
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         responses = list(pool.map(send, range(50)))

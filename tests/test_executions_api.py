@@ -10,11 +10,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from agents.models import Skill
-from agents.services import publish_skill_version
 from executions.events import append_event
 from executions.models import Artifact, Execution, ExecutionEvent, ExecutionSource, ExecutionState
 from files.models import FilePurpose, StoredFile
+from tests.factories import ExecutionFactory, SkillFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -60,31 +59,19 @@ def media(settings, tmp_path):
 
 @pytest.fixture
 def skill(tenant):
-    skill = Skill.objects.create(workspace=tenant.workspace, slug="report", name="Report")
-    publish_skill_version(skill, {"inputs_schema": {"type": "object"}})
-    return skill
+    return SkillFactory(workspace=tenant.workspace, slug="report", name="Report")
 
 
 def make(new_tenant, responder=None, principal=None, **fields) -> Execution:
     """An execution of an agent (or a skill) in the tenant's workspace, by its service principal by default."""
     from agents.models import Agent
 
-    if isinstance(responder, Agent):
-        fields.setdefault("agent_version", responder.live_version)
-    elif responder is not None:
-        fields.setdefault("skill_version", responder.live_version)
+    if responder is not None:
+        fields["agent" if isinstance(responder, Agent) else "skill"] = responder
     fields.setdefault("source", ExecutionSource.API)
-    return Execution.objects.create(
-        tenant=new_tenant.tenant,
-        workspace=new_tenant.workspace,
-        principal=principal or new_tenant.workspace_key.api_key.principal,
-        **fields,
+    return ExecutionFactory(
+        workspace=new_tenant.workspace, principal=principal or new_tenant.workspace_key.api_key.principal, **fields
     )
-
-
-def finished(**fields) -> dict:
-    now = timezone.now()
-    return {"state": ExecutionState.COMPLETED, "started_at": now - timedelta(seconds=3), "finished_at": now, **fields}
 
 
 def error_of(response) -> dict:
@@ -95,7 +82,7 @@ def error_of(response) -> dict:
 
 
 def test_detail_has_every_documented_field(client, tenant, agent):
-    parent = make(tenant, agent, **finished())
+    parent = make(tenant, agent, finished=True)
     execution = make(
         tenant,
         agent,
@@ -108,7 +95,7 @@ def test_detail_has_every_documented_field(client, tenant, agent):
         credits=Decimal("2.5"),
         wallclock_ms=1234,
         iteration_count=2,
-        **finished(),
+        finished=True,
     )
     response = client.get(f"/api/v1/executions/{execution.id}", headers=key_headers(tenant))
     assert response.status_code == 200
@@ -445,7 +432,7 @@ def test_nestings_leave_out_what_an_end_user_may_not_read(client, tenant, agent)
 
 
 def test_another_tenants_execution_is_404_on_every_route(client, tenant, other_tenant, agent):
-    execution = make(tenant, agent, chat_message_id="shared-message", **finished())
+    execution = make(tenant, agent, chat_message_id="shared-message", finished=True)
     for kind in ("workspace", "end_user"):
         headers = key_headers(other_tenant, kind)
         responses = [
@@ -484,7 +471,7 @@ def skill_run(tenant, skill, media):
         credits=Decimal("3"),
         wallclock_ms=900,
         iteration_count=3,
-        **finished(),
+        finished=True,
     )
     append_event(execution, "start", {"status": "queued"})
     append_event(execution, "text", {"text": "the secret report"})
@@ -630,14 +617,19 @@ def test_retention_purges_finished_executions_older_than_the_workspace_setting(
     tenant.workspace.save()
     now = timezone.now()
     expired = make(
-        tenant, agent, inputs={"message": "old"}, credits=Decimal("1"), **finished(finished_at=now - timedelta(days=31))
+        tenant,
+        agent,
+        inputs={"message": "old"},
+        credits=Decimal("1"),
+        finished=True,
+        finished_at=now - timedelta(days=31),
     )
     append_event(expired, "start", {"status": "queued"})
-    recent = make(tenant, agent, inputs={"message": "new"}, **finished(finished_at=now - timedelta(days=29)))
+    recent = make(tenant, agent, inputs={"message": "new"}, finished=True, finished_at=now - timedelta(days=29))
     old_but_suspended = make(tenant, agent, state=ExecutionState.AWAITING_APPROVAL, inputs={"message": "waiting"})
     Execution.objects.filter(id=old_but_suspended.id).update(created_at=now - timedelta(days=90))
     kept_forever = make(
-        other_tenant, None, inputs={"message": "forever"}, **finished(finished_at=now - timedelta(days=3650))
+        other_tenant, None, inputs={"message": "forever"}, finished=True, finished_at=now - timedelta(days=3650)
     )
 
     assert purge_expired_executions() == 1

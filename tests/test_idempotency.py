@@ -3,23 +3,17 @@
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import httpx
 import pytest
 from django.utils import timezone
 
 from executions.models import Execution, IdempotencyKey
-from tests.helpers import auth
+from tests.helpers import auth, execute
 
 pytestmark = pytest.mark.django_db
 
 
 def post(client, agent, tenant, key, body=None, route="execute/stream"):
-    return client.post(
-        f"/agents/{agent.id}/{route}",
-        data=body or {"message": "hi"},
-        content_type="application/json",
-        headers={**auth(tenant), "Idempotency-Key": key},
-    )
+    return execute(client, agent, tenant, route=route, body=body or None, headers={"Idempotency-Key": key})
 
 
 def test_same_key_within_24h_is_409_naming_the_original(client, tenant, agent):
@@ -86,7 +80,7 @@ def test_fifty_concurrent_identical_requests_make_one_execution(live, tenant, ma
     headers = {**auth(tenant), "Idempotency-Key": "burst"}
 
     def send(_):
-        return httpx.post(f"{live}/agents/{agent.id}/execute", json={"message": "hi"}, headers=headers, timeout=60)
+        return execute(live, agent, headers=headers)
 
     with ThreadPoolExecutor(50) as pool:
         responses = list(pool.map(send, range(50)))

@@ -5,24 +5,17 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import ModelAlias
-from agents.models import Agent
-from agents.services import publish_agent_version
 from executions.models import Execution, ExecutionEvent
-from tests.helpers import auth
+from tests.factories import AgentFactory
+from tests.helpers import execute
 from workers.runtime import run_execution
 
 pytestmark = pytest.mark.django_db
 
 
 def start(client, tenant, nodes):
-    agent = Agent.objects.create(workspace=tenant.workspace, name="priced")
-    publish_agent_version(agent, {"nodes": nodes})
-    response = client.post(
-        f"/agents/{agent.id}/execute/stream",
-        data={"message": "hi"},
-        content_type="application/json",
-        headers=auth(tenant),
-    )
+    agent = AgentFactory(workspace=tenant.workspace, name="priced", workflow={"nodes": nodes})
+    response = execute(client, agent, tenant, route="execute/stream")
     assert response.status_code == 200
     return Execution.objects.get()
 

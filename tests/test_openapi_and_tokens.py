@@ -7,6 +7,7 @@ from drf_spectacular.validation import validate_schema
 
 from accounts.services import revoke_api_key
 from executions.models import Execution
+from tests.factories import ExecutionFactory
 from tests.helpers import auth, read_stream, stream_agent
 
 pytestmark = pytest.mark.django_db
@@ -133,12 +134,9 @@ def test_eventsource_reads_with_a_stream_token_and_query_resume(live, tenant, ot
 
 def test_expired_stream_token_is_401(client, tenant, agent, settings):
     from accounts.authentication import Caller
-    from executions.models import Execution
     from executions.stream_tokens import issue_stream_token
 
-    execution = Execution.objects.create(
-        tenant=tenant.tenant, workspace=tenant.workspace, source="api", principal=tenant.end_user_key.api_key.principal
-    )
+    execution = ExecutionFactory(workspace=tenant.workspace, principal=tenant.end_user_key.api_key.principal)
     token = issue_stream_token(Caller(api_key=tenant.end_user_key.api_key), execution)
     settings.SSE_TOKEN_MAX_AGE_SECONDS = 0
     time.sleep(1.1)

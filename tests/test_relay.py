@@ -10,8 +10,9 @@ from django.db import connection
 
 from executions import events as event_log
 from executions.events import append_event
-from executions.models import Execution, ExecutionSource, ExecutionState
+from executions.models import ExecutionState
 from executions.streaming import close_loop_resources, follow_events
+from tests.factories import ExecutionFactory
 from tests.helpers import auth
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,13 +20,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def suspended_execution(tenant, agent):
-    execution = Execution.objects.create(
-        tenant=tenant.tenant,
-        workspace=tenant.workspace,
-        principal=tenant.end_user_key.api_key.principal,
-        source=ExecutionSource.API,
-        agent_version=agent.live_version,
-        state=ExecutionState.AWAITING_APPROVAL,
+    execution = ExecutionFactory(
+        agent=agent, principal=tenant.end_user_key.api_key.principal, state=ExecutionState.AWAITING_APPROVAL
     )
     append_event(execution, "start", {"status": "queued"})
     return execution

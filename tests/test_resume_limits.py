@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from executions.models import Execution, ExecutionSource, ExecutionState
+from executions.models import ExecutionState
+from tests.factories import ExecutionFactory
 from tests.helpers import auth
 
 pytestmark = pytest.mark.django_db
@@ -13,12 +14,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def suspended(tenant, agent):
     def make(state, node_state):
-        return Execution.objects.create(
-            tenant=tenant.tenant,
-            workspace=tenant.workspace,
+        return ExecutionFactory(
+            agent=agent,
             principal=tenant.end_user_key.api_key.principal,
-            source=ExecutionSource.API,
-            agent_version=agent.live_version,
             state=state,
             checkpoint={
                 "next_node": 0,

@@ -1,4 +1,5 @@
-"""The durable runtime: claims, leases, crash recovery, cancel, the reaper."""
+"""The durable runtime: claims, leases, crash recovery, cancel, the reaper (crashes, cancels mid-run and
+beat on the live worker and housekeeping; a redelivered task in-process)."""
 
 import threading
 from datetime import timedelta
@@ -11,19 +12,18 @@ from django.utils import timezone
 
 from executions import services
 from executions.checkpoints import Checkpoint
-from executions.models import Execution, ExecutionEvent, ExecutionSource, ExecutionState
+from executions.models import Execution, ExecutionEvent, ExecutionState
+from tests.factories import AgentFactory, ExecutionFactory
 from tests.helpers import auth, execution_uuid, stream_agent, wait_for
 
 
 def new_execution(new_tenant, agent=None, **fields):
-    return Execution.objects.create(
-        tenant=new_tenant.tenant,
+    return ExecutionFactory(
         workspace=new_tenant.workspace,
         principal=new_tenant.end_user_key.api_key.principal,
-        source=ExecutionSource.API,
+        agent=agent,
         inputs={"message": "hi"},
-        agent_version=agent.live_version if agent else None,
-        dispatched_at=timezone.now(),
+        dispatched=True,
         **fields,
     )
 
@@ -56,12 +56,11 @@ def test_two_claims_racing_for_one_execution_exactly_one_wins(tenant):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_same_task_delivered_twice_runs_once(live, worker, tenant, agent):
+def test_the_same_task_delivered_twice_runs_once(inline_runtime, tenant, agent):
     execution = new_execution(tenant, agent)
     for _ in range(3):  # e.g. a redelivery after the visibility timeout, plus a reaper re-dispatch
         current_app.send_task(services.RUN_EXECUTION_TASK, args=[str(execution.id)])
-    wait_for(lambda: Execution.objects.get(id=execution.id).state == ExecutionState.COMPLETED)
-    wait_for(lambda: "not_claimed" in worker.log(), timeout=10)
+    assert inline_runtime.outcomes == ["completed", "not_claimed", "not_claimed"]
     execution.refresh_from_db()
     assert execution.attempt == 1
     assert len(events_of(execution.id, "node_start")) == 1
@@ -93,14 +92,11 @@ def test_worker_killed_mid_execution_is_recovered_and_completes_once(live, worke
 @pytest.mark.django_db(transaction=True)
 def test_worker_killed_after_a_tool_call_resumes_from_the_turn_checkpoint(live, worker, tenant):
     """The tool's logged result is reused (the tool is not called twice) and no event is written twice."""
-    from agents.models import Agent
-    from agents.services import publish_agent_version
-
     reply = " ".join(f"w{i:02d}" for i in range(40))
-    agent = Agent.objects.create(workspace=tenant.workspace, name="tools")
-    publish_agent_version(
-        agent,
-        {
+    agent = AgentFactory(
+        workspace=tenant.workspace,
+        name="tools",
+        workflow={
             "nodes": [
                 {
                     "id": "answer",

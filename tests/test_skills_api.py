@@ -9,11 +9,10 @@ import pytest
 
 from accounts.models import ApiKeyKind, ModelAlias
 from accounts.services import issue_api_key
-from agents.models import Skill
-from agents.services import publish_skill_version
 from executions.models import Execution, ExecutionSource, ExecutionState
 from files.models import StoredFile
-from tests.helpers import auth, read_stream, wait_for
+from tests.factories import SkillFactory
+from tests.helpers import auth, read_stream, stream, wait_for
 
 REPORT_MANIFEST = {
     "inputs_schema": {
@@ -73,9 +72,7 @@ DOCUMENTED_FIELDS = {
 @pytest.fixture
 def make_skill(tenant):
     def make(slug="report", manifest=REPORT_MANIFEST, workspace=None):
-        skill = Skill.objects.create(workspace=workspace or tenant.workspace, slug=slug, name=slug)
-        publish_skill_version(skill, manifest)
-        return skill
+        return SkillFactory(workspace=workspace or tenant.workspace, slug=slug, name=slug, manifest=manifest)
 
     return make
 
@@ -248,25 +245,22 @@ def test_unknown_skill_and_another_space_are_404(client, tenant, other_tenant, m
 # --- running: staging, tools, artifacts, archive ------------------------------------------------------
 
 
-def upload(live, tenant, name, content: bytes):
-    response = httpx.post(
-        f"{live}/v1/files/", headers=auth(tenant), files={"file": (name, content, "text/markdown")}, timeout=30
-    )
+def upload(api, tenant, name, content: bytes):
+    response = api.post("/v1/files/", headers=auth(tenant), files={"file": (name, content, "text/markdown")})
     assert response.status_code == 201, response.text
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_skill_stages_materials_uses_its_workspace_and_leaves_artifacts(live, tenant, make_skill):
+def test_a_skill_stages_materials_uses_its_workspace_and_leaves_artifacts(api, tenant, make_skill):
     make_skill()
-    upload(live, tenant, "notes.md", b"otters hold hands")
-    response = httpx.post(
-        f"{live}{start_url(tenant)}",
+    upload(api, tenant, "notes.md", b"otters hold hands")
+    response = api.post(
+        start_url(tenant),
         headers=auth(tenant),
-        timeout=30,
         json={"inputs": {"topic": "otters"}, "file_source_ids": ["notes.md", "missing.txt"]},
     )
     execution_id = response.json()["data"]["id"]
-    events = read_stream("GET", f"{live}{executions_url(tenant, f'/{execution_id}/events')}", auth(tenant))
+    events = stream(api, "GET", executions_url(tenant, f"/{execution_id}/events"), auth(tenant))
     kinds = [e.data["type"] for e in events]
     assert kinds[:4] == ["start", "state_changed", "materials_staged", "node_start"]
     assert events[1].data["state"] == "running"
@@ -277,27 +271,19 @@ def test_a_skill_stages_materials_uses_its_workspace_and_leaves_artifacts(live, 
     assert [f["path"] for f in results[0]["result"]["files"]] == ["inputs/materials/notes.md"]
     assert results[1]["result"]["content"] == "otters hold hands"
 
-    data = httpx.get(f"{live}{executions_url(tenant, f'/{execution_id}')}", headers=auth(tenant), timeout=10).json()[
-        "data"
-    ]
+    data = api.get(executions_url(tenant, f"/{execution_id}"), headers=auth(tenant)).json()["data"]
     assert data["state"] == "completed"
     assert data["outputs"] == {"text": "The report is in outputs/report.md."}
     assert data["resource_usage"]["iteration_count"] == 4 and data["resource_usage"]["wallclock_ms"] > 0
     [artifact] = data["artifacts"]
     assert artifact["relpath_in_workspace"] == "outputs/report.md"
     assert artifact["document_type"] == "text/markdown" and artifact["size_bytes"] == 9
-    download = httpx.get(
-        artifact["download_url"]
-        if artifact["download_url"].startswith("http")
-        else f"{live}{artifact['download_url']}",
-        headers=auth(tenant),
-        timeout=10,
-    )
+    download = api.get(artifact["download_url"], headers=auth(tenant))
     assert download.status_code == 200 and download.content == b"# Report\n"
     # the link works only for this tenant, and only with a key
-    url = f"{live}{artifact['download_url']}"
-    assert httpx.get(url, timeout=10).status_code == 401
-    assert httpx.get(url.replace("token=", "token=x"), headers=auth(tenant), timeout=10).status_code == 404
+    url = artifact["download_url"]
+    assert api.get(url).status_code == 401
+    assert api.get(url.replace("token=", "token=x"), headers=auth(tenant)).status_code == 404
     archive = StoredFile.objects.get(id=data["workspace_archive_id"])
     from django.core.files.storage import default_storage
 
@@ -307,7 +293,7 @@ def test_a_skill_stages_materials_uses_its_workspace_and_leaves_artifacts(live, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_outputs_schema_is_enforced(live, tenant, make_skill):
+def test_outputs_schema_is_enforced(api, tenant, make_skill):
     manifest = {
         **REPORT_MANIFEST,
         "tools": [],
@@ -315,16 +301,14 @@ def test_outputs_schema_is_enforced(live, tenant, make_skill):
         "model": {"provider": "builtin", "reply": '{"grade": 3}'},
     }
     make_skill("graded", manifest)
-    response = httpx.post(
-        f"{live}{start_url(tenant, 'graded')}", headers=auth(tenant), json={"inputs": {"topic": "x"}}, timeout=30
-    )
+    response = api.post(start_url(tenant, "graded"), headers=auth(tenant), json={"inputs": {"topic": "x"}})
     execution_id = response.json()["data"]["id"]
     execution = wait_for(lambda: Execution.objects.filter(id=execution_id, state="failed").first())
     assert execution.failure_reason == "outputs_invalid"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_skill_that_calls_a_sub_skill(live, tenant, make_skill):
+def test_a_skill_that_calls_a_sub_skill(api, tenant, make_skill):
     make_skill(
         "child",
         {
@@ -347,18 +331,16 @@ def test_a_skill_that_calls_a_sub_skill(live, tenant, make_skill):
             },
         },
     )
-    response = httpx.post(f"{live}{start_url(tenant, 'parent')}", headers=auth(tenant), json={"inputs": {}}, timeout=30)
+    response = api.post(start_url(tenant, "parent"), headers=auth(tenant), json={"inputs": {}})
     execution_id = response.json()["data"]["id"]
-    events = read_stream("GET", f"{live}{executions_url(tenant, f'/{execution_id}/events')}", auth(tenant))
+    events = stream(api, "GET", executions_url(tenant, f"/{execution_id}/events"), auth(tenant))
     assert events[-1].data["type"] == "final"
     results = [e.data for e in events if e.data["type"] == "tool_result"]
     assert results[0]["outcome"] == "error" and results[0]["result"]["errors"][0]["field"] == "inputs.q"
     assert results[1]["outcome"] == "success" and results[1]["result"]["outputs"] == {"text": "child answer"}
     kinds = [e.data["type"] for e in events]
     assert kinds.count("sub_execution_started") == kinds.count("sub_execution_finished") == 1
-    data = httpx.get(f"{live}{executions_url(tenant, f'/{execution_id}')}", headers=auth(tenant), timeout=10).json()[
-        "data"
-    ]
+    data = api.get(executions_url(tenant, f"/{execution_id}"), headers=auth(tenant)).json()["data"]
     [child] = data["sub_executions"]
     assert child["parent_execution_id"] == execution_id and child["skill_slug"] == "child"
     assert child["state"] == "completed" and child["source"] == "sub"
@@ -538,30 +520,24 @@ def test_a_worker_killed_mid_skill_resumes_from_its_checkpoint(live, worker, ten
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_demo_skill_writes_a_report_from_the_staged_materials(live, tenant):
+def test_the_demo_skill_writes_a_report_from_the_staged_materials(api, tenant):
     from agents.demo import DEMO_SKILL_MANIFEST
 
-    skill = Skill.objects.create(workspace=tenant.workspace, slug="demo-report", name="Demo report")
-    publish_skill_version(skill, DEMO_SKILL_MANIFEST)
-    upload(live, tenant, "otters.md", b"Sea otters hold hands while they sleep.")
-    missing_topic = httpx.post(
-        f"{live}{start_url(tenant, 'demo-report')}", headers=auth(tenant), json={"inputs": {}}, timeout=30
-    )
+    SkillFactory(workspace=tenant.workspace, slug="demo-report", name="Demo report", manifest=DEMO_SKILL_MANIFEST)
+    upload(api, tenant, "otters.md", b"Sea otters hold hands while they sleep.")
+    missing_topic = api.post(start_url(tenant, "demo-report"), headers=auth(tenant), json={"inputs": {}})
     assert missing_topic.status_code == 422 and missing_topic.json()["error"]["errors"][0]["field"] == "inputs.topic"
-    created = httpx.post(
-        f"{live}{start_url(tenant, 'demo-report')}",
+    created = api.post(
+        start_url(tenant, "demo-report"),
         headers=auth(tenant),
-        timeout=30,
         json={"inputs": {"topic": "otters"}, "file_source_ids": ["otters.md"]},
     ).json()["data"]
-    events = read_stream("GET", f"{live}{executions_url(tenant, '/' + created['id'] + '/events')}", auth(tenant))
+    events = stream(api, "GET", executions_url(tenant, "/" + created["id"] + "/events"), auth(tenant))
     assert events[-1].data["type"] == "final"
     assert events[-1].data["output"]["text"] == "The report on otters is in outputs/report.md."
-    data = httpx.get(f"{live}{executions_url(tenant, '/' + created['id'])}", headers=auth(tenant), timeout=10).json()[
-        "data"
-    ]
+    data = api.get(executions_url(tenant, "/" + created["id"]), headers=auth(tenant)).json()["data"]
     [artifact] = data["artifacts"]
-    report = httpx.get(f"{live}{artifact['download_url']}", headers=auth(tenant), timeout=10).text
+    report = api.get(f"{artifact['download_url']}", headers=auth(tenant)).text
     assert report.startswith("# Report: otters\n")
     assert "## otters.md\n\nSea otters hold hands while they sleep." in report
 

@@ -24,9 +24,10 @@ from django.db import connection
 
 from executions import streaming
 from executions.events import append_event
-from executions.models import Execution, ExecutionEvent, ExecutionSource, ExecutionState
+from executions.models import ExecutionEvent, ExecutionState
 from executions.streaming import LOG_READER_APPLICATION_NAME, close_loop_resources, follow_events
 from ops import processes
+from tests.factories import ExecutionFactory
 from tests.helpers import WORDS_20, auth, execution_uuid, stream_agent, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -224,13 +225,8 @@ def waiting_execution(tenant, agent):
     """An execution awaiting approval: no worker runs it, so the test writes its events itself."""
 
     def make():
-        execution = Execution.objects.create(
-            tenant=tenant.tenant,
-            workspace=tenant.workspace,
-            principal=tenant.end_user_key.api_key.principal,
-            source=ExecutionSource.API,
-            agent_version=agent.live_version,
-            state=ExecutionState.AWAITING_APPROVAL,
+        execution = ExecutionFactory(
+            agent=agent, principal=tenant.end_user_key.api_key.principal, state=ExecutionState.AWAITING_APPROVAL
         )
         append_event(execution, "start", {"status": "queued"})
         return execution

@@ -1,11 +1,11 @@
-"""Suspension frees the worker with the state saved; resume stores the input and re-queues."""
+"""Suspension frees the worker with the state saved; resume stores the input and re-queues (in-process runtime)."""
 
-import httpx
 import pytest
 
 from executions import services
 from executions.models import Execution, ExecutionEvent, ExecutionState
-from tests.helpers import auth, execution_uuid, read_stream, stream_agent, wait_for
+from tests.factories import AgentFactory
+from tests.helpers import auth, execute, execution_uuid, stream, stream_agent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,16 +20,11 @@ WORKFLOW = {
 
 @pytest.fixture
 def gated_agent(tenant):
-    from agents.models import Agent
-    from agents.services import publish_agent_version
-
-    agent = Agent.objects.create(workspace=tenant.workspace, name="gated")
-    publish_agent_version(agent, WORKFLOW)
-    return agent
+    return AgentFactory(workspace=tenant.workspace, name="gated", workflow=WORKFLOW)
 
 
-def test_suspend_then_resume_continues_from_the_checkpoint(live, tenant, gated_agent):
-    first = stream_agent(live, gated_agent, tenant)
+def test_suspend_then_resume_continues_from_the_checkpoint(api, tenant, gated_agent):
+    first = stream_agent(api, gated_agent, tenant)
     assert first[-1].data["type"] == "suspended"
     assert first[-1].data["status"] == "waiting_for_external_event"
     execution = Execution.objects.get(id=execution_uuid(first[0].data["execution_id"]))
@@ -42,9 +37,7 @@ def test_suspend_then_resume_continues_from_the_checkpoint(live, tenant, gated_a
     assert services.do_resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": True})
     assert not services.do_resume_execution(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"approved": False})
 
-    rest = read_stream(
-        "GET", f"{live}/executions/{execution.id}/events", {**auth(tenant), "Last-Event-ID": first[-1].id}
-    )
+    rest = stream(api, "GET", f"/executions/{execution.id}/events", {**auth(tenant), "Last-Event-ID": first[-1].id})
     assert [e.data["type"] for e in rest][0] == "resumed"
     assert rest[-1].data["type"] == "final"
     assert rest[-1].data["output"]["text"] == "second part"
@@ -62,17 +55,15 @@ def test_suspend_then_resume_continues_from_the_checkpoint(live, tenant, gated_a
     )
     assert starts == ["draft", "approval", "final_answer"]
     # a reader from the start goes through the old suspension to the end
-    everything = read_stream("GET", f"{live}/executions/{execution.id}/events", auth(tenant))
+    everything = stream(api, "GET", f"/executions/{execution.id}/events", auth(tenant))
     assert [e.data for e in everything] == [e.data for e in first + rest]
 
 
-def test_sync_execute_returns_when_suspended(live, tenant, gated_agent):
-    response = httpx.post(
-        f"{live}/agents/{gated_agent.id}/execute", headers=auth(tenant), json={"message": "go"}, timeout=30
-    )
+def test_sync_execute_returns_when_suspended(api, tenant, gated_agent):
+    response = execute(api, gated_agent, tenant, "go")
     assert response.status_code == 200
     data = response.json()["data"]
     assert data["status"] == "waiting_for_external_event"
     execution = Execution.objects.get(id=execution_uuid(data["execution_id"]))
     services.do_request_cancel(execution)
-    wait_for(lambda: Execution.objects.get(id=execution.id).state == ExecutionState.CANCELLED)
+    assert Execution.objects.get(id=execution.id).state == ExecutionState.CANCELLED

@@ -17,7 +17,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from agents.models import Agent, Skill
 from agents.services import publish_agent_version, publish_skill_version
 from executions.models import Execution, ExecutionState
-from tests.helpers import auth
+from tests.factories import AgentFactory
+from tests.helpers import auth, execute
 from workers import tracing
 from workers.runtime import run_execution
 
@@ -122,14 +123,8 @@ def tracing_on(settings, langfuse_server, secret_key):
 
 
 def start_agent(client, tenant, nodes, message="what is 2+3?", name="calc"):
-    agent = Agent.objects.create(workspace=tenant.workspace, name=name)
-    publish_agent_version(agent, {"nodes": nodes})
-    response = client.post(
-        f"/agents/{agent.id}/execute/stream",
-        data={"message": message},
-        content_type="application/json",
-        headers=auth(tenant),
-    )
+    agent = AgentFactory(workspace=tenant.workspace, name=name, workflow={"nodes": nodes})
+    response = execute(client, agent, tenant, message, route="execute/stream")
     assert response.status_code == 200
     return Execution.objects.get(agent_version__agent=agent, parent__isnull=True)
 

@@ -1,4 +1,4 @@
-"""Workflow nodes through a real worker: every event type of the spec's table, in order."""
+"""Workflow nodes through the runtime (in-process; a cancel racing a run on the live worker): every event type of the spec's table, in order."""
 
 import json
 import threading
@@ -9,7 +9,7 @@ import pytest
 
 from agents.models import HttpTool
 from executions.models import Execution, ExecutionState
-from tests.helpers import auth, execution_uuid, read_stream, stream_agent, wait_for
+from tests.helpers import auth, execute, execution_uuid, stream, stream_agent, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,7 +22,7 @@ def builtin(**options):
     return {"provider": "builtin", **options}
 
 
-def test_ai_node_streams_reasoning_server_tools_and_text_in_order(live, tenant, workflow_agent):
+def test_ai_node_streams_reasoning_server_tools_and_text_in_order(api, tenant, workflow_agent):
     agent = workflow_agent(
         {
             "id": "answer",
@@ -39,7 +39,7 @@ def test_ai_node_streams_reasoning_server_tools_and_text_in_order(live, tenant, 
             ),
         }
     )
-    events = stream_agent(live, agent, tenant, "what is 6 * 7?")
+    events = stream_agent(api, agent, tenant, "what is 6 * 7?")
     assert types(events) == [
         "start",
         "node_start",
@@ -63,7 +63,7 @@ def test_ai_node_streams_reasoning_server_tools_and_text_in_order(live, tenant, 
     assert all(e.id == str(e.data["seq"]) for e in events)
 
 
-def test_a_failing_tool_is_reported_to_the_model(live, tenant, workflow_agent):
+def test_a_failing_tool_is_reported_to_the_model(api, tenant, workflow_agent):
     agent = workflow_agent(
         {
             "id": "answer",
@@ -77,7 +77,7 @@ def test_a_failing_tool_is_reported_to_the_model(live, tenant, workflow_agent):
             ),
         }
     )
-    events = stream_agent(live, agent, tenant)
+    events = stream_agent(api, agent, tenant)
     result = next(e.data for e in events if e.data["type"] == "tool_result")
     assert result["outcome"] == "error"
     assert "division" in result["result"]["message"]
@@ -92,7 +92,7 @@ def test_a_failing_tool_is_reported_to_the_model(live, tenant, workflow_agent):
         ('{"type": "card"}', None),  # parses, but misses a required field
     ],
 )
-def test_output_schema_gives_parsed_output_or_null(live, tenant, workflow_agent, reply, parsed):
+def test_output_schema_gives_parsed_output_or_null(api, tenant, workflow_agent, reply, parsed):
     agent = workflow_agent(
         {
             "id": "answer",
@@ -105,15 +105,13 @@ def test_output_schema_gives_parsed_output_or_null(live, tenant, workflow_agent,
             },
         }
     )
-    response = httpx.post(
-        f"{live}/agents/{agent.id}/execute", json={"message": "card"}, headers=auth(tenant), timeout=30
-    )
+    response = execute(api, agent, tenant, "card")
     output = response.json()["data"]["output"]
     assert output["text"] == reply
     assert output["parsed_output"] == parsed
 
 
-def test_max_iterations_stops_a_tool_loop(live, tenant, workflow_agent):
+def test_max_iterations_stops_a_tool_loop(api, tenant, workflow_agent):
     agent = workflow_agent(
         {
             "id": "answer",
@@ -123,7 +121,7 @@ def test_max_iterations_stops_a_tool_loop(live, tenant, workflow_agent):
             "model": builtin(script=[{"tool_calls": [{"name": "current_time", "arguments": {}}]}]),
         }
     )
-    events = stream_agent(live, agent, tenant)
+    events = stream_agent(api, agent, tenant)
     assert types(events).count("tool_call") == 3
     assert events[-1].data["type"] == "error"
     assert events[-1].data["code"] == "max_iterations_exceeded"
@@ -150,7 +148,7 @@ def tool_server():
     server.shutdown()
 
 
-def test_tool_node_calls_a_workspace_http_tool(live, tenant, workflow_agent, tool_server):
+def test_tool_node_calls_a_workspace_http_tool(api, tenant, workflow_agent, tool_server):
     HttpTool.objects.create(
         workspace=tenant.workspace,
         name="order_status",
@@ -162,9 +160,10 @@ def test_tool_node_calls_a_workspace_http_tool(live, tenant, workflow_agent, too
         {"id": "lookup", "type": "tool", "tool": "order_status", "arguments": {"order_id": "{{variables.order}}"}},
         {"id": "answer", "type": "ai", "model": builtin(), "prompt": "Status: {{nodes.lookup.result.status}}"},
     )
-    events = read_stream(
+    events = stream(
+        api,
         "POST",
-        f"{live}/agents/{agent.id}/execute/stream",
+        f"/agents/{agent.id}/execute/stream",
         auth(tenant),
         {"message": "where is it?", "variables": {"order": "A-17"}},
     )
@@ -176,17 +175,17 @@ def test_tool_node_calls_a_workspace_http_tool(live, tenant, workflow_agent, too
     assert "Status: shipped" in events[-1].data["output"]["text"]
 
 
-def test_a_tool_node_that_fails_fails_the_execution(live, tenant, workflow_agent):
+def test_a_tool_node_that_fails_fails_the_execution(api, tenant, workflow_agent):
     agent = workflow_agent({"id": "lookup", "type": "tool", "tool": "calculator", "arguments": {"expression": "x"}})
-    events = stream_agent(live, agent, tenant)
+    events = stream_agent(api, agent, tenant)
     assert events[-1].data["type"] == "error"
     assert events[-1].data["code"] == "tool_error"
 
 
-def test_another_workspaces_http_tool_is_not_callable(live, tenant, other_tenant, workflow_agent, tool_server):
+def test_another_workspaces_http_tool_is_not_callable(api, tenant, other_tenant, workflow_agent, tool_server):
     HttpTool.objects.create(workspace=other_tenant.workspace, name="order_status", url=f"{tool_server}/orders")
     agent = workflow_agent({"id": "lookup", "type": "tool", "tool": "order_status", "arguments": {"order_id": "1"}})
-    events = stream_agent(live, agent, tenant)
+    events = stream_agent(api, agent, tenant)
     result = next(e.data for e in events if e.data["type"] == "tool_result")
     assert result["outcome"] == "error"
     assert result["result"]["message"] == "Unknown tool 'order_status'."
@@ -195,7 +194,7 @@ def test_another_workspaces_http_tool_is_not_callable(live, tenant, other_tenant
 # --- media generation ------------------------------------------------------------------------------
 
 
-def test_media_generation_submits_heartbeats_and_completes_with_a_download_url(live, tenant, workflow_agent):
+def test_media_generation_submits_heartbeats_and_completes_with_a_download_url(api, tenant, workflow_agent):
     agent = workflow_agent(
         {
             "id": "image",
@@ -206,7 +205,7 @@ def test_media_generation_submits_heartbeats_and_completes_with_a_download_url(l
             "duration_ms": 1200,
         }
     )
-    events = stream_agent(live, agent, tenant, "draw")
+    events = stream_agent(api, agent, tenant, "draw")
     kinds = types(events)
     assert kinds[:3] == ["start", "node_start", "media_gen_submitted"]
     assert kinds.count("heartbeat") >= 2  # every MEDIA_HEARTBEAT_SECONDS (0.3 s in tests) while waiting
@@ -214,26 +213,24 @@ def test_media_generation_submits_heartbeats_and_completes_with_a_download_url(l
     assert kinds[-3:] == ["media_gen_complete", "node_complete", "final"]
     complete = events[kinds.index("media_gen_complete")].data
     assert complete["content_type"] == "image/png"
-    download = httpx.get(f"{live}{complete['url']}", timeout=10)  # no API key: the link is signed
+    download = api.get(f"{complete['url']}")  # no API key: the link is signed
     assert download.status_code == 200
     assert download.headers["content-type"] == "image/png"
     assert download.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(download.content[16:20], "big") == 64 and int.from_bytes(download.content[20:24], "big") == 48
-    assert httpx.get(f"{live}{complete['url']}x", timeout=10).status_code == 404
+    assert api.get(f"{complete['url']}x").status_code == 404
 
 
 # --- sub-executions --------------------------------------------------------------------------------
 
 
-def test_agent_node_runs_another_agent_as_a_sub_execution(live, tenant, workflow_agent):
+def test_agent_node_runs_another_agent_as_a_sub_execution(api, tenant, workflow_agent):
     child_agent = workflow_agent({"id": "child", "type": "ai", "model": builtin(reply="from the child")})
     parent_agent = workflow_agent(
         {"id": "delegate", "type": "agent", "agent_id": f"agent:{child_agent.id}", "message": "{{message}}!"},
         {"id": "wrap", "type": "ai", "model": builtin(), "prompt": "Child said: {{nodes.delegate.text}}"},
     )
-    response = httpx.post(
-        f"{live}/agents/{parent_agent.id}/execute", json={"message": "go"}, headers=auth(tenant), timeout=60
-    )
+    response = execute(api, parent_agent, tenant, "go")
     data = response.json()["data"]
     assert data["status"] == "completed"
     assert "Child said: from the child" in data["output"]["text"]
@@ -241,37 +238,35 @@ def test_agent_node_runs_another_agent_as_a_sub_execution(live, tenant, workflow
     child = Execution.objects.get(parent=parent)
     assert child.source == "sub" and child.state == ExecutionState.COMPLETED
     assert child.inputs["message"] == "go!"
-    events = read_stream("GET", f"{live}/executions/{parent.id}/events", auth(tenant))
+    events = stream(api, "GET", f"/executions/{parent.id}/events", auth(tenant))
     started = next(e.data for e in events if e.data["type"] == "sub_execution_started")
     assert started["sub_execution_id"] == child.public_id
 
 
-def test_a_failed_sub_execution_fails_the_parent(live, tenant, workflow_agent):
+def test_a_failed_sub_execution_fails_the_parent(api, tenant, workflow_agent):
     child_agent = workflow_agent({"id": "child", "type": "ai", "model": builtin(reply="a b c d", fail="child broke")})
     parent_agent = workflow_agent({"id": "delegate", "type": "agent", "agent_id": str(child_agent.id)})
-    data = httpx.post(
-        f"{live}/agents/{parent_agent.id}/execute", json={"message": "go"}, headers=auth(tenant), timeout=60
-    ).json()["data"]
+    data = execute(api, parent_agent, tenant, "go").json()["data"]
     assert data["status"] == "failed"
     assert data["error"]["code"] == "sub_execution_failed"
 
 
-def test_an_agent_node_cannot_reach_another_workspaces_agent(live, tenant, other_tenant, workflow_agent):
+def test_an_agent_node_cannot_reach_another_workspaces_agent(api, tenant, other_tenant, workflow_agent):
     foreign = workflow_agent({"id": "x", "type": "ai", "model": builtin()}, workspace=other_tenant.workspace)
     parent_agent = workflow_agent({"id": "delegate", "type": "agent", "agent_id": str(foreign.id)})
-    events = stream_agent(live, parent_agent, tenant)
+    events = stream_agent(api, parent_agent, tenant)
     assert events[-1].data["code"] == "invalid_workflow"
     assert not Execution.objects.filter(workspace=other_tenant.workspace).exists()
 
 
-def test_skill_node_runs_the_skill_as_a_sub_execution(live, tenant, workflow_agent):
+def test_skill_node_runs_the_skill_as_a_sub_execution(api, tenant, workflow_agent):
     from agents.models import Skill
     from agents.services import publish_skill_version
 
     skill = Skill.objects.create(workspace=tenant.workspace, slug="summarize", name="Summarize")
     publish_skill_version(skill, {"instructions": "Summarize.", "model": builtin(reply="a summary")})
     agent = workflow_agent({"id": "sum", "type": "skill", "skill": "summarize", "inputs": {"text": "{{message}}"}})
-    events = stream_agent(live, agent, tenant, "long text")
+    events = stream_agent(api, agent, tenant, "long text")
     assert events[-1].data["type"] == "final"
     assert events[-1].data["output"]["text"] == "a summary"
     child = Execution.objects.get(source="sub")
