@@ -376,5 +376,11 @@ def workflow_agent(tenant):
 
 @pytest.fixture
 def agent(tenant, make_agent):
-    """A one-node agent on the built-in model: 20 words, 50 ms apart (about 1 s of streaming)."""
+    """A one-node agent on the built-in model: 20 words at once (one or two text events)."""
+    return make_agent(tenant.workspace, chunk_delay_ms=0, reply=WORDS_20)
+
+
+@pytest.fixture
+def streaming_agent(tenant, make_agent):
+    """The same, 50 ms between words (about 1 s of streaming): for tests that act mid-stream."""
     return make_agent(tenant.workspace, chunk_delay_ms=50, reply=WORDS_20)

@@ -21,8 +21,8 @@ def logged_events(public_id):
     )
 
 
-def test_reconnect_mid_stream_gives_exactly_the_log(live, tenant, agent):
-    first = stream_agent(live, agent, tenant, stop=lambda events: len(events) >= 5)
+def test_reconnect_mid_stream_gives_exactly_the_log(live, tenant, streaming_agent):
+    first = stream_agent(live, streaming_agent, tenant, stop=lambda events: len(events) >= 5)
     public_id = first[0].data["execution_id"]
     second = read_stream("GET", events_url(live, public_id), {**auth(tenant), "Last-Event-ID": first[-1].id})
 
@@ -31,8 +31,8 @@ def test_reconnect_mid_stream_gives_exactly_the_log(live, tenant, agent):
     assert [e.data for e in first + second] == logged_events(public_id)
 
 
-def test_disconnected_client_does_not_cancel_and_can_come_back(live, tenant, agent):
-    first = stream_agent(live, agent, tenant, stop=lambda events: len(events) >= 3)
+def test_disconnected_client_does_not_cancel_and_can_come_back(live, tenant, streaming_agent):
+    first = stream_agent(live, streaming_agent, tenant, stop=lambda events: len(events) >= 3)
     public_id = first[0].data["execution_id"]
     # the execution runs on without anyone listening
     wait_for(lambda: ExecutionEvent.objects.filter(execution_id=execution_uuid(public_id), type="final").exists())
