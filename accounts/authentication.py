@@ -11,6 +11,7 @@ from rest_framework import authentication, exceptions
 
 from accounts.api_keys import find_active_key
 from accounts.models import ApiKey, ApiKeyKind
+from core.errors import WWW_AUTHENTICATE
 
 
 @dataclass
@@ -91,4 +92,4 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return caller, caller.api_key
 
     def authenticate_header(self, request):
-        return 'Bearer realm="api"'
+        return WWW_AUTHENTICATE

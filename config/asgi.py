@@ -22,6 +22,9 @@ under this executor no thread holds a connection when a request starts, so they 
 do, and merely having sync receivers costs every request a hop through a thread: they are
 disconnected here, in the ASGI process only. request_finished keeps its receivers (it is sent from
 response.close(), which runs in a sync call anyway).
+
+In front of the handler, api/http/request_limits.RequestLimits refuses a body over its route's
+limit, or of a type the route does not parse, before Django reads it.
 """
 
 import os
@@ -38,6 +41,8 @@ from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.signals import request_started  # noqa: E402
 from django.db import close_old_connections, connections, reset_queries  # noqa: E402
+
+from api.http.request_limits import RequestLimits  # noqa: E402
 
 
 class RequestExecutor(Executor):
@@ -75,4 +80,4 @@ class PooledThreadsASGIHandler(ASGIHandler):
 request_started.disconnect(close_old_connections)
 request_started.disconnect(reset_queries)
 
-application = PooledThreadsASGIHandler()
+application = RequestLimits(PooledThreadsASGIHandler())

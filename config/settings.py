@@ -56,6 +56,8 @@ INSTALLED_APPS = [
 # chain itself; api.http.middleware's Common and Authentication are Django's, with their hooks run
 # on the event loop.
 MIDDLEWARE = [
+    # First: a NUL in the path, the query or a header is refused before anything reads it.
+    "api.http.middleware.NulCharacterMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's static files under uvicorn. ServeStatic is async-capable (WhiteNoise is sync-only,
     # which made Django run the whole middleware chain of every request through a thread).
@@ -139,8 +141,9 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    # The one JSON parser (api/http/schemas.json_object): objects only, limited depth, storable strings.
+    "DEFAULT_PARSER_CLASSES": ["api.http.schemas.JsonObjectParser"],
+    "EXCEPTION_HANDLER": "api.http.exception_handler.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "api.http.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -191,6 +194,18 @@ SKILL_WORKSPACE_MAX_FILE_BYTES = env_int("SKILL_WORKSPACE_MAX_FILE_BYTES", 10 * 
 BATCH_MAX_ITEMS = env_int("BATCH_MAX_ITEMS", 100)
 # POST /executions/{id}/tool-result: size of one client tool's JSON result.
 TOOL_RESULT_MAX_BYTES = env_int("TOOL_RESULT_MAX_BYTES", 1024 * 1024)
+# Request bodies, refused with 413 before they are read (api/http/request_limits.py, the first layer
+# of the ASGI application): every JSON route's, unless it declares one of the two below.
+REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 1024 * 1024)
+# The batch route: BATCH_MAX_ITEMS items of up to 320 KiB each (a message of 65,536 characters at 4
+# UTF-8 bytes each, 16 KiB of variables, the rest of an item): 32 MiB for 100 items.
+BATCH_BODY_MAX_BYTES = BATCH_MAX_ITEMS * 320 * 1024
+# The resume routes: a result or payload of TOOL_RESULT_MAX_BYTES as compact JSON, with room for the
+# rest of the body and for whitespace.
+RESUME_BODY_MAX_BYTES = TOOL_RESULT_MAX_BYTES + REQUEST_BODY_MAX_BYTES
+# Django's own cap on a body read into memory would answer its HTML 400 above 2.5 MB, under the
+# limits above: the ASGI layer caps every route instead.
+DATA_UPLOAD_MAX_MEMORY_SIZE = None
 # Links to generated files on the local disk (S3 uses presigned URLs): the API's public address
 # (empty: links are paths relative to the API) and how long a link stays valid.
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from api.http import errors
 from api.http.downloads import download
 from ops.health import healthz
 
@@ -14,3 +15,9 @@ urlpatterns = [
     path("", include("api.skills.urls")),
     path("", include("api.query.urls")),
 ]
+
+# JSON error pages on the API's routes (the admin keeps Django's HTML ones).
+handler400 = errors.bad_request
+handler403 = errors.permission_denied
+handler404 = errors.page_not_found
+handler500 = errors.server_error

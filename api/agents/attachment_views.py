@@ -8,6 +8,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.http.request_limits import upload_limit
 from api.http.schemas import Schema, data_envelope, parse, render
 from core.errors import ApiError
 from core.timestamps import iso_utc
@@ -16,6 +17,7 @@ from files.services import MAX_ATTACHMENT_BYTES, upload_attachment
 
 class AttachmentUploadView(APIView):
     parser_classes = [MultiPartParser]
+    body_limit = upload_limit(MAX_ATTACHMENT_BYTES, "Attachments")
 
     class Input(Schema):
         file: Annotated[Any, WithJsonSchema({"type": "string", "format": "binary"})]

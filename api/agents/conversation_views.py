@@ -18,6 +18,7 @@ from conversations.selectors import get_conversation, memory_facts
 from core.errors import not_found
 from core.pagination import LimitOffsetPagination
 from core.permissions import IsWorkspaceKey
+from core.query_params import natural_number
 
 MAX_CONVERSATIONS = 200
 
@@ -171,8 +172,8 @@ class MessageFeedbackView(APIView):
     )
     def post(self, request, conversation_id, message_id):
         conversation = get_conversation(request.user, conversation_id)
-        number = message_id.removeprefix("message:")
-        message = Message.objects.filter(conversation=conversation, id=number).first() if number.isdigit() else None
+        number = natural_number(message_id.removeprefix("message:"))
+        message = Message.objects.filter(conversation=conversation, id=number).first() if number is not None else None
         if message is None:
             raise not_found("message")
         data = parse(self.Input, request.data if isinstance(request.data, dict) else {})

@@ -15,6 +15,7 @@ from agents.selectors import get_live_agent
 from api.agents.schemas import ExecuteBatchInput, ExecuteInput, SyncExecuteOutput
 from api.http.async_views import async_api_view, run_authenticated, sse_response
 from api.http.openapi import IDEMPOTENCY_HEADER, WORKSPACE_HEADER, async_operation, path_param
+from api.http.request_limits import BodyLimit
 from api.http.schemas import data_envelope, json_object, parse, render
 from executions.agent_executions import start_agent_batch, start_agent_execution
 from executions.idempotency import parse_idempotency_key, request_fingerprint
@@ -84,7 +85,7 @@ async def execute_stream(request, agent_id):
     responses={200: "sse", **BATCH_ERRORS},
     parameters=PARAMETERS,
 )
-@async_api_view("POST")
+@async_api_view("POST", body_limit=BodyLimit("BATCH_BODY_MAX_BYTES"))
 async def execute_batch(request, agent_id):
     """POST /agents/{agent_id}/execute/batch: the batch's events, batch_started to batch_completed."""
     batch = await run_authenticated(request, _start_batch, agent_id, request)

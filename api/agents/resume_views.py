@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, Field
 
 from api.http.async_views import async_api_view, run_authenticated, sse_response
 from api.http.openapi import async_operation
+from api.http.request_limits import BodyLimit
 from api.http.schemas import Schema, SettingLimit, data_envelope, invalid, json_object, json_size, parse, render
 from executions import resumes
 from executions.selectors import get_readable_execution
@@ -116,7 +117,7 @@ def _view(action, schema, route: str, summary: str, description: str):
         },
         parameters=[{"in": "path", "name": "execution_id", "required": True, "schema": {"type": "string"}}],
     )
-    @async_api_view("POST")
+    @async_api_view("POST", body_limit=BodyLimit("RESUME_BODY_MAX_BYTES"))
     async def view(request, execution_id):
         execution, resumed_seq, data = await run_authenticated(
             request, _handle, execution_id, request.body, action, schema

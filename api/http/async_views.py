@@ -8,17 +8,19 @@ from django.http import StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.authentication import AuthError, authenticate_headers
+from api.http.request_limits import JSON_BODY, JSON_MEDIA_TYPES, BodyLimit
 from core.errors import ApiError, error_json
 from core.ids import parse_prefixed_id
+from core.query_params import natural_number
 from executions.stream_tokens import caller_from_stream_token
 
 
-def async_api_view(method: str):
-    """The plain async views (streams, long waits): one HTTP method, and an ApiError raised anywhere
-    in the view rendered as the error envelope."""
+def async_api_view(method: str, body_limit: BodyLimit = JSON_BODY):
+    """The plain async views (streams, long waits): one HTTP method, a JSON body of at most
+    `body_limit` (checked before it is read, api/http/request_limits.py), and an ApiError raised
+    anywhere in the view rendered as the error envelope."""
 
     def decorate(view):
-        @csrf_exempt
         @functools.wraps(view)
         async def wrapped(request, *args, **kwargs):
             if request.method != method:
@@ -28,6 +30,8 @@ def async_api_view(method: str):
             except ApiError as exc:
                 return error_json(exc)
 
+        wrapped = csrf_exempt(wrapped)
+        wrapped.body_limit, wrapped.media_types = body_limit, JSON_MEDIA_TYPES
         return wrapped
 
     return decorate
@@ -66,11 +70,12 @@ def last_event_id(request) -> int:
         or request.GET.get("lastEventId")
         or "0"
     )
-    if not raw.strip().isdigit():
+    after = natural_number(raw)
+    if after is None:
         raise ApiError(
             400, "invalid_last_event_id", "Last-Event-ID must be an event seq number.", field="Last-Event-ID"
         )
-    return int(raw)
+    return after
 
 
 def sse_response(frames) -> StreamingHttpResponse:

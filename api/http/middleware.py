@@ -1,13 +1,57 @@
-"""Our middleware: the response headers of every authenticated response (spec/agents-execute.txt,
+"""Our middleware: NUL characters refused before anything reads them, the response headers of every authenticated response (spec/agents-execute.txt,
 "Response Headers": X-Workspace-Id, X-App-Version, and X-Credits-Remaining for end-user keys of a
 customer), and Django's header-only middleware with their hooks run on the event loop."""
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.contrib.auth import middleware as auth
+from django.core.exceptions import BadRequest
+from django.http import Http404
 from django.middleware import common
 
 from accounts.credits import remaining_credits
 from accounts.models import ApiKeyKind
+from api.http.errors import is_admin
+from core.errors import ApiError, error_json
+
+
+class NulCharacterMiddleware:
+    """A NUL in the path or the query string is refused before any view: PostgreSQL text cannot
+    hold one, so a view would pass it to a query and answer 500. In the path: 404, as for any path
+    that names nothing (no id, slug or filename holds a NUL); in a query parameter's name or value:
+    400 `invalid_query_parameter` naming it. (A NUL or another control character in a header is
+    refused by the HTTP server itself, uvicorn's httptools, with its own 400.)"""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self._refusal(request) or self.get_response(request)
+
+    async def __acall__(self, request):
+        return self._refusal(request) or await self.get_response(request)
+
+    @staticmethod
+    def _refusal(request):
+        if "\x00" in request.path:
+            raise Http404("A path with a NUL names nothing.")
+        if "%00" not in request.META.get("QUERY_STRING", ""):
+            return None  # the only way a query string decodes to a NUL
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                if is_admin(request):
+                    raise BadRequest("A query parameter holds a NUL.")
+                field = name if "\x00" not in name else None
+                return error_json(
+                    ApiError(400, "invalid_query_parameter", "Query parameters may not hold NUL.", field=field)
+                )
+        return None
 
 
 def _has_credits_header(caller) -> bool:

@@ -13,6 +13,7 @@ generated, so a changed setting changes both.
 
 import functools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_origin
@@ -20,6 +21,7 @@ from typing import Any, TypeVar, get_origin
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import PydanticCustomError, core_schema
+from rest_framework.parsers import JSONParser
 
 from core.errors import ApiError
 
@@ -134,15 +136,86 @@ def parse_query(schema: type[S], params, **context) -> S:
     return parse(schema, data, **context)
 
 
-def json_object(raw: bytes) -> dict:
-    """A request body that must be a JSON object (an empty body is `{}`)."""
+# How deep a request body's arrays and objects may nest: far more than any body of the specs needs
+# (JSON Schemas of client tools, tool results), far less than the recursion limit the parser and
+# every later walk of the value (pydantic, json.dumps, psycopg) would hit at about 1,000 levels.
+MAX_JSON_DEPTH = 64
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python writes them, jsonb refuses them
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: a float that jsonb cannot store
+        raise ValueError("number out of range")
+    return value
+
+
+def _storable(text: str) -> bool:
+    """PostgreSQL text and jsonb hold no NUL and no lone surrogate (JSON can write both as \\u escapes)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
     try:
-        body = json.loads(raw or b"{}")
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_json_value(value) -> None:
+    """A parsed body nested at most MAX_JSON_DEPTH deep, every string (key or value) storable; the
+    error names the path (`items[3].variables.x`). Iterative: no depth reaches the Python stack."""
+    stack = [(value, (), 0)]
+    while stack:
+        node, loc, depth = stack.pop()
+        if isinstance(node, str):
+            if not _storable(node):
+                raise ApiError(400, "invalid_string", _UNSTORABLE, field=_field_path(loc))
+            continue
+        if isinstance(node, dict):
+            for key in node:
+                if not _storable(key):
+                    raise ApiError(400, "invalid_string", f"A key: {_UNSTORABLE}", field=_field_path(loc))
+            children = [(item, (*loc, key), depth + 1) for key, item in node.items()]
+        elif isinstance(node, list):
+            children = [(item, (*loc, index), depth + 1) for index, item in enumerate(node)]
+        else:
+            continue
+        if depth + 1 > MAX_JSON_DEPTH:
+            raise ApiError(
+                400, "json_too_deep", f"JSON may nest at most {MAX_JSON_DEPTH} levels.", field=_field_path(loc)
+            )
+        stack.extend(reversed(children))  # depth first, in the document's order
+
+
+_UNSTORABLE = "strings may not contain NUL (\\u0000) or unpaired surrogates (\\ud800-\\udfff)."
+
+
+def json_object(raw: bytes) -> dict:
+    """A request body that must be a JSON object (an empty body is `{}`), checked by
+    check_json_value: the one parser of every JSON body, DRF's included (JsonObjectParser)."""
+    try:
+        body = json.loads(raw or b"{}", parse_constant=_reject_constant, parse_float=_finite)
+    except RecursionError:
+        raise ApiError(400, "json_too_deep", f"JSON may nest at most {MAX_JSON_DEPTH} levels.")
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.")
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object.")
+    check_json_value(body)
     return body
+
+
+class JsonObjectParser(JSONParser):
+    """DRF's JSON parser for every DRF view (REST_FRAMEWORK's DEFAULT_PARSER_CLASSES): the same
+    checks as the async views' bodies."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return json_object(stream.read())
 
 
 def render(schema: type[Schema], data: Any) -> dict:

@@ -11,6 +11,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.http.request_limits import upload_limit
 from api.http.schemas import Schema, data_envelope, render
 from core.errors import ApiError
 from core.pagination import UncountedLimitOffsetPagination
@@ -55,6 +56,7 @@ class PersonalFilesView(APIView):
     `file_source_ids` are taken from (spec/skills-start-standalone-execution.txt)."""
 
     parser_classes = [MultiPartParser]
+    body_limit = upload_limit("FILE_UPLOAD_MAX_BYTES")
     pagination_class = UncountedLimitOffsetPagination
     Output = PersonalFile
 
