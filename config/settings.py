@@ -154,6 +154,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.http.openapi.add_async_endpoints",
+        "api.http.openapi.document_common_errors",
     ],
 }
 

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from pydantic import BeforeValidator, Field, model_validator
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -111,7 +111,11 @@ class ConversationsView(APIView):
         description="201 with a new conversation, or 200 with your active conversation for this agent (one per "
         "end user and agent, even under concurrent requests). Archive it to start a fresh one.",
         request=Input,
-        responses={201: ConversationEnvelope, 200: ConversationEnvelope},
+        responses={
+            201: ConversationEnvelope,
+            200: ConversationEnvelope,
+            409: OpenApiResponse(description="`agent_not_published`"),
+        },
     )
     def post(self, request):
         data = parse(self.Input, request.data if isinstance(request.data, dict) else {})

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from pydantic import Field
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,7 +36,7 @@ class PreviewCreditsView(APIView):
         description="The credits an execution with these inputs would hold: base cost plus the breakdown of the "
         "agent's rules, and the usage part held for its token allowance. No execution is created.",
         request=Input,
-        responses={200: data_envelope(Output)},
+        responses={200: data_envelope(Output), 409: OpenApiResponse(description="`agent_not_published`")},
     )
     def post(self, request, agent_id):
         agent = get_live_agent(request.user.workspace, agent_id)

@@ -23,8 +23,8 @@ from executions.models import ExecutionSource
 from executions.streaming import follow_events, relay_events
 
 PARAMETERS = [path_param("agent_id"), WORKSPACE_HEADER, IDEMPOTENCY_HEADER]
-ERRORS = {status: "error" for status in (400, 401, 403, 404, 409, 422)}
-BATCH_ERRORS = {status: "error" for status in (400, 401, 402, 403, 404, 409, 422)}
+# 402: the credits an execution holds (each item's, for a batch) cannot be held
+ERRORS = {status: "error" for status in (400, 401, 402, 403, 404, 409, 422)}
 SyncExecuteOutputEnvelope = data_envelope(SyncExecuteOutput)
 
 
@@ -82,7 +82,7 @@ async def execute_stream(request, agent_id):
     "ends (key, status, output or error, completed/total), `batch_completed` (succeeded, failed). "
     "At most BATCH_MAX_ITEMS items; item errors name the item (`items[3].message`).",
     request=ExecuteBatchInput,
-    responses={200: "sse", **BATCH_ERRORS},
+    responses={200: "sse", **ERRORS},
     parameters=PARAMETERS,
 )
 @async_api_view("POST", body_limit=BodyLimit("BATCH_BODY_MAX_BYTES"))

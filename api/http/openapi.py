@@ -148,7 +148,7 @@ def _render_operation(operation: AsyncOperation, components: dict) -> dict:
         if isinstance(declared, list):  # one answer in several media types
             return {key: value for each in declared for key, value in content(each, direction).items()}
         if declared == "sse":
-            return {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ExecutionEvent"}}}
+            return {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ExecutionEventFrame"}}}
         schema = declared() if not isinstance(declared, type) else declared
         name = component_name(schema)
         components[name] = json_schema(schema, direction, register)
@@ -221,6 +221,19 @@ EVENT = {
     "required": ["type", "execution_id", "seq"],
 }
 
+# OpenAPI 3.0 has no schema for a stream's items: a text/event-stream `schema` describes each frame
+# as an SSE parser reads it (as schemathesis validates it), its `data` the JSON of an ExecutionEvent.
+EVENT_FRAME = {
+    "type": "object",
+    "description": "One SSE frame of an execution's stream; `data` is an ExecutionEvent as JSON. Between "
+    "frames, a `: heartbeat` comment every SSE_HEARTBEAT_SECONDS.",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event's seq, for Last-Event-ID"},
+        "data": {"type": "string", "description": "An ExecutionEvent, as JSON"},
+    },
+    "required": ["id", "data"],
+}
+
 JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 SECURITY = [{"ApiKeyHeader": []}, {"BearerKey": []}]
 
@@ -258,11 +271,57 @@ LAST_EVENT_ID_HEADER = {
 }
 
 
+# The errors any API operation can answer, whatever its view: raised before the view runs (the body and
+# request limits, authentication, the workspace check, a route or id that matches nothing) or by a
+# dependency that is down. Per-operation codes (409, 422, ...) stay in the views' declarations.
+COMMON_ERRORS = {
+    400: "Invalid input: a parameter or body field that fails validation (`error.field` names it), a body "
+    "that is not valid JSON or not a JSON object, a NUL character, JSON nested too deep, a number too long",
+    401: "No API key, or an invalid or revoked one (`authentication_required`, `invalid_api_key`); with "
+    "`WWW-Authenticate`",
+    403: "X-Workspace-Id is not the key's workspace (`workspace_mismatch`), or the key may not do this",
+    404: "Nothing this key may read at this path (`not_found`): unknown ids and other tenants' alike",
+    413: "The body is over the endpoint's limit; refused before it is read",
+    415: "The body's Content-Type is not the endpoint's (`unsupported_media_type`)",
+    503: "A dependency (PostgreSQL, Redis) is unavailable; retry after `Retry-After` seconds",
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
+OPERATION_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+def _common_errors(operation: dict) -> list[int]:
+    statuses = [401, 403, 404, 503]
+    if operation.get("parameters") or "requestBody" in operation:
+        statuses.append(400)
+    if "requestBody" in operation:
+        statuses += [413, 415]
+    return statuses
+
+
+def document_common_errors(result, generator, request, public):
+    """drf-spectacular's postprocessing hook, after add_async_endpoints: every operation documents
+    the errors any API route can answer (COMMON_ERRORS), and every error response of the document
+    is the Error envelope, so that a client (and schemathesis) sees each status code it can get."""
+    for path_item in result["paths"].values():
+        for method, operation in path_item.items():
+            if method not in OPERATION_METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status in _common_errors(operation):
+                responses.setdefault(str(status), {"description": COMMON_ERRORS[status]})
+            for status, response in responses.items():
+                if status[0] in "45" and "content" not in response:
+                    response["content"] = JSON_ERROR
+            if "503" in responses:
+                responses["503"].setdefault("headers", RETRY_AFTER)
+    return result
+
+
 def add_async_endpoints(result, generator, request, public):
     """drf-spectacular's postprocessing hook: the declared async operations, and the components
-    they share (Error, ExecutionEvent)."""
+    they share (Error, ExecutionEvent and its SSE frame)."""
     components = result.setdefault("components", {}).setdefault("schemas", {})
-    components.update({"Error": ERROR, "ExecutionEvent": EVENT})
+    components.update({"Error": ERROR, "ExecutionEvent": EVENT, "ExecutionEventFrame": EVENT_FRAME})
     for operation in ASYNC_OPERATIONS:
         result["paths"].setdefault(operation.path, {})[operation.method] = _render_operation(operation, components)
     return result

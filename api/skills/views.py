@@ -104,7 +104,13 @@ class SkillExecutionStartView(APIView):
         "The same Idempotency-Key in the space within 24 h: 409 with the original execution's id.",
         request=Input,
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)],
-        responses={201: SkillExecutionEnvelope},
+        responses={
+            201: SkillExecutionEnvelope,
+            409: OpenApiResponse(description="`idempotency_key_reused`, `skill_not_published`"),
+            422: OpenApiResponse(
+                description="`invalid_inputs`, `invalid_file_source_ids`, `model_not_allowed`, `idempotency_key_mismatch`"
+            ),
+        },
     )
     def post(self, request, space_id, slug):
         space = caller_space(request.user, space_id)
@@ -171,7 +177,11 @@ class SkillExecutionCancelView(APIView):
         request=None,
         description="200 when cancelled at once (queued or suspended), 202 while a running worker stops, "
         "409 `execution_finished`.",
-        responses={200: SkillExecutionEnvelope, 202: SkillExecutionEnvelope},
+        responses={
+            200: SkillExecutionEnvelope,
+            202: SkillExecutionEnvelope,
+            409: OpenApiResponse(description="`execution_finished`"),
+        },
     )
     def post(self, request, space_id, execution_id):
         execution = services.check_request_cancel(get_skill_execution(request.user, space_id, execution_id))
