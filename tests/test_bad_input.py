@@ -17,7 +17,8 @@ from drf_spectacular.generators import SchemaGenerator
 from agents.models import Skill
 from agents.services import publish_skill_version
 from conversations.models import Conversation, Message
-from executions.models import Execution, ExecutionSource, ExecutionState
+from executions.models import ExecutionState
+from tests.factories import ExecutionFactory
 from tests.helpers import auth
 
 PROJECT_APPS = {"accounts", "agents", "executions", "conversations", "files"}
@@ -86,12 +87,9 @@ def world(tenant, agent):
     principal = tenant.end_user_key.api_key.principal
     skill = Skill.objects.create(workspace=tenant.workspace, slug="report", name="report")
     publish_skill_version(skill, {"inputs_schema": {"type": "object"}, "instructions": "x"})
-    execution = Execution.objects.create(
-        tenant=tenant.tenant,
-        workspace=tenant.workspace,
+    execution = ExecutionFactory(
+        agent=agent,
         principal=principal,
-        source=ExecutionSource.API,
-        agent_version=agent.live_version,
         state=ExecutionState.AWAITING_CLIENT_TOOL,
         checkpoint={"next_node": 0, "node_outputs": {}, "node_state": {"node_id": "answer", "waiting": True}},
     )

@@ -20,6 +20,7 @@ from executions.checkpoints import (
     SubExecutionWait,
 )
 from executions.models import Execution, ExecutionSource, ExecutionState
+from tests.factories import ExecutionFactory
 from tests.helpers import wait_for
 
 CALL = {"id": "tc_1", "name": "lookup", "arguments": {"q": "x"}}
@@ -88,13 +89,9 @@ def suspended_in_previous_format(tenant, workflow_agent):
     """An execution suspended by the previous code: its row as that code left it."""
 
     def make(nodes, state, node_state, **fields):
-        agent = workflow_agent(*nodes)
-        return Execution.objects.create(
-            tenant=tenant.tenant,
-            workspace=tenant.workspace,
+        return ExecutionFactory(
+            agent=workflow_agent(*nodes),
             principal=tenant.end_user_key.api_key.principal,
-            source=ExecutionSource.API,
-            agent_version=agent.live_version,
             inputs={"message": "hi"},
             state=state,
             attempt=1,
@@ -206,12 +203,9 @@ def test_a_sub_execution_wait_in_the_previous_format_resumes_when_the_child_ends
 
 def test_the_checkpoint_after_a_node_keeps_materials_staged(live, tenant, workflow_agent):
     """The checkpoint saved between nodes keeps `materials_staged` (it was rebuilt without it)."""
-    execution = Execution.objects.create(
-        tenant=tenant.tenant,
-        workspace=tenant.workspace,
+    execution = ExecutionFactory(
+        agent=workflow_agent({"id": "wait", "type": "wait_event"}, THEN),
         principal=tenant.end_user_key.api_key.principal,
-        source=ExecutionSource.API,
-        agent_version=workflow_agent({"id": "wait", "type": "wait_event"}, THEN).live_version,
         inputs={"message": "hi"},
         state=ExecutionState.WAITING_FOR_EXTERNAL_EVENT,
         attempt=1,
