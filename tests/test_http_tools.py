@@ -67,7 +67,9 @@ def _everything_recorded(execution_id) -> str:
 
 
 @pytest.mark.parametrize("path, method", [("/echo", "POST"), ("/echo", "GET"), ("/fail", "POST")])
-def test_configured_secrets_never_reach_an_event_or_an_error(live, tenant, workflow_agent, echo_server, path, method):
+def test_configured_secrets_never_reach_an_event_an_error_or_a_log(
+    live, worker, tenant, workflow_agent, echo_server, path, method
+):
     _tool(tenant, echo_server, path, method)
     agent = workflow_agent(
         {"id": "call", "type": "tool", "tool": "lookup", "arguments": {"q": "x"}, "on_error": "continue"}
@@ -77,8 +79,10 @@ def test_configured_secrets_never_reach_an_event_or_an_error(live, tenant, workf
     assert sent["Authorization"] == f"Bearer {TOKEN}"  # the receiver did get them
     result = next(e.data for e in events if e.data["type"] == "tool_result")
     recorded = _everything_recorded(execution_uuid(events[0].data["execution_id"]))
+    log = worker.log()
     for secret in (TOKEN, QUERY_SECRET, "abcd"):
         assert secret not in recorded, f"{secret} leaked"
+        assert secret not in log, f"{secret} is in the worker's log"
     assert "[redacted]" in json.dumps(result)
     assert result["outcome"] == ("error" if path == "/fail" else "success")
     if path == "/echo":
