@@ -127,3 +127,14 @@ def test_every_request_carries_an_idempotency_key_of_the_execution_and_the_call(
     events = stream_agent(live, agent, tenant)
     again = execution_uuid(events[0].data["execution_id"])
     assert echo_server.received[3]["headers"]["Idempotency-Key"] == _key(again, "tc_first") != keys[0]
+
+
+def test_headers_must_be_an_object_of_strings(tenant):
+    from django.core.exceptions import ValidationError
+
+    tool = HttpTool(workspace=tenant.workspace, name="t", url="http://127.0.0.1:9/x", headers={"X-N": 1})
+    with pytest.raises(ValidationError) as caught:
+        tool.full_clean()
+    assert "headers" in caught.value.message_dict
+    tool.headers = {"X-N": "1"}
+    tool.full_clean()

@@ -84,14 +84,14 @@ def _http_tool(tool: HttpTool) -> ServerTool:
     reported by its kind only (an exception's text may hold the URL or a header)."""
 
     def call(arguments: dict, idempotency_key: str):
-        headers = httpx.Headers(tool.headers)
-        headers["Idempotency-Key"] = idempotency_key  # ours, even if the configuration names one
         try:
+            headers = httpx.Headers(tool.headers)
+            headers["Idempotency-Key"] = idempotency_key  # ours, even if the configuration names one
             if tool.method == "GET":
                 response = httpx.get(tool.url, params=arguments, headers=headers, timeout=tool.timeout_seconds)
             else:
                 response = httpx.post(tool.url, json=arguments, headers=headers, timeout=tool.timeout_seconds)
-        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, TypeError, ValueError) as exc:
             raise ToolError(f"{tool.name}: {type(exc).__name__}") from None
         if response.status_code >= 400:
             raise ToolError(f"{tool.name} answered HTTP {response.status_code}: {response.text}")
