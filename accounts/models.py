@@ -2,7 +2,10 @@
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
+
+from accounts.model_keys import DisallowedKeyEnv, check_api_key_env
 
 
 class Tenant(models.Model):
@@ -51,6 +54,13 @@ class ModelAlias(models.Model):
 
     def __str__(self):
         return self.alias
+
+    def clean(self):
+        """The admin saves an alias only with an allowed `api_key_env` (accounts/model_keys.py)."""
+        try:
+            check_api_key_env(self.options)
+        except DisallowedKeyEnv as exc:
+            raise ValidationError({"options": str(exc)}) from None
 
     def config(self) -> dict:
         """What an execution records and the runtime runs: the provider options plus the prices."""

@@ -2,6 +2,7 @@
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from accounts.models import Workspace
@@ -101,3 +102,10 @@ class HttpTool(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        """Headers are an object of strings: the runtime sends them and redacts their values."""
+        if not isinstance(self.headers, dict) or not all(isinstance(v, str) for v in self.headers.values()):
+            raise ValidationError(
+                {"headers": 'Headers are a JSON object of strings, e.g. {"Authorization": "Bearer ..."}.'}
+            )

@@ -3,6 +3,8 @@ its `inputs_schema` (JSON Schema, draft 2020-12), every failing field reported, 
 
 from jsonschema import Draft202012Validator, SchemaError
 
+from accounts.model_keys import DisallowedKeyEnv, check_api_key_env
+
 
 class InvalidManifest(ValueError):
     pass
@@ -20,6 +22,10 @@ def validate_manifest(manifest) -> None:
                 raise InvalidManifest(f"{key} is not a valid JSON Schema: {exc.message}") from None
     if not isinstance(manifest.get("tools", []), list):
         raise InvalidManifest("tools must be a list of tool names.")
+    try:
+        check_api_key_env(manifest.get("model"))
+    except DisallowedKeyEnv as exc:
+        raise InvalidManifest(f"model: {exc}") from None
 
 
 def inputs_errors(manifest: dict, inputs) -> list[dict]:

@@ -1,6 +1,8 @@
 """The shape of an agent version's workflow: {"nodes": [{"id", "type", ...options}, ...]}, run in
 order. The node types and their options are documented in workers/nodes.py."""
 
+from accounts.model_keys import DisallowedKeyEnv, check_api_key_env
+
 NODE_TYPES = {"ai", "tool", "human_gate", "wait_event", "media_generation", "agent", "skill"}
 REQUIRED_OPTIONS = {"tool": ("tool",), "agent": ("agent_id",), "skill": ("skill",)}
 
@@ -28,3 +30,7 @@ def validate_workflow(workflow) -> None:
                 raise InvalidWorkflow(f"nodes[{index}] ({node['type']}) needs {option!r}.")
         if not isinstance(node.get("tools", []), list):
             raise InvalidWorkflow(f"nodes[{index}]: tools must be a list of tool names.")
+        try:
+            check_api_key_env(node.get("model"))
+        except DisallowedKeyEnv as exc:
+            raise InvalidWorkflow(f"nodes[{index}].model: {exc}") from None

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from ops import local_services
 
@@ -26,7 +27,27 @@ def env_int(name: str, default: int) -> int:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-local-development-key-change-me")
+# PRODUCTION=1 (docker-compose sets it) is every deployment that is not one checkout's local
+# development: there SECRET_KEY must be set, the same in every process, and not a public value (with a
+# known key anyone forges download links, stream tokens and admin sessions), and cookies are Secure.
+PRODUCTION = env_bool("PRODUCTION", False)
+PUBLIC_SECRET_KEYS = {"insecure-local-development-key-change-me", "change-me-in-production"}
+SECRET_KEY_MIN_CHARS = 32
+SECRET_KEY = os.environ.get("SECRET_KEY", "").strip()
+if PRODUCTION and (not SECRET_KEY or SECRET_KEY in PUBLIC_SECRET_KEYS or len(SECRET_KEY) < SECRET_KEY_MIN_CHARS):
+    raise ImproperlyConfigured(
+        f"PRODUCTION is on, so SECRET_KEY must be set to a random value of at least {SECRET_KEY_MIN_CHARS} "
+        "characters, the same for the API, the workers and housekeeping (for example the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`); public default values are refused."
+    )
+if not SECRET_KEY:  # local development: this checkout's own key, generated once under LOCAL_DATA_DIR
+    SECRET_KEY = local_services.local_secret_key()
+# Session and CSRF cookies only over HTTPS: on by default with PRODUCTION.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", PRODUCTION)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto itself (dropping the client's): a request
+# is HTTPS when it says so. Never on without such a proxy, or any client could claim HTTPS.
+if env_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
@@ -215,6 +236,13 @@ DOWNLOAD_URL_MAX_AGE_SECONDS = env_int("DOWNLOAD_URL_MAX_AGE_SECONDS", 24 * 3600
 ARTIFACT_URL_MAX_AGE_SECONDS = env_int("ARTIFACT_URL_MAX_AGE_SECONDS", 3600)
 # POST /v1/files/: size of one file of a caller's personal collection.
 FILE_UPLOAD_MAX_BYTES = env_int("FILE_UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+# The environment variables a model's `api_key_env` may name (fnmatch patterns, comma-separated);
+# the platform's own secrets (accounts/model_keys.py) never, whatever the patterns say.
+MODEL_API_KEY_ENV_ALLOWED = [
+    pattern.strip()
+    for pattern in os.environ.get("MODEL_API_KEY_ENV_ALLOWED", "*_API_KEY").split(",")
+    if pattern.strip()
+]
 # Langfuse tracing of executions (workers/tracing.py): on only when all three are set.
 LANGFUSE_HOST = os.environ.get("LANGFUSE_HOST", "")
 LANGFUSE_PUBLIC_KEY = os.environ.get("LANGFUSE_PUBLIC_KEY", "")
@@ -267,7 +295,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # httpx logs every request's full URL at INFO, and an HTTP tool's or a provider's URL may hold a key.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }
 
 # Connections of the async pool that SSE streams read the event log through (per process).

@@ -8,7 +8,7 @@ from django.http import Http404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from core.admin import ReadOnlyTabularInline
+from core.admin import ReadOnlyTabularInline, check_view_permission
 from executions import purge, services
 from executions.models import Artifact, Execution, ExecutionEvent
 from files.responses import stored_file_response
@@ -103,6 +103,7 @@ class ExecutionAdmin(admin.ModelAdmin):
         ]
 
     def download_artifact(self, request, artifact_id):
+        check_view_permission(request, Execution, Artifact)
         artifact = Artifact.objects.filter(id=artifact_id).first()
         if artifact is None:
             raise Http404("No such artifact.")

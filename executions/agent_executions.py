@@ -49,7 +49,11 @@ def _start(caller, idempotency_key: str | None, fingerprint: str | None, create)
     """create() in the transaction that claims the Idempotency-Key (its row stays locked until the
     commit, so concurrent identical requests wait and exactly one creates)."""
     with transaction.atomic():
-        claimed = claim_idempotency_key(caller.workspace, idempotency_key, fingerprint) if idempotency_key else None
+        claimed = (
+            claim_idempotency_key(caller=caller, key=idempotency_key, fingerprint=fingerprint)
+            if idempotency_key
+            else None
+        )
         execution = create()
         if claimed:
             IdempotencyKey.objects.filter(id=claimed.id).update(execution=execution)

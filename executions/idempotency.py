@@ -1,10 +1,11 @@
 """Idempotency-Key on execute endpoints (spec/agents-execute.txt and the IETF draft).
 
-The first request with a key creates the execution; the same key in the same workspace within
-24 h is a 409 that names the original execution (no execution, no charge); the same key with a
+The first request with a key creates the execution; the same key from the same principal (the
+key's owner: an end user, or a workspace key's own principal) in the workspace within 24 h is a 409 that names the original execution (no execution, no charge); the same key with a
 different request is a 422; after 24 h the key is processed normally again. The key is claimed by
 one INSERT ... ON CONFLICT in the transaction that inserts the execution, so concurrent identical
-requests wait on the unique index and exactly one of them creates an execution.
+requests wait on the unique index and exactly one of them creates an execution. Keys are per
+principal, so another end user's identical key is a new request and never learns the original's id.
 """
 
 import hashlib
@@ -20,9 +21,9 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 MAX_KEY_LENGTH = 255
 
 _CLAIM_SQL = """
-INSERT INTO executions_idempotencykey (workspace_id, key, request_hash, created_at, expires_at)
-VALUES (%(workspace)s, %(key)s, %(hash)s, now(), now() + %(ttl)s)
-ON CONFLICT (workspace_id, key) DO UPDATE
+INSERT INTO executions_idempotencykey (workspace_id, principal_id, key, request_hash, created_at, expires_at)
+VALUES (%(workspace)s, %(principal)s, %(key)s, %(hash)s, now(), now() + %(ttl)s)
+ON CONFLICT (workspace_id, principal_id, key) DO UPDATE
    SET request_hash = EXCLUDED.request_hash, created_at = EXCLUDED.created_at,
        expires_at = EXCLUDED.expires_at, execution_id = NULL
  WHERE executions_idempotencykey.expires_at <= now()
@@ -50,17 +51,26 @@ def request_fingerprint(route: str, body: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def claim_idempotency_key(workspace, key: str, fingerprint: str, prefixed_ids: bool = True) -> IdempotencyKey:
-    """Take the key for a new execution, or raise 409/422. Call inside the creating transaction.
+def claim_idempotency_key(*, caller, key: str, fingerprint: str, prefixed_ids: bool = True) -> IdempotencyKey:
+    """Take the caller's key for a new execution, or raise 409/422. Call inside the creating transaction.
 
     The 409 names the original execution as the surface writes ids: `execution:<uuid>` (agents
     API) or the bare UUID (skills API, `prefixed_ids=False`)."""
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, {"workspace": workspace.id, "key": key, "hash": fingerprint, "ttl": IDEMPOTENCY_TTL})
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "workspace": caller.workspace.id,
+                "principal": caller.principal.id,
+                "key": key,
+                "hash": fingerprint,
+                "ttl": IDEMPOTENCY_TTL,
+            },
+        )
         row = cursor.fetchone()
     if row is not None:
         return IdempotencyKey.objects.get(id=row[0])
-    existing = IdempotencyKey.objects.get(workspace=workspace, key=key)
+    existing = IdempotencyKey.objects.get(workspace=caller.workspace, principal=caller.principal, key=key)
     if existing.request_hash != fingerprint:
         raise ApiError(
             422,

@@ -168,9 +168,11 @@ class Artifact(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """An Idempotency-Key seen in a workspace: unique while it lives (24 h), then reusable."""
+    """An Idempotency-Key a principal sent in a workspace: unique while it lives (24 h), then reusable.
+    Per principal, so one end user's key never answers with another's execution."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    principal = models.ForeignKey(Principal, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64, help_text="SHA-256 of the route and the request body")
     execution = models.ForeignKey(Execution, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
@@ -178,7 +180,9 @@ class IdempotencyKey(models.Model):
     expires_at = models.DateTimeField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="idempotency_key_per_workspace")]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "principal", "key"], name="idempotency_key_per_principal")
+        ]
 
     def __str__(self):
         return self.key

@@ -65,7 +65,9 @@ def start_skill_execution(
     with transaction.atomic():
         claimed = None
         if idempotency_key:
-            claimed = claim_idempotency_key(space, idempotency_key, fingerprint, prefixed_ids=False)
+            claimed = claim_idempotency_key(
+                caller=caller, key=idempotency_key, fingerprint=fingerprint, prefixed_ids=False
+            )
         execution = services.create_execution(
             workspace=space,
             principal=caller.principal,

@@ -3,6 +3,7 @@ from django.http import Http404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from core.admin import check_view_permission
 from files.models import StoredFile
 from files.responses import stored_file_response
 
@@ -38,6 +39,7 @@ class StoredFileAdmin(admin.ModelAdmin):
         ]
 
     def download_file(self, request, file_id):
+        check_view_permission(request, StoredFile)
         stored = StoredFile.objects.filter(id=file_id).first()
         if stored is None:
             raise Http404("No such file.")

@@ -7,6 +7,10 @@ from django.core.files.storage import default_storage
 from files.models import FilePurpose, StoredFile
 
 DOWNLOAD_SALT = "files.download"
+# The only files /files/download/<token> links are issued for: the media a workflow generated. A
+# token names its file's purpose and is signed for it, so it cannot fetch an upload, a personal file
+# or a workspace archive, whatever id it is made for.
+DOWNLOAD_PURPOSES = frozenset({FilePurpose.GENERATED})
 
 
 def storage_is_s3() -> bool:
@@ -14,20 +18,32 @@ def storage_is_s3() -> bool:
     return hasattr(default_storage, "bucket_name")
 
 
+def _download_salt(purpose: str) -> str:
+    return f"{DOWNLOAD_SALT}.{purpose}"
+
+
 def download_url(stored_file) -> str:
     """A URL that needs no API key: S3's presigned URL, or our signed, expiring download link."""
+    if stored_file.purpose not in DOWNLOAD_PURPOSES:
+        raise ValueError(f"download links are not issued for {stored_file.purpose} files")
     if storage_is_s3():
         return default_storage.url(stored_file.storage_key)
-    token = signing.dumps(str(stored_file.id), salt=DOWNLOAD_SALT)
+    claims = {"f": str(stored_file.id), "p": stored_file.purpose}
+    token = signing.dumps(claims, salt=_download_salt(stored_file.purpose))
     return f"{settings.PUBLIC_BASE_URL}/files/download/{token}"
 
 
-def file_id_from_download_token(token: str):
-    """The file id a download token was issued for, or None when it is forged or expired."""
-    try:
-        return signing.loads(token, salt=DOWNLOAD_SALT, max_age=settings.DOWNLOAD_URL_MAX_AGE_SECONDS)
-    except signing.BadSignature:
-        return None
+def file_from_download_token(token: str) -> StoredFile | None:
+    """The file a download token was issued for, or None when it is forged, expired or for a file
+    of another purpose."""
+    for purpose in DOWNLOAD_PURPOSES:
+        try:
+            claims = signing.loads(token, salt=_download_salt(purpose), max_age=settings.DOWNLOAD_URL_MAX_AGE_SECONDS)
+        except signing.BadSignature:
+            continue
+        if isinstance(claims, dict) and claims.get("p") == purpose and isinstance(claims.get("f"), str):
+            return StoredFile.objects.filter(id=claims["f"], purpose=purpose).first()
+    return None
 
 
 def personal_file(principal, filename: str) -> StoredFile | None:
@@ -40,3 +56,12 @@ def personal_file(principal, filename: str) -> StoredFile | None:
 def personal_files(principal):
     """The principal's personal files, ordered by filename (a queryset, for the page to slice)."""
     return StoredFile.objects.filter(principal=principal, purpose=FilePurpose.PERSONAL).order_by("filename", "id")
+
+
+def attachable_files(caller, storage_keys: list[str]):
+    """The uploads (POST /attachments/upload) among these storage keys that the caller may attach
+    to an execution: an end user's own; any of the workspace for a workspace key."""
+    files = StoredFile.objects.filter(
+        workspace=caller.workspace, purpose=FilePurpose.ATTACHMENT, storage_key__in=storage_keys
+    )
+    return files if caller.is_workspace_key else files.filter(principal=caller.principal)

@@ -75,15 +75,17 @@ def upload_attachment(caller, upload) -> StoredFile:
         raise
 
 
-def store_generated_file(workspace, principal, content: bytes, content_type: str, filename: str) -> StoredFile:
-    """Keep a file a workflow produced (generated media) under generated/<workspace>/."""
+def store_generated_file(
+    workspace, principal, content: bytes, content_type: str, filename: str, purpose: str = FilePurpose.GENERATED
+) -> StoredFile:
+    """Keep a file an execution produced (generated media, a workspace archive) under generated/<workspace>/."""
     filename = safe_filename(filename)
     key = f"generated/{workspace.id}/{uuid.uuid4().hex}{os.path.splitext(filename)[1].lower()[:10]}"
     stored_key = default_storage.save(key, ContentFile(content))
     return StoredFile.objects.create(
         workspace=workspace,
         principal=principal,
-        purpose=FilePurpose.GENERATED,
+        purpose=purpose,
         storage_key=stored_key,
         filename=filename,
         content_type=content_type,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -62,6 +63,32 @@ def _wait_for_port(port: int, what: str, log: Path, timeout: float = 30.0) -> No
         time.sleep(0.1)
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
     raise RuntimeError(f"{what} did not start on 127.0.0.1:{port}; log {log}:\n{tail}")
+
+
+def local_secret_key() -> str:
+    """This checkout's own SECRET_KEY for local development: generated on first use under the data
+    folder (`secret_key`, mode 0600) and reused, so signed links and sessions survive restarts and
+    every process of the checkout (API, worker, manage.py) signs with the same key.
+
+    Written to a temporary file and linked into place, so concurrent first runs agree on one key
+    and no reader ever sees a partial file."""
+    path = DATA_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    temporary = DATA_DIR / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(50))
+    try:
+        os.link(temporary, path)  # fails if another process linked its key first: that one wins
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    return path.read_text().strip()
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ def stored(tenant, n):
     return [
         StoredFile.objects.create(
             workspace=tenant.workspace,
+            principal=tenant.end_user_key.api_key.principal,  # the caller's own uploads
             purpose="attachment",
             storage_key=f"attachments/{tenant.workspace.id}/{i}.pdf",
             filename=f"{i}.pdf",

@@ -17,7 +17,7 @@ import pytest
 
 from workers.providers import ProviderError, base, get_provider
 
-KEY_ENV = "SKILLRUN_TEST_MODEL_KEY"
+KEY_ENV = "SKILLRUN_TEST_MODEL_API_KEY"
 KEY = "sk-test-S3CRET-7f1c2a9b4d6e8f0a1b2c3d4e5f6a7b8c"
 
 
@@ -440,13 +440,13 @@ def test_openai_cancel_closes_the_upstream_connection(server):
 
 
 def test_missing_key_variable_is_an_auth_error(monkeypatch):
-    monkeypatch.delenv("SKILLRUN_UNSET_KEY", raising=False)
-    model = get_provider({"provider": "openai", "model": "gpt-4o-mini", "api_key_env": "SKILLRUN_UNSET_KEY"})
+    monkeypatch.delenv("SKILLRUN_UNSET_API_KEY", raising=False)
+    model = get_provider({"provider": "openai", "model": "gpt-4o-mini", "api_key_env": "SKILLRUN_UNSET_API_KEY"})
     stream = model.stream(MESSAGES)  # a generator: nothing happens until it is iterated
     with pytest.raises(ProviderError) as caught:
         next(stream)
     assert caught.value.failure_reason == "provider_auth_error"
-    assert "SKILLRUN_UNSET_KEY" in str(caught.value)
+    assert "SKILLRUN_UNSET_API_KEY" in str(caught.value)
 
 
 def test_a_key_in_the_options_is_never_used(server, monkeypatch):

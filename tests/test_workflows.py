@@ -170,7 +170,7 @@ def test_tool_node_calls_a_workspace_http_tool(api, tenant, workflow_agent, tool
     assert types(events)[:5] == ["start", "node_start", "tool_call", "tool_result", "node_complete"]
     result = events[3].data
     assert result["outcome"] == "success"
-    assert result["result"] == {"order": "A-17", "status": "shipped", "token": "secret"}
+    assert result["result"] == {"order": "A-17", "status": "shipped", "token": "[redacted]"}  # echoed header
     assert events[-1].data["type"] == "final"
     assert "Status: shipped" in events[-1].data["output"]["text"]
 

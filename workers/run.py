@@ -22,7 +22,7 @@ from workers.event_writer import RunEvents
 from workers.leases import HeldLease
 from workers.outcomes import Cancelled, StepFailed, Suspend
 from workers.providers import Usage, get_provider
-from workers.server_tool import ServerTool, call_tool
+from workers.server_tool import ServerTool, call_tool, tool_idempotency_key
 from workers.skill_finish import archive_workspace, collect_artifacts, skill_outputs
 from workers.skill_workspace import SkillWorkspace
 from workers.tracing import execution_trace
@@ -309,7 +309,8 @@ class ExecutionRun:
             return self.replay.tool_results[call["id"]]
         release_connection()
         with self.trace.tool(node["id"], call) as traced:
-            outcome, result = call_tool(tool, call["name"], call["arguments"])
+            key = tool_idempotency_key(self.execution.id, call["id"])
+            outcome, result = call_tool(tool, call["name"], call["arguments"], key)
             traced.set_result(outcome, result)
         self.emit(
             "tool_result",

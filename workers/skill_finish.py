@@ -6,6 +6,7 @@ import json
 import jsonschema
 
 from executions.models import Artifact
+from files.models import FilePurpose
 from files.services import store_generated_file
 from workers.outcomes import StepFailed
 from workers.skill_workspace import OUTPUTS_DIR, SkillWorkspace, document_type
@@ -58,4 +59,5 @@ def archive_workspace(execution, workspace: SkillWorkspace):
         workspace.archive(),
         "application/zip",
         f"workspace-{execution.id}.zip",
+        purpose=FilePurpose.WORKSPACE_ARCHIVE,
     )

@@ -15,7 +15,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from files.selectors import personal_file
-from workers.server_tool import ServerTool, ToolError
+from workers.server_tool import ToolError, local_tool
 
 MATERIALS_DIR = "inputs/materials"
 OUTPUTS_DIR = "outputs"
@@ -126,25 +126,25 @@ def workspace_tools(workspace: SkillWorkspace) -> dict:
 
     path = {"type": "string", "minLength": 1, "maxLength": 1024}
     return {
-        "list_files": ServerTool(
+        "list_files": local_tool(
             "list_files",
             "List the files of the workspace (optionally below a directory).",
             {"type": "object", "properties": {"directory": {"type": "string"}}},
             list_files,
         ),
-        "read_file": ServerTool(
+        "read_file": local_tool(
             "read_file",
             "Read a UTF-8 text file of the workspace.",
             {"type": "object", "properties": {"path": path}, "required": ["path"]},
             read_file,
         ),
-        "read_materials": ServerTool(
+        "read_materials": local_tool(
             "read_materials",
             "Read every text file staged under inputs/materials/ at once.",
             {"type": "object", "properties": {}},
             read_materials,
         ),
-        "write_file": ServerTool(
+        "write_file": local_tool(
             "write_file",
             "Write a UTF-8 text file into the workspace; files under outputs/ become the execution's artifacts.",
             {

@@ -8,12 +8,13 @@ import ast
 import operator
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
 from agents.models import HttpTool
 from conversations.services import forget, remember
-from workers.server_tool import ServerTool, ToolError
+from workers.server_tool import ServerTool, ToolError, local_tool, secret_values
 from workers.skill_workspace import workspace_tools
 
 PYTHON_TOOLS: dict[str, ServerTool] = {}
@@ -21,7 +22,7 @@ PYTHON_TOOLS: dict[str, ServerTool] = {}
 
 def python_tool(name: str, description: str, parameters: dict):
     def register(function):
-        PYTHON_TOOLS[name] = ServerTool(name, description, parameters, function)
+        PYTHON_TOOLS[name] = local_tool(name, description, parameters, function)
         return function
 
     return register
@@ -78,22 +79,30 @@ def current_time(arguments: dict):
 
 
 def _http_tool(tool: HttpTool) -> ServerTool:
-    def call(arguments: dict):
+    """The configured headers and the URL's query values are the tool's secrets: call_tool redacts
+    them from what the receiver answers (a server may echo the request), and a failed request is
+    reported by its kind only (an exception's text may hold the URL or a header)."""
+
+    def call(arguments: dict, idempotency_key: str):
         try:
+            headers = httpx.Headers(tool.headers)
+            headers["Idempotency-Key"] = idempotency_key  # ours, even if the configuration names one
             if tool.method == "GET":
-                response = httpx.get(tool.url, params=arguments, headers=tool.headers, timeout=tool.timeout_seconds)
+                response = httpx.get(tool.url, params=arguments, headers=headers, timeout=tool.timeout_seconds)
             else:
-                response = httpx.post(tool.url, json=arguments, headers=tool.headers, timeout=tool.timeout_seconds)
-        except httpx.HTTPError as exc:
-            raise ToolError(f"{tool.name}: {type(exc).__name__}") from exc
+                response = httpx.post(tool.url, json=arguments, headers=headers, timeout=tool.timeout_seconds)
+        except (httpx.HTTPError, httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise ToolError(f"{tool.name}: {type(exc).__name__}") from None
         if response.status_code >= 400:
-            raise ToolError(f"{tool.name} answered HTTP {response.status_code}: {response.text[:500]}")
+            raise ToolError(f"{tool.name} answered HTTP {response.status_code}: {response.text}")
         try:
             return response.json()
         except ValueError:
             return {"text": response.text}
 
-    return ServerTool(tool.name, tool.description, tool.parameters or {"type": "object"}, call)
+    query_values = [value for _, value in parse_qsl(urlsplit(tool.url).query)]
+    secrets = secret_values([*tool.headers.values(), *query_values, *(quote(v, safe="") for v in query_values)])
+    return ServerTool(tool.name, tool.description, tool.parameters or {"type": "object"}, call, secrets)
 
 
 def _memory_tool(execution) -> ServerTool:
@@ -112,7 +121,7 @@ def _memory_tool(execution) -> ServerTool:
             raise ToolError("forget needs the fact_id of a remembered fact.") from None
         return {"forgotten": forgotten}
 
-    return ServerTool(
+    return local_tool(
         "memory",
         "Remember a fact about the user for later conversations, or forget one.",
         {

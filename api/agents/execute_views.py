@@ -34,7 +34,7 @@ def _parse(caller, agent_id: str, request, route: str, schema):
     agent = get_live_agent(caller.workspace, agent_id)
     idempotency_key = parse_idempotency_key(request.headers)
     body = json_object(request.body)
-    parsed = parse(schema, body, agent=agent, workspace=caller.workspace)
+    parsed = parse(schema, body, agent=agent, caller=caller)
     fingerprint = request_fingerprint(f"{route} {agent.id}", body) if idempotency_key else None
     return agent, parsed, {"idempotency_key": idempotency_key, "fingerprint": fingerprint}
 

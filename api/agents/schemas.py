@@ -4,11 +4,11 @@ execution (sync and stream), of a batch, and the sync answer.
 Every failure is a 400 with a stable `code` and the `field` at fault, the same codes wherever the
 body sits (a batch item's `items[3].message` fails as `invalid_message`, as a request's). Limits:
 `message` 1-65,536 characters, required when the agent has `requires_user_message`; at most 10
-`attachments`, each an uploaded `storage_key` of this workspace; `variables` an object of at most
+`attachments`, each an uploaded `storage_key` the caller may attach (its own; a workspace key: any of the workspace); `variables` an object of at most
 16 KiB as compact UTF-8 JSON; at most 32 `client_tools`, names matching ^[a-z][a-z0-9_]{0,63}$,
 unique, and not one of the agent's server tools; a batch has 1 to BATCH_MAX_ITEMS items, each an
 execute request with a unique `key`. The checks that need the agent or the workspace read them
-from the parse context: `parse(ExecuteInput, body, agent=agent, workspace=workspace)`.
+from the parse context: `parse(ExecuteInput, body, agent=agent, caller=caller)`.
 """
 
 from typing import Annotated, Any, ClassVar
@@ -27,7 +27,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agents.selectors import server_tool_names
 from api.http.schemas import Schema, SettingLimit, invalid, json_size
-from files.models import StoredFile
+from files.selectors import attachable_files
 
 MAX_MESSAGE_CHARS = 65_536
 MAX_ATTACHMENTS = 10
@@ -181,10 +181,11 @@ class ExecuteInput(CodedSchema):
 
     @model_validator(mode="after")
     def _uploaded_attachments(self, info: ValidationInfo):
-        """Each attachment an upload of the workspace (one query for them all)."""
+        """Each attachment an upload the caller may attach (files.selectors.attachable_files; one
+        query for them all)."""
         if self.attachments:
             keys = [attachment.storage_key for attachment in self.attachments]
-            files = StoredFile.objects.filter(workspace=info.context["workspace"], storage_key__in=keys)
+            files = attachable_files(info.context["caller"], keys)
             self._stored_files = {stored.storage_key: stored for stored in files}
             for index, key in enumerate(keys):
                 if key not in self._stored_files:

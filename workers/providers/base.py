@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from accounts.model_keys import api_key_env_allowed
+
 logger = logging.getLogger(__name__)
 
 
@@ -168,6 +170,11 @@ def api_key_from_env(provider: str, options: dict, default_env: str) -> tuple[st
     from the options themselves (they are stored in the database and shown in the admin). A local
     server (a `base_url` is set) may need no key: a placeholder is sent then."""
     env = options.get("api_key_env") or default_env
+    if env != default_env and not api_key_env_allowed(env):  # saved before the rule or edited in the database
+        raise ProviderError(
+            "provider_auth_error",
+            f"{provider}: api_key_env {env!r} is not an allowed variable (MODEL_API_KEY_ENV_ALLOWED).",
+        )
     key = os.environ.get(env, "")
     if not key:
         if options.get("base_url"):
