@@ -31,10 +31,19 @@ RUN_EXECUTION_TASK = "workers.tasks.run_execution"
 
 
 def dispatch_on_commit(execution_id) -> None:
-    """Publish the task message once the row is committed; the row itself is the outbox."""
+    """Publish the task message once the row is committed; the row itself is the outbox.
+
+    A publish that fails (the broker is down) fails nothing: the committed request answers as usual,
+    and the row is marked in PostgreSQL (`dispatched_at` NULL), which the reaper's next sweep
+    re-publishes first thing once the broker answers again (redispatch_stale_queued), instead of
+    waiting EXECUTION_REDISPATCH_AFTER_SECONDS for a message that was never sent."""
 
     def publish():
-        current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)])
+        try:
+            current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)])
+        except Exception:  # kombu's OperationalError, a Redis error: any message not sent
+            logger.warning("execution %s: task not published, left for the reaper", execution_id, exc_info=True)
+            Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).update(dispatched_at=None)
 
     transaction.on_commit(publish)
 
