@@ -216,6 +216,8 @@ LANGFUSE_SECRET_KEY = os.environ.get("LANGFUSE_SECRET_KEY", "")
 
 # --- Celery on a Redis broker (see DESIGN.md "Known pitfalls").
 CELERY_BROKER_URL = REDIS_URL
+# kombu's Redis transport with one fix: a Redis restart cannot end the worker (config/celery.py)
+CELERY_BROKER_TRANSPORT = "config.celery:RedisTransport"
 CELERY_RESULT_BACKEND = None  # results live in the Execution row, not in Celery
 CELERY_TASK_IGNORE_RESULT = True
 # Ack after the task ran, so a worker that dies mid-run leaves the message to be redelivered;

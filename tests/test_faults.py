@@ -15,6 +15,7 @@ from executions.models import Execution, ExecutionState
 from ops import local_services, processes
 from tests.conftest import REPO_ROOT, _free_port
 from tests.helpers import WORDS_20, auth, execution_uuid, stream_agent, wait_for
+from tests.test_stream_scale import start_execution
 
 pytestmark = pytest.mark.skipif(
     not local_services.uses_local_services(), reason="stops and starts the embedded servers"
@@ -82,16 +83,27 @@ def test_a_post_while_the_broker_is_down_answers_and_its_execution_runs_once_red
     assert "".join(e.data["text"] for e in events if e.data["type"] == "text") == WORDS_20
 
 
-def test_the_worker_survives_two_redis_restarts_in_a_row(live, worker, tenant, agent):
-    """Celery/kombu 5.7's prefork pool ended the worker at the second restart (`file descriptor is
-    None`); the threads pool reconnects each time."""
+def test_the_worker_survives_redis_restarts_with_runs_in_flight(live, worker, tenant, make_agent):
+    """Celery/kombu 5.7 ended the worker ("Unrecoverable error") when Redis restarted under runs
+    in flight: closing the lost connection, and then each run's ack on it, raised errors that are
+    no connection errors (config/celery.py). The same process runs the next executions."""
+    agent = make_agent(tenant.workspace, chunk_delay_ms=100, reply=WORDS_20)
     worker_pid = worker.pid
     for _ in range(2):
+        ids = [start_execution(live, tenant, agent) for _ in range(5)]
+        wait_for(
+            lambda ids=ids: Execution.objects.filter(id__in=ids, state=ExecutionState.RUNNING).count() == 5, timeout=20
+        )
         with RedisStopped():
             time.sleep(1)
+        wait_for(
+            lambda ids=ids: Execution.objects.filter(id__in=ids, state=ExecutionState.COMPLETED).count() == 5,
+            timeout=30,
+        )
         events = stream_agent(live, agent, tenant, timeout=60)
         assert events[-1].data["type"] == "final"
     assert worker.process.poll() is None and worker.pid == worker_pid
+    assert "Unrecoverable error" not in worker.log()
 
 
 # --- PostgreSQL down behind the API ---------------------------------------------------------------
