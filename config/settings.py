@@ -90,6 +90,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "api.http.middleware.WorkspaceHeadersMiddleware",
+    # innermost: a view's PostgreSQL / Redis / broker error is a JSON 503 with Retry-After
+    "api.http.dependencies.DependencyErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -118,9 +120,17 @@ DATABASE_URL = os.environ.get("DATABASE_URL") or local_services.database_url()
 DATABASES = {
     "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0), conn_health_checks=True)
 }
+# A PostgreSQL that does not answer fails a connection attempt after DB_CONNECT_TIMEOUT_SECONDS
+# (libpq counts at least 2), and a request waits at most DB_POOL_TIMEOUT_SECONDS for a pooled
+# connection (the API sets 3, ops/processes.py): then its 503, not a request hung for half a minute.
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT_SECONDS", 5)
 if env_int("DB_POOL_MAX_SIZE", 0):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": env_int("DB_POOL_MAX_SIZE", 0)}
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DB_POOL_MAX_SIZE", 0),
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 30.0),
+    }
 # Names the process kind's connections in pg_stat_activity (ops/processes.py sets it per kind).
 if os.environ.get("DB_APPLICATION_NAME"):
     DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = os.environ["DB_APPLICATION_NAME"]
@@ -250,6 +260,8 @@ LANGFUSE_SECRET_KEY = os.environ.get("LANGFUSE_SECRET_KEY", "")
 
 # --- Celery on a Redis broker (see DESIGN.md "Known pitfalls").
 CELERY_BROKER_URL = REDIS_URL
+# kombu's Redis transport with one fix: a Redis restart cannot end the worker (config/celery.py)
+CELERY_BROKER_TRANSPORT = "config.celery:RedisTransport"
 CELERY_RESULT_BACKEND = None  # results live in the Execution row, not in Celery
 CELERY_TASK_IGNORE_RESULT = True
 # Ack after the task ran, so a worker that dies mid-run leaves the message to be redelivered;

@@ -31,10 +31,19 @@ RUN_EXECUTION_TASK = "workers.tasks.run_execution"
 
 
 def dispatch_on_commit(execution_id) -> None:
-    """Publish the task message once the row is committed; the row itself is the outbox."""
+    """Publish the task message once the row is committed; the row itself is the outbox.
+
+    A publish that fails (the broker is down) fails nothing: the committed request answers as usual,
+    and the row is marked in PostgreSQL (`dispatched_at` NULL), which the reaper's next sweep
+    re-publishes first thing once the broker answers again (redispatch_stale_queued), instead of
+    waiting EXECUTION_REDISPATCH_AFTER_SECONDS for a message that was never sent."""
 
     def publish():
-        current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)])
+        try:
+            current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)])
+        except Exception:  # kombu's OperationalError, a Redis error: any message not sent
+            logger.warning("execution %s: task not published, left for the reaper", execution_id, exc_info=True)
+            Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).update(dispatched_at=None)
 
     transaction.on_commit(publish)
 
@@ -259,8 +268,11 @@ def do_suspend_execution(
     sub_execution: dict | None = None,
 ) -> bool:
     """Save the checkpoint and free the worker (a `suspended` event unless the wait is internal).
+    False if the lease was lost or a cancel was requested (the caller then cancels the run).
 
-    Fenced by the attempt; the row stays locked by its UPDATE until the child is created.
+    Fenced by the attempt, and skips a row whose cancel was requested (race: a cancel that set the
+    flag while this run was running must not land on a suspended row that no worker reads); the
+    row stays locked by its UPDATE until the child is created.
     `timeout_seconds`: the reaper resumes it with the node state's `input_on_timeout()` after that long.
     `sub_execution`: the child it waits for, created in the same transaction (so the child cannot
     finish before its parent waits for it)."""
@@ -269,7 +281,7 @@ def do_suspend_execution(
     with transaction.atomic():
         if not _transition(
             execution,
-            _held(execution.id, attempt),
+            _held(execution.id, attempt).filter(cancel_requested=False),
             state,
             "suspended" if payload is not None else None,
             payload or {},
@@ -303,23 +315,26 @@ def check_request_cancel(execution: Execution) -> Execution:
 def do_request_cancel(execution: Execution) -> Execution:
     """Cancel at once what no worker runs; ask the running worker to stop cooperatively.
 
-    Each is one conditional UPDATE (the row locked for it, not across them). Its unfinished
-    sub-executions (and batch items) are cancelled with it."""
-    idle = Execution.objects.filter(id=execution.id, state__in=[ExecutionState.QUEUED, *SUSPENDED_STATES])
-    if not _transition(
-        execution,
-        idle,
-        ExecutionState.CANCELLED,
-        "error",
-        CANCELLED_ERROR,
-        cancel_requested=True,
-        failure_reason="cancelled",
-        error=CANCELLED_ERROR,
-        resume_deadline=None,
-    ):
-        Execution.objects.filter(id=execution.id, state=ExecutionState.RUNNING).update(
-            cancel_requested=True, updated_at=timezone.now()
-        )
+    Race: a worker that suspends its run between "the run is not idle" and "set the flag on the
+    running row" would leave a suspended row nobody cancels, while the client was told 202. So the
+    flag is set first, on any unfinished row, and that UPDATE's row lock is held (one transaction)
+    while the idle transition is taken: the state cannot change between the two. A worker that
+    suspends after this commits finds the flag and cancels instead (do_suspend_execution skips a
+    flagged row). Its unfinished sub-executions (and batch items) are cancelled with it."""
+    with transaction.atomic():
+        unfinished = Execution.objects.filter(id=execution.id).exclude(state__in=TERMINAL_STATES)
+        if unfinished.update(cancel_requested=True, updated_at=timezone.now()):
+            idle = Execution.objects.filter(id=execution.id, state__in=[ExecutionState.QUEUED, *SUSPENDED_STATES])
+            _transition(
+                execution,
+                idle,
+                ExecutionState.CANCELLED,
+                "error",
+                CANCELLED_ERROR,
+                failure_reason="cancelled",
+                error=CANCELLED_ERROR,
+                resume_deadline=None,
+            )
     for child in Execution.objects.filter(parent_id=execution.id).exclude(state__in=TERMINAL_STATES):
         do_request_cancel(child)
     execution.refresh_from_db()

@@ -16,7 +16,9 @@ import sys
 
 from django.conf import settings
 
-API_ENV = {"DB_POOL_MAX_SIZE": "10", "DB_APPLICATION_NAME": "skillrun-api"}
+# The API's sync calls never wait for a connection (as many threads as connections, config/asgi.py):
+# a pool wait that lasts is PostgreSQL being down, answered 503 after 3 s.
+API_ENV = {"DB_POOL_MAX_SIZE": "10", "DB_POOL_TIMEOUT_SECONDS": "3", "DB_APPLICATION_NAME": "skillrun-api"}
 
 
 def api(host: str, port: int, *extra: str) -> tuple[list[str], dict]:

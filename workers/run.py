@@ -166,9 +166,10 @@ class ExecutionRun:
     def save_node_state(self, node_state: NodeState) -> None:
         self.save_checkpoint(self.checkpoint.with_node_state(node_state))
 
-    def suspend(self, suspension: Suspend) -> None:
-        """Save the checkpoint with the node's state and free the worker (services.do_suspend_execution)."""
-        services.do_suspend_execution(
+    def suspend(self, suspension: Suspend) -> str:
+        """Save the checkpoint with the node's state and free the worker (services.do_suspend_execution);
+        a cancel requested while the run ran wins over the suspension. Returns the outcome."""
+        suspended = services.do_suspend_execution(
             self.execution,
             self.attempt,
             suspension.state,
@@ -177,6 +178,11 @@ class ExecutionRun:
             timeout_seconds=suspension.timeout_seconds,
             sub_execution=suspension.sub_execution,
         )
+        if suspended:
+            return "suspended"
+        if services.do_cancel_running_execution(self.execution, self.attempt, **self.usage_fields()):
+            return "cancelled"
+        return "lease_lost"
 
     # --- the run --------------------------------------------------------------------------------
 

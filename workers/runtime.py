@@ -63,15 +63,16 @@ def run_nodes(run: ExecutionRun) -> None:
     run.complete(nodes)
 
 
-def _after_events(run: ExecutionRun, outcome: str, transition, *args, **kwargs) -> str:
+def _after_events(run: ExecutionRun, outcome: str | None, transition, *args, **kwargs) -> str:
     """The transition that ends or suspends the attempt, once its events are written (so its own
-    event comes after them); nothing if the lease was lost meanwhile."""
+    event comes after them); nothing if the lease was lost meanwhile. `outcome` None: the
+    transition returns it."""
     try:
         run.flush_events()
-        transition(*args, **kwargs)
+        result = transition(*args, **kwargs)
     except LeaseLost:
         return "lease_lost"
-    return outcome
+    return outcome or result
 
 
 def run_execution(execution_id) -> str:
@@ -88,7 +89,7 @@ def run_execution(execution_id) -> str:
             run_nodes(run)
         return "completed"
     except Suspend as suspension:
-        return _after_events(run, "suspended", run.suspend, suspension)
+        return _after_events(run, None, run.suspend, suspension)
     except Cancelled:
         return _after_events(
             run, "cancelled", services.do_cancel_running_execution, execution, attempt, **run.usage_fields()

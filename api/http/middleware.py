@@ -61,9 +61,10 @@ def _has_credits_header(caller) -> bool:
     )
 
 
-def _credits_remaining(caller):
-    """The customer's balance, read after the view ran (so it includes this request's hold)."""
-    return remaining_credits(caller.principal) if _has_credits_header(caller) else None
+def _credits_remaining(caller, response):
+    """The customer's balance, read after the view ran (so it includes this request's hold); not
+    after a 503, when the database it would read is likely the dependency that is down."""
+    return remaining_credits(caller.principal) if _has_credits_header(caller) and response.status_code != 503 else None
 
 
 def _add_workspace_headers(request, response, credits=None):
@@ -92,13 +93,13 @@ class WorkspaceHeadersMiddleware:
         if iscoroutinefunction(self):
             return self.__acall__(request)
         response = self.get_response(request)
-        return _add_workspace_headers(request, response, _credits_remaining(getattr(request, "caller", None)))
+        return _add_workspace_headers(request, response, _credits_remaining(getattr(request, "caller", None), response))
 
     async def __acall__(self, request):
         response = await self.get_response(request)
         caller = getattr(request, "caller", None)
         # a hop through a thread costs ~0.1 ms of CPU: only when there is a balance to read
-        credits = await sync_to_async(_credits_remaining)(caller) if _has_credits_header(caller) else None
+        credits = await sync_to_async(_credits_remaining)(caller, response) if _has_credits_header(caller) else None
         return _add_workspace_headers(request, response, credits)
 
 

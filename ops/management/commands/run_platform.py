@@ -1,8 +1,8 @@
-"""`make run`: migrate, seed the demo, start the API (uvicorn), a Celery worker and housekeeping (beat + reaper)."""
+"""`make run`: migrate, seed the demo, start the API (uvicorn), a Celery worker and housekeeping (beat + reaper),
+and keep them running (ops/supervisor.py) until Ctrl-C."""
 
 import os
 import signal
-import subprocess
 import time
 import urllib.request
 
@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand
 
 from agents.demo import seed_demo
 from ops import local_services, processes
+from ops.supervisor import Supervisor
 
 
 class Command(BaseCommand):
@@ -28,15 +29,17 @@ class Command(BaseCommand):
             "REDIS_URL": settings.REDIS_URL,
             "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
         }
+        schedule = local_services.DATA_DIR / "celerybeat-schedule"
+        schedule.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone with DATABASE_URL / REDIS_URL has no .data/
         commands = {
             "api": processes.api(host, port),
             "worker": processes.worker(settings.WORKER_CONCURRENCY, settings.CELERY_TASK_DEFAULT_QUEUE),
-            "housekeeping": processes.housekeeping(str(local_services.DATA_DIR / "celerybeat-schedule")),
+            "housekeeping": processes.housekeeping(str(schedule)),
         }
-        children = {
-            name: subprocess.Popen(command, env={**env, **process_env}, start_new_session=True)
-            for name, (command, process_env) in commands.items()
-        }
+        supervisor = Supervisor(
+            {name: (command, {**env, **process_env}) for name, (command, process_env) in commands.items()},
+            log=lambda line: self.stderr.write(f"[run_platform] {line}"),
+        )
 
         stopping = False
 
@@ -46,42 +49,32 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        supervisor.start()
         try:
             base = f"http://{host}:{port}"
-            self._wait_healthy(base, children)
-            self._print_banner(base, demo)
-            while not stopping:
-                for name, process in children.items():
-                    if process.poll() is not None:
-                        self.stderr.write(f"{name} exited with code {process.returncode}; stopping.")
-                        stopping = True
-                time.sleep(0.5)
+            if self._wait_healthy(base, supervisor, lambda: stopping):
+                self._print_banner(base, demo)
+            supervisor.run(lambda: stopping)  # a child that dies is restarted (ops/supervisor.py)
         finally:
             self.stdout.write("Stopping api, worker and housekeeping...")
-            for process in children.values():
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            for process in children.values():
-                try:
-                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            supervisor.stop()
             self.stdout.write("Stopped.")
 
-    def _wait_healthy(self, base, children):
+    def _wait_healthy(self, base, supervisor, stopping) -> bool:
+        """True once /healthz answers 200; False if stopped meanwhile."""
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if children["api"].poll() is not None:
-                raise SystemExit("The API server failed to start.")
+        while time.monotonic() < deadline and not stopping():
+            supervisor.poll()
             try:
                 with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
                     if response.status == 200:
-                        return
+                        return True
             except OSError:
                 pass
             time.sleep(0.3)
-        raise SystemExit("The API server did not become healthy within 60 s.")
+        if not stopping():
+            raise SystemExit("The API server did not become healthy within 60 s.")
+        return False
 
     def _print_banner(self, base, demo):
         key = demo["end_user_api_key"]
