@@ -151,12 +151,12 @@ def test_more_streams_than_pooled_connections_all_get_their_whole_log(live, tena
     assert sampler.detail_seconds and max(sampler.detail_seconds) < 2, sampler.detail_seconds
 
 
-def test_more_sync_executes_than_pooled_connections_all_complete(live, tenant, agent):
+def test_more_sync_executes_than_pooled_connections_all_complete(live, tenant, streaming_agent):
     headers = auth(tenant)
     idle_threads = _threads(_api_pid(live))
 
     def call(_):
-        response = execute(live, agent, headers=headers, timeout=120)
+        response = execute(live, streaming_agent, headers=headers, timeout=120)
         return response.status_code, response.json()
 
     with Sampler(live, headers) as sampler, ThreadPoolExecutor(STREAMS) as pool:
