@@ -10,10 +10,10 @@ import logging
 
 import psycopg
 import redis
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django import db
 from kombu.exceptions import OperationalError as BrokerError
 
+from api.http.middleware import SyncAndAsyncMiddleware
 from core.errors import ApiError, error_json
 
 logger = logging.getLogger(__name__)
@@ -39,19 +39,8 @@ def unavailable_response(exc: Exception):
     return response
 
 
-class DependencyErrorsMiddleware:
+class DependencyErrorsMiddleware(SyncAndAsyncMiddleware):
     """Innermost in MIDDLEWARE, so its process_exception is the first Django asks."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        return self.get_response(request)
 
     async def process_exception(self, request, exception):
         if isinstance(exception, DEPENDENCY_ERRORS):

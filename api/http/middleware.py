@@ -1,6 +1,7 @@
-"""Our middleware: NUL characters refused before anything reads them, the response headers of every authenticated response (spec/agents-execute.txt,
-"Response Headers": X-Workspace-Id, X-App-Version, and X-Credits-Remaining for end-user keys of a
-customer), and Django's header-only middleware with their hooks run on the event loop."""
+"""Our middleware: NUL characters refused before anything reads them, the response headers of every
+authenticated response (spec/agents-execute.txt, "Response Headers": X-Workspace-Id, X-App-Version,
+and X-Credits-Remaining for end-user keys of a customer), and Django's header-only middleware with
+their hooks run on the event loop."""
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.contrib.auth import middleware as auth
@@ -14,12 +15,10 @@ from api.http.errors import is_admin
 from core.errors import ApiError, error_json
 
 
-class NulCharacterMiddleware:
-    """A NUL in the path or the query string is refused before any view: PostgreSQL text cannot
-    hold one, so a view would pass it to a query and answer 500. In the path: 404, as for any path
-    that names nothing (no id, slug or filename holds a NUL); in a query parameter's name or value:
-    400 `invalid_query_parameter` naming it. (A NUL or another control character in a header is
-    refused by the HTTP server itself, uvicorn's httptools, with its own 400.)"""
+class SyncAndAsyncMiddleware:
+    """Base of our middleware: called the way the chain runs (async under ASGI, sync under the test
+    client and the admin's WSGI), with no thread hop (Django's MiddlewareMixin runs every hook of an
+    async chain through a thread). Subclasses override `handle` (sync) and `__acall__` (async)."""
 
     sync_capable = True
     async_capable = True
@@ -30,8 +29,23 @@ class NulCharacterMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+        return self.__acall__(request) if iscoroutinefunction(self) else self.handle(request)
+
+    def handle(self, request):
+        return self.get_response(request)
+
+    async def __acall__(self, request):
+        return await self.get_response(request)
+
+
+class NulCharacterMiddleware(SyncAndAsyncMiddleware):
+    """A NUL in the path or the query string is refused before any view: PostgreSQL text cannot
+    hold one, so a view would pass it to a query and answer 500. In the path: 404, as for any path
+    that names nothing (no id, slug or filename holds a NUL); in a query parameter's name or value:
+    400 `invalid_query_parameter` naming it. (A NUL or another control character in a header is
+    refused by the HTTP server itself, uvicorn's httptools, with its own 400.)"""
+
+    def handle(self, request):
         return self._refusal(request) or self.get_response(request)
 
     async def __acall__(self, request):
@@ -78,20 +92,10 @@ def _add_workspace_headers(request, response, credits=None):
     return response
 
 
-class WorkspaceHeadersMiddleware:
+class WorkspaceHeadersMiddleware(SyncAndAsyncMiddleware):
     """X-Workspace-Id and X-App-Version, for sync (DRF) and async (SSE) views alike."""
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+    def handle(self, request):
         response = self.get_response(request)
         return _add_workspace_headers(request, response, _credits_remaining(getattr(request, "caller", None), response))
 
