@@ -6,6 +6,7 @@ import threading
 import pytest
 from django.db import connection, transaction
 
+from config import celery_app
 from executions import services
 from executions.checkpoints import Checkpoint, NodeState
 from executions.models import Execution, ExecutionSource, ExecutionState
@@ -16,6 +17,12 @@ from workers.outcomes import Suspend
 from workers.run import ExecutionRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def undispatched(monkeypatch):
+    """Rows committed here are not published: a live worker of the session would claim them first."""
+    monkeypatch.setattr(celery_app, "send_task", lambda *args, **kwargs: None)
 
 
 def claimed(new_tenant, agent) -> Execution:
