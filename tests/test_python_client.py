@@ -8,7 +8,15 @@ import threading
 import httpx
 import pytest
 from pydantic import BaseModel
-from skillrun_client import AsyncSkillrunClient, BadRequestError, NotFoundError, SkillrunClient, SkillrunError, models
+from skillrun_client import (
+    AsyncSkillrunClient,
+    BadRequestError,
+    NotFoundError,
+    SkillrunClient,
+    SkillrunError,
+    TransportError,
+    models,
+)
 from skillrun_client._core import OPERATION_MODELS
 
 from conversations.models import MemoryFact
@@ -256,6 +264,25 @@ class CuttingProxy:
 
     def close(self):
         self.server.close()
+
+
+def test_retries_only_idempotent_calls_after_a_dropped_connection(live, tenant):
+    """The first connection is cut before any answer: a GET is sent again, a resume is not."""
+    key, space = tenant.end_user_key.raw_key, str(tenant.workspace.id)
+    proxy = CuttingProxy(live, after_bytes=0, cuts=1)
+    try:
+        with SkillrunClient(proxy.url, key, space) as client:
+            assert client.list_files() == []
+        assert proxy.connections == 2
+    finally:
+        proxy.close()
+    proxy = CuttingProxy(live, after_bytes=0, cuts=1)
+    try:
+        with SkillrunClient(proxy.url, key, space) as client, pytest.raises(TransportError):
+            client.approval("00000000-0000-4000-8000-000000000000", "approve")
+        assert proxy.connections == 1
+    finally:
+        proxy.close()
 
 
 def _assert_whole(events):

@@ -100,7 +100,6 @@ class AsyncSkillrunClient(Operations):
             if response.status_code == 204:  # resumed at or past the end
                 await response.aclose()
                 return
-            clean = True
             parser = SseParser()
             try:
                 async for line in response.aiter_lines():
@@ -110,13 +109,13 @@ class AsyncSkillrunClient(Operations):
                         if state.ended:
                             return
             except httpx.TransportError:
-                clean = False
+                pass  # dropped: resumed below
             finally:
                 await response.aclose()
-            state.closed(clean=clean)
+            state.closed()
             if state.give_up():
                 raise TransportError("the stream kept breaking", code="stream_broken", status=None)
-            if not state.ended and not clean:
+            if not state.ended:
                 await asyncio.sleep(retry_delay(state.failures - 1, None))
 
     async def run_with_client_tools(

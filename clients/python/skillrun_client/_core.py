@@ -188,12 +188,13 @@ class StreamState:
             self.ended = True
         return True
 
-    def closed(self, *, clean: bool) -> None:
-        """The connection ended: a clean end after a suspension ends the stream (the server closes
-        there); a drop just after one too (the execution waits: a resume would wait with it)."""
+    def closed(self) -> None:
+        """The connection ended before an end event. After a suspension that ends the stream (the
+        server closes there; after a drop, a resume would wait with the execution); otherwise it
+        is one more connection in a row without a new event (accept() resets the count)."""
         if self.last_type == PAUSE_TYPE:
             self.ended = True
-        elif not clean:
+        else:
             self.failures += 1
 
     def adopt_original(self, error: SkillrunError) -> bool:

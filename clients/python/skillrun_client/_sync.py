@@ -100,7 +100,6 @@ class SkillrunClient(Operations):
             if response.status_code == 204:  # resumed at or past the end
                 response.close()
                 return
-            clean = True
             parser = SseParser()
             try:
                 for line in response.iter_lines():
@@ -110,13 +109,13 @@ class SkillrunClient(Operations):
                         if state.ended:
                             return
             except httpx.TransportError:
-                clean = False
+                pass  # dropped: resumed below
             finally:
                 response.close()
-            state.closed(clean=clean)
+            state.closed()
             if state.give_up():
                 raise TransportError("the stream kept breaking", code="stream_broken", status=None)
-            if not state.ended and not clean:
+            if not state.ended:
                 time.sleep(retry_delay(state.failures - 1, None))
 
     # --- helpers for the flows of the agents spec ---
