@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test install bench clean-data
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,dev]'
+	$(PY) -m pip install --quiet -e '.[local,dev]' -e ./clients/python
 	touch $@
 
 install: $(VENV)/.installed
