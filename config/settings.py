@@ -60,6 +60,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's and Redoc's files, served from the package (/api/docs/, /api/redoc/: no CDN)
+    "drf_spectacular_sidecar",
+    "corsheaders",
     "django_eventstream",
     "core",
     "accounts",
@@ -77,7 +80,11 @@ INSTALLED_APPS = [
 # chain itself; api.http.middleware's Common and Authentication are Django's, with their hooks run
 # on the event loop.
 MIDDLEWARE = [
-    # First: a NUL in the path, the query or a header is refused before anything reads it.
+    # First: CORS (django-cors-headers, async-capable), so that a preflight is answered before
+    # anything else (no key, no body) and every answer, errors included, carries the CORS headers.
+    # It reads only the Origin and Access-Control-Request-* headers and matches the path.
+    "corsheaders.middleware.CorsMiddleware",
+    # Then a NUL in the path, the query or a header is refused before anything else reads it.
     "api.http.middleware.NulCharacterMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's static files under uvicorn. ServeStatic is async-capable (WhiteNoise is sync-only,
@@ -182,12 +189,47 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Skills and agents execution platform",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ and /api/redoc/ load their scripts and styles from drf-spectacular-sidecar's static files
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.http.openapi.add_async_endpoints",
         "api.http.openapi.document_common_errors",
     ],
 }
+
+# --- CORS for browser apps on other origins (django-cors-headers). Only the listed origins
+# (`scheme://host[:port]`, comma-separated) may read answers; none by default. No cookies are
+# involved (keys travel in headers, stream tokens in the query), so credentials stay off.
+CORS_ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("CORS_ALLOWED_ORIGINS", "").split(",") if o.strip()]
+CORS_URLS_REGEX = r"^/(?!admin/)"  # the API's routes, not the admin's
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "last-event-id",
+    "prefer",
+    "x-api-key",
+    "x-workspace-id",
+)
+# What a script may read of an answer beyond the CORS-safelisted headers: the workspace headers,
+# where to poll an async start, and the query API's pagination headers.
+CORS_EXPOSE_HEADERS = (
+    "X-Credits-Remaining",
+    "X-App-Version",
+    "X-Workspace-Id",
+    "Location",
+    "Preference-Applied",
+    "Retry-After",
+    "X-Total-Count",
+    "X-Total-Pages",
+    "X-Page-Number",
+    "X-Page-Size",
+    "Link",
+)
 
 # --- django-eventstream: we use its channel manager for authorization (it allows every channel
 # by default) and serve the relay ourselves (executions/streaming.py explains why).

@@ -1,15 +1,24 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from api.http import errors
 from api.http.downloads import download
 from ops.health import healthz
 
+# The schema and its two docs pages (Swagger UI, Redoc; their assets from drf-spectacular-sidecar) need no key.
+PUBLIC = {"authentication_classes": [], "permission_classes": []}
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
-    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path("api/schema/", SpectacularAPIView.as_view(**PUBLIC), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **PUBLIC), name="swagger-ui"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html", **PUBLIC),
+        name="redoc",
+    ),
     path("files/download/<str:token>", download),
     path("", include("api.agents.urls")),
     path("", include("api.skills.urls")),

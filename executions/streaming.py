@@ -24,7 +24,9 @@ anyone read any channel) and relay ourselves:
 - a heartbeat comment every SSE_HEARTBEAT_SECONDS keeps proxies from closing an idle stream, and
   the log is re-read at each heartbeat as a second safety net;
 - the stream ends after the `final`, `error` or `batch_completed` event, and at a suspension
-  (`suspended`) that is the latest event.
+  (`suspended`) that is the latest event; a request resumed at or past the end of an ended
+  execution is answered 204 instead of an empty stream (`stream_is_over`), since a browser's
+  EventSource reconnects after every stream that ends and stops only on a 204.
 """
 
 import asyncio
@@ -45,6 +47,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from executions.events import END_OF_STREAM_TYPES, PAUSE_TYPE, channel_name
+from executions.models import TERMINAL_STATES, Execution
 from executions.selectors import readable_executions
 
 logger = logging.getLogger(__name__)
@@ -372,6 +375,13 @@ def _listener() -> _Listener:
     if listener is None:
         listener = _listeners[loop] = _Listener()
     return listener
+
+
+def stream_is_over(execution: Execution, after_seq: int) -> bool:
+    """Whether a stream resumed after `after_seq` would end at once, from the row just read (no
+    query): an ended execution's log is complete, since its final transition wrote the last event
+    (final, error, batch_completed) in the same transaction, and `last_event_seq` counts them all."""
+    return after_seq > 0 and execution.state in TERMINAL_STATES and after_seq >= execution.last_event_seq
 
 
 # --- the streams ----------------------------------------------------------------------------------

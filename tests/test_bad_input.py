@@ -22,7 +22,7 @@ from tests.factories import ExecutionFactory
 from tests.helpers import auth
 
 PROJECT_APPS = {"accounts", "agents", "executions", "conversations", "files"}
-NOT_API = ("admin/", "api/schema/", "healthz", "files/download/")
+NOT_API = ("admin/", "api/schema/", "api/docs/", "api/redoc/", "healthz", "files/download/")
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
 NUL = "a\u0000b"

@@ -57,12 +57,13 @@ def test_query_string_resume_for_eventsource(live, tenant, agent):
 
 
 def test_resume_from_the_final_event_ends_at_once(live, tenant, agent):
+    """204, not an empty stream: an EventSource reconnects after every stream's end, and stops on a 204."""
     events = stream_agent(live, agent, tenant)
     public_id = events[0].data["execution_id"]
     with httpx.stream(
         "GET", events_url(live, public_id), headers={**auth(tenant), "Last-Event-ID": events[-1].id}, timeout=10
     ) as response:
-        assert response.status_code == 200
+        assert response.status_code == 204
         assert response.read() == b""
 
 

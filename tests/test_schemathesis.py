@@ -9,7 +9,6 @@ the operations' own answers are checked too; cases generated invalid keep their 
 import json
 
 import httpx
-import jsonschema
 import pytest
 import schemathesis
 from django.test import Client
@@ -26,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
 from agents.models import Skill
 from agents.services import publish_skill_version
 from tests.helpers import auth, execution_uuid
+from tests.test_docs_and_cors import event_validator
 
 pytestmark = pytest.mark.drill
 
@@ -98,8 +98,8 @@ def check_event_data(response) -> None:
     JSON in their `data` against ExecutionEvent here, as OpenAPI 3.0 cannot say it."""
     if not response.headers.get("content-type", [""])[0].startswith("text/event-stream"):
         return
-    validator = jsonschema.Draft4Validator(DOCUMENT["components"]["schemas"]["ExecutionEvent"])
-    for line in response.text.splitlines():  # none after a Last-Event-ID past the end
+    validator = event_validator(DOCUMENT)
+    for line in response.text.splitlines():
         if line.startswith("data: "):
             validator.validate(json.loads(line.removeprefix("data: ")))
 

@@ -23,6 +23,24 @@ from executions.models import ExecutionSource
 from executions.streaming import follow_events, relay_events
 
 PARAMETERS = [path_param("agent_id"), WORKSPACE_HEADER, IDEMPOTENCY_HEADER]
+PREFER_HEADER = {
+    "in": "header",
+    "name": "Prefer",
+    "required": False,
+    "schema": {"type": "string", "example": "respond-async"},
+    "description": "`respond-async` (RFC 7240): answer 202 as soon as the execution is queued, without waiting.",
+}
+ASYNC_HEADERS = {
+    "Location": {
+        "description": "With `Prefer: respond-async`: the execution to poll, `/executions/{execution_id}` (its "
+        "events stream at `/executions/{execution_id}/events`)",
+        "schema": {"type": "string"},
+    },
+    "Preference-Applied": {
+        "description": "`respond-async` when the preference was honoured",
+        "schema": {"type": "string"},
+    },
+}
 # 402: the credits an execution holds (each item's, for a batch) cannot be held
 ERRORS = {status: "error" for status in (400, 401, 402, 403, 404, 409, 422)}
 SyncExecuteOutputEnvelope = data_envelope(SyncExecuteOutput)
@@ -42,6 +60,22 @@ def _parse(caller, agent_id: str, request, route: str, schema):
 def _start_execution(caller, agent_id: str, request, source: str, route: str):
     agent, body, idempotency = _parse(caller, agent_id, request, route, ExecuteInput)
     return start_agent_execution(caller=caller, agent=agent, inputs=body.inputs(), source=source, **idempotency)
+
+
+def _prefers_async(request) -> bool:
+    """`Prefer: respond-async` among the request's preferences (RFC 7240: comma-separated, names
+    case-insensitive, each maybe with `=value` and `;` parameters; repeated headers are joined)."""
+    preferences = request.headers.get("Prefer", "").split(",")
+    return any(p.split(";")[0].split("=")[0].strip().lower() == "respond-async" for p in preferences)
+
+
+def _accepted(execution) -> JsonResponse:
+    """The 202 of a respond-async start: the execution's id and state, where to poll it."""
+    data = {"execution_id": execution.public_id, "status": execution.state}
+    response = JsonResponse({"data": render(SyncExecuteOutput, data)}, status=202)
+    response["Location"] = f"/executions/{execution.public_id}"
+    response["Preference-Applied"] = "respond-async"
+    return response
 
 
 def _start_batch(caller, agent_id: str, request):
@@ -99,15 +133,20 @@ async def execute_batch(request, agent_id):
     tag="agents",
     summary="Execute an agent and wait",
     description="Blocks until the execution completes, fails or suspends. After SYNC_EXECUTE_TIMEOUT_SECONDS it "
-    "answers 202 with the current status.",
+    'answers 202 with the current status. With `Prefer: respond-async` it answers 202 at once, `{"data": '
+    '{"execution_id", "status"}}` with `Location: /executions/{execution_id}` to poll (or follow '
+    "`/executions/{execution_id}/events` as SSE) and `Preference-Applied: respond-async`.",
     request=ExecuteInput,
     responses={200: SyncExecuteOutputEnvelope, 202: SyncExecuteOutputEnvelope, **ERRORS},
-    parameters=PARAMETERS,
+    parameters=[*PARAMETERS, PREFER_HEADER],
+    headers={202: ASYNC_HEADERS},
 )
 @async_api_view("POST")
 async def execute_sync(request, agent_id):
     """POST /agents/{agent_id}/execute: blocks until the execution ends (or the sync timeout)."""
     execution = await run_authenticated(request, _start_execution, agent_id, request, ExecutionSource.API, "execute")
+    if _prefers_async(request):
+        return _accepted(execution)
     last = None
     try:
         async with asyncio.timeout(settings.SYNC_EXECUTE_TIMEOUT_SECONDS):

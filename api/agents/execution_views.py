@@ -7,14 +7,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.agents.serializers import ExecutionData
-from api.http.async_views import async_api_view, last_event_id, run_authenticated, sse_response
-from api.http.openapi import LAST_EVENT_ID_HEADER, async_operation, path_param
+from api.http.async_views import async_api_view, events_response, last_event_id, run_authenticated
+from api.http.openapi import LAST_EVENT_ID_HEADER, STREAM_OVER, async_operation, path_param
 from api.http.schemas import Schema, data_envelope, render
 from executions import services
 from executions.models import ExecutionState
 from executions.selectors import get_readable_execution
 from executions.stream_tokens import issue_stream_token
-from executions.streaming import relay_events
 
 
 class ExecutionDetailView(APIView):
@@ -55,7 +54,7 @@ class ExecutionCancelView(APIView):
     summary="Follow an execution's events (SSE)",
     description="Starts at the first event, or after `Last-Event-ID` (header, or `last_event_id` / `lastEventId` in "
     "the query for EventSource). Ends after `final` or `error`, or at a suspension.",
-    responses={200: "sse", **{status: "error" for status in (400, 401, 404)}},
+    responses={200: "sse", 204: STREAM_OVER, **{status: "error" for status in (400, 401, 404)}},
     parameters=[
         path_param("execution_id"),
         LAST_EVENT_ID_HEADER,
@@ -78,7 +77,7 @@ async def execution_events(request, execution_id):
         return get_readable_execution(caller, execution_id), after
 
     execution, after = await run_authenticated(request, find, stream_token_for=execution_id)
-    return sse_response(relay_events(execution.id, after_seq=after))
+    return events_response(execution, after)
 
 
 class ExecutionStreamTokenView(APIView):

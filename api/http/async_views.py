@@ -4,7 +4,7 @@ errors as the envelope, authentication and the view's work in one sync call, SSE
 import functools
 
 from asgiref.sync import sync_to_async
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts.authentication import AuthError, authenticate_headers
@@ -13,6 +13,7 @@ from core.errors import ApiError, error_json
 from core.ids import parse_prefixed_id
 from core.query_params import natural_number
 from executions.stream_tokens import caller_from_stream_token
+from executions.streaming import relay_events, stream_is_over
 
 
 def async_api_view(method: str, body_limit: BodyLimit = JSON_BODY):
@@ -83,3 +84,14 @@ def sse_response(frames) -> StreamingHttpResponse:
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx and friends: do not buffer the stream
     return response
+
+
+def events_response(execution, after_seq: int):
+    """An events route's answer: the SSE stream after `after_seq`, or 204 when the execution has
+    ended at or before it, so that an EventSource (which reconnects after every stream's end with
+    its Last-Event-ID) stops. Without Last-Event-ID (0) the stream replays from the first event."""
+    if stream_is_over(execution, after_seq):
+        response = HttpResponse(status=204)
+        del response["Content-Type"]  # no body, no type
+        return response
+    return sse_response(relay_events(execution.id, after_seq=after_seq))

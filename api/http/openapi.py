@@ -125,6 +125,7 @@ class AsyncOperation:
     request: object = None
     responses: dict = field(default_factory=dict)
     parameters: list = field(default_factory=list)
+    headers: dict = field(default_factory=dict)  # status -> {header name: OpenAPI header object}
 
 
 ASYNC_OPERATIONS: list[AsyncOperation] = []
@@ -162,6 +163,8 @@ def _render_operation(operation: AsyncOperation, components: dict) -> dict:
             responses[str(status)] = {"description": declared}
         else:
             responses[str(status)] = {"description": operation.summary, "content": content(declared, "response")}
+        if status in operation.headers:
+            responses[str(status)]["headers"] = operation.headers[status]
     rendered = {
         "operationId": operation.operation_id,
         "tags": [operation.tag],
@@ -191,42 +194,255 @@ ERROR = {
     },
 }
 
-EVENT = {
+STATES = [
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "awaiting_client_tool",
+    "awaiting_approval",
+    "waiting_for_external_event",
+    "waiting_for_sub_execution",
+]
+STATUS = {"type": "string", "enum": STATES, "description": "The execution's state after this event"}
+STRING, INTEGER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
+ANY = {"description": "Any JSON value"}
+NODE = {"node_id": {"type": "string", "description": "The workflow node that emitted it"}}
+TOOL_CALL = {
+    **NODE,
+    "tool_call_id": STRING,
+    "name": {"type": "string", "description": "The tool's name"},
+    "arguments": {"type": "object", "additionalProperties": True, "description": "The model's arguments"},
+}
+MODEL_OUTPUT = {
     "type": "object",
-    "description": "One SSE frame: `id: <seq>` then `data: <this JSON>`. Types: start, text, reasoning, "
-    "tool_call, tool_result, tool_call_awaiting_client, node_start, node_complete, media_gen_submitted, "
-    "media_gen_complete, heartbeat (every MEDIA_HEARTBEAT_SECONDS, 15 s, while media generation runs), final, "
-    "error (failed or cancelled, with `code`), suspended (with the awaited input), resumed, "
-    "sub_execution_started; a batch: batch_started, batch_progress, batch_completed.",
     "properties": {
-        "type": {"type": "string"},
-        "execution_id": {"type": "string", "example": "execution:0f8c..."},
-        "seq": {"type": "integer", "minimum": 1},
-        "status": {
-            "type": "string",
-            "enum": [
-                "queued",
-                "running",
-                "completed",
-                "failed",
-                "cancelled",
-                "awaiting_client_tool",
-                "awaiting_approval",
-                "waiting_for_external_event",
-                "waiting_for_sub_execution",
-            ],
+        "text": STRING,
+        "parsed_output": {**ANY, "nullable": True, "description": "The text parsed by the node's output_schema"},
+        "usage": {
+            "type": "object",
+            "properties": {"input_tokens": INTEGER, "output_tokens": INTEGER, "total_tokens": INTEGER},
         },
-        "text": {"type": "string", "description": "`text` events: the next chunk of the answer"},
     },
-    "required": ["type", "execution_id", "seq"],
+}
+ERROR_DETAIL = {
+    "type": "object",
+    "properties": {"code": STRING, "message": STRING},
+    "nullable": True,
+    "additionalProperties": True,
+}
+SUB_EXECUTION = {**NODE, "sub_execution_id": {"type": "string", "example": "execution:0f8c..."}}
+MEDIA_JOB = {**NODE, "job_id": STRING}
+
+# The data of each event type the runtime writes to an execution's log (executions/services.py for the
+# state transitions, workers/ for the steps), with the fields each carries: (type, what it says, fields,
+# required fields besides type, execution_id and seq). Events may gain fields; a client ignores those it
+# does not know.
+EVENT_TYPES = [
+    (
+        "start",
+        "The execution was created (queued).",
+        {
+            "status": STATUS,
+            "agent_id": {"type": "string", "description": "An agent's execution"},
+            "skill_slug": {"type": "string", "description": "A skill's execution"},
+            "parent_execution_id": {"type": "string", "description": "A sub-execution: its parent"},
+        },
+        ["status"],
+    ),
+    (
+        "state_changed",
+        "A worker took the execution (a skill's), on this attempt.",
+        {"state": STATUS, "attempt": INTEGER},
+        ["state"],
+    ),
+    (
+        "materials_staged",
+        "A skill's file_source_ids were copied into inputs/materials/; missing ones are listed.",
+        {"staged": {"type": "array", "items": ANY}, "missing": {"type": "array", "items": ANY}},
+        ["staged", "missing"],
+    ),
+    ("node_start", "A workflow node starts.", {**NODE, "node_type": STRING}, ["node_id"]),
+    ("node_complete", "A workflow node is done.", {**NODE, "node_type": STRING}, ["node_id"]),
+    ("iteration", "A skill's next model turn.", {**NODE, "iteration": INTEGER}, ["iteration"]),
+    (
+        "text",
+        "The next chunk of the answer (coalesced every TEXT_FLUSH_INTERVAL_MS).",
+        {**NODE, "text": STRING, "reset": {**BOOLEAN, "description": "`text` replaces what was streamed so far"}},
+        ["text"],
+    ),
+    (
+        "reasoning",
+        "The next chunk of the model's reasoning, as `text`.",
+        {**NODE, "text": STRING, "reset": BOOLEAN},
+        ["text"],
+    ),
+    ("tool_call", "The model calls a server tool.", TOOL_CALL, ["tool_call_id", "name"]),
+    (
+        "tool_result",
+        "A tool's result (a server tool's, a client tool's posted result, a sub-execution's).",
+        {**TOOL_CALL, "outcome": {"type": "string", "enum": ["success", "error"]}, "result": ANY},
+        ["tool_call_id", "outcome"],
+    ),
+    (
+        "tool_call_awaiting_client",
+        "The model calls a client tool: answer with POST /executions/{id}/tool-result.",
+        TOOL_CALL,
+        ["tool_call_id", "name", "arguments"],
+    ),
+    (
+        "suspended",
+        "The execution waits (the stream ends here): for the client tools' results (`pending_tool_call_ids`), "
+        "an approval (`prompt`, `default_decision` at `expires_at`: POST /executions/{id}/approval), or an "
+        "external event (`event` by `expires_at`: POST /executions/{id}/external-event).",
+        {
+            "status": STATUS,
+            **NODE,
+            "pending_tool_call_ids": {"type": "array", "items": STRING},
+            "prompt": STRING,
+            "event": {**STRING, "nullable": True},
+            "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+            "default_decision": {"type": "string", "enum": ["approved", "rejected"], "nullable": True},
+        },
+        ["status"],
+    ),
+    ("resumed", "The awaited input arrived: queued again.", {"status": STATUS, "from_state": STATUS}, ["status"]),
+    (
+        "sub_execution_started",
+        "A child execution (an agent or a skill) runs for this node.",
+        {**SUB_EXECUTION, "responder": {"type": "string", "example": "agent:0f8c... or skill:report"}},
+        ["sub_execution_id"],
+    ),
+    (
+        "sub_execution_finished",
+        "The child execution ended.",
+        {**SUB_EXECUTION, "status": STATUS},
+        ["sub_execution_id", "status"],
+    ),
+    (
+        "media_gen_submitted",
+        "A media job was submitted.",
+        {**MEDIA_JOB, "provider": STRING, "media_type": STRING},
+        ["job_id"],
+    ),
+    ("heartbeat", "A media job is still running (every MEDIA_HEARTBEAT_SECONDS).", MEDIA_JOB, ["job_id"]),
+    (
+        "media_gen_complete",
+        "The generated file, with a download `url`.",
+        {
+            **MEDIA_JOB,
+            "url": STRING,
+            "storage_key": STRING,
+            "content_type": STRING,
+            "size_bytes": INTEGER,
+            "media_type": STRING,
+        },
+        ["job_id", "url"],
+    ),
+    (
+        "artifact",
+        "A file a skill wrote under outputs/.",
+        {"artifact_id": STRING, "relpath_in_workspace": STRING, "document_type": STRING, "size_bytes": INTEGER},
+        ["artifact_id"],
+    ),
+    (
+        "final",
+        "Completed (the stream ends here).",
+        {
+            "status": STATUS,
+            "output": MODEL_OUTPUT,
+            "cost_microdollars": INTEGER,
+            "credits_used": {"type": "number"},
+            "latency_ms": INTEGER,
+        },
+        ["status", "output"],
+    ),
+    (
+        "error",
+        "Failed or cancelled (`code` `cancelled`); the stream ends here.",
+        {"status": STATUS, "code": STRING, "message": STRING},
+        ["status", "code", "message"],
+    ),
+    (
+        "batch_started",
+        "A batch's items were created.",
+        {
+            "status": STATUS,
+            "agent_id": STRING,
+            "total": INTEGER,
+            "items": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"key": STRING, "item_execution_id": STRING}},
+            },
+        },
+        ["total", "items"],
+    ),
+    (
+        "batch_progress",
+        "One item of the batch ended: its output or error.",
+        {
+            "key": STRING,
+            "item_execution_id": STRING,
+            "status": STATUS,
+            "completed": INTEGER,
+            "total": INTEGER,
+            "output": {"type": "object", "properties": {"text": STRING, "parsed_output": {**ANY, "nullable": True}}},
+            "error": ERROR_DETAIL,
+        },
+        ["key", "item_execution_id", "status", "completed", "total"],
+    ),
+    (
+        "batch_completed",
+        "Every item ended (the stream ends here).",
+        {"status": STATUS, "total": INTEGER, "succeeded": INTEGER, "failed": INTEGER},
+        ["total", "succeeded", "failed"],
+    ),
+]
+
+
+def _event_component(type_: str) -> str:
+    return "".join(part.capitalize() for part in type_.split("_")) + "Event"
+
+
+def _event_schema(type_: str, description: str, properties: dict, required: list) -> dict:
+    return {
+        "type": "object",
+        "description": f"`{type_}`: {description}",
+        "properties": {
+            "type": {"type": "string", "enum": [type_]},
+            "execution_id": {"type": "string", "example": "execution:0f8c..."},
+            "seq": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Its place in the log, 1, 2, 3, ...; the frame's id",
+            },
+            **properties,
+        },
+        "required": ["type", "execution_id", "seq", *required],
+    }
+
+
+EVENT_COMPONENTS = {_event_component(event[0]): _event_schema(*event) for event in EVENT_TYPES}
+EVENT = {
+    "description": "The data of one SSE frame (`id: <seq>` then `data: <this JSON>`): one of the event types, "
+    "told apart by `type`.",
+    "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in EVENT_COMPONENTS],
+    "discriminator": {
+        "propertyName": "type",
+        "mapping": {type_: f"#/components/schemas/{_event_component(type_)}" for type_, *_ in EVENT_TYPES},
+    },
 }
 
 # OpenAPI 3.0 has no schema for a stream's items: a text/event-stream `schema` describes each frame
 # as an SSE parser reads it (as schemathesis validates it), its `data` the JSON of an ExecutionEvent.
 EVENT_FRAME = {
     "type": "object",
-    "description": "One SSE frame of an execution's stream; `data` is an ExecutionEvent as JSON. Between "
-    "frames, a `: heartbeat` comment every SSE_HEARTBEAT_SECONDS.",
+    "description": "One SSE frame of an execution's stream: an `id: <seq>` line, a `data: <json>` line (an "
+    "ExecutionEvent, one of the *Event schemas by its `type`), a blank line; no `event:` line. Between frames, "
+    "a `: heartbeat` comment every SSE_HEARTBEAT_SECONDS. Reconnect with `Last-Event-ID: <the last id>` for "
+    "exactly the events after it; once the execution has ended (`final`, `error`, `batch_completed`), a "
+    "reconnection at or past its last event gets 204, so an EventSource stops.",
     "properties": {
         "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The event's seq, for Last-Event-ID"},
         "data": {"type": "string", "description": "An ExecutionEvent, as JSON"},
@@ -267,8 +483,14 @@ LAST_EVENT_ID_HEADER = {
     "name": "Last-Event-ID",
     "required": False,
     "schema": {"type": "integer", "minimum": 0},
-    "description": "Resume after this event's seq.",
+    "description": "Resume after this event's seq (an EventSource sends it when it reconnects).",
 }
+
+# The answer of an events route asked for what comes after the end of a finished execution.
+STREAM_OVER = (
+    "The execution has ended and Last-Event-ID is at or past its last event: nothing more will come (a browser's "
+    "EventSource stops reconnecting on a 204). Without Last-Event-ID the stream replays from the first event."
+)
 
 
 # The errors any API operation can answer, whatever its view: raised before the view runs (the body and
@@ -321,7 +543,7 @@ def add_async_endpoints(result, generator, request, public):
     """drf-spectacular's postprocessing hook: the declared async operations, and the components
     they share (Error, ExecutionEvent and its SSE frame)."""
     components = result.setdefault("components", {}).setdefault("schemas", {})
-    components.update({"Error": ERROR, "ExecutionEvent": EVENT, "ExecutionEventFrame": EVENT_FRAME})
+    components.update({"Error": ERROR, "ExecutionEvent": EVENT, "ExecutionEventFrame": EVENT_FRAME, **EVENT_COMPONENTS})
     for operation in ASYNC_OPERATIONS:
         result["paths"].setdefault(operation.path, {})[operation.method] = _render_operation(operation, components)
     return result

@@ -4,13 +4,14 @@ another space, or another tenant's execution, is a 404."""
 
 from typing import Annotated
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.http.async_views import async_api_view, last_event_id, run_authenticated, sse_response
-from api.http.openapi import LAST_EVENT_ID_HEADER, async_operation, path_param
+from api.http.async_views import async_api_view, events_response, last_event_id, run_authenticated
+from api.http.openapi import LAST_EVENT_ID_HEADER, STREAM_OVER, async_operation, path_param
 from api.http.schemas import Schema, data_envelope, invalid, json_object, parse, parse_query, render
 from api.skills.selectors import get_skill_execution, skill_execution_for_tool_call, skill_executions
 from api.skills.serializers import SkillExecution, artifact_from_token
@@ -21,7 +22,6 @@ from executions.idempotency import parse_idempotency_key, request_fingerprint
 from executions.models import Artifact, ExecutionSource, ExecutionState
 from executions.selectors import readable_executions
 from executions.skill_executions import caller_space, get_startable_skill, start_skill_execution
-from executions.streaming import relay_events
 from files.responses import stored_file_response
 
 MAX_FILE_SOURCES = 100
@@ -212,7 +212,7 @@ class ExecutionByChatToolCallView(APIView):
     description="The execution's events: start, state_changed, materials_staged, node_start, iteration, "
     "reasoning, text, tool_call, tool_result, sub_execution_started, sub_execution_finished, "
     "node_complete, artifact, final or error. Resumable with `Last-Event-ID` (or `last_event_id`).",
-    responses={200: "sse", **{status: "error" for status in (400, 401, 404)}},
+    responses={200: "sse", 204: STREAM_OVER, **{status: "error" for status in (400, 401, 404)}},
     parameters=[path_param("space_id"), path_param("execution_id"), LAST_EVENT_ID_HEADER],
 )
 @async_api_view("GET")
@@ -224,7 +224,7 @@ async def skill_execution_events(request, space_id, execution_id):
         return get_skill_execution(caller, space_id, execution_id), after
 
     execution, after = await run_authenticated(request, find)
-    return sse_response(relay_events(execution.id, after_seq=after))
+    return events_response(execution, after)
 
 
 class ArtifactDownloadView(APIView):
@@ -239,7 +239,10 @@ class ArtifactDownloadView(APIView):
         "(ARTIFACT_URL_MAX_AGE_SECONDS); it also needs an API key of that tenant. Files on S3 redirect to a "
         "short-lived presigned URL.",
         parameters=[Input],
-        responses={200: OpenApiResponse(description="the file"), 302: OpenApiResponse(description="to S3")},
+        responses={
+            (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, description="the file, in its own content type"),
+            302: OpenApiResponse(description="to S3"),
+        },
     )
     def get(self, request, artifact_id):
         claims = artifact_from_token(parse_query(self.Input, request.query_params).token)
