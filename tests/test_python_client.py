@@ -43,16 +43,28 @@ def _resolve(schema: dict, components: dict) -> dict:
 
 
 def _object_schema(schema: dict, components: dict) -> dict:
-    """The object a response carries: inside `{"data": ...}`, an array's items, or an SSE frame's event."""
+    """The object a response carries: inside `{"data": ...}`, or an array's items."""
     schema = _resolve(schema, components)
     if schema.get("type") == "array":
         return _object_schema(schema["items"], components)
     props = schema.get("properties", {})
     if set(props) == {"data"}:  # the envelope (a page with `pagination` is a model of its own)
         return _object_schema(props["data"], components)
-    if set(props) == {"id", "data"}:  # an SSE frame: its data is an ExecutionEvent
-        return _resolve(components["ExecutionEvent"], components)
     return schema
+
+
+def _compare_events(where: str, components: dict) -> list[str]:
+    """`Event` against the documented event types (a oneOf on `type`): its required members are
+    required by every type, its optional ones belong to some type."""
+    variants = [_resolve(variant, components) for variant in components["ExecutionEvent"]["oneOf"]]
+    names, required = _fields(models.Event)
+    problems = []
+    for variant in variants:
+        if missing := required - set(variant.get("required", [])):
+            problems.append(f"{where}: {variant.get('title')} does not require {sorted(missing)}")
+    if unknown := names - set().union(*(set(variant.get("properties", {})) for variant in variants)):
+        problems.append(f"{where}: no event type has {sorted(unknown)}")
+    return problems
 
 
 def _nullable(schema: dict) -> bool:
@@ -116,7 +128,12 @@ def test_models_cover_every_operation_of_the_schema(live):
                 if not status.startswith("2"):
                     continue
                 for content_type, content in answer.get("content", {}).items():
-                    model = models.Event if content_type == "text/event-stream" else response_model
+                    if content["schema"].get("format") == "binary":
+                        continue  # a file's bytes (the artifact download): the client returns them as they are
+                    if content_type == "text/event-stream":
+                        problems += _compare_events(f"{op_id} {status}", components)
+                        continue
+                    model = response_model
                     assert model is not None, f"{op_id} {status} has a body"
                     schema = _object_schema(content["schema"], components)
                     problems += _compare(f"{op_id} {status} {content_type}", schema, model, response=True)
@@ -331,6 +348,14 @@ def test_async_stream_resumes_after_the_connection_is_cut(live, tenant, streamin
         proxy.close()
     _assert_whole(events)
     assert [e.seq for e in replay] == [e.seq for e in events[3:]]
+
+
+def test_following_a_finished_execution_from_its_end_yields_nothing(live, tenant, agent):
+    """The server answers 204 to Last-Event-ID at or past the end; the client's stream just ends."""
+    with SkillrunClient(live, tenant.end_user_key.raw_key, str(tenant.workspace.id)) as client:
+        events = list(client.execute_stream(str(agent.id), message="hi"))
+        assert list(client.events(events[0].execution_id, after=events[-1].seq)) == []
+        assert [e.seq for e in client.events(events[0].execution_id, after=events[-2].seq)] == [events[-1].seq]
 
 
 # --- helpers of the agents spec's flows ------------------------------------------------------------
