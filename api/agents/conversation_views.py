@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from agents.selectors import get_live_agent
 from api.http.schemas import Schema, data_envelope, invalid, parse, parse_query, render
 from conversations import services
-from conversations.models import Conversation, ConversationState, MemoryFact, Message, MessageRole
+from conversations.models import Conversation, ConversationState, Message, MessageRole
 from conversations.selectors import get_conversation, memory_facts
 from core.errors import not_found
 from core.pagination import LimitOffsetPagination
@@ -190,12 +190,7 @@ class MemoryFactOutput(Schema):
     content: str
     created_at: datetime
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_fact(cls, fact):
-        if not isinstance(fact, MemoryFact):
-            return fact
-        return {"id": fact.id, "content": fact.content, "created_at": fact.created_at}
+    model_config = ConfigDict(from_attributes=True)  # rendered from a MemoryFact row
 
 
 class UserMemoryView(APIView):

@@ -6,7 +6,7 @@ from datetime import datetime
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from pydantic import model_validator
+from pydantic import ConfigDict
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,7 +15,6 @@ from api.http.request_limits import upload_limit
 from api.http.schemas import Schema, data_envelope, render
 from core.errors import ApiError
 from core.pagination import UncountedLimitOffsetPagination
-from files.models import StoredFile
 from files.selectors import personal_file, personal_files
 from files.services import (
     delete_personal_file,
@@ -33,12 +32,7 @@ class PersonalFile(Schema):
     content_type: str
     created_at: datetime
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_stored_file(cls, stored):
-        if not isinstance(stored, StoredFile):
-            return stored
-        return {name: getattr(stored, name) for name in cls.model_fields}
+    model_config = ConfigDict(from_attributes=True)  # rendered from a StoredFile row
 
 
 PersonalFileEnvelope = data_envelope(PersonalFile)
