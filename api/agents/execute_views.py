@@ -69,10 +69,15 @@ def _prefers_async(request) -> bool:
     return any(p.split(";")[0].split("=")[0].strip().lower() == "respond-async" for p in preferences)
 
 
-def _accepted(execution) -> JsonResponse:
-    """The 202 of a respond-async start: the execution's id and state, where to poll it."""
+def _still_running(execution) -> JsonResponse:
+    """202 with the execution's id and current state: not ended (yet) when the answer is sent."""
     data = {"execution_id": execution.public_id, "status": execution.state}
-    response = JsonResponse({"data": render(SyncExecuteOutput, data)}, status=202)
+    return JsonResponse({"data": render(SyncExecuteOutput, data)}, status=202)
+
+
+def _accepted(execution) -> JsonResponse:
+    """The 202 of a respond-async start, with where to poll the execution."""
+    response = _still_running(execution)
     response["Location"] = f"/executions/{execution.public_id}"
     response["Preference-Applied"] = "respond-async"
     return response
@@ -157,8 +162,7 @@ async def execute_sync(request, agent_id):
         last = None
     if last is None or last["type"] not in ("final", "error", "suspended"):
         await sync_to_async(execution.refresh_from_db)()
-        data = {"execution_id": execution.public_id, "status": execution.state}
-        return JsonResponse({"data": render(SyncExecuteOutput, data)}, status=202)
+        return _still_running(execution)
     data = {"execution_id": execution.public_id, "status": last["status"]}
     if last["type"] == "final":
         # the spec's example has cost_microdollars inside `output`; the top-level copy is kept for clients
