@@ -14,6 +14,15 @@ from httpx_sse import connect_sse
 
 WORDS_20 = " ".join(f"word{i:02d}" for i in range(20))
 
+# A skill on the built-in model that answers "done" at once (one string input, `topic`).
+ANSWERING_SKILL_MANIFEST = {
+    "inputs_schema": {"type": "object", "properties": {"topic": {"type": "string"}}},
+    "instructions": "Answer.",
+    "tools": [],
+    "limits": {"max_iterations": 2},
+    "model": {"provider": "builtin", "script": [{"text": "done"}]},
+}
+
 
 def builtin_workflow(**model_options) -> dict:
     return {"nodes": [{"id": "answer", "type": "ai", "model": {"provider": "builtin", **model_options}}]}

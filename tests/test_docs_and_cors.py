@@ -11,12 +11,11 @@ import jsonschema
 import pytest
 from django.test import Client
 
-from agents.models import Skill
-from agents.services import publish_skill_version
 from executions.models import ExecutionEvent
 from ops import processes
 from tests.conftest import REPO_ROOT, _free_port, _stop
-from tests.helpers import auth, data_of, execute, stream, stream_agent, wait_for
+from tests.factories import SkillFactory
+from tests.helpers import ANSWERING_SKILL_MANIFEST, auth, data_of, execute, stream, stream_agent, wait_for
 
 
 def _nullable_as_null(node):
@@ -44,15 +43,6 @@ DOCUMENT = Client(HTTP_HOST="localhost").get("/api/schema/", HTTP_ACCEPT="applic
 EVENT_VALIDATOR = event_validator(DOCUMENT)
 ALLOWED_ORIGIN = "http://app.example.test:3000"
 OTHER_ORIGIN = "http://evil.example.test"
-
-SKILL_MANIFEST = {
-    "inputs_schema": {"type": "object", "properties": {"topic": {"type": "string"}}},
-    "instructions": "Answer.",
-    "tools": [],
-    "limits": {"max_iterations": 2},
-    "model": {"provider": "builtin", "script": [{"text": "done"}]},
-}
-
 
 # --- docs ----------------------------------------------------------------------------------------
 
@@ -242,8 +232,7 @@ def test_a_failed_executions_events_answer_204_past_the_error(live, tenant, make
 
 
 def test_a_skill_executions_events_answer_204_past_the_end(live, tenant):
-    skill = Skill.objects.create(workspace=tenant.workspace, slug="report", name="report")
-    publish_skill_version(skill, SKILL_MANIFEST)
+    SkillFactory(workspace=tenant.workspace, slug="report", manifest=ANSWERING_SKILL_MANIFEST)
     space = f"workspace:{tenant.workspace.id}"
     started = httpx.post(
         f"{live}/v1/spaces/{space}/skills/report/executions",

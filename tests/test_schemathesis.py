@@ -22,9 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from agents.models import Skill
-from agents.services import publish_skill_version
-from tests.helpers import auth, execution_uuid
+from tests.factories import SkillFactory
+from tests.helpers import ANSWERING_SKILL_MANIFEST, auth, execution_uuid
 from tests.test_docs_and_cors import event_validator
 
 pytestmark = pytest.mark.drill
@@ -48,21 +47,12 @@ schema = schemathesis.openapi.from_dict(
     ),
 )
 
-SKILL_MANIFEST = {
-    "inputs_schema": {"type": "object", "properties": {"topic": {"type": "string"}}},
-    "instructions": "Answer.",
-    "tools": [],
-    "limits": {"max_iterations": 2},
-    "model": {"provider": "builtin", "script": [{"text": "done"}]},
-}
-
 
 @pytest.fixture
 def real_ids(live, tenant, make_agent):
     """Path parameter values that name the tenant's rows."""
     agent = make_agent(tenant.workspace, reply="ok")
-    skill = Skill.objects.create(workspace=tenant.workspace, slug="report", name="report")
-    publish_skill_version(skill, SKILL_MANIFEST)
+    skill = SkillFactory(workspace=tenant.workspace, slug="report", manifest=ANSWERING_SKILL_MANIFEST)
     answer = httpx.post(
         f"{live}/agents/agent:{agent.id}/execute", json={"message": "hi"}, headers=auth(tenant, "workspace"), timeout=30
     )
