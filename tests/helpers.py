@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import httpx
+import jsonschema
 from httpx_sse import connect_sse
 
 WORDS_20 = " ".join(f"word{i:02d}" for i in range(20))
@@ -108,3 +109,24 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def _nullable_as_null(node):
+    """OpenAPI 3.0's `nullable: true` in JSON Schema terms (`null` among the types, or the values)."""
+    if isinstance(node, list):
+        return [_nullable_as_null(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _nullable_as_null(value) for key, value in node.items()}
+    if node.pop("nullable", False):
+        if "enum" in node:
+            node["enum"] = [*node["enum"], None]
+        if "type" in node:
+            node["type"] = [node["type"], "null"]
+    return node
+
+
+def event_validator(document: dict) -> jsonschema.Draft4Validator:
+    """A validator of an SSE frame's data against the document's ExecutionEvent (a oneOf of the event
+    types' components, resolved in the whole document)."""
+    return jsonschema.Draft4Validator(_nullable_as_null({**document, "$ref": "#/components/schemas/ExecutionEvent"}))

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import httpx
-import jsonschema
 import pytest
 from django.test import Client
 
@@ -15,29 +14,16 @@ from executions.models import ExecutionEvent
 from ops import processes
 from tests.conftest import REPO_ROOT, _free_port, _stop
 from tests.factories import SkillFactory
-from tests.helpers import ANSWERING_SKILL_MANIFEST, auth, data_of, execute, stream, stream_agent, wait_for
-
-
-def _nullable_as_null(node):
-    """OpenAPI 3.0's `nullable: true` in JSON Schema terms (`null` among the types, or the values)."""
-    if isinstance(node, list):
-        return [_nullable_as_null(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _nullable_as_null(value) for key, value in node.items()}
-    if node.pop("nullable", False):
-        if "enum" in node:
-            node["enum"] = [*node["enum"], None]
-        if "type" in node:
-            node["type"] = [node["type"], "null"]
-    return node
-
-
-def event_validator(document: dict) -> jsonschema.Draft4Validator:
-    """A validator of an SSE frame's data against the document's ExecutionEvent (a oneOf of the event
-    types' components, resolved in the whole document)."""
-    return jsonschema.Draft4Validator(_nullable_as_null({**document, "$ref": "#/components/schemas/ExecutionEvent"}))
-
+from tests.helpers import (
+    ANSWERING_SKILL_MANIFEST,
+    auth,
+    data_of,
+    event_validator,
+    execute,
+    stream,
+    stream_agent,
+    wait_for,
+)
 
 DOCUMENT = Client(HTTP_HOST="localhost").get("/api/schema/", HTTP_ACCEPT="application/json").json()
 EVENT_VALIDATOR = event_validator(DOCUMENT)

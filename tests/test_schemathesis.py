@@ -23,8 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.factories import SkillFactory
-from tests.helpers import ANSWERING_SKILL_MANIFEST, auth, execution_uuid
-from tests.test_docs_and_cors import event_validator
+from tests.helpers import ANSWERING_SKILL_MANIFEST, auth, event_validator, execution_uuid
 
 pytestmark = pytest.mark.drill
 
@@ -83,15 +82,17 @@ def test_every_operation_documents_the_errors_every_route_can_answer():
             assert "Retry-After" in operation["responses"]["503"]["headers"]
 
 
+EVENT_VALIDATOR = event_validator(DOCUMENT)
+
+
 def check_event_data(response) -> None:
     """A text/event-stream answer's frames are validated by schemathesis (ExecutionEventFrame); the
     JSON in their `data` against ExecutionEvent here, as OpenAPI 3.0 cannot say it."""
     if not response.headers.get("content-type", [""])[0].startswith("text/event-stream"):
         return
-    validator = event_validator(DOCUMENT)
     for line in response.text.splitlines():
         if line.startswith("data: "):
-            validator.validate(json.loads(line.removeprefix("data: ")))
+            EVENT_VALIDATOR.validate(json.loads(line.removeprefix("data: ")))
 
 
 @schema.parametrize()
