@@ -7,6 +7,7 @@ committed data (`transactional_db`).
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -384,3 +386,93 @@ def agent(tenant, make_agent):
 def streaming_agent(tenant, make_agent):
     """The same, 50 ms between words (about 1 s of streaming): for tests that act mid-stream."""
     return make_agent(tenant.workspace, chunk_delay_ms=50, reply=WORDS_20)
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # the machine's network is closed: no background calls to Google's hosts
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Browser:
+    """Debian's headless Chromium driven by Playwright's sync API on a thread of its own.
+
+    Playwright's event loop would otherwise run in the test thread, where Django then refuses every
+    ORM call (SynchronousOnlyOperation). Playwright objects belong to the thread that made them, so
+    everything that touches a page goes through `run(fn, *args)`, which calls fn on that thread:
+
+        page = browser.new_page()
+        browser.run(page.goto, url)
+        browser.run(lambda: page.get_by_text("final").wait_for())
+    """
+
+    def __init__(self, executable: str):
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chromium")
+        self._contexts = []
+        self.run(self._start, executable)
+
+    def _start(self, executable: str) -> None:
+        from playwright.sync_api import sync_playwright
+
+        self._playwright = sync_playwright().start()
+        self._browser = self._playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+
+    def run(self, fn, *args, **kwargs):
+        return self._thread.submit(fn, *args, **kwargs).result()
+
+    def new_page(self, width: int = 1366, height: int = 900):
+        """A page in a fresh context (no cookies, no storage), closed by `close_pages()`."""
+
+        def open_page():
+            context = self._browser.new_context(viewport={"width": width, "height": height})
+            self._contexts.append(context)
+            return context.new_page()
+
+        return self.run(open_page)
+
+    def close_pages(self) -> None:
+        def close():
+            while self._contexts:
+                self._contexts.pop().close()
+
+        self.run(close)
+
+    def close(self) -> None:
+        def stop():
+            self._browser.close()
+            self._playwright.stop()
+
+        self.run(stop)
+        self._thread.shutdown()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The session's browser. Without a chromium on PATH the browser tests skip, unless
+    REQUIRE_BROWSER=1 (set by `.ci/run`, which installs Debian's package): then they fail."""
+    executable = chromium_path()
+    if executable is None:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail("REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)")
+        pytest.skip("no chromium on PATH (apt-get install chromium, or set CHROMIUM_PATH)")
+    browser = Browser(executable)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def browser(chromium):
+    """The session's browser; the pages a test opens are closed after it."""
+    yield chromium
+    chromium.close_pages()
