@@ -10,6 +10,7 @@ from django.utils.html import format_html, format_html_join
 
 from core.admin import ReadOnlyTabularInline, check_view_permission
 from executions import purge, services
+from executions.admin_actions import ExecutionActionsMixin
 from executions.models import Artifact, Execution, ExecutionEvent
 from files.responses import stored_file_response
 
@@ -52,7 +53,7 @@ class ArtifactInline(ReadOnlyTabularInline):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(ExecutionActionsMixin, admin.ModelAdmin):
     list_display = ("id", "state", "source", "workspace", "responder", "attempt", "created_at", "finished_at")
     list_filter = ("state", "source", "workspace", "created_at")
     search_fields = ("idempotency_key", "chat_tool_call_id")
