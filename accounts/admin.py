@@ -36,7 +36,14 @@ class WorkspaceAdmin(admin.ModelAdmin):
     list_display = ("name", "id", "tenant", "default_model_alias", "created_at")
     list_filter = ("tenant",)
     search_fields = ("name",)
-    fields = ("tenant", "name", "default_model_alias", "execution_retention_days", "app_version_id")
+    fields = (
+        "tenant",
+        "name",
+        "default_model_alias",
+        "execution_retention_days",
+        "max_running_executions",
+        "app_version_id",
+    )
     readonly_fields = ("app_version_id",)
     inlines = [ModelAliasInline]
 
@@ -69,7 +76,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ("workspace", "kind", "name")
-        return ("prefix", "kind", "workspace", "principal", "name", "created_at", "last_used_at", "revoked_at")
+        return (
+            "prefix",
+            "kind",
+            "workspace",
+            "principal",
+            "name",
+            "rate_limit_per_minute",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        )
 
     def get_readonly_fields(self, request, obj=None):
         return (

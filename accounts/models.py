@@ -29,6 +29,13 @@ class Workspace(models.Model):
     execution_retention_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Purge finished executions after this many days (empty: keep forever)"
     )
+    # At most this many of its executions run at once; more wait queued (executions/concurrency.py).
+    max_running_executions = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Executions running at once; more wait queued, in order (empty: WORKSPACE_MAX_RUNNING_EXECUTIONS; "
+        "0: unlimited)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -118,6 +125,12 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Requests per minute this key may make (accounts/rate_limits.py).
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests per minute; more are answered 429 (empty: API_KEY_RATE_LIMIT_PER_MINUTE; 0: unlimited)",
+    )
 
     def __str__(self):
         return f"{self.prefix}…"

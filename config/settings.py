@@ -357,5 +357,15 @@ LOGGING = {
     },
 }
 
+# --- Limits (a workspace's or a key's own value in the admin wins; 0 is unlimited).
+# Executions of one workspace running at once; more wait `queued` in order (executions/concurrency.py).
+WORKSPACE_MAX_RUNNING_EXECUTIONS = env_int("WORKSPACE_MAX_RUNNING_EXECUTIONS", 0)
+# Requests one API key may make per window; more are 429 `rate_limited` (accounts/rate_limits.py).
+API_KEY_RATE_LIMIT_PER_MINUTE = env_int("API_KEY_RATE_LIMIT_PER_MINUTE", 0)
+# The window's length: a minute (not from the environment; tests shorten it).
+API_KEY_RATE_LIMIT_WINDOW_SECONDS = 60.0
+# A Redis that does not answer within this lets the request through (the limit fails open).
+API_KEY_RATE_LIMIT_REDIS_TIMEOUT_SECONDS = 0.5
+
 # Connections of the async pool that SSE streams read the event log through (per process).
 SSE_DB_POOL_SIZE = env_int("SSE_DB_POOL_SIZE", 10)

@@ -92,6 +92,11 @@ class Execution(models.Model):
     resume_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
     cancel_requested = models.BooleanField(default=False)
     dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its task message was last published")
+    # Queued behind its workspace's running cap, with no task message out (executions/concurrency.py):
+    # a slot that frees dispatches the oldest such row again.
+    deferred_at = models.DateTimeField(
+        null=True, blank=True, help_text="Held back by the workspace's max_running_executions since"
+    )
     last_event_seq = models.PositiveIntegerField(default=0)
     # Purged (executions/purge.py): inputs, outputs, events and files erased; accounting kept.
     is_purged = models.BooleanField(default=False)
@@ -108,6 +113,17 @@ class Execution(models.Model):
             models.Index(fields=["workspace", "-created_at"], name="execution_ws_created"),
             models.Index(fields=["state", "lease_expires_at"], name="execution_state_lease"),
             models.Index(fields=["chat_tool_call_id"], name="execution_chat_tool_call"),
+            # The running cap: a workspace's running rows and its queue in order (executions/concurrency.py).
+            models.Index(
+                fields=["workspace", "state", "id"],
+                name="execution_ws_active",
+                condition=models.Q(state__in=["queued", "running"]),
+            ),
+            models.Index(
+                fields=["workspace", "id"],
+                name="execution_ws_deferred",
+                condition=models.Q(state="queued", deferred_at__isnull=False),
+            ),
         ]
 
     def __str__(self):
