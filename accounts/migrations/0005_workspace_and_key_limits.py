@@ -4,20 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0004_execution_retention'),
+        ("accounts", "0004_execution_retention"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='apikey',
-            name='rate_limit_per_minute',
-            field=models.PositiveIntegerField(blank=True, help_text='Requests per minute; more are answered 429 (empty: API_KEY_RATE_LIMIT_PER_MINUTE; 0: unlimited)', null=True),
+            model_name="apikey",
+            name="rate_limit_per_minute",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Requests per minute; more are answered 429 (empty: API_KEY_RATE_LIMIT_PER_MINUTE; 0: unlimited)",
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='workspace',
-            name='max_running_executions',
-            field=models.PositiveIntegerField(blank=True, help_text='Executions running at once; more wait queued, in order (empty: WORKSPACE_MAX_RUNNING_EXECUTIONS; 0: unlimited)', null=True),
+            model_name="workspace",
+            name="max_running_executions",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Executions running at once; more wait queued, in order (empty: WORKSPACE_MAX_RUNNING_EXECUTIONS; 0: unlimited)",
+                null=True,
+            ),
         ),
     ]

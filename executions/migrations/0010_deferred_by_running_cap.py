@@ -4,26 +4,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0005_workspace_and_key_limits'),
-        ('agents', '0003_httptool'),
-        ('executions', '0009_idempotency_key_per_principal_constraint'),
-        ('files', '0004_workspace_archive_purpose'),
+        ("accounts", "0005_workspace_and_key_limits"),
+        ("agents", "0003_httptool"),
+        ("executions", "0009_idempotency_key_per_principal_constraint"),
+        ("files", "0004_workspace_archive_purpose"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='execution',
-            name='deferred_at',
-            field=models.DateTimeField(blank=True, help_text="Held back by the workspace's max_running_executions since", null=True),
+            model_name="execution",
+            name="deferred_at",
+            field=models.DateTimeField(
+                blank=True, help_text="Held back by the workspace's max_running_executions since", null=True
+            ),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(condition=models.Q(('state__in', ['queued', 'running'])), fields=['workspace', 'state', 'id'], name='execution_ws_active'),
+            model_name="execution",
+            index=models.Index(
+                condition=models.Q(("state__in", ["queued", "running"])),
+                fields=["workspace", "state", "id"],
+                name="execution_ws_active",
+            ),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(condition=models.Q(('deferred_at__isnull', False), ('state', 'queued')), fields=['workspace', 'id'], name='execution_ws_deferred'),
+            model_name="execution",
+            index=models.Index(
+                condition=models.Q(("deferred_at__isnull", False), ("state", "queued")),
+                fields=["workspace", "id"],
+                name="execution_ws_deferred",
+            ),
         ),
     ]
