@@ -98,6 +98,39 @@ def test_suspension_and_the_cancel_of_a_queued_execution_free_their_slot(transac
     assert claim(third) is not None
 
 
+def test_a_slot_freed_while_a_claim_defers_itself_is_not_missed(transactional_db, published, monkeypatch):
+    """The race: the run ends (and looks for deferred executions to wake) after the claim counted the
+    slots but before its deferral mark is committed, so the waker finds no mark. The claim tries once
+    more after committing its mark, sees the free slot and runs."""
+    from executions import concurrency
+
+    workspace = WorkspaceFactory(max_running_executions=1)
+    first, second = queued_rows(workspace, 2)
+    running = claim(first)
+
+    class FreeTheSlotMeanwhile:
+        def labels(self, **_):
+            return self
+
+        def inc(self):
+            def end_the_run():
+                from django.db import connection
+
+                try:
+                    assert services.do_fail_execution(running, running.attempt, "boom", "failed")
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=end_the_run)
+            thread.start()
+            thread.join(10)
+
+    monkeypatch.setattr(concurrency, "EXECUTIONS_DEFERRED", FreeTheSlotMeanwhile())
+    assert claim(second) is not None
+    assert published == []  # the waker found nothing to wake: the second try took the slot
+    assert Execution.objects.get(id=second.id).state == ExecutionState.RUNNING
+
+
 def test_the_workspace_field_beats_the_environment_default(transactional_db, published, settings):
     settings.WORKSPACE_MAX_RUNNING_EXECUTIONS = 1
     by_default, raised, unlimited = (
