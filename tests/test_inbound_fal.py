@@ -18,9 +18,9 @@ from api.inbound import fal_signature
 from executions.media_requests import check_deliver_media_webhook
 from executions.models import Execution, ExecutionEvent, ExecutionState, MediaRequest
 from executions.services import resume_timed_out
+from tests.helpers import auth, execute, execution_uuid, post
 from workers import nodes
 from workers.media import png_bytes
-from tests.helpers import auth, execute, execution_uuid, post
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
