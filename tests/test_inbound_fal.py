@@ -19,6 +19,7 @@ from executions.media_requests import check_deliver_media_webhook
 from executions.models import Execution, ExecutionEvent, ExecutionState, MediaRequest
 from executions.services import resume_timed_out
 from tests.helpers import auth, execute, execution_uuid, post
+from tests.test_bad_input import BAD_JSON_BODIES
 from workers import nodes
 from workers.media import png_bytes
 
@@ -457,3 +458,11 @@ def test_media_larger_than_the_limit_fails_the_node(api, tenant, settings, fal, 
     assert execution.state == ExecutionState.FAILED and execution.error["code"] == "provider_error"
     assert "larger than" in execution.error["message"]
     assert resume_timed_out() == []
+
+
+def test_bad_json_from_fal_is_a_400_with_its_code(api, fal):
+    for name, body, code, _ in BAD_JSON_BODIES:
+        content = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+        response = send_webhook(api, content, signed_headers(fal.key, "r-3", content))
+        assert response.status_code == 400, name
+        assert response.json()["error"]["code"] == code, name

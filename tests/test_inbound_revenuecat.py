@@ -19,6 +19,7 @@ from accounts.models import (
 from accounts.purchases import do_record_purchase_event
 from tests.factories import CustomerFactory, TenantFactory
 from tests.helpers import post
+from tests.test_bad_input import BAD_JSON_BODIES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -259,4 +260,17 @@ def test_a_body_that_is_not_an_event_is_a_400(api, tenant, shop):
         response = deliver(api, tenant.workspace, body)
         assert response.status_code == 400, body
     assert deliver(api, tenant.workspace, "not json").status_code == 400
+    assert not PurchaseEvent.objects.exists()
+
+
+def test_bad_json_from_revenuecat_is_a_400_with_its_code(api, tenant, shop):
+    for name, body, code, _ in BAD_JSON_BODIES:
+        content = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
+        response = api.post(
+            f"/inbound/revenuecat/{tenant.workspace.id}",
+            content=content,
+            headers={"Authorization": AUTHORIZATION, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, name
+        assert response.json()["error"]["code"] == code, name
     assert not PurchaseEvent.objects.exists()
