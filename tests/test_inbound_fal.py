@@ -38,6 +38,7 @@ class FakeFal:
         self.jwks_keys = [self.key]
         self.done: set[str] = set()
         self.failed: set[str] = set()
+        self.status_outages = 0  # the next status calls answered 503
         self.submits: list[dict] = []
         self.calls: list[tuple[str, str, str]] = []  # (method, path, Authorization)
         self.media = PNG
@@ -97,6 +98,9 @@ class FakeFal:
                     return self.answer(401, {"detail": "Unauthorized"})
                 parts = path.strip("/").split("/")
                 request_id = parts[parts.index("requests") + 1]
+                if path.endswith("/status") and fake.status_outages:
+                    fake.status_outages -= 1
+                    return self.answer(503, {"detail": "Service Unavailable"})
                 if path.endswith("/status"):
                     status = "COMPLETED" if request_id in fake.done | fake.failed else "IN_QUEUE"
                     body = {"status": status, "request_id": request_id, "response_url": f"{fake.base}/x"}
@@ -336,6 +340,18 @@ def test_polling_completes_the_node_when_no_webhook_comes(api, tenant, fal, fal_
     late = send_webhook(api, body, signed_headers(fal.key, request_id, body))
     assert late.json()["data"]["outcome"] == "duplicate"
     assert event_types(execution).count("final") == 1
+
+
+def test_a_poll_that_finds_fal_unavailable_waits_for_the_next_one(api, tenant, fal, fal_agent):
+    execution = start(api, fal_agent(), tenant)
+    fal.done.add(fal.submits[0]["id"])
+    fal.status_outages = 1
+    api.runtime.time_out(execution.id)
+    execution.refresh_from_db()
+    assert execution.state == ExecutionState.WAITING_FOR_EXTERNAL_EVENT
+    api.runtime.time_out(execution.id)
+    execution.refresh_from_db()
+    assert execution.state == ExecutionState.COMPLETED
 
 
 def test_without_a_public_base_url_the_node_only_polls(api, tenant, settings, fal, fal_agent):

@@ -454,7 +454,12 @@ def _wait_for_callback(run: ExecutionRun, node: dict, provider, state: MediaJob,
     result = media_request_result(provider=provider.name, request_id=request_id)
     if result is None and poll:
         release_connection()
-        polled = provider.poll(state.job)
+        try:
+            polled = provider.poll(state.job)
+        except ProviderError as exc:
+            if not exc.retryable:
+                raise
+            polled = None  # Fal unavailable for now: the webhook, or the next poll, brings the result
         if polled is not None:
             do_record_media_result(provider=provider.name, request_id=request_id, result=polled, via="poll")
             result = media_request_result(provider=provider.name, request_id=request_id) or polled
