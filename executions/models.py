@@ -202,3 +202,27 @@ class IdempotencyKey(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class MediaRequest(models.Model):
+    """A job a media provider (Fal.ai) runs for a waiting `media_generation` node: found by the
+    provider's request id when its webhook arrives, and holding the result once it came (by webhook
+    or by the node's polling), so a repeated webhook changes nothing."""
+
+    id = models.BigAutoField(primary_key=True)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="media_requests")
+    node_id = models.CharField(max_length=128)
+    provider = models.CharField(max_length=32)
+    request_id = models.CharField(max_length=128)
+    result = models.JSONField(null=True, blank=True, help_text='{"status": "OK"|"ERROR", "payload", "error"}')
+    received_via = models.CharField(max_length=16, blank=True, default="", help_text="webhook or poll")
+    received_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "request_id"], name="media_request_provider_id_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.provider}:{self.request_id}"
