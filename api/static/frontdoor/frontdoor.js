@@ -202,6 +202,7 @@ function suspended(event) {
 
 function clientToolForm(call) {
   run.pendingCalls.add(call.tool_call_id);
+  $("tools").append(el("li", `${call.name}(${JSON.stringify(call.arguments || {})}), a client tool`));
   const form = el("form", undefined, "action");
   const result = el("textarea");
   result.rows = 3;
@@ -231,6 +232,7 @@ function clientToolForm(call) {
     }
     form.remove();
     run.pendingCalls.delete(call.tool_call_id);
+    $("tools").append(el("li", `${call.name} ${outcome.value}: ${JSON.stringify(value)} (sent)`));
     note(`result of ${call.name} sent`);
     if (run.pendingCalls.size === 0 && !run.source) openStream("following the resumed execution");
   };
