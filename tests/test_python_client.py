@@ -23,7 +23,7 @@ from tests.helpers import WORDS_20, CuttingProxy
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 64
 # every route of the agents, skills and query APIs (not /api/schema/ itself, /healthz, /admin/)
-SURFACES = ("/agents/", "/executions/", "/attachments/", "/my/", "/users/", "/v1/", "/api/v1/executions")
+SURFACES = ("/agents", "/executions/", "/attachments/", "/my/", "/users/", "/v1/", "/api/v1/executions")
 
 
 def client_for(live, tenant, kind="end_user", **kwargs) -> SkillrunClient:
@@ -449,6 +449,7 @@ def test_conversations_memory_credits_and_artifacts(live, tenant, agent):
         },
     )
     with client_for(live, tenant) as client:
+        assert [(a.id, a.name) for a in client.list_agents()] == [(f"agent:{agent.id}", agent.name)]
         conversation = client.open_conversation(f"agent:{agent.id}")
         assert client.open_conversation(f"agent:{agent.id}").id == conversation.id  # the active one
         assert [c.id for c in client.list_conversations(state="active")] == [conversation.id]

@@ -40,6 +40,6 @@ class AgentsView(APIView):
     class Output(Schema):
         data: list[AgentOutput] = Field(description="The workspace's published agents, by name")
 
-    @extend_schema(summary="List the workspace's agents", responses={200: Output})
+    @extend_schema(operation_id="agents_list", summary="List the workspace's agents", responses={200: Output})
     def get(self, request):
         return Response(render(self.Output, {"data": published_agents(request.user.workspace)}))
