@@ -34,3 +34,8 @@ def test_needs_a_key(api):
 
 def test_an_empty_workspace_lists_nothing(api, tenant):
     assert api.get("/agents", headers=auth(tenant)).json() == {"data": []}
+
+
+def test_a_nul_in_the_query_is_the_documented_400(api, tenant):
+    response = api.get("/agents?x=a%00b", headers=auth(tenant))
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_query_parameter"

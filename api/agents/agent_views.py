@@ -5,7 +5,7 @@ before them. Any key of the workspace may list them: an end-user key can execute
 
 from datetime import datetime
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from pydantic import Field, model_validator
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -40,6 +40,11 @@ class AgentsView(APIView):
     class Output(Schema):
         data: list[AgentOutput] = Field(description="The workspace's published agents, by name")
 
-    @extend_schema(operation_id="agents_list", summary="List the workspace's agents", responses={200: Output})
+    @extend_schema(
+        operation_id="agents_list",
+        summary="List the workspace's agents",
+        # no parameters, but any route refuses a query parameter holding a NUL
+        responses={200: Output, 400: OpenApiResponse(description="`invalid_query_parameter`")},
+    )
     def get(self, request):
         return Response(render(self.Output, {"data": published_agents(request.user.workspace)}))
