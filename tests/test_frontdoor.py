@@ -185,7 +185,7 @@ def test_a_wrong_key_is_shown_as_the_apis_error(live, browser):
 
 def test_the_page_survives_a_forced_disconnect_without_gap_or_duplicate(live, browser, tenant, make_agent):
     """The connection is cut mid-stream: EventSource reconnects by itself with Last-Event-ID."""
-    agent = make_agent(tenant.workspace, chunk_delay_ms=50, reply=WORDS_50)
+    agent = make_agent(tenant.workspace, chunk_delay_ms=100, reply=WORDS_50)  # ~5 s: the cut comes mid-stream
     proxy = CuttingProxy(live)
     try:
         page = open_front_door(browser, proxy.url, tenant.end_user_key.raw_key)
