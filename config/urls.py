@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from api.frontdoor.views import index
 from api.http import errors
 from api.http.downloads import download
 from ops.health import healthz
@@ -10,6 +11,7 @@ from ops.health import healthz
 PUBLIC = {"authentication_classes": [], "permission_classes": []}
 
 urlpatterns = [
+    path("", index, name="frontdoor"),  # the browser front door (api/frontdoor/)
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("api/schema/", SpectacularAPIView.as_view(**PUBLIC), name="schema"),

@@ -87,16 +87,17 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def api_server(services_env, tmp_path_factory):
-    """A real uvicorn serving config.asgi; yields its base URL."""
+def start_api_server(services_env: dict, log_path: Path, **extra_env: str) -> tuple[subprocess.Popen, str]:
+    """A real uvicorn serving config.asgi with the environment plus `extra_env` (a setting a test
+    module needs, e.g. CORS_ALLOWED_ORIGINS); returns the process, once it answers, and its base URL.
+    Stop it with `_stop(process)`."""
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("api") / "api.log", "w")
+    log = open(log_path, "w")
     command, process_env = processes.api("127.0.0.1", port)
     process = subprocess.Popen(
         command,
         cwd=REPO_ROOT,
-        env={**services_env, **process_env},
+        env={**services_env, **process_env, **extra_env},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -110,8 +111,16 @@ def api_server(services_env, tmp_path_factory):
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
             raise RuntimeError(f"uvicorn did not start: {Path(log.name).read_text()[-3000:]}")
         time.sleep(0.2)
+    return process, base_url
+
+
+@pytest.fixture(scope="session")
+def api_server(services_env, tmp_path_factory):
+    """A real uvicorn serving config.asgi; yields its base URL."""
+    process, base_url = start_api_server(services_env, tmp_path_factory.mktemp("api") / "api.log")
     yield base_url
     _stop(process)
 

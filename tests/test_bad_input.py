@@ -64,7 +64,8 @@ def _routes(patterns=None, prefix=""):
 
 
 def api_routes() -> list[str]:
-    return [route for route, _ in _routes() if not route.startswith(NOT_API)]
+    """Every route but the admin's, the docs' and the front door's page (`/`, the empty route)."""
+    return [route for route, _ in _routes() if route and not route.startswith(NOT_API)]
 
 
 def _openapi_path(route: str) -> str:

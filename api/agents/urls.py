@@ -4,6 +4,7 @@ and the execution routes every caller of an agent uses."""
 from django.urls import path
 
 from api.agents import (
+    agent_views,
     attachment_views,
     conversation_views,
     credits_views,
@@ -13,6 +14,7 @@ from api.agents import (
 )
 
 urlpatterns = [
+    path("agents", agent_views.AgentsView.as_view()),
     path("agents/<str:agent_id>/execute", execute_views.execute_sync),
     path("agents/<str:agent_id>/execute/stream", execute_views.execute_stream),
     path("agents/<str:agent_id>/execute/batch", execute_views.execute_batch),

@@ -221,6 +221,10 @@ class Operations:
 
     # --- agents API ---
 
+    def list_agents(self):
+        """`GET /agents`: the workspace's published agents, by name."""
+        return self._call(Call("GET", "/agents", list[m.Agent]))
+
     def execute(self, agent_id: str, request: m.ExecuteRequest | dict | None = None, *, idempotency_key=None, **fields):
         """`POST /agents/{id}/execute`: blocks until completed, failed or suspended -> ExecuteResult."""
         body = _request_body(request or fields, m.ExecuteRequest)
@@ -413,6 +417,7 @@ def batch_results(events: list[m.Event]) -> dict[str, m.Event]:
 # operationId of /api/schema/ -> (request model, response model: of `data`, of an array's items,
 # or of the SSE frames' event); checked against the schema by tests/test_python_client.py
 OPERATION_MODELS: dict[str, tuple[type | None, type | None]] = {
+    "agents_list": (None, m.Agent),
     "agents_execute": (m.ExecuteRequest, m.ExecuteResult),
     "agents_execute_stream": (m.ExecuteRequest, m.Event),
     "agents_execute_batch": (m.BatchRequest, m.Event),

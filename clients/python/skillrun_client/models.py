@@ -185,6 +185,14 @@ class Pagination(Response):
     total: int
 
 
+class Agent(Response):
+    id: str
+    name: str
+    requires_user_message: bool
+    accepts_client_tools: bool
+    created_at: str
+
+
 class ConversationRequest(Request):
     agent_id: str
 
