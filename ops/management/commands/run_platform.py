@@ -28,6 +28,8 @@ class Command(BaseCommand):
             "DATABASE_URL": settings.DATABASE_URL,
             "REDIS_URL": settings.REDIS_URL,
             "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
+            # local development: webhooks may target a receiver on this machine or the LAN (unless set false)
+            "WEBHOOK_ALLOW_PRIVATE_URLS": os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "true"),
         }
         schedule = local_services.DATA_DIR / "celerybeat-schedule"
         schedule.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone with DATABASE_URL / REDIS_URL has no .data/
