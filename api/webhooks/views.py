@@ -133,7 +133,7 @@ class WebhooksView(APIView):
         summary="List the workspace's webhook endpoints",
         description=f"Oldest first (at most `WEBHOOK_MAX_ENDPOINTS`, {settings.WEBHOOK_MAX_ENDPOINTS} by default); "
         "without their secrets.",
-        responses={200: ListOutput, 403: ERROR_RESPONSE},
+        responses={200: ListOutput, 400: ERROR_RESPONSE, 403: ERROR_RESPONSE},
     )
     def get(self, request):
         return Response(render(self.ListOutput, {"data": list(workspace_endpoints(request.user.workspace))}))
