@@ -309,6 +309,20 @@ def test_a_delivery_fails_once_its_retry_window_is_over(inline_runtime, tenant, 
     assert 2 <= row.attempts <= 4 and len(receiver.requests) == row.attempts
 
 
+def test_finished_deliveries_are_deleted_after_their_retention(db, tenant, settings):
+    settings.WEBHOOK_DELIVERY_RETENTION_DAYS = 30
+    old, recent, pending = (_endpoint_delivery(tenant, "https://hooks.example.com/") for _ in range(3))
+    WebhookDelivery.objects.filter(id=old.id).update(
+        status=DeliveryStatus.SUCCEEDED, finished_at=timezone.now() - timedelta(days=30, minutes=1)
+    )
+    WebhookDelivery.objects.filter(id=recent.id).update(
+        status=DeliveryStatus.FAILED, finished_at=timezone.now() - timedelta(days=29, hours=23)
+    )
+    WebhookDelivery.objects.filter(id=pending.id).update(created_at=timezone.now() - timedelta(days=90))
+    assert delivery.purge_old_deliveries() == 1
+    assert set(WebhookDelivery.objects.values_list("id", flat=True)) == {recent.id, pending.id}
+
+
 # --- SSRF ---------------------------------------------------------------------------------------------
 
 

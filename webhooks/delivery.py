@@ -226,3 +226,11 @@ def do_redeliver(deliveries) -> int:
         )
         publish_on_commit(ids)
     return len(ids)
+
+
+def purge_old_deliveries() -> int:
+    """The delivery log is kept WEBHOOK_DELIVERY_RETENTION_DAYS after a delivery ended (its body holds
+    the execution's outputs); pending ones are never removed."""
+    before = timezone.now() - timedelta(days=settings.WEBHOOK_DELIVERY_RETENTION_DAYS)
+    deleted, _ = WebhookDelivery.objects.exclude(status=DeliveryStatus.PENDING).filter(finished_at__lt=before).delete()
+    return deleted

@@ -40,7 +40,9 @@ def reap_executions() -> dict:
 
 @shared_task(name="workers.tasks.purge_expired_executions", ignore_result=True)
 def purge_expired_executions() -> int:
-    """Purge the finished executions older than their workspace's execution_retention_days."""
+    """Purge the finished executions older than their workspace's execution_retention_days, and the
+    webhook deliveries past WEBHOOK_DELIVERY_RETENTION_DAYS."""
+    delivery.purge_old_deliveries()
     return purge.purge_expired_executions()
 
 
