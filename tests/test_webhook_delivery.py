@@ -7,7 +7,10 @@ from the admin."""
 import http.server
 import ipaddress
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -358,6 +361,23 @@ def test_finished_deliveries_are_deleted_after_their_retention(db, tenant, setti
 )
 def test_which_addresses_are_public(address, public):
     assert transport.is_public_address(address) is public
+
+
+def test_make_run_allows_private_targets_unless_told_otherwise(monkeypatch):
+    from ops.management.commands.run_platform import platform_env
+
+    monkeypatch.delenv("WEBHOOK_ALLOW_PRIVATE_URLS", raising=False)
+    assert platform_env()["WEBHOOK_ALLOW_PRIVATE_URLS"] == "true"
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE_URLS", "false")
+    assert platform_env()["WEBHOOK_ALLOW_PRIVATE_URLS"] == "false"
+
+
+def test_private_targets_are_refused_by_default_outside_make_run():
+    """config/settings.py without the variable (settings_test turns it on for the suite's receivers)."""
+    env = {k: v for k, v in os.environ.items() if k != "WEBHOOK_ALLOW_PRIVATE_URLS"}
+    code = "import config.settings as s; print(s.WEBHOOK_ALLOW_PRIVATE_URLS)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
 
 
 def _endpoint_delivery(tenant, url) -> WebhookDelivery:

@@ -178,3 +178,21 @@ def test_the_admin_refuses_a_url_that_is_not_http(admin_client, tenant):
     )
     assert response.status_code == 200  # the form again, with its error
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_editing_an_endpoint_in_the_admin_keeps_its_secret(admin_client, tenant):
+    created = register(admin_client, tenant).json()["data"]
+    endpoint = WebhookEndpoint.objects.get()
+    response = admin_client.post(
+        f"/admin/webhooks/webhookendpoint/{endpoint.id}/change/",
+        {"url": "https://other.example.com/in", "events": ["execution.failed"], "description": "", "enabled": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    endpoint.refresh_from_db()
+    assert endpoint.url == "https://other.example.com/in" and endpoint.events == ["execution.failed"]
+    assert endpoint.secret == created["secret"]
+    admin_client.post(
+        "/admin/webhooks/webhookendpoint/", {"action": "disable_endpoints", "_selected_action": [str(endpoint.id)]}
+    )
+    endpoint.refresh_from_db()
+    assert not endpoint.enabled and endpoint.disabled_at and endpoint.disabled_reason == "disabled by an operator"

@@ -4,6 +4,7 @@ delivery log with each attempt's answer, manual redelivery, re-enabling a disabl
 from django import forms
 from django.contrib import admin, messages
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from core.admin import ReadOnlyTabularInline
@@ -86,7 +87,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
     @admin.action(description="Disable the selected endpoints")
     def disable_endpoints(self, request, queryset):
-        disabled = queryset.update(enabled=False, disabled_reason="disabled by an operator")
+        disabled = queryset.filter(enabled=True).update(
+            enabled=False, disabled_at=timezone.now(), disabled_reason="disabled by an operator"
+        )
         self.message_user(request, f"Disabled {disabled} endpoint(s).", messages.SUCCESS)
 
 
