@@ -447,6 +447,93 @@ def test_the_connection_goes_to_the_address_that_was_checked(db, tenant, setting
     assert ipaddress.ip_address(connected[0][0]).is_global
 
 
+def _certificates(tmp_path, name: str):
+    """A CA and a server certificate for `name` signed by it (files), as a real receiver would have."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def subject(common_name):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    now = timezone.now()
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(subject("test CA"))
+        .issuer_name(subject("test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(subject(name))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "cert.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+
+
+def test_https_to_the_checked_address_verifies_the_certificate_of_the_name(
+    db, tenant, receiver, settings, monkeypatch, tmp_path
+):
+    """The connection goes to the resolved address, while TLS sends the URL's name (SNI) and checks
+    the certificate against it: a certificate for the name passes, the same server by its IP fails."""
+    import ssl
+
+    settings.WEBHOOK_ALLOW_PRIVATE_URLS = True
+    name = "hooks.internal.test"
+    ca, cert, key = _certificates(tmp_path, name)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    server_names = []
+    server_context.sni_callback = lambda sock, server_name, context: server_names.append(server_name)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            receiver.answer(self)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = server_context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    real_getaddrinfo, real_context = socket.getaddrinfo, ssl.create_default_context
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, *args, **kwargs: real_getaddrinfo("127.0.0.1" if host == name else host, *args, **kwargs),
+    )
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: real_context(cafile=str(ca)))
+    try:
+        assert delivery.do_deliver(_endpoint_delivery(tenant, f"https://{name}:{port}/in").id) == "succeeded"
+        assert server_names == [name]
+        assert receiver.requests[0].headers["host"] == f"{name}:{port}"
+        assert delivery.do_deliver(_endpoint_delivery(tenant, f"https://127.0.0.1:{port}/in").id) == "failed"
+        assert "CERTIFICATE_VERIFY_FAILED" in WebhookAttempt.objects.order_by("id").last().error
+        assert len(receiver.requests) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_redirects_are_not_followed(db, tenant, receiver):
     receiver.script = [302]
     row = _endpoint_delivery(tenant, receiver.url)
