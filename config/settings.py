@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "executions",
     "conversations",
     "files",
+    "webhooks",
     "workers",
     "api",
     "ops",
@@ -310,6 +311,25 @@ LANGFUSE_HOST = os.environ.get("LANGFUSE_HOST", "")
 LANGFUSE_PUBLIC_KEY = os.environ.get("LANGFUSE_PUBLIC_KEY", "")
 LANGFUSE_SECRET_KEY = os.environ.get("LANGFUSE_SECRET_KEY", "")
 
+# --- Outbound webhooks (webhooks/): a workspace's endpoints get signed execution events.
+# Targets that resolve to loopback, private, link-local or other non-global addresses are refused at
+# delivery time (SSRF) unless this is on; `make run` turns it on for local development.
+WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
+# One delivery attempt: the whole request (connect, send, the answer's head and excerpt) is bounded by this.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Retries of a failed attempt: base * 2^(n-1) seconds after the n-th, at most MAX_DELAY, while the
+# delivery is younger than WINDOW (24 h); then it has failed.
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 5.0)
+WEBHOOK_RETRY_MAX_DELAY_SECONDS = env_float("WEBHOOK_RETRY_MAX_DELAY_SECONDS", 2 * 3600.0)
+WEBHOOK_RETRY_WINDOW_SECONDS = env_float("WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600.0)
+# An endpoint is disabled once this many attempts in a row failed over at least this long (no success between).
+WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 10)
+WEBHOOK_DISABLE_AFTER_SECONDS = env_float("WEBHOOK_DISABLE_AFTER_SECONDS", 24 * 3600.0)
+# Finished deliveries (and their attempts) are deleted this long after they ended (with the hourly purge).
+WEBHOOK_DELIVERY_RETENTION_DAYS = env_int("WEBHOOK_DELIVERY_RETENTION_DAYS", 30)
+# Endpoints per workspace.
+WEBHOOK_MAX_ENDPOINTS = env_int("WEBHOOK_MAX_ENDPOINTS", 20)
+
 # --- Celery on a Redis broker (see DESIGN.md "Known pitfalls").
 CELERY_BROKER_URL = REDIS_URL
 # kombu's Redis transport with one fix: a Redis restart cannot end the worker (config/celery.py)
@@ -339,6 +359,7 @@ HOUSEKEEPING_QUEUE = os.environ.get("HOUSEKEEPING_QUEUE", "housekeeping")
 CELERY_TASK_ROUTES = {
     "workers.tasks.reap_executions": {"queue": HOUSEKEEPING_QUEUE},
     "workers.tasks.purge_expired_executions": {"queue": HOUSEKEEPING_QUEUE},
+    "workers.tasks.sweep_webhook_deliveries": {"queue": HOUSEKEEPING_QUEUE},
 }
 # Runs in flight per worker process (one thread each: an execution waiting on a model costs a thread,
 # not a process), and the database connections they share.
@@ -350,6 +371,11 @@ CELERY_BEAT_SCHEDULE = {
     "purge-expired-executions": {
         "task": "workers.tasks.purge_expired_executions",
         "schedule": float(PURGE_INTERVAL_SECONDS),
+    },
+    # webhook deliveries whose retry is due, or whose message or worker was lost (webhooks/delivery.py)
+    "sweep-webhook-deliveries": {
+        "task": "workers.tasks.sweep_webhook_deliveries",
+        "schedule": float(REAPER_INTERVAL_SECONDS),
     },
 }
 

@@ -26,6 +26,7 @@ urlpatterns = [
     path("", include("api.skills.urls")),
     path("", include("api.query.urls")),
     path("", include("api.inbound.urls")),
+    path("", include("api.webhooks.urls")),
 ]
 
 # JSON error pages on the API's routes (the admin keeps Django's HTML ones).

@@ -21,6 +21,7 @@ from executions import concurrency
 from executions.checkpoints import Checkpoint
 from executions.events import append_event
 from executions.models import SUSPENDED_STATES, TERMINAL_STATES, Execution, ExecutionSource, ExecutionState
+from executions.suspension import SuspensionOutcome, do_suspension_effects
 from executions.terminal import TerminalOutcome, do_terminal_effects
 
 logger = logging.getLogger(__name__)
@@ -302,6 +303,16 @@ def do_suspend_execution(
             resume_deadline=deadline,
         ):
             return False
+        if payload is not None:  # a wait for the outside (executions/suspension.py)
+            do_suspension_effects(
+                SuspensionOutcome(
+                    execution_id=execution.id,
+                    public_id=execution.public_id,
+                    workspace_id=execution.workspace_id,
+                    state=state,
+                    payload=payload,
+                )
+            )
         if sub_execution:
             child = {"source": ExecutionSource.SUB, **sub_execution}
             create_execution(

@@ -8,6 +8,7 @@ from celery.signals import worker_init
 from django.conf import settings
 
 from executions import purge, services
+from webhooks import delivery
 from workers import runtime
 from workers.event_writer import start_writer
 from workers.leases import start_renewer
@@ -40,8 +41,22 @@ def reap_executions() -> dict:
 
 @shared_task(name="workers.tasks.purge_expired_executions", ignore_result=True)
 def purge_expired_executions() -> int:
-    """Purge the finished executions older than their workspace's execution_retention_days."""
+    """Purge the finished executions older than their workspace's execution_retention_days, and the
+    webhook deliveries past WEBHOOK_DELIVERY_RETENTION_DAYS."""
+    delivery.purge_old_deliveries()
     return purge.purge_expired_executions()
+
+
+@shared_task(name="workers.tasks.deliver_webhook", ignore_result=True)
+def deliver_webhook(delivery_id: str) -> str:
+    """One attempt of a webhook delivery (the row decides whether it is due; webhooks/delivery.py)."""
+    return delivery.do_deliver(delivery_id)
+
+
+@shared_task(name="workers.tasks.sweep_webhook_deliveries", ignore_result=True)
+def sweep_webhook_deliveries() -> int:
+    """Beat: publish the webhook deliveries that are due and whose message is not out."""
+    return len(delivery.sweep_due())
 
 
 @shared_task(name="workers.tasks.noop_roundtrip", ignore_result=True)

@@ -15,6 +15,19 @@ from ops import local_services, processes
 from ops.supervisor import Supervisor
 
 
+def platform_env() -> dict:
+    """The environment of the processes `make run` starts: this checkout's servers, and local
+    development's defaults."""
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.DATABASE_URL,
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
+        # webhooks may target a receiver on this machine or the LAN (unless set false)
+        "WEBHOOK_ALLOW_PRIVATE_URLS": os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "true"),
+    }
+
+
 class Command(BaseCommand):
     help = "Run the whole platform in the foreground until Ctrl-C."
 
@@ -23,12 +36,7 @@ class Command(BaseCommand):
         port = int(os.environ.get("PORT", "8000"))
         call_command("migrate", interactive=False, verbosity=0)
         demo = seed_demo()
-        env = {
-            **os.environ,
-            "DATABASE_URL": settings.DATABASE_URL,
-            "REDIS_URL": settings.REDIS_URL,
-            "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
-        }
+        env = platform_env()
         schedule = local_services.DATA_DIR / "celerybeat-schedule"
         schedule.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone with DATABASE_URL / REDIS_URL has no .data/
         commands = {
