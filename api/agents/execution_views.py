@@ -3,7 +3,6 @@
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from pydantic import Field
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -101,7 +100,6 @@ class ExecutionStreamTokenView(APIView):
 
 
 class ExecutionForkView(APIView):
-    permission_classes = [IsAuthenticated, IsWorkspaceKey]
     workspace_key_message = "Only a workspace key can fork executions."
 
     class Input(Schema):
@@ -144,8 +142,11 @@ class ExecutionForkView(APIView):
         },
     )
     def post(self, request, execution_id):
-        execution = get_readable_execution(request.user, execution_id)
+        # the body first: a bad one is a 400 whoever sends it, as on every JSON route; then the key's kind
         body = parse(self.Input, request.data if isinstance(request.data, dict) else {})
+        if not IsWorkspaceKey().has_permission(request, self):
+            self.permission_denied(request, message=self.workspace_key_message)
+        execution = get_readable_execution(request.user, execution_id)
         fork = reruns.check_fork_execution(execution=execution, from_seq=body.from_seq, model=body.model)
         fork.refresh_from_db(fields=["state"])
         return Response(
