@@ -9,9 +9,11 @@ import pytest
 from django.test import Client
 
 from accounts.models import ModelAlias
+from executions import services
+from executions.checkpoints import Checkpoint
 from executions.models import Execution, ExecutionCheckpoint
 from executions.purge import purge_execution
-from tests.factories import ExecutionFactory
+from tests.factories import ExecutionFactory, SkillFactory
 from tests.helpers import auth, data_of, event_validator, execute, execution_uuid, post
 from workers.providers import builtin
 
@@ -187,6 +189,20 @@ def test_sub_executions_and_skills_are_not_forked(api, tenant, two_turn_agent):
     child = ExecutionFactory(parent=parent, agent=two_turn_agent, finished=True)
     response = fork(api, tenant, child.id, {"from_seq": 5})
     assert (response.status_code, response.json()["error"]["code"]) == (409, "not_rerunnable")
+    skill_run = ExecutionFactory(skill=SkillFactory(workspace=tenant.workspace), finished=True)
+    response = fork(api, tenant, skill_run.id, {"from_seq": 5})
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "fork_not_supported")
+    assert Execution.objects.count() == 3
+
+
+def test_a_checkpoint_save_of_a_lost_lease_writes_no_history(tenant, two_turn_agent):
+    execution = ExecutionFactory(agent=two_turn_agent, state="running", attempt=2)
+    assert not services.save_checkpoint(execution.id, 1, Checkpoint(event_seq=3), input_tokens=5)
+    assert not ExecutionCheckpoint.objects.exists()
+    assert services.save_checkpoint(execution.id, 2, Checkpoint(event_seq=3), input_tokens=5, resume_input=None)
+    row = ExecutionCheckpoint.objects.get()
+    execution.refresh_from_db()
+    assert (row.seq, row.data, execution.checkpoint, execution.input_tokens) == (3, execution.checkpoint, row.data, 5)
 
 
 def test_the_fork_route_and_its_event_are_in_the_openapi_document(api, tenant, source):
