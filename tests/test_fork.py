@@ -215,3 +215,19 @@ def test_the_fork_route_and_its_event_are_in_the_openapi_document(api, tenant, s
     validator = event_validator(document)
     for event in events_of(execution_uuid(data["execution_id"])):
         validator.validate(event)
+
+
+def test_the_python_client_forks(api, tenant, source):
+    from skillrun_client import SkillrunClient
+    from skillrun_client.errors import ConflictError
+
+    execution_id, source_events = source
+    client = SkillrunClient(
+        "http://testserver", tenant.workspace_key.raw_key, str(tenant.workspace.id), transport=api._transport
+    )
+    result = client.fork_execution(f"execution:{execution_id}", source_events[-1]["seq"])
+    assert result.status == "completed"
+    assert Execution.objects.get(id=execution_uuid(result.execution_id)).forked_from_id is not None
+    with pytest.raises(ConflictError) as raised:
+        client.fork_execution(execution_id, 1)
+    assert raised.value.code == "no_checkpoint"
