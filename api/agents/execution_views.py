@@ -142,11 +142,12 @@ class ExecutionForkView(APIView):
         },
     )
     def post(self, request, execution_id):
-        # the body first: a bad one is a 400 whoever sends it, as on every JSON route; then the key's kind
+        # as the resume routes: the execution (404 unless the key may read it), its body (400), then
+        # the key's kind (403 for an end-user key), so a bad body is a 400 for every caller who may see it
+        execution = get_readable_execution(request.user, execution_id)
         body = parse(self.Input, request.data if isinstance(request.data, dict) else {})
         if not IsWorkspaceKey().has_permission(request, self):
             self.permission_denied(request, message=self.workspace_key_message)
-        execution = get_readable_execution(request.user, execution_id)
         fork = reruns.check_fork_execution(execution=execution, from_seq=body.from_seq, model=body.model)
         fork.refresh_from_db(fields=["state"])
         return Response(
