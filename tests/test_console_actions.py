@@ -11,8 +11,8 @@ from django.test import Client
 
 from executions.admin_actions import available_actions
 from executions.models import Execution, ExecutionCheckpoint, ExecutionState
-from tests.factories import ExecutionFactory
-from tests.helpers import auth, data_of, execute, execution_uuid, stream
+from tests.factories import ExecutionFactory, SkillFactory
+from tests.helpers import ANSWERING_SKILL_MANIFEST, auth, data_of, execute, execution_uuid, post, stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -155,7 +155,7 @@ def test_cancel(api, admin, gated):
     assert admin.post(url(gated, "cancel")).status_code == 409  # finished now
 
 
-def test_post_an_external_event(api, admin, tenant, workflow_agent):
+def test_post_an_external_event(api, admin, tenant, workflow_agent, settings):
     agent = workflow_agent({"id": "wait", "type": "wait_event", "event": "payment_received"})
     execution_id = execution_uuid(data_of(execute(api, agent, tenant))["execution_id"])
     page = admin.get(url(execution_id, "external-event"))
@@ -167,7 +167,12 @@ def test_post_an_external_event(api, admin, tenant, workflow_agent):
     assert bad_json.status_code == 400
     assert state(execution_id) == ExecutionState.WAITING_FOR_EXTERNAL_EVENT
 
-    response = admin.post(url(execution_id, "external-event"), {"event": "payment_received", "payload": '{"n": 3}'})
+    settings.TOOL_RESULT_MAX_BYTES = (
+        8  # the API's limit on a payload, at its boundary: {"n":33} is 8 bytes, {"n":333} 9
+    )
+    too_big = admin.post(url(execution_id, "external-event"), {"event": "payment_received", "payload": '{"n": 333}'})
+    assert too_big.status_code == 400 and b"At most 8 bytes" in too_big.content
+    response = admin.post(url(execution_id, "external-event"), {"event": "payment_received", "payload": '{"n": 33}'})
     assert response.status_code == 302
     execution = Execution.objects.get(id=execution_id)
     assert execution.state == ExecutionState.COMPLETED
@@ -251,6 +256,27 @@ def test_retry_links_both_ways(api, admin, tenant, workflow_agent):
     assert [e["type"] for e in events(retry.id)][1] == "node_start"
     assert log_messages(failed.id) == [f"retry: Retried as {retry.id}."]
     assert LogEntry.objects.filter(object_id=str(retry.id), action_flag=1).exists()  # ADDITION of the retry
+
+
+def test_retry_a_skill_execution(api, admin, tenant):
+    SkillFactory(workspace=tenant.workspace, slug="report", manifest=ANSWERING_SKILL_MANIFEST)
+    response = post(
+        api, f"/v1/spaces/{tenant.workspace.id}/skills/report/executions", {"inputs": {"topic": "x"}}, auth(tenant)
+    )
+    assert response.status_code == 201, response.text
+    source = Execution.objects.get(id=response.json()["data"]["id"])
+    assert source.state == ExecutionState.COMPLETED
+    assert admin.post(url(source.id, "retry")).status_code == 302
+    retry = Execution.objects.get(retry_of=source)
+    assert (retry.skill_version_id, retry.inputs, retry.model_config, retry.principal_id) == (
+        source.skill_version_id,
+        source.inputs,
+        source.model_config,
+        source.principal_id,
+    )
+    assert retry.state == ExecutionState.COMPLETED and retry.outputs == source.outputs
+    assert events(retry.id)[0]["skill_slug"] == "report"
+    assert "fork" not in [a.name for a in available_actions(source, User.objects.get(username="ops"))]
 
 
 def test_unfinished_executions_are_not_retried(admin, tenant, workflow_agent, gated):
