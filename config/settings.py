@@ -284,6 +284,16 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = None
 # (empty: links are paths relative to the API) and how long a link stays valid.
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
 DOWNLOAD_URL_MAX_AGE_SECONDS = env_int("DOWNLOAD_URL_MAX_AGE_SECONDS", 24 * 3600)
+# The `fal` media provider (workers/providers/fal.py): Fal.ai's queue API and key; its results come
+# back to POST /inbound/fal (a webhook URL built from PUBLIC_BASE_URL; empty: polling only), signed
+# with an ED25519 key from the JWKS (cached this long), and a waiting node polls the queue this often
+# when no webhook came. Downloaded media is limited to FAL_MEDIA_MAX_BYTES.
+FAL_KEY = os.environ.get("FAL_KEY", "")
+FAL_QUEUE_URL = os.environ.get("FAL_QUEUE_URL", "https://queue.fal.run").rstrip("/")
+FAL_JWKS_URL = os.environ.get("FAL_JWKS_URL", "https://rest.alpha.fal.ai/.well-known/jwks.json")
+FAL_JWKS_CACHE_SECONDS = env_int("FAL_JWKS_CACHE_SECONDS", 3600)
+FAL_POLL_INTERVAL_SECONDS = env_int("FAL_POLL_INTERVAL_SECONDS", 30)
+FAL_MEDIA_MAX_BYTES = env_int("FAL_MEDIA_MAX_BYTES", 50 * 1024 * 1024)
 # A skill artifact's download_url: signed for its tenant, valid this long (and a key of the tenant).
 ARTIFACT_URL_MAX_AGE_SECONDS = env_int("ARTIFACT_URL_MAX_AGE_SECONDS", 3600)
 # POST /v1/files/: size of one file of a caller's personal collection.
@@ -356,6 +366,16 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+
+# --- Limits (a workspace's or a key's own value in the admin wins; 0 is unlimited).
+# Executions of one workspace running at once; more wait `queued` in order (executions/concurrency.py).
+WORKSPACE_MAX_RUNNING_EXECUTIONS = env_int("WORKSPACE_MAX_RUNNING_EXECUTIONS", 0)
+# Requests one API key may make per window; more are 429 `rate_limited` (accounts/rate_limits.py).
+API_KEY_RATE_LIMIT_PER_MINUTE = env_int("API_KEY_RATE_LIMIT_PER_MINUTE", 0)
+# The window's length: a minute (not from the environment; tests shorten it).
+API_KEY_RATE_LIMIT_WINDOW_SECONDS = 60.0
+# A Redis that does not answer within this lets the request through (the limit fails open).
+API_KEY_RATE_LIMIT_REDIS_TIMEOUT_SECONDS = 0.5
 
 # Connections of the async pool that SSE streams read the event log through (per process).
 SSE_DB_POOL_SIZE = env_int("SSE_DB_POOL_SIZE", 10)

@@ -98,6 +98,11 @@ class Execution(models.Model):
     resume_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
     cancel_requested = models.BooleanField(default=False)
     dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its task message was last published")
+    # Queued behind its workspace's running cap, with no task message out (executions/concurrency.py):
+    # a slot that frees dispatches the oldest such row again.
+    deferred_at = models.DateTimeField(
+        null=True, blank=True, help_text="Held back by the workspace's max_running_executions since"
+    )
     last_event_seq = models.PositiveIntegerField(default=0)
     # Purged (executions/purge.py): inputs, outputs, events and files erased; accounting kept.
     is_purged = models.BooleanField(default=False)
@@ -114,6 +119,17 @@ class Execution(models.Model):
             models.Index(fields=["workspace", "-created_at"], name="execution_ws_created"),
             models.Index(fields=["state", "lease_expires_at"], name="execution_state_lease"),
             models.Index(fields=["chat_tool_call_id"], name="execution_chat_tool_call"),
+            # The running cap: a workspace's running rows and its queue in order (executions/concurrency.py).
+            models.Index(
+                fields=["workspace", "state", "id"],
+                name="execution_ws_active",
+                condition=models.Q(state__in=["queued", "running"]),
+            ),
+            models.Index(
+                fields=["workspace", "id"],
+                name="execution_ws_deferred",
+                condition=models.Q(state="queued", deferred_at__isnull=False),
+            ),
         ]
         permissions = [
             ("refund_execution", "Can refund the credits of an execution"),
@@ -216,3 +232,27 @@ class IdempotencyKey(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class MediaRequest(models.Model):
+    """A job a media provider (Fal.ai) runs for a waiting `media_generation` node: found by the
+    provider's request id when its webhook arrives, and holding the result once it came (by webhook
+    or by the node's polling), so a repeated webhook changes nothing."""
+
+    id = models.BigAutoField(primary_key=True)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="media_requests")
+    node_id = models.CharField(max_length=128)
+    provider = models.CharField(max_length=32)
+    request_id = models.CharField(max_length=128)
+    result = models.JSONField(null=True, blank=True, help_text='{"status": "OK"|"ERROR", "payload", "error"}')
+    received_via = models.CharField(max_length=16, blank=True, default="", help_text="webhook or poll")
+    received_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "request_id"], name="media_request_provider_id_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.provider}:{self.request_id}"

@@ -80,7 +80,14 @@ def check_decide_approval(execution, decision: str, comment: str, principal, *, 
 def check_post_external_event(execution, event: str, payload, *, by: str | None = None) -> int:
     """Holds the row's lock (check_waiting) until commit; the event must be the one waited for (422)."""
     row = check_waiting(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, "deliver an event to")
-    expected = Checkpoint.from_json(row.checkpoint).expected_event()
+    checkpoint = Checkpoint.from_json(row.checkpoint)
+    if checkpoint.media_request_id():  # only the provider's signed webhook resumes a media wait
+        raise ApiError(
+            409,
+            "execution_waits_for_media",
+            "The execution waits for its media provider's result, not for a posted event.",
+        )
+    expected = checkpoint.expected_event()
     if expected and event != expected:
         raise ApiError(
             422,

@@ -17,6 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core.errors import ApiError
+from executions import concurrency
 from executions.checkpoints import Checkpoint
 from executions.events import append_event
 from executions.models import (
@@ -37,22 +38,37 @@ RUN_EXECUTION_TASK = "workers.tasks.run_execution"
 # --- creation and dispatch --------------------------------------------------------------------
 
 
+def publish_task(execution_id) -> None:
+    """Publish an execution's task message now. One that fails (the broker is down) fails nothing:
+    the row is marked in PostgreSQL (`dispatched_at` NULL), which the reaper's next sweep re-publishes
+    first thing once the broker answers again (redispatch_stale_queued), instead of waiting
+    EXECUTION_REDISPATCH_AFTER_SECONDS for a message that was never sent."""
+    try:
+        current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)])
+    except Exception:  # kombu's OperationalError, a Redis error: any message not sent
+        logger.warning("execution %s: task not published, left for the reaper", execution_id, exc_info=True)
+        Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).update(dispatched_at=None)
+
+
 def dispatch_on_commit(execution_id) -> None:
-    """Publish the task message once the row is committed; the row itself is the outbox.
+    """Publish the task message once the row is committed; the row itself is the outbox (a publish
+    that fails leaves it to the reaper, publish_task)."""
+    transaction.on_commit(lambda: publish_task(execution_id))
 
-    A publish that fails (the broker is down) fails nothing: the committed request answers as usual,
-    and the row is marked in PostgreSQL (`dispatched_at` NULL), which the reaper's next sweep
-    re-publishes first thing once the broker answers again (redispatch_stale_queued), instead of
-    waiting EXECUTION_REDISPATCH_AFTER_SECONDS for a message that was never sent."""
 
-    def publish():
-        try:
-            current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)])
-        except Exception:  # kombu's OperationalError, a Redis error: any message not sent
-            logger.warning("execution %s: task not published, left for the reaper", execution_id, exc_info=True)
-            Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).update(dispatched_at=None)
+def wake_deferred_on_commit(execution) -> None:
+    """A slot of the execution's workspace frees when this transaction commits: dispatch the oldest
+    execution its running cap holds back (executions/concurrency.py). Nothing for a run claimed
+    without a cap."""
+    if getattr(execution, "capped", True) is False:
+        return
+    workspace_id = execution.workspace_id
 
-    transaction.on_commit(publish)
+    def wake():
+        for execution_id in concurrency.wake_deferred(workspace_id):
+            publish_task(execution_id)
+
+    transaction.on_commit(wake)
 
 
 @transaction.atomic(savepoint=False)  # inside a start's transaction: no savepoint round trips; errors abort it all
@@ -120,18 +136,10 @@ def start_batch(batch: Execution, agent, items: list[Execution]) -> None:
 # --- worker side: claim, lease, checkpoint, finish ------------------------------------------------
 
 
-_CLAIM_SQL = """
-UPDATE executions_execution
-   SET state = 'running', attempt = attempt + 1, lease_owner = %(worker)s, lease_expires_at = %(expires)s,
-       updated_at = %(now)s, started_at = COALESCE(started_at, %(now)s)
- WHERE id = %(id)s AND state = 'queued'
-RETURNING *
-"""
-
-
 def do_claim_execution(execution_id, worker_id: str) -> Execution | None:
-    """Take a queued execution for this worker, in one statement (the row is locked only for it);
-    None if another caller won it.
+    """Take a queued execution for this worker; None if another caller won it, or if its workspace
+    runs its maximum of executions (it stays queued, deferred, until a slot frees:
+    executions/concurrency.py). Without a cap, one statement (the row is locked only for it).
 
     The returned row's `attempt` is this run's fencing token.
     """
@@ -142,7 +150,7 @@ def do_claim_execution(execution_id, worker_id: str) -> Execution | None:
         "now": now,
         "expires": now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS),
     }
-    return next(iter(Execution.objects.raw(_CLAIM_SQL, params)), None)
+    return concurrency.claim_uncapped(params) or concurrency.claim_capped(params)
 
 
 def _held(execution_id, attempt: int):
@@ -203,12 +211,15 @@ def _db_value(name: str, value):
     return Execution._meta.get_field(name).get_db_prep_save(value, connection)
 
 
-def _transition(execution, queryset, state: str, event_type: str | None, event_payload: dict, **fields) -> bool:
+def _transition(
+    execution, queryset, state: str, event_type: str | None, event_payload: dict, frees_slot: bool = True, **fields
+) -> bool:
     """Move the row to `state` if `queryset` still matches it, and log the event, atomically.
 
     The UPDATE locks the row until the transaction ends. A terminal transition also runs the
     terminal effects (executions/terminal.py: credits, conversation, parent) in that transaction:
-    only one terminal transition can win, so each happens exactly once."""
+    only one terminal transition can win, so each happens exactly once. `frees_slot`: the row was
+    running or queued, so its workspace's oldest deferred execution may run now (concurrency.py)."""
     now = timezone.now()
     terminal = state in TERMINAL_STATES
     if terminal:
@@ -226,6 +237,8 @@ def _transition(execution, queryset, state: str, event_type: str | None, event_p
             append_event(execution, event_type, {"status": state, **event_payload})
         if terminal:
             do_terminal_effects(_outcome(execution, state, fields))
+        if frees_slot:
+            wake_deferred_on_commit(execution)
     return True
 
 
@@ -411,7 +424,9 @@ def do_complete_batch(batch: Execution, summary: dict) -> bool:
     """The last item of a batch finished: the batch completes with a `batch_completed` event
     (called with the batch's row locked, executions/sub_executions.py)."""
     waiting = Execution.objects.filter(id=batch.id, state=ExecutionState.WAITING_FOR_SUB_EXECUTION)
-    return _transition(batch, waiting, ExecutionState.COMPLETED, "batch_completed", summary, outputs=summary)
+    return _transition(
+        batch, waiting, ExecutionState.COMPLETED, "batch_completed", summary, frees_slot=False, outputs=summary
+    )
 
 
 # --- reaper ---------------------------------------------------------------------------------------
@@ -423,7 +438,15 @@ def reap_expired_leases() -> dict:
     requeued, failed = [], []
     expired = Execution.objects.filter(state=ExecutionState.RUNNING, lease_expires_at__lt=now)
     for execution in expired.only(
-        "id", "attempt", "recoveries", "created_at", "parent_id", "batch_key", "credit_account_id", "credits_held"
+        "id",
+        "workspace_id",
+        "attempt",
+        "recoveries",
+        "created_at",
+        "parent_id",
+        "batch_key",
+        "credit_account_id",
+        "credits_held",
     ):
         still_expired = _held(execution.id, execution.attempt).filter(lease_expires_at__lt=now)
         if execution.recoveries + 1 < settings.EXECUTION_MAX_ATTEMPTS:
@@ -437,6 +460,7 @@ def reap_expired_leases() -> dict:
                     updated_at=now,
                 ):
                     dispatch_on_commit(execution.id)
+                    wake_deferred_on_commit(execution)
                     requeued.append(execution.id)
         else:
             error = _error("lease_expired", f"Its worker stopped renewing the lease {execution.recoveries + 1} times.")
@@ -459,14 +483,15 @@ def redispatch_stale_queued() -> list:
     """Publish again the task of queued rows whose message seems lost (crash before publish)."""
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.EXECUTION_REDISPATCH_AFTER_SECONDS)
-    stale = Execution.objects.filter(state=ExecutionState.QUEUED).filter(
+    # not the ones a running cap holds back on purpose: a freed slot or release_deferred dispatches those
+    stale = Execution.objects.filter(state=ExecutionState.QUEUED, deferred_at__isnull=True).filter(
         Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True)
     )
     redispatched = []
     for execution_id in stale.order_by().values_list("id", flat=True)[:500]:  # no sort by Meta.ordering
         with transaction.atomic():
             if (
-                Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED)
+                Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED, deferred_at__isnull=True)
                 .filter(Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True))
                 .update(dispatched_at=now)
             ):
@@ -487,3 +512,14 @@ def resume_timed_out() -> list:
         if timeout_input is not None and do_resume_execution(execution, execution.state, timeout_input):
             resumed.append(execution.id)
     return resumed
+
+
+def release_deferred() -> list:
+    """Dispatch the deferred executions of workspaces with a free slot (executions/concurrency.py):
+    a wake-up lost in a crash, a cap raised or removed in the admin."""
+    released = concurrency.release_deferred()
+    for execution_id in released:
+        publish_task(execution_id)
+    if released:
+        logger.info("reaper: released deferred executions %s", released)
+    return released

@@ -2,7 +2,7 @@
 
 `POST /executions/{id}/stream-token` (with the key) returns a token valid for one execution and
 SSE_TOKEN_MAX_AGE_SECONDS; `GET /executions/{id}/events?token=...` accepts it instead of the key.
-Revoking the key revokes its tokens.
+Revoking the key revokes its tokens; a request with a token counts against its key's rate limit.
 """
 
 from django.conf import settings
@@ -10,6 +10,7 @@ from django.core import signing
 
 from accounts.authentication import AuthError, Caller
 from accounts.models import ApiKey
+from accounts.rate_limits import check_rate_limit
 
 SALT = "executions.stream-token"
 
@@ -32,4 +33,5 @@ def caller_from_stream_token(token: str, execution_id) -> Caller:
     )
     if api_key is None or claims["execution"] != str(execution_id):
         raise AuthError("invalid_stream_token", "The stream token is not valid for this execution.")
+    check_rate_limit(api_key)
     return Caller(api_key=api_key)

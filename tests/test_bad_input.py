@@ -24,6 +24,9 @@ from tests.helpers import auth
 PROJECT_APPS = {"accounts", "agents", "executions", "conversations", "files"}
 NOT_API = ("admin/", "api/schema/", "api/docs/", "api/redoc/", "healthz", "files/download/")
 WRITE_METHODS = ("post", "put", "patch", "delete")
+# Webhooks from other services check their sender (a signature, the workspace's secret) before their
+# body: tests/test_inbound_*.py send them these bad bodies from an authentic sender.
+SENDER_CHECKED = ("inbound/",)
 
 NUL = "a\u0000b"
 SURROGATE = "\ud800"
@@ -108,6 +111,7 @@ def world(tenant, agent):
         "artifact_id": "00000000-0000-4000-8000-000000000002",
         "filename": "notes.txt",
         "tool_call_id": "call_1",
+        "workspace_id": str(tenant.workspace.id),
     }
 
 
@@ -159,7 +163,7 @@ def test_bad_json_bodies_on_every_json_route(live, tenant, world, openapi):
     with httpx.Client(base_url=live, timeout=30) as client:
         for route, method in body_routes(openapi, "application/json"):
             url = fill(route, world)
-            for name, body, code, field in BAD_JSON_BODIES:
+            for name, body, code, field in BAD_JSON_BODIES if not route.startswith(SENDER_CHECKED) else []:
                 before = row_counts()
                 content = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
                 headers = {**_headers(tenant), "Content-Type": "application/json"}

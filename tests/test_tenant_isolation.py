@@ -27,9 +27,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 PROJECT_APPS = ("accounts", "agents", "executions", "conversations", "files")
-# Not called with API keys: the admin (staff sessions), and capability links that need no key at all
-# (/files/download/<token>: tests/test_secrets.py binds them to what they were issued for).
-EXCLUDED_PREFIXES = ("admin/", "files/download/")
+# Not called with API keys: the admin (staff sessions), capability links that need no key at all
+# (/files/download/<token>: tests/test_secrets.py binds them to what they were issued for), and
+# webhooks from other services (/inbound/: a workspace's own secret, tests/test_inbound_revenuecat.py).
+EXCLUDED_PREFIXES = ("admin/", "files/download/", "inbound/")
 # Path parameters that name something the whole workspace shares (its agents, skills, the space
 # itself), or a name the caller chooses in its own workspace (external_user_id): a second end user of
 # the workspace may use them. Every other parameter names something of the victim alone.

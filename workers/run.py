@@ -179,6 +179,8 @@ class ExecutionRun:
             sub_execution=suspension.sub_execution,
         )
         if suspended:
+            if suspension.after_suspend is not None:
+                suspension.after_suspend()
             return "suspended"
         if services.do_cancel_running_execution(self.execution, self.attempt, **self.usage_fields()):
             return "cancelled"

@@ -34,6 +34,7 @@ def reap_executions() -> dict:
     reaped = services.reap_expired_leases()
     reaped["redispatched"] = services.redispatch_stale_queued()
     reaped["timed_out"] = services.resume_timed_out()
+    reaped["released"] = services.release_deferred()
     return {key: [str(i) for i in ids] for key, ids in reaped.items()}
 
 

@@ -530,6 +530,8 @@ COMMON_ERRORS = {
     404: "Nothing this key may read at this path (`not_found`): unknown ids and other tenants' alike",
     413: "The body is over the endpoint's limit; refused before it is read",
     415: "The body's Content-Type is not the endpoint's (`unsupported_media_type`)",
+    429: "The API key made more requests than its rate limit allows in its window (`rate_limited`); retry after "
+    "`Retry-After` seconds",
     503: "A dependency (PostgreSQL, Redis) is unavailable; retry after `Retry-After` seconds",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
@@ -537,7 +539,7 @@ OPERATION_METHODS = ("get", "put", "post", "delete", "patch", "head", "options",
 
 
 def _common_errors(operation: dict) -> list[int]:
-    statuses = [401, 403, 404, 503]
+    statuses = [401, 403, 404, 429, 503]
     if operation.get("parameters") or "requestBody" in operation:
         statuses.append(400)
     if "requestBody" in operation:
@@ -559,8 +561,9 @@ def document_common_errors(result, generator, request, public):
             for status, response in responses.items():
                 if status[0] in "45" and "content" not in response:
                     response["content"] = JSON_ERROR
-            if "503" in responses:
-                responses["503"].setdefault("headers", RETRY_AFTER)
+            for status in ("429", "503"):
+                if status in responses:
+                    responses[status].setdefault("headers", RETRY_AFTER)
     return result
 
 
