@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounts", "0004_execution_retention"),
+        ("accounts", "0006_revenuecat_purchases"),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("executions", "0009_idempotency_key_per_principal_constraint"),
+        ("executions", "0011_media_requests"),
     ]
 
     operations = [
