@@ -184,6 +184,7 @@ class CreditEntryKind(models.TextChoices):
     HOLD = "hold"  # estimated cost reserved at the start of an execution
     RELEASE = "release"  # the hold given back when the execution ends
     CHARGE = "charge"  # the actual cost, when the execution completes
+    REFUND = "refund"  # an operator gave (part of) an execution's charge back (at most once per execution)
 
 
 class CreditEntry(models.Model):
@@ -197,6 +198,14 @@ class CreditEntry(models.Model):
     execution_id = models.UUIDField(null=True, blank=True, db_index=True)
     note = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # the once-only guard of refunds, in the database: a second one cannot commit, whatever races
+            models.UniqueConstraint(
+                fields=["execution_id"], condition=models.Q(kind="refund"), name="credit_refund_once_per_execution"
+            )
+        ]
 
     def __str__(self):
         return f"{self.kind} {self.amount}"

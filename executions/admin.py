@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 
 from core.admin import ReadOnlyTabularInline, check_view_permission
 from executions import purge, services
-from executions.admin_actions import ExecutionActionsMixin
+from executions.admin_actions import PURGE, ExecutionActionsMixin
 from executions.models import Artifact, Execution, ExecutionEvent
 from files.responses import stored_file_response
 
@@ -132,13 +132,17 @@ class ExecutionAdmin(ExecutionActionsMixin, admin.ModelAdmin):
         except ValueError:
             return queryset.filter(idempotency_key=term) | queryset.filter(chat_tool_call_id=term), False
 
-    @admin.action(description="Cancel the selected executions")
+    @admin.action(description="Cancel the selected executions", permissions=["change"])
     def cancel_executions(self, request, queryset):
         for execution in queryset:
-            services.do_request_cancel(execution)
+            services.do_request_cancel(execution, by=f"admin:{request.user.get_username()}")
         self.message_user(request, f"Cancel requested for {queryset.count()} execution(s).", messages.SUCCESS)
 
-    @admin.action(description="Purge the selected executions")
+    def has_purge_permission(self, request):
+        """The bulk purge needs the permission the per-execution action needs (executions/admin_actions.py)."""
+        return request.user.has_perm(PURGE)
+
+    @admin.action(description="Purge the selected executions", permissions=["purge"])
     def purge_executions(self, request, queryset):
         """Erase their inputs, outputs, events and files; keep the rows and their accounting."""
         purged, skipped = purge.purge_executions(queryset)

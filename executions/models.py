@@ -50,6 +50,12 @@ class Execution(models.Model):
     source = models.CharField(max_length=16, choices=ExecutionSource.choices)
     state = models.CharField(max_length=32, choices=ExecutionState.choices, default=ExecutionState.QUEUED)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    # An operator's rerun (executions/reruns.py): the execution this one retries, or forks from a checkpoint of.
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    forked_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks")
+    forked_from_seq = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The seq of the source's checkpoint the fork started from"
+    )
 
     inputs = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(null=True, blank=True)
@@ -125,6 +131,10 @@ class Execution(models.Model):
                 condition=models.Q(state="queued", deferred_at__isnull=False),
             ),
         ]
+        permissions = [
+            ("refund_execution", "Can refund the credits of an execution"),
+            ("purge_execution", "Can purge an execution"),
+        ]
 
     def __str__(self):
         return f"{self.id} ({self.state})"
@@ -160,6 +170,26 @@ class ExecutionEvent(models.Model):
 
     def __str__(self):
         return f"{self.execution_id}#{self.seq} {self.type}"
+
+
+class ExecutionCheckpoint(models.Model):
+    """One checkpoint of a run as it was saved, kept so that a fork can start from any of them
+    (executions/reruns.py). `seq` is the seq of the last event it covers (the checkpoint's
+    `event_seq`); the latest one is also the execution's own `checkpoint`. Written by the statement
+    or transaction that saves that one (executions/services.py), erased by a purge."""
+
+    id = models.BigAutoField(primary_key=True)
+    # no separate index: the (execution, seq) index serves every lookup
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="checkpoints", db_index=False)
+    seq = models.PositiveIntegerField()
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["execution", "seq"], name="execution_checkpoint_seq")]
+
+    def __str__(self):
+        return f"{self.execution_id}@{self.seq}"
 
 
 class Artifact(models.Model):

@@ -359,8 +359,11 @@ class ExecutionRun:
         ) / 1_000_000
 
     def model_for(self, node: dict) -> dict:
-        """A node's model: its `model` block, or the workspace alias it names ({"alias": "fast"})."""
+        """A node's model: its `model` block, or the workspace alias it names ({"alias": "fast"}); an
+        agent execution forked onto another alias (executions/reruns.py) runs every node on that one."""
         model = node.get("model") or {}
+        if self.execution.agent_version_id and self.execution.model_config:  # a fork on another alias
+            model = dict(self.execution.model_config)
         if "alias" in model and "provider" not in model:
             alias = ModelAlias.objects.filter(workspace_id=self.execution.workspace_id, alias=model["alias"]).first()
             if alias is None:

@@ -38,6 +38,7 @@ urlpatterns = [
     path("executions/<str:execution_id>", execution_views.ExecutionDetailView.as_view()),
     path("executions/<str:execution_id>/cancel", execution_views.ExecutionCancelView.as_view()),
     path("executions/<str:execution_id>/events", execution_views.execution_events),
+    path("executions/<str:execution_id>/fork", execution_views.ExecutionForkView.as_view()),
     path("executions/<str:execution_id>/stream-token", execution_views.ExecutionStreamTokenView.as_view()),
     path("executions/<str:execution_id>/tool-result", resume_views.tool_result),
     path("executions/<str:execution_id>/approval", resume_views.approval),

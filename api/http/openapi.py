@@ -248,8 +248,23 @@ EVENT_TYPES = [
             "agent_id": {"type": "string", "description": "An agent's execution"},
             "skill_slug": {"type": "string", "description": "A skill's execution"},
             "parent_execution_id": {"type": "string", "description": "A sub-execution: its parent"},
+            "retry_of": {"type": "string", "description": "An operator's retry: the execution it retries"},
         },
         ["status"],
+    ),
+    (
+        "forked_from",
+        "A fork was created (queued) from a checkpoint of another execution (POST /executions/{id}/fork): "
+        "its first event, instead of `start`; nothing before that checkpoint is run or sent again.",
+        {
+            "status": STATUS,
+            "agent_id": STRING,
+            "source_execution_id": {"type": "string", "description": "The execution forked"},
+            "from_seq": {**INTEGER, "description": "The seq asked for"},
+            "checkpoint_seq": {**INTEGER, "description": "The seq of the source's checkpoint it starts from"},
+            "model": {**STRING, "nullable": True, "description": "The model alias it runs on, when another"},
+        },
+        ["status", "source_execution_id", "from_seq", "checkpoint_seq"],
     ),
     (
         "state_changed",
@@ -307,7 +322,12 @@ EVENT_TYPES = [
         },
         ["status"],
     ),
-    ("resumed", "The awaited input arrived: queued again.", {"status": STATUS, "from_state": STATUS}, ["status"]),
+    (
+        "resumed",
+        "The awaited input arrived: queued again.",
+        {"status": STATUS, "from_state": STATUS, "by": {**STRING, "description": "An operator: admin:<username>"}},
+        ["status"],
+    ),
     (
         "sub_execution_started",
         "A child execution (an agent or a skill) runs for this node.",
@@ -361,7 +381,12 @@ EVENT_TYPES = [
     (
         "error",
         "Failed or cancelled (`code` `cancelled`); the stream ends here.",
-        {"status": STATUS, "code": STRING, "message": STRING},
+        {
+            "status": STATUS,
+            "code": STRING,
+            "message": STRING,
+            "by": {**STRING, "description": "A cancel by an operator: admin:<username>"},
+        },
         ["status", "code", "message"],
     ),
     (

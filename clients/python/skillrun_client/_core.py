@@ -262,6 +262,12 @@ class Operations:
         """`GET /executions/{id}/events` after seq `after`, live, to the end (resumed after drops)."""
         return self._stream(StreamSpec(None, execution_id=execution_id, last_seq=after))
 
+    def fork_execution(self, execution_id: str, from_seq: int, *, model: str | None = None):
+        """`POST /executions/{id}/fork` (workspace keys): a new execution from the latest checkpoint
+        at or before event `from_seq`, on the model alias `model` when given -> ForkResult."""
+        body = _request_body({"from_seq": from_seq, "model": model}, m.ForkRequest)
+        return self._call(Call("POST", f"/executions/{execution_id}/fork", m.ForkResult, json=body))
+
     def stream_token(self, execution_id: str):
         return self._call(Call("POST", f"/executions/{execution_id}/stream-token", m.StreamToken))
 
@@ -426,6 +432,7 @@ OPERATION_MODELS: dict[str, tuple[type | None, type | None]] = {
     "executions_cancel_create": (None, m.Execution),
     "executions_events": (None, m.Event),
     "executions_stream_token_create": (None, m.StreamToken),
+    "executions_fork_create": (m.ForkRequest, m.ForkResult),
     "executions_tool_result": (m.ToolResultRequest, m.ResumeResult),
     "executions_approval": (m.ApprovalRequest, m.ResumeResult),
     "executions_external_event": (m.ExternalEventRequest, m.ResumeResult),
