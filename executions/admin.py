@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from core.admin import check_view_permission
 from executions import admin_list, purge, services
+from executions import admin_responders  # noqa: F401  (registers the agent and skill pages)
 from executions.admin_actions import ExecutionActionsMixin
 from executions.admin_page import page_context
 from executions.models import Artifact, Execution
@@ -41,9 +42,9 @@ class ExecutionAdmin(ExecutionActionsMixin, admin.ModelAdmin):
         "state",
         "source",
         "workspace",
-        ("agent_version__agent", admin.RelatedFieldListFilter),
-        ("skill_version__skill", admin.RelatedFieldListFilter),
-        ("principal__customer", admin.RelatedFieldListFilter),
+        admin_list.AgentFilter,
+        admin_list.SkillFilter,
+        admin_list.CustomerFilter,
         admin_list.FailureReasonFilter,
         "created_at",
     )
@@ -51,7 +52,7 @@ class ExecutionAdmin(ExecutionActionsMixin, admin.ModelAdmin):
     search_help_text = "An execution id, an idempotency key or a chat tool-call id."
     date_hierarchy = "created_at"
     list_select_related = ("workspace", "agent_version__agent", "skill_version__skill")
-    list_per_page = 50
+    list_per_page = 100
     actions = ["cancel_executions", "purge_executions"]
 
     class Media:

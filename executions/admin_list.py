@@ -13,6 +13,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from core.ids import parse_prefixed_id
+from agents.models import Agent, Skill
+from accounts.models import Customer
 from executions.models import Execution, ExecutionState
 
 LIST_URL = "admin:executions_execution_changelist"
@@ -154,3 +156,49 @@ def children_link(execution):
     url = reverse(LIST_URL) + f"?parent={execution.id}"
     label = "items" if execution.source == "batch" else "subs"
     return format_html('<a class="sr-children" href="{}">{} {}</a>', url, execution.child_count, label)
+
+
+class RelatedIdFilter(admin.SimpleListFilter):
+    """A filter by a related row's id that applies whenever its parameter is given: Django's
+    RelatedFieldListFilter drops its parameter (and shows every row) when there is only one choice."""
+
+    lookup = ""  # the queryset lookup the id is matched against
+
+    def choice_rows(self):
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        return [(str(pk), label) for pk, label in self.choice_rows()]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        parsed = parse_prefixed_id(self.value(), self.parameter_name)
+        return queryset.filter(**{self.lookup: parsed}) if parsed else queryset.none()
+
+
+class AgentFilter(RelatedIdFilter):
+    title = "agent"
+    parameter_name = "agent"
+    lookup = "agent_version__agent_id"
+
+    def choice_rows(self):
+        return [(a.id, f"{a.name} ({a.workspace.name})") for a in Agent.objects.select_related("workspace").order_by("name")]
+
+
+class SkillFilter(RelatedIdFilter):
+    title = "skill"
+    parameter_name = "skill"
+    lookup = "skill_version__skill_id"
+
+    def choice_rows(self):
+        return [(s.id, f"{s.slug} ({s.workspace.name})") for s in Skill.objects.select_related("workspace").order_by("slug")]
+
+
+class CustomerFilter(RelatedIdFilter):
+    title = "customer"
+    parameter_name = "customer"
+    lookup = "principal__customer_id"
+
+    def choice_rows(self):
+        return [(c.id, str(c)) for c in Customer.objects.order_by("external_id")[:200]]

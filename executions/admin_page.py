@@ -9,6 +9,8 @@ artifacts, the media files and the child counts.
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.contrib.admin.models import ADDITION, LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
@@ -124,10 +126,24 @@ def _responder_link(execution):
 def _principal(execution):
     principal = execution.principal
     if principal is None:
-        return "-"
+        return _operator(execution)
     url = reverse(LIST_URL) + f"?principal={principal.id}&level=all"
     customer = f", customer {principal.customer}" if principal.customer_id else ""
     return format_html('<a href="{}">{}</a>{}', url, principal, customer)
+
+
+def _operator(execution):
+    """Who ran it from the console ("run now" records it in the admin log), if anyone did."""
+    entry = (
+        LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(Execution),
+            object_id=str(execution.id),
+            action_flag=ADDITION,
+        )
+        .select_related("user")
+        .first()
+    )
+    return f"operator {entry.user} (run now)" if entry else "-"
 
 
 def _queued_for(execution) -> str:
