@@ -91,7 +91,7 @@ class ExecutionAdmin(ExecutionActionsMixin, admin.ModelAdmin):
 
     @admin.display(description="failure", ordering="failure_reason")
     def failure(self, execution):
-        return execution.failure_reason or ""
+        return format_html('<span title="{}">{}</span>', execution.failure_reason, execution.failure_reason)
 
     @admin.display(description="children")
     def children(self, execution):

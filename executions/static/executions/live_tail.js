@@ -100,7 +100,11 @@
     var kinds = {node_start: "node", node_complete: "node_end", suspended: "suspend", resumed: "resume",
                  final: "final", error: "error", heartbeat: "heartbeat", media_gen_complete: "media"};
     var body3 = entry(kinds[data.type] || "event", data);
-    body3.appendChild(el("pre", "sr-json sr-inline", shown(data)));
+    if (data.type === "node_start" || data.type === "node_complete") {
+      body3.appendChild(el("span", "sr-muted", data.node_type || ""));
+    } else {
+      body3.appendChild(el("pre", "sr-json sr-inline", shown(data)));
+    }
     if (data.type === "state_changed" && data.state) setState(data.state);
     if (data.type === "suspended" && data.status) setState(data.status);
     if (data.type === "resumed") setState("queued");
