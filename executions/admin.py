@@ -12,13 +12,18 @@ from django.urls import path
 from django.utils.html import format_html
 
 from core.admin import check_view_permission
-from executions import admin_list, purge, services
-from executions import admin_responders  # noqa: F401  (registers the agent and skill pages)
+from executions import (
+    admin_list,
+    admin_responders,  # noqa: F401  (registers the agent and skill pages)
+    purge,
+    services,
+)
 from executions.admin_actions import ExecutionActionsMixin
 from executions.admin_page import page_context
 from executions.models import Artifact, Execution
 from executions.stream_tokens import issue_operator_stream_token
 from files.responses import stored_file_response
+
 
 @admin.register(Execution)
 class ExecutionAdmin(ExecutionActionsMixin, admin.ModelAdmin):
@@ -100,7 +105,9 @@ class ExecutionAdmin(ExecutionActionsMixin, admin.ModelAdmin):
     @admin.display(description="created", ordering="created_at")
     def created(self, execution):
         return format_html(
-            '<span title="{}">{}</span>', execution.created_at.isoformat(), execution.created_at.strftime("%m-%d %H:%M:%S")
+            '<span title="{}">{}</span>',
+            execution.created_at.isoformat(),
+            execution.created_at.strftime("%m-%d %H:%M:%S"),
         )
 
     def get_object(self, request, object_id, from_field=None):

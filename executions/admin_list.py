@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core.ids import parse_prefixed_id
-from agents.models import Agent, Skill
 from accounts.models import Customer
+from agents.models import Agent, Skill
+from core.ids import parse_prefixed_id
 from executions.models import Execution, ExecutionState
 
 LIST_URL = "admin:executions_execution_changelist"
@@ -72,7 +72,10 @@ class LevelFilter(admin.SimpleListFilter):
     parameter_name = "level"
 
     def lookups(self, request, model_admin):
-        return [("all", "All, with batch items and sub-executions"), ("children", "Only batch items and sub-executions")]
+        return [
+            ("all", "All, with batch items and sub-executions"),
+            ("children", "Only batch items and sub-executions"),
+        ]
 
     def choices(self, changelist):
         yield {
@@ -183,7 +186,9 @@ class AgentFilter(RelatedIdFilter):
     lookup = "agent_version__agent_id"
 
     def choice_rows(self):
-        return [(a.id, f"{a.name} ({a.workspace.name})") for a in Agent.objects.select_related("workspace").order_by("name")]
+        return [
+            (a.id, f"{a.name} ({a.workspace.name})") for a in Agent.objects.select_related("workspace").order_by("name")
+        ]
 
 
 class SkillFilter(RelatedIdFilter):
@@ -192,7 +197,9 @@ class SkillFilter(RelatedIdFilter):
     lookup = "skill_version__skill_id"
 
     def choice_rows(self):
-        return [(s.id, f"{s.slug} ({s.workspace.name})") for s in Skill.objects.select_related("workspace").order_by("slug")]
+        return [
+            (s.id, f"{s.slug} ({s.workspace.name})") for s in Skill.objects.select_related("workspace").order_by("slug")
+        ]
 
 
 class CustomerFilter(RelatedIdFilter):

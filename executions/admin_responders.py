@@ -50,7 +50,7 @@ class ResponderConsoleMixin:
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
-            path("<path:object_id>/run/", self.admin_site.admin_view(self.run_now), name="%s_%s_run" % info),
+            path("<path:object_id>/run/", self.admin_site.admin_view(self.run_now), name=f"{info[0]}_{info[1]}_run"),
             *super().get_urls(),
         ]
 
@@ -102,7 +102,9 @@ class ResponderConsoleMixin:
         if not self.has_change_permission(request, obj):
             raise PermissionDenied
         form = self.run_form(request.POST, **{self.opts.model_name: obj})
-        back = HttpResponseRedirect(reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk]))
+        back = HttpResponseRedirect(
+            reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[obj.pk])
+        )
         if not form.is_valid():
             errors = "; ".join(f"{field}: {' '.join(errs)}" for field, errs in form.errors.items())
             self.message_user(request, f"Not started: {errors}", messages.ERROR)

@@ -29,8 +29,10 @@ def issue_operator_stream_token(user, execution) -> str:
 
 
 def may_view_executions(user) -> bool:
-    return user.is_active and user.is_staff and (
-        user.has_perm("executions.view_execution") or user.has_perm("executions.change_execution")
+    return (
+        user.is_active
+        and user.is_staff
+        and (user.has_perm("executions.view_execution") or user.has_perm("executions.change_execution"))
     )
 
 

@@ -90,7 +90,10 @@ def test_the_list_at_1366_px(live, browser, operator, tenant, agent, tmp_path):
 
 def page_workflow() -> list[dict]:
     script = [
-        {"text": "Working it out step by step", "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+        {
+            "text": "Working it out step by step",
+            "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}],
+        },
         {"text": "It is forty-two"},
     ]
     return [
@@ -142,7 +145,9 @@ def test_the_live_tail_shows_events_that_arrive_after_load(live, browser, operat
     browser.run(lambda: page.locator("#sr-timeline li.sr-arrived[data-type=final]").wait_for(timeout=30_000))
 
     assert browser.run(page.evaluate, "() => window.__notReloaded") is True  # appended, not reloaded
-    seqs = browser.run(page.evaluate, "() => [...document.querySelectorAll('li.sr-arrived')].map(li => +li.dataset.seq)")
+    seqs = browser.run(
+        page.evaluate, "() => [...document.querySelectorAll('li.sr-arrived')].map(li => +li.dataset.seq)"
+    )
     assert seqs and min(seqs) == loaded_seq + 1 and seqs == sorted(seqs)
     merged = browser.run(lambda: page.locator("li.sr-arrived.sr-kind-turn").all_inner_texts())
     assert len(merged) == 1 and "word00" in merged[0] and "word19" in merged[0]  # the chunks in one block

@@ -18,9 +18,11 @@ from tests.helpers import auth, data_of, execute, execution_uuid
 PAGE = "/admin/executions/execution/{}/change/"
 
 TURNS = [
-    {"reasoning": "I should add them up", "text": "Let me compute that for you", "tool_calls": [
-        {"name": "calculator", "arguments": {"expression": "2 + 3"}}
-    ]},
+    {
+        "reasoning": "I should add them up",
+        "text": "Let me compute that for you",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": "2 + 3"}}],
+    },
     {"text": "The sum is exactly five, as computed"},
 ]
 
@@ -118,9 +120,9 @@ def test_fork_links_at_node_and_turn_boundaries_only_when_fork_is_available(admi
     events = dict(ExecutionEvent.objects.filter(execution=ran).values_list("seq", "type"))
     node_starts = [seq for seq, type_ in events.items() if type_ == "node_start"]
     second_turn = min(
-        seq for seq, type_ in events.items() if type_ in ("text", "reasoning") and seq > max(
-            s for s, t in events.items() if t == "tool_result"
-        )
+        seq
+        for seq, type_ in events.items()
+        if type_ in ("text", "reasoning") and seq > max(s for s, t in events.items() if t == "tool_result")
     )
     assert sorted(seqs) == sorted(node_starts + [second_turn])
 

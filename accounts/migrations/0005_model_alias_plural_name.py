@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0004_execution_retention'),
+        ("accounts", "0004_execution_retention"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='modelalias',
-            options={'verbose_name_plural': 'model aliases'},
+            name="modelalias",
+            options={"verbose_name_plural": "model aliases"},
         ),
     ]
