@@ -73,7 +73,9 @@ def pretty_json(value) -> str:
 
 
 def offset_ms(moment, start) -> int:
-    return int((moment - start).total_seconds() * 1000)
+    """Never negative: an event's time is its transaction's start (PostgreSQL's now()), which may
+    precede the row's `created_at` taken in Python within the same transaction."""
+    return max(0, int((moment - start).total_seconds() * 1000))
 
 
 def build_timeline(events, start) -> list[Entry]:

@@ -159,6 +159,39 @@ def test_the_sub_execution_tree_and_links(admin_client, agent):
     assert PAGE.format(parent.id) in child_page  # up to the parent
 
 
+def test_artifacts_and_sub_executions_in_the_timeline(admin_client, agent):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from executions.events import append_event
+    from executions.models import Artifact
+
+    execution = ExecutionFactory(agent=agent, finished=True)
+    child = ExecutionFactory(parent=execution)
+    key = default_storage.save(f"workspaces/{execution.id}/outputs/chart.png", ContentFile(b"\x89PNG fake"))
+    artifact = Artifact.objects.create(
+        execution=execution,
+        relpath_in_workspace="outputs/chart.png",
+        document_type="image/png",
+        size_bytes=10,
+        storage_key=key,
+    )
+    append_event(
+        execution, "sub_execution_started", {"sub_execution_id": f"execution:{child.id}", "responder": "skill:x"}
+    )
+    append_event(execution, "sub_execution_started", {"responder": "skill:broken"})  # no id: no link, no error
+    append_event(
+        execution,
+        "artifact",
+        {"artifact_id": str(artifact.id), "relpath_in_workspace": "outputs/chart.png", "document_type": "image/png"},
+    )
+    page = admin_client.get(PAGE.format(execution.id)).content.decode()
+    download = f"/admin/executions/execution/artifact/{artifact.id}/download/"
+    assert f'<img class="sr-image" src="{download}"' in page
+    assert b"".join(admin_client.get(download).streaming_content) == b"\x89PNG fake"
+    assert f'<a href="{PAGE.format(child.id)}">skill:x' in page and "skill:broken" in page
+
+
 def _log(execution, count: int) -> None:
     """`count` events of every kind the timeline renders, tool calls paired with results."""
     rows, kinds = [], ["node_start", "text", "text", "tool_call", "tool_result", "heartbeat", "media_gen_complete"]
