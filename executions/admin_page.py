@@ -22,6 +22,7 @@ from executions.admin_timeline import pretty_json, timeline_page
 from executions.models import TERMINAL_STATES, Execution, ExecutionSource
 
 TREE_DEPTH = 5
+LAST_PAGE = 10**9  # clamped to the last one
 TREE_LEVEL_LIMIT = 200
 CHANGE_URL = "admin:executions_execution_change"
 
@@ -190,8 +191,9 @@ def links(execution, child_count: int) -> list[tuple[str, object]]:
 
 
 def page_context(request, execution) -> dict:
-    try:
-        number = int(request.GET.get("tp", "1"))
+    running = execution.state not in TERMINAL_STATES
+    try:  # a running execution opens on its latest events, where the live tail goes on
+        number = int(request.GET["tp"]) if "tp" in request.GET else (LAST_PAGE if running else 1)
     except ValueError:
         number = 1
     timeline = timeline_page(execution, number)
@@ -199,7 +201,7 @@ def page_context(request, execution) -> dict:
     tree, tree_cut = sub_execution_tree(execution) if child_count else ([], False)
     actions = admin_actions.available_actions(execution, request.user)
     fork = next((action for action in actions if action.name == "fork"), None)
-    live = execution.state not in TERMINAL_STATES and timeline.is_last
+    live = running and timeline.is_last
     return {
         "execution": execution,
         "short_id": short_id(execution.id),

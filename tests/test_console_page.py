@@ -145,6 +145,17 @@ def test_a_long_log_is_shown_in_pages_with_heartbeats_collapsed(admin_client, ag
     last = admin_client.get(PAGE.format(execution.id), {"tp": "3"}).content.decode()
     assert "events 1001–1200" in last and 'data-seq="1001"' in last and 'data-seq="1000"' not in last
     assert admin_client.get(PAGE.format(execution.id), {"tp": "nope"}).status_code == 200
+    assert "live_tail.js" not in last  # finished
+
+
+def test_a_running_execution_opens_on_its_latest_events_with_the_live_tail(admin_client, agent):
+    execution = ExecutionFactory(agent=agent, state=ExecutionState.RUNNING)
+    _log(execution, 620)
+    page = admin_client.get(PAGE.format(execution.id)).content.decode()
+    assert "page 2 of 2" in page and "events 501–620" in page
+    assert "live_tail.js" in page and '"lastSeq": 620' in page
+    first = admin_client.get(PAGE.format(execution.id), {"tp": "1"}).content.decode()
+    assert "page 1 of 2" in first and "live_tail.js" not in first  # the tail goes on from the last page only
 
 
 def test_the_sub_execution_tree_and_links(admin_client, agent):

@@ -14,6 +14,21 @@
   var ended = false;
   var source = null;
   var TERMINAL = {final: "completed", error: "failed"};
+  // model turns per node, as the server counts them (admin_timeline.py): a turn starts at the first
+  // text, reasoning or tool call after the node's start, a tool result or a resume; from the second
+  // on, a fork may start there
+  var TURN_TYPES = ["text", "reasoning", "tool_call", "tool_call_awaiting_client"];
+  var TURN_ENDS = ["tool_result", "resumed", "node_start", "node_complete"];
+  var turns = {}, inTurn = {};
+  timeline.querySelectorAll("li.sr-kind-turn[data-node]").forEach(function (li) {
+    turns[li.dataset.node] = (turns[li.dataset.node] || 0) + 1;
+  });
+  (function () {
+    var last = timeline.lastElementChild;
+    if (last && last.dataset.node && (last.classList.contains("sr-kind-turn") || last.classList.contains("sr-kind-tool"))) {
+      inTurn[last.dataset.node] = !last.querySelector(".sr-outcome");
+    }
+  })();
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -59,10 +74,30 @@
     badge.textContent = state.replace(/_/g, " ");
   }
 
+  function forkLink(li, seq) {
+    if (!config.forkBase) return;
+    var fork = el("a", "sr-fork", "fork from here");
+    fork.href = config.forkBase + seq;
+    li.insertBefore(fork, li.querySelector(".sr-body"));
+  }
+
   function render(data) {
+    var node = data.node_id || "";
+    var newTurn = false;
+    if (TURN_TYPES.indexOf(data.type) >= 0 && !inTurn[node]) {
+      inTurn[node] = true;
+      turns[node] = (turns[node] || 0) + 1;
+      newTurn = turns[node] > 1;
+    }
+    if (TURN_ENDS.indexOf(data.type) >= 0) inTurn[node] = false;
+    renderEntry(data, newTurn);
+    if (newTurn) forkLink(timeline.lastElementChild, data.seq);
+  }
+
+  function renderEntry(data, newTurn) {
     var last = timeline.lastElementChild;
     if (data.type === "text" || data.type === "reasoning") {
-      var turn = last && last.classList.contains("sr-kind-turn") && last.dataset.node === (data.node_id || "") ? last : null;
+      var turn = !newTurn && last && last.classList.contains("sr-kind-turn") && last.dataset.node === (data.node_id || "") ? last : null;
       if (!turn) {
         entry("turn", data, "model turn");
         turn = timeline.lastElementChild;
