@@ -200,7 +200,12 @@ def page_context(request, execution) -> dict:
     child_count = Execution.objects.filter(parent_id=execution.id).aggregate(n=Count("id"))["n"]
     tree, tree_cut = sub_execution_tree(execution) if child_count else ([], False)
     actions = admin_actions.available_actions(execution, request.user)
-    fork = next((action for action in actions if action.name == "fork"), None)
+    # the timeline's "fork from here" links, where the fork action is available (admin_actions.py)
+    fork_base = (
+        reverse("admin:executions_execution_action", args=[execution.pk, "fork"]) + "?from_seq="
+        if any(action.name == "fork" for action in actions)
+        else ""
+    )
     live = running and timeline.is_last
     return {
         "execution": execution,
@@ -208,9 +213,7 @@ def page_context(request, execution) -> dict:
         "summary": summary(execution),
         "links": links(execution, child_count),
         "actions": actions,
-        "fork_base": (reverse("admin:executions_execution_action", args=[execution.pk, "fork"]) + "?from_seq=")
-        if fork
-        else "",
+        "fork_base": fork_base,
         "timeline": timeline,
         "inputs_json": pretty_json(execution.inputs),
         "outputs_json": pretty_json(execution.outputs) if execution.outputs is not None else "",
@@ -221,13 +224,11 @@ def page_context(request, execution) -> dict:
         "artifacts": list(execution.artifacts.all()),
         "live": live,
         "live_config": (
-            {
+            {  # live_tail.js
                 "tokenUrl": reverse("admin:executions_execution_stream_token", args=[execution.pk]),
                 "eventsUrl": f"/executions/{execution.id}/events",
                 "lastSeq": timeline.last_seq,
-                "forkBase": (reverse("admin:executions_execution_action", args=[execution.pk, "fork"]) + "?from_seq=")
-                if fork
-                else "",
+                "forkBase": fork_base,
                 "serverOffsetMs": int((timezone.now() - execution.created_at).total_seconds() * 1000),
             }
         )
