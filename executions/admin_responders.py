@@ -16,7 +16,7 @@ from agents.admin import AgentAdmin, SkillAdmin
 from agents.models import Agent, Skill
 from agents.version_history import diff_lines, version_history
 from core.errors import ApiError
-from executions.admin_list import LIST_URL
+from executions.admin_list import LIST_URL, format_ms
 from executions.admin_page import change_url
 from executions.admin_run_now import (
     AgentRunForm,
@@ -28,6 +28,10 @@ from executions.admin_run_now import (
 from executions.responder_stats import agent_executions, responder_stats, skill_executions
 
 RECENT_EXECUTIONS = 10
+
+
+def duration_text(value) -> str:
+    return "-" if value is None else format_ms(int(value.total_seconds() * 1000))
 
 
 class ResponderConsoleMixin:
@@ -82,10 +86,13 @@ class ResponderConsoleMixin:
         recent = list(
             executions.select_related("agent_version", "skill_version").order_by("-created_at")[:RECENT_EXECUTIONS]
         )
+        stats = responder_stats(executions)
         return {
             "history": history,
             "compare": compare,
-            "stats": responder_stats(executions),
+            "stats": stats,
+            "p50": duration_text(stats.p50),
+            "p95": duration_text(stats.p95),
             "recent": recent,
             "all_executions_url": reverse(LIST_URL) + f"?{self.list_filter_param}={obj.pk}&level=all",
             "run_form": self.run_form(**{self.opts.model_name: obj}),

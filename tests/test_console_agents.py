@@ -80,7 +80,7 @@ def test_the_agent_page_shows_versions_with_diffs_stats_and_latest_executions(ad
     assert '<span class="sr-add">+' in page and "second answer" in page
     assert '<span class="sr-file">--- v1</span>' in page
     assert '<td class="sr-stat-success">50.0%</td>' in page
-    assert '<td class="sr-stat-p50">0:00:03</td>' in page
+    assert '<td class="sr-stat-p50">3.00 s</td>' in page
     assert f"/admin/executions/execution/{failed.id}/change/" in page
     assert f"?agent={agent.id}&amp;level=all" in page
     compared = admin_client.get(AGENT_PAGE.format(agent.id), {"diff_from": "2", "diff_to": "1"}).content.decode()

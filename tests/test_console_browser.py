@@ -155,3 +155,22 @@ def test_the_live_tail_shows_events_that_arrive_after_load(live, browser, operat
     state = browser.run(lambda: page.locator("#sr-summary .sr-field-state .sr-state").inner_text())
     assert state == "completed"
     screenshot(browser, page, tmp_path / "live-tail.png")
+
+
+def test_run_now_from_the_agent_page_opens_the_live_page(live, browser, operator, tenant, make_agent, tmp_path):
+    agent = make_agent(tenant.workspace, reply=WORDS_20, chunk_delay_ms=60)
+    page = log_in(browser, live)
+    browser.run(page.goto, f"{live}/admin/agents/agent/{agent.id}/change/")
+    browser.run(lambda: page.locator("#sr-run-now").wait_for())
+    assert "v1" in browser.run(lambda: page.locator("#sr-versions").inner_text())
+    screenshot(browser, page, tmp_path / "agent.png")
+    browser.run(page.fill, "#sr-run-now textarea[name=message]", "hello from the console")
+    browser.run(page.click, "#sr-run-now input[type=submit]")
+    browser.run(lambda: page.wait_for_url("**/admin/executions/execution/*/change/"))
+    execution = Execution.objects.get(agent_version__agent=agent)
+    assert execution.source == ExecutionSource.STANDALONE
+    browser.run(lambda: page.locator("#sr-timeline li[data-type=final]").wait_for(timeout=30_000))
+    text = browser.run(lambda: page.locator("#sr-timeline").inner_text())
+    assert "word19" in text
+    execution.refresh_from_db()
+    assert execution.state == ExecutionState.COMPLETED
