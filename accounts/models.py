@@ -57,6 +57,7 @@ class ModelAlias(models.Model):
     allowed = models.BooleanField(default=True, help_text="On the allow-list: requests may name it")
 
     class Meta:
+        verbose_name_plural = "model aliases"
         constraints = [models.UniqueConstraint(fields=["workspace", "alias"], name="model_alias_unique")]
 
     def __str__(self):
