@@ -148,10 +148,10 @@ def claim_capped(params: dict) -> Execution | None:
 
 def wake_deferred(workspace_id, limit: int = 1) -> list:
     """Clear the deferral of the workspace's `limit` oldest deferred executions; their ids, whose
-    tasks the caller publishes (executions/services.py)."""
+    tasks the caller publishes (executions/services.py), oldest first (RETURNING has no order)."""
     with connection.cursor() as cursor:
         cursor.execute(_WAKE_SQL, {"workspace": workspace_id, "limit": limit, "now": timezone.now()})
-        return [execution_id for (execution_id,) in cursor.fetchall()]
+        return sorted(execution_id for (execution_id,) in cursor.fetchall())
 
 
 def release_deferred() -> list:
