@@ -12,6 +12,7 @@ from rest_framework import authentication, exceptions
 from accounts.api_keys import find_active_key
 from accounts.models import ApiKey, ApiKeyKind
 from core.errors import WWW_AUTHENTICATE
+from core.structured_logs import bind_context
 
 
 @dataclass
@@ -77,6 +78,7 @@ def authenticate_headers(headers) -> Caller:
         kind, _, workspace_id = workspace_header.strip().partition(":")
         if kind != "workspace" or workspace_id != str(api_key.workspace_id):
             raise AuthError("workspace_mismatch", "X-Workspace-Id must be workspace:<id> of the key's workspace.", 403)
+    bind_context(workspace_id=str(api_key.workspace_id))  # the request's later log lines name it
     return Caller(api_key=api_key)
 
 

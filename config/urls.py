@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from api.http import errors
 from api.http.downloads import download
 from ops.health import healthz
+from ops.metrics import metrics
 
 # The schema and its two docs pages (Swagger UI, Redoc; their assets from drf-spectacular-sidecar) need no key.
 PUBLIC = {"authentication_classes": [], "permission_classes": []}
@@ -12,6 +13,7 @@ PUBLIC = {"authentication_classes": [], "permission_classes": []}
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
+    path("metrics", metrics),
     path("api/schema/", SpectacularAPIView.as_view(**PUBLIC), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **PUBLIC), name="swagger-ui"),
     path(

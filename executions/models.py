@@ -108,6 +108,8 @@ class Execution(models.Model):
             models.Index(fields=["workspace", "-created_at"], name="execution_ws_created"),
             models.Index(fields=["state", "lease_expires_at"], name="execution_state_lease"),
             models.Index(fields=["chat_tool_call_id"], name="execution_chat_tool_call"),
+            # /metrics: the queue's depth and its oldest execution at each scrape (ops/metrics.py)
+            models.Index(fields=["updated_at"], condition=models.Q(state="queued"), name="execution_queued_since"),
         ]
 
     def __str__(self):
@@ -116,6 +118,13 @@ class Execution(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def responder_type(self) -> str:
+        """What it runs, for metrics: agent, skill or batch (a batch's parent row)."""
+        if self.source == ExecutionSource.BATCH:
+            return "batch"
+        return "agent" if self.agent_version_id else "skill" if self.skill_version_id else "none"
 
     @property
     def public_id(self) -> str:
