@@ -102,7 +102,9 @@ def test_the_token_gets_the_prometheus_text_format(client, metrics_token):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_three_completed_and_one_failed_execution_move_the_counters_by_exactly_that(api, metrics_token, tenant, make_agent):
+def test_three_completed_and_one_failed_execution_move_the_counters_by_exactly_that(
+    api, metrics_token, tenant, make_agent
+):
     agent = make_agent(tenant.workspace, chunk_delay_ms=0, reply="one two three four five")
     failing = make_agent(tenant.workspace, chunk_delay_ms=0, reply="one two three four five", fail="the model broke")
     before = scrape(api)
@@ -139,7 +141,9 @@ def test_three_completed_and_one_failed_execution_move_the_counters_by_exactly_t
     assert delta(before, after, tokens, **model, kind="output") == sum(row.output_tokens for row in rows) > 0
 
     route = "agents/<str:agent_id>/execute"
-    assert delta(before, after, "skillrun_http_requests_total", method="POST", route=route, status="200") == 4  # a failed run too
+    assert (
+        delta(before, after, "skillrun_http_requests_total", method="POST", route=route, status="200") == 4
+    )  # a failed run too
     assert delta(before, after, "skillrun_http_request_seconds_count", method="POST", route=route) == 4
 
 
@@ -257,8 +261,10 @@ def test_live_worker_metrics_reach_the_api_through_the_multiprocess_directory(li
         ids.append(execution_uuid(events[0].data["execution_id"]))
     # the worker counts an attempt after its final transition: the stream may end just before
     wait_for(
-        lambda: delta(before, scrape(live, LIVE_METRICS_TOKEN), "skillrun_execution_attempts_total", outcome="completed")
-        == 3,
+        lambda: (
+            delta(before, scrape(live, LIVE_METRICS_TOKEN), "skillrun_execution_attempts_total", outcome="completed")
+            == 3
+        ),
         timeout=10,
     )
     after = scrape(live, LIVE_METRICS_TOKEN)
@@ -287,6 +293,8 @@ def test_live_sse_streams_open_while_a_stream_is_followed(live, tenant, make_age
         reader.join(30)
     assert received[-1].data["type"] == "final"
     deadline = time.monotonic() + 5
-    while value(scrape(live, LIVE_METRICS_TOKEN), "skillrun_sse_streams_open") != before and time.monotonic() < deadline:
+    while (
+        value(scrape(live, LIVE_METRICS_TOKEN), "skillrun_sse_streams_open") != before and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     assert value(scrape(live, LIVE_METRICS_TOKEN), "skillrun_sse_streams_open") == before

@@ -9,8 +9,7 @@ execution_id when the route names one. The same answer counts in skillrun_http_r
 skillrun_http_request_seconds. A streamed answer (SSE) is logged when its headers go out.
 The probes' routes (/healthz, /metrics) log at DEBUG.
 
-Under ASGI each request runs in its own asyncio task, so what it binds stays in its task; the
-sync chain (WSGI, the test client) resets it when the request ends.
+What a request binds is reset when its response is returned, in the sync and the async chain alike.
 """
 
 import logging
@@ -46,9 +45,14 @@ class AccessLogMiddleware(SyncAndAsyncMiddleware):
 
     async def __acall__(self, request):
         started, request_id = time.perf_counter(), _request_id(request)
-        bind_context(request_id=request_id)  # the request's own task: lines written while streaming keep it
-        response = await self.get_response(request)
-        return _finish(request, response, request_id, started)
+        token = bind_context(request_id=request_id)
+        try:
+            response = await self.get_response(request)
+            return _finish(request, response, request_id, started)
+        finally:
+            # Reset here too: a sync server runs this chain through async_to_sync, which copies the
+            # context back into its thread. (So lines written while an SSE body streams, after this, have none.)
+            reset_context(token)
 
 
 def _finish(request, response, request_id: str, started: float):
