@@ -2,6 +2,8 @@
 prometheus_client's own text parser: in-process (the test process's registry) and on the live
 servers (the worker's and housekeeping's values through the shared multiprocess directory)."""
 
+import json
+import re
 import threading
 import time
 import urllib.request
@@ -17,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.credits import account_for, do_grant_credits
 from executions.models import Execution, ExecutionEvent, ExecutionState
-from tests.conftest import LIVE_METRICS_TOKEN, _free_port
+from tests.conftest import LIVE_METRICS_TOKEN, REPO_ROOT, _free_port
 from tests.factories import ApiKeyFactory, CustomerFactory, ExecutionFactory
 from tests.helpers import auth, execute, execution_uuid, read_stream, stream_agent, wait_for
 from workers import runtime, tasks
@@ -189,8 +191,10 @@ def test_queue_depth_oldest_queued_and_open_states_are_read_at_scrape_time(clien
     assert value(samples, "skillrun_queue_depth") == 0 and value(samples, "skillrun_queue_oldest_seconds") == 0
 
 
-@pytest.mark.django_db(transaction=True)
-def test_reaper_recoveries_by_action(client, metrics_token, tenant, agent, settings, monkeypatch):
+@pytest.mark.django_db  # uncommitted rows: a live housekeeping process of the session cannot reap them first
+def test_reaper_recoveries_by_action(
+    client, metrics_token, tenant, agent, settings, monkeypatch, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr(current_app, "send_task", lambda *args, **kwargs: None)  # nothing runs them
     past = timezone.now() - timedelta(seconds=1)
     running = {"state": ExecutionState.RUNNING, "attempt": 1, "lease_expires_at": past, "lease_owner": "dead:1"}
@@ -198,7 +202,8 @@ def test_reaper_recoveries_by_action(client, metrics_token, tenant, agent, setti
     ExecutionFactory(workspace=tenant.workspace, agent=agent, recoveries=settings.EXECUTION_MAX_ATTEMPTS - 1, **running)
     ExecutionFactory(workspace=tenant.workspace, agent=agent, dispatched_at=timezone.now() - timedelta(minutes=5))
     before = scrape(client)
-    tasks.reap_executions()
+    with django_capture_on_commit_callbacks(execute=True):  # what the commit would run
+        tasks.reap_executions()
     after = scrape(client)
     assert delta(before, after, "skillrun_reaper_recoveries_total", action="requeued") == 1
     assert delta(before, after, "skillrun_reaper_recoveries_total", action="failed") == 1
@@ -211,7 +216,8 @@ def test_reaper_recoveries_by_action(client, metrics_token, tenant, agent, setti
 def test_a_lost_lease_is_counted_once(client, metrics_token, tenant, make_agent):
     """Another attempt takes the execution over while this one streams: it stops with lease_lost."""
     slow = make_agent(tenant.workspace, chunk_delay_ms=100, reply="one two three four five six seven eight")
-    execution = ExecutionFactory(workspace=tenant.workspace, agent=slow, inputs={"message": "hi"})
+    # dispatched: a live reaper of the session would otherwise publish it (never sent) to the live worker
+    execution = ExecutionFactory(workspace=tenant.workspace, agent=slow, inputs={"message": "hi"}, dispatched=True)
     before = scrape(client)
     outcome = []
     thread = threading.Thread(target=lambda: outcome.append(runtime.run_execution(execution.id)))
@@ -298,3 +304,41 @@ def test_live_sse_streams_open_while_a_stream_is_followed(live, tenant, make_age
     ):
         time.sleep(0.1)
     assert value(scrape(live, LIVE_METRICS_TOKEN), "skillrun_sse_streams_open") == before
+
+
+# --- the Grafana dashboard ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_grafana_dashboard_charts_only_metrics_that_exist_through_its_datasource_variable(client, metrics_token):
+    dashboard = json.loads((REPO_ROOT / "deploy" / "grafana" / "skillrun.json").read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["query"] == "prometheus"
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    families = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    charted = set()
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == f"${{{variable['name']}}}"
+        for target in panel["targets"]:
+            for name in re.findall(r"skillrun_\w+", target["expr"]):
+                charted.add(re.sub(r"_(total|bucket|count|sum)$", "", name))
+    assert charted and charted <= families, charted - families
+    # every metric of the issue has a panel
+    assert {
+        "skillrun_executions_finished",
+        "skillrun_execution_queue_wait_seconds",
+        "skillrun_execution_run_seconds",
+        "skillrun_execution_time_to_first_event_seconds",
+        "skillrun_events_written",
+        "skillrun_sse_streams_open",
+        "skillrun_sse_log_rereads",
+        "skillrun_reaper_recoveries",
+        "skillrun_lease_losses",
+        "skillrun_provider_calls",
+        "skillrun_provider_errors",
+        "skillrun_provider_call_seconds",
+        "skillrun_provider_tokens",
+        "skillrun_credits",
+        "skillrun_queue_depth",
+        "skillrun_queue_oldest_seconds",
+    } <= charted

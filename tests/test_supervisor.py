@@ -113,7 +113,9 @@ def test_make_run_on_a_fresh_clone_with_database_and_redis_urls_restarts_a_kille
         # beat ran the reaper every second meanwhile: its lines are not on the console (nor at INFO in its file)
         assert "reap_executions[" not in log.read_text() and "Sending due task" not in log.read_text()
         housekeeping_lines = (logs / "housekeeping.log").read_text().splitlines()
-        assert housekeeping_lines and all(json.loads(line)["level"] for line in housekeeping_lines if line.startswith("{"))
+        assert housekeeping_lines and all(
+            json.loads(line)["level"] for line in housekeeping_lines if line.startswith("{")
+        )
         assert not [line for line in housekeeping_lines if "reap_executions[" in line or "Sending due task" in line]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
