@@ -80,3 +80,19 @@ def test_a_revoked_demo_key_is_replaced_alone():
     again = seed()
     assert again["workspace_api_key"] is None and again["workspace_api_key_prefix"] == first["workspace_api_key_prefix"]
     assert again["end_user_api_key"].startswith("eak_") and find_active_key(again["end_user_api_key"]) is not None
+
+
+def test_make_runs_banner_names_kept_keys_by_prefix_and_how_to_get_new_ones():
+    from ops.management.commands.run_platform import Command
+
+    first = seed()
+    banners = []
+    for demo in (first, seed()):
+        out = StringIO()
+        Command(stdout=out)._print_banner("http://127.0.0.1:8000", demo)
+        banners.append(out.getvalue())
+    issued, kept = banners
+    assert first["end_user_api_key"] in issued and f"X-API-Key: {first['end_user_api_key']}" in issued
+    assert first["end_user_api_key"] not in kept  # it cannot be shown again: only its digest is stored
+    assert first["end_user_api_key_prefix"] in kept and first["workspace_api_key_prefix"] in kept
+    assert "still valid" in kept and "seed_demo --new-keys" in kept
