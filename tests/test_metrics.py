@@ -2,6 +2,7 @@
 prometheus_client's own text parser: in-process (the test process's registry) and on the live
 servers (the worker's and housekeeping's values through the shared multiprocess directory)."""
 
+import asyncio
 import json
 import re
 import threading
@@ -342,3 +343,54 @@ def test_the_grafana_dashboard_charts_only_metrics_that_exist_through_its_dataso
         "skillrun_queue_depth",
         "skillrun_queue_oldest_seconds",
     } <= charted
+
+
+# --- the relay: a pub/sub gap filled from the log ------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pubsub_gap_filled_from_the_log_is_counted_once_and_the_stream_gauge_follows(tenant, agent, monkeypatch):
+    from django.db import connection
+    from prometheus_client import REGISTRY
+
+    from executions import events as event_log
+    from executions.events import append_event
+    from executions.streaming import close_loop_resources, follow_events
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    execution = ExecutionFactory(
+        agent=agent, principal=tenant.end_user_key.api_key.principal, state="awaiting_approval"
+    )
+    append_event(execution, "start", {"status": "queued"})
+    gaps, open_streams = sample("skillrun_sse_log_rereads_total", reason="gap"), sample("skillrun_sse_streams_open")
+    seen_open = []
+    real_publish = event_log.publish
+
+    def writer():
+        try:
+            time.sleep(0.5)
+            seen_open.append(sample("skillrun_sse_streams_open"))  # the stream follows the execution by now
+            append_event(execution, "text", {"text": "a"})
+            monkeypatch.setattr(event_log, "publish", lambda *args: None)
+            append_event(execution, "text", {"text": "b"})  # lost on pub/sub
+            monkeypatch.setattr(event_log, "publish", real_publish)
+            append_event(execution, "text", {"text": "c"})  # reveals the gap
+            append_event(execution, "final", {"status": "completed"})
+        finally:
+            connection.close()
+
+    async def follow():
+        try:
+            return [item[0] async for item in follow_events(execution.id, 0, heartbeat=5) if item is not None]
+        finally:
+            await close_loop_resources()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seqs = asyncio.run(asyncio.wait_for(follow(), timeout=30))
+    thread.join()
+    assert seqs == [1, 2, 3, 4, 5]
+    assert sample("skillrun_sse_log_rereads_total", reason="gap") == gaps + 1
+    assert seen_open == [open_streams + 1] and sample("skillrun_sse_streams_open") == open_streams
