@@ -13,6 +13,7 @@ from accounts.api_keys import find_active_key
 from accounts.models import ApiKey, ApiKeyKind
 from accounts.rate_limits import check_rate_limit
 from core.errors import WWW_AUTHENTICATE
+from core.structured_logs import bind_context
 
 
 @dataclass
@@ -80,6 +81,7 @@ def authenticate_headers(headers) -> Caller:
         if kind != "workspace" or workspace_id != str(api_key.workspace_id):
             raise AuthError("workspace_mismatch", "X-Workspace-Id must be workspace:<id> of the key's workspace.", 403)
     check_rate_limit(api_key)
+    bind_context(workspace_id=str(api_key.workspace_id))  # the request's later log lines name it
     return Caller(api_key=api_key)
 
 

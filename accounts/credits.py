@@ -14,6 +14,7 @@ from django.db.models import Sum
 
 from accounts.models import CreditAccount, CreditEntry, CreditEntryKind
 from core.errors import ApiError
+from core.metrics import CREDITS
 
 ZERO = Decimal("0")
 
@@ -71,6 +72,7 @@ def do_grant_credits(account: CreditAccount, amount: Decimal, note: str = "") ->
 def do_hold_credits(account: CreditAccount, execution_id, amount: Decimal) -> None:
     """Locks the account's row (do_post_entry); InsufficientCredits when the balance cannot cover it."""
     do_post_entry(account.id, CreditEntryKind.HOLD, -amount, execution_id=execution_id, require_funds=True)
+    _count_on_commit("held", amount)
 
 
 def do_settle_credits(*, execution_id, account_id, held: Decimal, charge: Decimal) -> None:
@@ -81,9 +83,18 @@ def do_settle_credits(*, execution_id, account_id, held: Decimal, charge: Decima
     if account_id is None or held <= ZERO:
         return
     do_post_entry(account_id, CreditEntryKind.RELEASE, held, execution_id=execution_id)
-    charge = min(charge, held)
+    charge = max(min(charge, held), ZERO)
     if charge > ZERO:
         do_post_entry(account_id, CreditEntryKind.CHARGE, -charge, execution_id=execution_id)
+        _count_on_commit("charged", charge)
+    if held > charge:
+        _count_on_commit("refunded", held - charge)
+
+
+def _count_on_commit(operation: str, amount: Decimal) -> None:
+    """skillrun_credits_total, once the ledger's transaction commits."""
+    child = CREDITS.labels(operation)
+    transaction.on_commit(lambda: child.inc(float(amount)))
 
 
 def charged_and_refunded(execution_id) -> tuple[Decimal, Decimal]:
@@ -131,9 +142,11 @@ def check_refund_credits(*, execution_id, amount: Decimal | None = None, note: s
     )
     try:
         with transaction.atomic():
-            return do_post_entry(account_id, CreditEntryKind.REFUND, amount, execution_id=execution_id, note=note)
+            entry = do_post_entry(account_id, CreditEntryKind.REFUND, amount, execution_id=execution_id, note=note)
     except IntegrityError:
         raise AlreadyRefunded() from None
+    _count_on_commit("refunded", amount)
+    return entry
 
 
 def remaining_credits(principal) -> Decimal | None:

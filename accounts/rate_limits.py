@@ -20,7 +20,7 @@ import redis
 from django.conf import settings
 
 from core.errors import RateLimited
-from core.limit_metrics import RATE_LIMITED_REQUESTS
+from core.metrics import RATE_LIMITED_REQUESTS
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ With no DATABASE_URL / REDIS_URL the embedded servers of ops.local_services are 
 """
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -82,7 +83,9 @@ INSTALLED_APPS = [
 # chain itself; api.http.middleware's Common and Authentication are Django's, with their hooks run
 # on the event loop.
 MIDDLEWARE = [
-    # First: CORS (django-cors-headers, async-capable), so that a preflight is answered before
+    # Outermost: the request_id of every line the request logs, and its access line and metrics.
+    "api.http.access_log.AccessLogMiddleware",
+    # Then CORS (django-cors-headers, async-capable), so that a preflight is answered before
     # anything else (no key, no body) and every answer, errors included, carries the CORS headers.
     # It reads only the Origin and Access-Control-Request-* headers and matches the path.
     "corsheaders.middleware.CorsMiddleware",
@@ -380,17 +383,56 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Logs (core/structured_logs.py): JSON lines, or readable lines for a person at a terminal (the
+# default when stderr is one, e.g. `make run`); both carry the bound request_id, workspace_id,
+# execution_id and attempt. LOG_FILE adds a JSON file of every line at LOG_LEVEL (`make run` writes
+# one per process under .data/logs/ and keeps its console to warnings: LOG_CONSOLE_LEVEL).
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or ("console" if sys.stderr.isatty() else "json")
+if LOG_FORMAT not in {"json", "console"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be json or console.")
+LOG_CONSOLE_LEVEL = os.environ.get("LOG_CONSOLE_LEVEL", "").upper() or LOG_LEVEL
+LOG_FILE = os.environ.get("LOG_FILE", "")
+# Celery's lines per task (received, succeeded) and beat's per schedule tick: the reaper alone made
+# four a REAPER_INTERVAL_SECONDS. The runtime logs one line per attempt with its fields instead.
+_CELERY_ROUTINE_LEVEL = "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"
+_log_handlers = {
+    "console": {
+        "class": "logging.StreamHandler",
+        "formatter": LOG_FORMAT,
+        "filters": ["context"],
+        "level": LOG_CONSOLE_LEVEL,
+    }
+}
+if LOG_FILE:
+    _log_handlers["file"] = {
+        "class": "logging.handlers.RotatingFileHandler",
+        "filename": LOG_FILE,
+        "maxBytes": 20 * 1024 * 1024,
+        "backupCount": 2,
+        "formatter": "json",
+        "filters": ["context"],
+    }
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "filters": {"context": {"()": "core.structured_logs.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "core.structured_logs.JsonFormatter"},
+        "console": {"()": "core.structured_logs.ConsoleFormatter"},
+    },
+    "handlers": _log_handlers,
+    "root": {"handlers": list(_log_handlers), "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # httpx logs every request's full URL at INFO, and an HTTP tool's or a provider's URL may hold a key.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # uvicorn's own lines through our handlers and format (it configured its own before Django's setup)
+        "uvicorn": {"handlers": [], "propagate": True},
+        "celery.app.trace": {"level": _CELERY_ROUTINE_LEVEL},
+        "celery.worker.strategy": {"level": _CELERY_ROUTINE_LEVEL},
+        "celery.beat": {"level": _CELERY_ROUTINE_LEVEL},
     },
 }
 
@@ -403,6 +445,14 @@ API_KEY_RATE_LIMIT_PER_MINUTE = env_int("API_KEY_RATE_LIMIT_PER_MINUTE", 0)
 API_KEY_RATE_LIMIT_WINDOW_SECONDS = 60.0
 # A Redis that does not answer within this lets the request through (the limit fails open).
 API_KEY_RATE_LIMIT_REDIS_TIMEOUT_SECONDS = 0.5
+
+# Prometheus metrics (core/metrics.py, ops/metrics.py): `/metrics` answers only a request with
+# `Authorization: Bearer <METRICS_TOKEN>` (unset: 404 to everyone). PROMETHEUS_MULTIPROC_DIR, read
+# by prometheus_client itself at import, makes the processes of a host share their values through
+# files there; a worker on a host of its own serves its values on WORKER_METRICS_PORT (0: none).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 
 # Connections of the async pool that SSE streams read the event log through (per process).
 SSE_DB_POOL_SIZE = env_int("SSE_DB_POOL_SIZE", 10)

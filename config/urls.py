@@ -6,6 +6,7 @@ from api.frontdoor.views import index
 from api.http import errors
 from api.http.downloads import download
 from ops.health import healthz
+from ops.metrics import metrics
 
 # The schema and its two docs pages (Swagger UI, Redoc; their assets from drf-spectacular-sidecar) need no key.
 PUBLIC = {"authentication_classes": [], "permission_classes": []}
@@ -14,6 +15,7 @@ urlpatterns = [
     path("", index, name="frontdoor"),  # the browser front door (api/frontdoor/)
     path("admin/", admin.site.urls),
     path("healthz", healthz),
+    path("metrics", metrics),
     path("api/schema/", SpectacularAPIView.as_view(**PUBLIC), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **PUBLIC), name="swagger-ui"),
     path(

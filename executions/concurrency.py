@@ -35,7 +35,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
-from core.limit_metrics import EXECUTIONS_DEFERRED
+from core.metrics import EXECUTIONS_DEFERRED
 from executions.models import Execution
 
 _SET_RUNNING = """
@@ -171,7 +171,7 @@ def release_deferred() -> list:
 
 class LimitsCollector:
     """Gauges read at scrape time: executions running and deferred, per workspace that has any.
-    For the /metrics registry (`REGISTRY.register(LimitsCollector())`, core/metrics.py)."""
+    Served by /metrics (ops/metrics.py)."""
 
     def collect(self):
         running = GaugeMetricFamily(

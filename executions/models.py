@@ -130,6 +130,8 @@ class Execution(models.Model):
                 name="execution_ws_deferred",
                 condition=models.Q(state="queued", deferred_at__isnull=False),
             ),
+            # /metrics: the queue's depth and its oldest execution at each scrape (ops/metrics.py)
+            models.Index(fields=["updated_at"], condition=models.Q(state="queued"), name="execution_queued_since"),
         ]
         permissions = [
             ("refund_execution", "Can refund the credits of an execution"),
@@ -142,6 +144,13 @@ class Execution(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def responder_type(self) -> str:
+        """What it runs, for metrics: agent, skill or batch (a batch's parent row)."""
+        if self.source == ExecutionSource.BATCH:
+            return "batch"
+        return "agent" if self.agent_version_id else "skill" if self.skill_version_id else "none"
 
     @property
     def public_id(self) -> str:

@@ -17,6 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core.errors import ApiError
+from core.metrics import EXECUTIONS_CREATED, EXECUTIONS_FINISHED
 from executions import concurrency
 from executions.checkpoints import Checkpoint
 from executions.events import append_event
@@ -103,12 +104,19 @@ def create_execution(
     )
     append_event(execution, start_event, {"status": execution.state, **(start_payload or {})})
     dispatch_on_commit(execution.id)
+    _count_on_commit(EXECUTIONS_CREATED, execution.responder_type, execution.source)
     return execution
+
+
+def _count_on_commit(counter, *labels) -> None:
+    """Count what the transaction does once it is committed (a rolled-back start or end did not happen)."""
+    child = counter.labels(*labels)
+    transaction.on_commit(child.inc)
 
 
 def create_batch(*, workspace, principal, agent_version, idempotency_key: str) -> Execution:
     """The parent row of a batch: it waits for its items, run by no worker itself."""
-    return Execution.objects.create(
+    batch = Execution.objects.create(
         tenant_id=workspace.tenant_id,
         workspace=workspace,
         principal=principal,
@@ -119,6 +127,8 @@ def create_batch(*, workspace, principal, agent_version, idempotency_key: str) -
         idempotency_key=idempotency_key,
         started_at=timezone.now(),
     )
+    _count_on_commit(EXECUTIONS_CREATED, batch.responder_type, batch.source)
+    return batch
 
 
 def start_batch(batch: Execution, agent, items: list[Execution]) -> None:
@@ -238,6 +248,7 @@ def _transition(
             append_event(execution, event_type, {"status": state, **event_payload})
         if terminal:
             do_terminal_effects(_outcome(execution, state, fields))
+            _count_on_commit(EXECUTIONS_FINISHED, execution.responder_type, execution.source, state)
         if frees_slot:
             wake_deferred_on_commit(execution)
     return True
@@ -458,6 +469,9 @@ def reap_expired_leases() -> dict:
         "batch_key",
         "credit_account_id",
         "credits_held",
+        "source",  # with the versions: the metrics' labels
+        "agent_version_id",
+        "skill_version_id",
     ):
         still_expired = _held(execution.id, execution.attempt).filter(lease_expires_at__lt=now)
         if execution.recoveries + 1 < settings.EXECUTION_MAX_ATTEMPTS:

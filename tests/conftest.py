@@ -60,9 +60,15 @@ def _database_url(settings_dict) -> str:
     return f"postgres://{user}{password}@{settings_dict['HOST'] or '127.0.0.1'}:{port}/{settings_dict['NAME']}"
 
 
+# The live servers' /metrics token (tests/test_metrics.py).
+LIVE_METRICS_TOKEN = "live-metrics-token"
+
+
 @pytest.fixture(scope="session")
-def services_env(django_db_setup, django_db_blocker):
-    """The environment that points a subprocess at the test database and the test Redis."""
+def services_env(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The environment that points a subprocess at the test database and the test Redis; the
+    servers share their metrics through one fresh multiprocess directory, as under `make run`, and
+    log JSON lines."""
     from django.conf import settings
     from django.db import connection
 
@@ -74,6 +80,9 @@ def services_env(django_db_setup, django_db_blocker):
         "REDIS_URL": settings.REDIS_URL,
         "TEST_REDIS_URL": settings.REDIS_URL,
         "PYTHONUNBUFFERED": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
+        "METRICS_TOKEN": LIVE_METRICS_TOKEN,
+        "LOG_FORMAT": "json",
     }
 
 

@@ -6,7 +6,9 @@ import redis
 from celery import shared_task
 from celery.signals import worker_init
 from django.conf import settings
+from prometheus_client import start_http_server
 
+from core.metrics import REAPER_RECOVERIES, metrics_registry
 from executions import purge, services
 from webhooks import delivery
 from workers import runtime
@@ -23,6 +25,9 @@ def start_run_threads(**_):
     start_writer()
     start_renewer()
     logger.info("event writer and lease renewer started")
+    if settings.WORKER_METRICS_PORT:
+        start_http_server(settings.WORKER_METRICS_PORT, registry=metrics_registry())
+        logger.info("metrics served on port %s", settings.WORKER_METRICS_PORT)
 
 
 @shared_task(name="workers.tasks.run_execution", ignore_result=True)
@@ -36,6 +41,9 @@ def reap_executions() -> dict:
     reaped["redispatched"] = services.redispatch_stale_queued()
     reaped["timed_out"] = services.resume_timed_out()
     reaped["released"] = services.release_deferred()
+    for action, ids in reaped.items():
+        if ids:
+            REAPER_RECOVERIES.labels(action).inc(len(ids))
     return {key: [str(i) for i in ids] for key, ids in reaped.items()}
 
 
