@@ -18,10 +18,12 @@ import time
 from django.conf import settings
 from django.db.models import Count, Min
 from django.http import Http404, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.errors import ApiError, error_json
 from core.metrics import metrics_registry
 from executions.concurrency import LimitsCollector
 from executions.models import SUSPENDED_STATES, Execution, ExecutionState
@@ -71,7 +73,10 @@ def check_metrics_token(request) -> None:
         raise Http404("No such page.")
 
 
+@csrf_exempt  # a scraper's GET only: another method gets the JSON 405 (after the token), not CSRF's 403
 def metrics(request):
     check_metrics_token(request)
+    if request.method not in ("GET", "HEAD"):
+        return error_json(ApiError(405, "method_not_allowed", "Use GET."))
     body = generate_latest(metrics_registry()) + generate_latest(_database_gauges)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -172,9 +172,10 @@ def test_every_route_answers_json_and_a_503_with_retry_after_while_postgres_is_d
 
     # the schema, its docs pages and the front door are static; a download link's signature is checked
     # (here: refused) before any query, and so are a webhook's sender (Fal's signature) and workspace
-    # id (RevenueCat's)
+    # id (RevenueCat's), and /metrics's token
     needs_no_dependency = {
         "/",
+        "/metrics",
         "/healthz",
         "/api/schema/",
         "/api/docs/",

@@ -101,6 +101,13 @@ def test_the_token_gets_the_prometheus_text_format(client, metrics_token):
     assert {"skillrun_executions_finished", "skillrun_queue_depth", "skillrun_sse_streams_open"} <= names
 
 
+@pytest.mark.django_db
+def test_another_method_gets_a_json_405_with_the_token_and_the_404_without(client, metrics_token):
+    assert client.post("/metrics").status_code == 404
+    response = client.post("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
 # --- values after known executions (in-process: API and inline runtime in this process) --------------
 
 

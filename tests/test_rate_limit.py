@@ -2,11 +2,9 @@
 429 `rate_limited` with Retry-After, allowed again once the window has passed; one budget in Redis
 for every API process."""
 
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,8 +13,7 @@ from prometheus_client import REGISTRY
 
 from accounts import rate_limits
 from accounts.models import ApiKey
-from ops import processes
-from tests.conftest import REPO_ROOT, _free_port, _stop
+from tests.conftest import _free_port, _stop, start_api_server
 from tests.factories import ApiKeyFactory
 from tests.helpers import auth
 
@@ -124,28 +121,7 @@ def test_the_admin_sets_a_key_limit(client, tenant):
 @pytest.fixture(scope="module")
 def second_api_server(services_env, tmp_path_factory):
     """Another uvicorn process on the same database and Redis."""
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("api2") / "api.log", "w")
-    command, process_env = processes.api("127.0.0.1", port)
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        env={**services_env, **process_env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not start: {Path(log.name).read_text()[-3000:]}")
-        time.sleep(0.2)
+    process, base_url = start_api_server(services_env, tmp_path_factory.mktemp("api2") / "api.log")
     yield base_url
     _stop(process)
 
