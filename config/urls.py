@@ -23,6 +23,7 @@ urlpatterns = [
     path("", include("api.agents.urls")),
     path("", include("api.skills.urls")),
     path("", include("api.query.urls")),
+    path("", include("api.schedules.urls")),
 ]
 
 # JSON error pages on the API's routes (the admin keeps Django's HTML ones).

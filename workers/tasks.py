@@ -8,6 +8,7 @@ from celery.signals import worker_init
 from django.conf import settings
 
 from executions import purge, services
+from schedules import services as schedules
 from workers import runtime
 from workers.event_writer import start_writer
 from workers.leases import start_renewer
@@ -47,3 +48,9 @@ def purge_expired_executions() -> int:
 def noop_roundtrip(reply_key: str) -> None:
     """The benchmark's baseline: a bare Celery task that only answers on a Redis list."""
     redis.Redis.from_url(settings.REDIS_URL).lpush(reply_key, b"done")
+
+
+@shared_task(name="workers.tasks.fire_due_schedules", ignore_result=True)
+def fire_due_schedules() -> dict:
+    """Start the executions of the schedules due now (schedules/services.py: exactly once per due time)."""
+    return schedules.fire_due_schedules()
