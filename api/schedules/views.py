@@ -7,7 +7,7 @@ them (an agent's execute body, a skill's inputs schema), so a due run starts wit
 from datetime import datetime
 from typing import Any, Literal
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from pydantic import ConfigDict, Field
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -46,6 +46,16 @@ class ScheduleOutput(Schema):
     created_at: datetime
 
     model_config = ConfigDict(from_attributes=True)
+
+
+# The agents API's workspace header: optional, and when sent it must name the key's workspace.
+WORKSPACE = OpenApiParameter(
+    "X-Workspace-Id",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="`workspace:<id>`; must be the key's workspace (403 `workspace_mismatch`).",
+)
 
 
 def _output(schedule) -> dict:
@@ -110,6 +120,7 @@ class SchedulesView(APIView):
         description="Starts an execution (`source: schedule`) of the agent or skill at every due time of the cron "
         "expression, with these inputs, as the key's principal. Workspace keys only.",
         request=Input,
+        parameters=[WORKSPACE],
         responses={
             201: data_envelope(ScheduleOutput),
             400: OpenApiResponse(description="`invalid_cron`, `invalid_timezone`, `target_required`, ..."),
@@ -149,7 +160,7 @@ class SchedulesView(APIView):
         )
         return Response({"data": render(ScheduleOutput, _output(schedule))}, status=201)
 
-    @extend_schema(summary="The workspace's schedules", responses={200: ListOutput})
+    @extend_schema(summary="The workspace's schedules", parameters=[WORKSPACE], responses={200: ListOutput})
     def get(self, request):
         schedules = selectors.workspace_schedules(request.user.workspace)
         return Response(render(self.ListOutput, {"data": [_output(s) for s in schedules]}))
@@ -159,7 +170,7 @@ class ScheduleView(APIView):
     permission_classes = [IsAuthenticated, IsWorkspaceKey]
     workspace_key_message = SchedulesView.workspace_key_message
 
-    @extend_schema(summary="A schedule", responses={200: data_envelope(ScheduleOutput)})
+    @extend_schema(summary="A schedule", parameters=[WORKSPACE], responses={200: data_envelope(ScheduleOutput)})
     def get(self, request, schedule_id):
         schedule = selectors.get_schedule(request.user.workspace, schedule_id)
         return Response({"data": render(ScheduleOutput, _output(schedule))})
@@ -167,6 +178,7 @@ class ScheduleView(APIView):
     @extend_schema(
         summary="Delete a schedule",
         description="No further run starts; its executions stay.",
+        parameters=[WORKSPACE],
         responses={204: None},
     )
     def delete(self, request, schedule_id):
