@@ -194,3 +194,31 @@ def test_the_lock_pins_every_dependency_with_hashes():
         assert key is not None, f"{name} is not in requirements.lock: regenerate it (README, Quick start)"
         assert pinned[key] == version, f"{name}: pyproject {version}, lock {pinned[key]}: regenerate the lock"
     assert lock.count("--hash=sha256:") >= len(pinned)
+
+
+@pytest.mark.parametrize("service", PLATFORM_SERVICES)
+def test_the_settings_load_with_each_services_environment(rendered, service):
+    """config/settings.py under exactly the environment compose gives the service: every value parses
+    (PRODUCTION's SECRET_KEY check included) and the process kind gets its connection policy."""
+    environment = {**rendered["services"][service]["environment"], "PATH": os.environ["PATH"]}
+    script = (
+        "import json, django; from django.conf import settings; django.setup(); "
+        "db = settings.DATABASES['default']; "
+        "print(json.dumps({'pool': db['OPTIONS'].get('pool', {}).get('max_size'), 'age': db['CONN_MAX_AGE'], "
+        "'bucket': settings.AWS_STORAGE_BUCKET_NAME, 'secure': settings.SESSION_COOKIE_SECURE, "
+        "'host': db['HOST'], 'tick': settings.SCHEDULE_TICK_SECONDS}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**environment, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    pool = {"api": 10, "worker": int(environment["WORKER_DB_POOL_SIZE"]), "migrate": None, "housekeeping": None}
+    assert loaded["pool"] == pool[service]
+    assert loaded["age"] == (300 if service == "housekeeping" else 0)
+    assert (loaded["bucket"], loaded["secure"], loaded["host"], loaded["tick"]) == ("platform", True, "postgres", 10)
