@@ -169,10 +169,12 @@ def _overlapping(schedule: Schedule) -> str:
     if schedule.overlap == Overlap.QUEUE and schedule.queued_runs < settings.SCHEDULE_MAX_QUEUED_RUNS:
         rows.update(queued_runs=F("queued_runs") + 1)
         return "queued"
-    error = None
+    fields = {}
     if schedule.overlap == Overlap.QUEUE:
-        error = _error("queue_full", f"{settings.SCHEDULE_MAX_QUEUED_RUNS} runs already wait for the previous one.")
-    rows.update(skipped_runs=F("skipped_runs") + 1, last_error=error)
+        fields["last_error"] = _error(
+            "queue_full", f"{settings.SCHEDULE_MAX_QUEUED_RUNS} runs already wait for the previous one."
+        )
+    rows.update(skipped_runs=F("skipped_runs") + 1, **fields)
     return "skipped"
 
 

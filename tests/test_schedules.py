@@ -314,6 +314,7 @@ def test_overlap_skip_drops_the_run_while_the_previous_is_active(transactional_d
     assert services.fire_due_schedules(now=first_due + timedelta(minutes=5)) == {str(schedule.id): "skipped"}
     schedule.refresh_from_db()
     assert (len(executions_of(schedule)), schedule.skipped_runs, schedule.queued_runs) == (1, 1, 0)
+    assert schedule.last_error is None  # a skip is the setting at work, not an error
 
     Execution.objects.filter(id=schedule.last_execution_id).update(state=ExecutionState.AWAITING_APPROVAL)
     assert services.fire_due_schedules(now=first_due + timedelta(minutes=10)) == {str(schedule.id): "skipped"}
@@ -392,3 +393,10 @@ def test_the_admin_creates_and_validates_schedules(client, tenant, agent):
     assert schedule.tenant_id == tenant.tenant.id and schedule.next_run_at.minute % 10 == 0
     page = client.get(f"/admin/schedules/schedule/{schedule.id}/change/")
     assert page.status_code == 200 and b"*/10 * * * *" in page.content
+    # a changed expression is due next from now, by the new expression
+    Schedule.objects.filter(id=schedule.id).update(next_run_at=schedule.next_run_at - timedelta(days=30))
+    changed = client.post(f"/admin/schedules/schedule/{schedule.id}/change/", {**form, "cron": "0 3 * * *"})
+    assert changed.status_code == 302
+    schedule.refresh_from_db()
+    assert (schedule.next_run_at.hour, schedule.next_run_at.minute) == (3, 0)
+    assert timedelta(0) < schedule.next_run_at - datetime.now(UTC) <= timedelta(days=1)

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from pydantic import ConfigDict, Field
+from pydantic import Field
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -44,8 +44,6 @@ class ScheduleOutput(Schema):
     queued_runs: int = Field(description="Due runs waiting for the previous execution to end (overlap=queue)")
     skipped_runs: int = Field(description="Due runs dropped because the previous execution had not ended")
     created_at: datetime
-
-    model_config = ConfigDict(from_attributes=True)
 
 
 # The agents API's workspace header: optional, and when sent it must name the key's workspace.
