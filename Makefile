@@ -14,7 +14,7 @@ LOCK := requirements.lock
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	if $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >$(VENV)/uv-install.log 2>&1; then \
-		$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode --require-hashes -r $(LOCK) && \
+		$(VENV)/bin/uv pip install --quiet --python $(PY) --require-hashes -r $(LOCK) && \
 		$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e . -e ./clients/python; \
 	else \
 		echo "uv==$(UV_VERSION) could not be installed (see $(VENV)/uv-install.log): installing with pip" && \
