@@ -12,6 +12,10 @@ os.environ.setdefault("REAPER_INTERVAL_SECONDS", "1")
 os.environ.setdefault("EXECUTION_REDISPATCH_AFTER_SECONDS", "5")
 os.environ.setdefault("SSE_HEARTBEAT_SECONDS", "2")
 os.environ.setdefault("MEDIA_HEARTBEAT_SECONDS", "0.3")
+# tests/test_schedules.py calls the schedules' tick itself, with a controlled clock: the beat of a
+# live housekeeping process (session-scoped, it keeps running after the live tests) must not tick
+# beside it, so it never does within a test session.
+os.environ.setdefault("SCHEDULE_TICK_SECONDS", "3600")
 
 from config.settings import *  # noqa: E402,F401,F403
 from config.settings import REDIS_URL as _BASE_REDIS_URL  # noqa: E402

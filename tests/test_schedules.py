@@ -17,7 +17,8 @@ from schedules.models import Schedule
 from tests.factories import AgentFactory, SkillFactory
 from tests.helpers import ANSWERING_SKILL_MANIFEST, auth
 
-T0 = datetime(2026, 1, 5, 12, 0, 30, tzinfo=UTC)  # a Monday, 30 s past 12:00
+# A Monday, 30 s past 12:00, years ahead: whatever the real clock, a schedule made for it is not due.
+T0 = datetime(2030, 1, 7, 12, 0, 30, tzinfo=UTC)
 
 
 def ws(tenant) -> dict:
@@ -197,7 +198,7 @@ def test_schedules_per_workspace_limit(client, tenant, other_tenant, agent, sett
 
 def test_fires_once_per_due_time_under_a_controlled_clock(inline_runtime, tenant, agent):
     schedule = make_schedule(tenant, agent=agent)
-    due = datetime(2026, 1, 5, 12, 5, tzinfo=UTC)
+    due = datetime(2030, 1, 7, 12, 5, tzinfo=UTC)
     assert schedule.next_run_at == due
 
     assert services.fire_due_schedules(now=due - timedelta(seconds=1)) == {}
@@ -227,7 +228,7 @@ def test_missed_due_times_fire_once_then_continue_from_now(inline_runtime, tenan
     assert services.fire_due_schedules(now=later) == {}
     schedule.refresh_from_db()
     assert len(executions_of(schedule)) == 1
-    assert schedule.next_run_at == datetime(2026, 1, 5, 14, 5, tzinfo=UTC)
+    assert schedule.next_run_at == datetime(2030, 1, 7, 14, 5, tzinfo=UTC)
 
 
 def test_the_time_zone_decides_the_due_time(inline_runtime, tenant, agent):
@@ -237,10 +238,10 @@ def test_the_time_zone_decides_the_due_time(inline_runtime, tenant, agent):
         agent=agent,
         cron_expression="0 9 * * *",
         timezone_name="Europe/Paris",
-        now=datetime(2026, 7, 1, tzinfo=UTC),
+        now=datetime(2030, 7, 1, tzinfo=UTC),
     )
-    assert winter.next_run_at == datetime(2026, 1, 6, 8, 0, tzinfo=UTC)  # 09:00 CET
-    assert summer.next_run_at == datetime(2026, 7, 1, 7, 0, tzinfo=UTC)  # 09:00 CEST
+    assert winter.next_run_at == datetime(2030, 1, 8, 8, 0, tzinfo=UTC)  # 09:00 CET
+    assert summer.next_run_at == datetime(2030, 7, 1, 7, 0, tzinfo=UTC)  # 09:00 CEST
 
 
 def test_a_skill_schedule_runs_with_source_schedule(inline_runtime, tenant):
