@@ -29,6 +29,7 @@ COPY agents agents
 COPY executions executions
 COPY conversations conversations
 COPY files files
+COPY webhooks webhooks
 COPY workers workers
 COPY schedules schedules
 COPY ops ops

@@ -4,7 +4,19 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from accounts.models import ApiKey, CreditAccount, CreditEntry, Customer, ModelAlias, Principal, Tenant, Workspace
+from accounts.models import (
+    ApiKey,
+    CreditAccount,
+    CreditEntry,
+    CreditProduct,
+    Customer,
+    ModelAlias,
+    Principal,
+    PurchaseEvent,
+    RevenueCatIntegration,
+    Tenant,
+    Workspace,
+)
 from accounts.services import issue_api_key
 from core.admin import ReadOnlyTabularInline
 
@@ -31,14 +43,55 @@ class ModelAliasInline(admin.TabularInline):
     extra = 0
 
 
+class RevenueCatIntegrationInline(admin.StackedInline):
+    """RevenueCat's webhook for this workspace: POST /inbound/revenuecat/<workspace id> with this
+    Authorization header value (the same in RevenueCat's dashboard)."""
+
+    model = RevenueCatIntegration
+    fields = ("authorization", "grant_sandbox")
+    extra = 0
+    max_num = 1
+
+
+class CreditProductInline(admin.TabularInline):
+    """The product -> credits table: what one purchase or renewal of a store product grants."""
+
+    model = CreditProduct
+    fields = ("product_id", "credits")
+    extra = 0
+
+
 @admin.register(Workspace)
 class WorkspaceAdmin(admin.ModelAdmin):
     list_display = ("name", "id", "tenant", "default_model_alias", "created_at")
     list_filter = ("tenant",)
     search_fields = ("name",)
-    fields = ("tenant", "name", "default_model_alias", "execution_retention_days", "app_version_id")
+    fields = (
+        "tenant",
+        "name",
+        "default_model_alias",
+        "execution_retention_days",
+        "max_running_executions",
+        "app_version_id",
+    )
     readonly_fields = ("app_version_id",)
-    inlines = [ModelAliasInline]
+    inlines = [ModelAliasInline, RevenueCatIntegrationInline, CreditProductInline]
+
+
+@admin.register(PurchaseEvent)
+class PurchaseEventAdmin(admin.ModelAdmin):
+    """RevenueCat's events as received, and what each did (granted, or why not)."""
+
+    list_display = ("event_id", "type", "outcome", "app_user_id", "product_id", "credits", "workspace", "received_at")
+    list_filter = ("outcome", "type", "workspace")
+    search_fields = ("event_id", "app_user_id", "product_id")
+    readonly_fields = [field.name for field in PurchaseEvent._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Principal)
@@ -69,7 +122,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ("workspace", "kind", "name")
-        return ("prefix", "kind", "workspace", "principal", "name", "created_at", "last_used_at", "revoked_at")
+        return (
+            "prefix",
+            "kind",
+            "workspace",
+            "principal",
+            "name",
+            "rate_limit_per_minute",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        )
 
     def get_readonly_fields(self, request, obj=None):
         return (

@@ -11,7 +11,9 @@ from rest_framework import authentication, exceptions
 
 from accounts.api_keys import find_active_key
 from accounts.models import ApiKey, ApiKeyKind
+from accounts.rate_limits import check_rate_limit
 from core.errors import WWW_AUTHENTICATE
+from core.structured_logs import bind_context
 
 
 @dataclass
@@ -65,7 +67,8 @@ def raw_key_from_headers(headers) -> str | None:
 
 
 def authenticate_headers(headers) -> Caller:
-    """Resolve the caller from request headers or raise AuthError."""
+    """Resolve the caller from request headers or raise AuthError; a key over its rate limit
+    raises RateLimited (429), after the workspace check (accounts/rate_limits.py)."""
     raw_key = raw_key_from_headers(headers)
     if not raw_key:
         raise AuthError("authentication_required", "Send an API key in X-API-Key or Authorization.")
@@ -77,6 +80,8 @@ def authenticate_headers(headers) -> Caller:
         kind, _, workspace_id = workspace_header.strip().partition(":")
         if kind != "workspace" or workspace_id != str(api_key.workspace_id):
             raise AuthError("workspace_mismatch", "X-Workspace-Id must be workspace:<id> of the key's workspace.", 403)
+    check_rate_limit(api_key)
+    bind_context(workspace_id=str(api_key.workspace_id))  # the request's later log lines name it
     return Caller(api_key=api_key)
 
 

@@ -9,10 +9,12 @@ is charged (never more than the hold); failure and cancellation refund the hold 
 
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Sum
 
 from accounts.models import CreditAccount, CreditEntry, CreditEntryKind
 from core.errors import ApiError
+from core.metrics import CREDITS
 
 ZERO = Decimal("0")
 
@@ -70,6 +72,7 @@ def do_grant_credits(account: CreditAccount, amount: Decimal, note: str = "") ->
 def do_hold_credits(account: CreditAccount, execution_id, amount: Decimal) -> None:
     """Locks the account's row (do_post_entry); InsufficientCredits when the balance cannot cover it."""
     do_post_entry(account.id, CreditEntryKind.HOLD, -amount, execution_id=execution_id, require_funds=True)
+    _count_on_commit("held", amount)
 
 
 def do_settle_credits(*, execution_id, account_id, held: Decimal, charge: Decimal) -> None:
@@ -80,9 +83,70 @@ def do_settle_credits(*, execution_id, account_id, held: Decimal, charge: Decima
     if account_id is None or held <= ZERO:
         return
     do_post_entry(account_id, CreditEntryKind.RELEASE, held, execution_id=execution_id)
-    charge = min(charge, held)
+    charge = max(min(charge, held), ZERO)
     if charge > ZERO:
         do_post_entry(account_id, CreditEntryKind.CHARGE, -charge, execution_id=execution_id)
+        _count_on_commit("charged", charge)
+    if held > charge:
+        _count_on_commit("refunded", held - charge)
+
+
+def _count_on_commit(operation: str, amount: Decimal) -> None:
+    """skillrun_credits_total, once the ledger's transaction commits."""
+    child = CREDITS.labels(operation)
+    transaction.on_commit(lambda: child.inc(float(amount)))
+
+
+def charged_and_refunded(execution_id) -> tuple[Decimal, Decimal]:
+    """What the ledger charged an execution (positive) and gave back of it by a refund."""
+    totals = dict(
+        CreditEntry.objects.filter(execution_id=execution_id, kind__in=[CreditEntryKind.CHARGE, CreditEntryKind.REFUND])
+        .values_list("kind")
+        .annotate(total=Sum("amount"))
+    )
+    return -(totals.get(CreditEntryKind.CHARGE) or ZERO), totals.get(CreditEntryKind.REFUND) or ZERO
+
+
+class AlreadyRefunded(ApiError):
+    def __init__(self):
+        super().__init__(409, "already_refunded", "The credits of this execution were already refunded.")
+
+
+@transaction.atomic
+def check_refund_credits(*, execution_id, amount: Decimal | None = None, note: str = "") -> CreditEntry:
+    """Give back `amount` (default: all) of what the ledger charged the execution, to the account
+    charged: at most what was charged (400 `refund_exceeds_charge`), at most once (409
+    `already_refunded`). The caller holds the execution's row lock, so refunds of one execution are
+    taken one after the other; the unique constraint on (execution, refund) is the last word under
+    any race: a second refund cannot commit."""
+    charged, refunded = charged_and_refunded(execution_id)
+    if refunded:
+        raise AlreadyRefunded()
+    if charged <= ZERO:
+        raise ApiError(409, "nothing_to_refund", "No credits were charged for this execution.")
+    amount = charged if amount is None else Decimal(amount)
+    if amount <= ZERO:
+        raise ApiError(400, "invalid_amount", "A refund must be positive.", field="amount")
+    if amount > charged:
+        raise ApiError(
+            400,
+            "refund_exceeds_charge",
+            f"At most the {charged} credits charged can be refunded.",
+            field="amount",
+            charged=str(charged),
+        )
+    account_id = (
+        CreditEntry.objects.filter(execution_id=execution_id, kind=CreditEntryKind.CHARGE)
+        .values_list("account_id", flat=True)
+        .first()
+    )
+    try:
+        with transaction.atomic():
+            entry = do_post_entry(account_id, CreditEntryKind.REFUND, amount, execution_id=execution_id, note=note)
+    except IntegrityError:
+        raise AlreadyRefunded() from None
+    _count_on_commit("refunded", amount)
+    return entry
 
 
 def remaining_credits(principal) -> Decimal | None:

@@ -29,6 +29,13 @@ class Workspace(models.Model):
     execution_retention_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Purge finished executions after this many days (empty: keep forever)"
     )
+    # At most this many of its executions run at once; more wait queued (executions/concurrency.py).
+    max_running_executions = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Executions running at once; more wait queued, in order (empty: WORKSPACE_MAX_RUNNING_EXECUTIONS; "
+        "0: unlimited)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -50,6 +57,7 @@ class ModelAlias(models.Model):
     allowed = models.BooleanField(default=True, help_text="On the allow-list: requests may name it")
 
     class Meta:
+        verbose_name_plural = "model aliases"
         constraints = [models.UniqueConstraint(fields=["workspace", "alias"], name="model_alias_unique")]
 
     def __str__(self):
@@ -118,6 +126,12 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Requests per minute this key may make (accounts/rate_limits.py).
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests per minute; more are answered 429 (empty: API_KEY_RATE_LIMIT_PER_MINUTE; 0: unlimited)",
+    )
 
     def __str__(self):
         return f"{self.prefix}…"
@@ -171,6 +185,7 @@ class CreditEntryKind(models.TextChoices):
     HOLD = "hold"  # estimated cost reserved at the start of an execution
     RELEASE = "release"  # the hold given back when the execution ends
     CHARGE = "charge"  # the actual cost, when the execution completes
+    REFUND = "refund"  # an operator gave (part of) an execution's charge back (at most once per execution)
 
 
 class CreditEntry(models.Model):
@@ -185,5 +200,81 @@ class CreditEntry(models.Model):
     note = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        constraints = [
+            # the once-only guard of refunds, in the database: a second one cannot commit, whatever races
+            models.UniqueConstraint(
+                fields=["execution_id"], condition=models.Q(kind="refund"), name="credit_refund_once_per_execution"
+            )
+        ]
+
     def __str__(self):
         return f"{self.kind} {self.amount}"
+
+
+class RevenueCatIntegration(models.Model):
+    """A workspace's RevenueCat webhook: RevenueCat posts to /inbound/revenuecat/<workspace id> with
+    this `Authorization` header value (set in RevenueCat's dashboard and here)."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="revenuecat")
+    authorization = models.CharField(
+        max_length=255, help_text="The Authorization header value RevenueCat is configured to send"
+    )
+    grant_sandbox = models.BooleanField(
+        default=False, help_text="Grant credits for SANDBOX purchases too (otherwise recorded and ignored)"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"RevenueCat of {self.workspace}"
+
+
+class CreditProduct(models.Model):
+    """A store product (RevenueCat's `product_id`) and the credits one purchase or renewal grants."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="credit_products")
+    product_id = models.CharField(max_length=255)
+    credits = models.DecimalField(max_digits=18, decimal_places=6)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "product_id"], name="credit_product_unique"),
+            models.CheckConstraint(condition=models.Q(credits__gt=0), name="credit_product_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.product_id}: {self.credits}"
+
+
+class PurchaseEventOutcome(models.TextChoices):
+    GRANTED = "granted"
+    IGNORED_TYPE = "ignored_type"  # not a purchase (CANCELLATION, EXPIRATION, TEST, ...)
+    UNKNOWN_PRODUCT = "unknown_product"
+    UNKNOWN_CUSTOMER = "unknown_customer"
+    SANDBOX = "sandbox"  # a SANDBOX purchase, and the integration does not grant those
+
+
+class PurchaseEvent(models.Model):
+    """One RevenueCat webhook event as received: unique per workspace and event id, so a redelivered
+    event (RevenueCat retries) grants nothing the second time; what was done with it."""
+
+    id = models.BigAutoField(primary_key=True)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="purchase_events")
+    event_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=64)
+    app_user_id = models.CharField(max_length=255, blank=True, default="")
+    product_id = models.CharField(max_length=255, blank=True, default="")
+    environment = models.CharField(max_length=32, blank=True, default="")
+    outcome = models.CharField(max_length=32, choices=PurchaseEventOutcome.choices)
+    credits = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    credit_entry = models.ForeignKey(CreditEntry, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    payload = models.JSONField(default=dict)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "event_id"], name="purchase_event_unique")]
+
+    def __str__(self):
+        return f"{self.type} {self.event_id} ({self.outcome})"

@@ -1,11 +1,19 @@
-"""The demo workspace that `seed_demo` creates: one agent and one skill on the built-in model."""
+"""The demo workspace that `seed_demo` creates: one agent and one skill on the built-in model, and
+its two demo keys.
+
+A key's secret is stored as a digest only, so it can be printed once, when it is issued. `make run`
+seeds the demo at every start: it issues the demo keys the first time and afterwards keeps them
+(the keys printed then still work) instead of adding two keys per start. `new_keys` revokes the
+demo keys and issues fresh ones, to the same principals (an end user's conversations and files
+stay theirs).
+"""
 
 import uuid
 
 from django.db import transaction
 
-from accounts.models import ApiKeyKind, Tenant, Workspace
-from accounts.services import issue_api_key
+from accounts.models import ApiKey, ApiKeyKind, Tenant, Workspace
+from accounts.services import issue_api_key, revoke_api_key
 from agents.models import Agent, Skill
 from agents.services import publish_agent_version, publish_skill_version
 
@@ -14,6 +22,8 @@ DEMO_TENANT_ID = uuid.UUID("00000000-0000-4000-8000-00000000d001")
 DEMO_WORKSPACE_ID = uuid.UUID("00000000-0000-4000-8000-00000000d002")
 DEMO_AGENT_ID = uuid.UUID("00000000-0000-4000-8000-00000000d003")
 DEMO_SKILL_SLUG = "demo-report"
+# The demo keys are found again by their name in the demo workspace.
+DEMO_KEY_NAMES = {ApiKeyKind.WORKSPACE: "demo service", ApiKeyKind.END_USER: "demo end user"}
 
 # ~45 words at 100 ms each: about 45 `text` events over 4.5 s, slow enough to watch stream.
 DEMO_AGENT_WORKFLOW = {
@@ -65,11 +75,16 @@ DEMO_SKILL_MANIFEST = {
 
 
 @transaction.atomic
-def seed_demo() -> dict:
+def seed_demo(new_keys: bool = False) -> dict:
+    """The demo rows (created once, updated to the current workflow and manifest) and its keys.
+
+    `workspace_api_key` / `end_user_api_key` hold a key only when this call issued it (null when the
+    earlier one is kept); the `_prefix` fields always name the demo's active keys."""
     tenant, _ = Tenant.objects.get_or_create(id=DEMO_TENANT_ID, defaults={"name": "Demo tenant"})
     workspace, _ = Workspace.objects.get_or_create(
         id=DEMO_WORKSPACE_ID, defaults={"tenant": tenant, "name": "Demo workspace"}
     )
+    workspace = Workspace.objects.select_for_update().get(id=workspace.id)  # two seeds at once: one issues the keys
     agent, created = Agent.objects.get_or_create(
         id=DEMO_AGENT_ID, defaults={"workspace": workspace, "name": "Demo agent", "requires_user_message": True}
     )
@@ -80,11 +95,33 @@ def seed_demo() -> dict:
     )
     if created or skill.live_version is None or skill.live_version.manifest != DEMO_SKILL_MANIFEST:
         publish_skill_version(skill, DEMO_SKILL_MANIFEST)
+    workspace_key = _demo_key(workspace, ApiKeyKind.WORKSPACE, new_keys)
+    end_user_key = _demo_key(workspace, ApiKeyKind.END_USER, new_keys)
     return {
         "tenant_id": str(tenant.id),
         "workspace_id": str(workspace.id),
-        "workspace_api_key": issue_api_key(workspace, ApiKeyKind.WORKSPACE, name="demo service").raw_key,
-        "end_user_api_key": issue_api_key(workspace, ApiKeyKind.END_USER, name="demo end user").raw_key,
+        "workspace_api_key": workspace_key[1],
+        "end_user_api_key": end_user_key[1],
+        "workspace_api_key_prefix": workspace_key[0],
+        "end_user_api_key_prefix": end_user_key[0],
+        "keys_issued": workspace_key[1] is not None or end_user_key[1] is not None,
         "agent_id": str(agent.id),
         "skill_slug": skill.slug,
     }
+
+
+def _demo_key(workspace, kind: str, new_key: bool) -> tuple[str, str | None]:
+    """(prefix, raw key or None): the active demo key of `kind` kept, or a new one issued (when
+    there is none, or `new_key`: then the active ones are revoked first)."""
+    name = DEMO_KEY_NAMES[kind]
+    active = list(
+        ApiKey.objects.filter(workspace=workspace, kind=kind, name=name, revoked_at__isnull=True)
+        .select_related("principal")
+        .order_by("-created_at")
+    )
+    if active and not new_key:
+        return active[0].prefix, None
+    for api_key in active:
+        revoke_api_key(api_key)
+    issued = issue_api_key(workspace, kind, principal=active[0].principal if active else None, name=name)
+    return issued.api_key.prefix, issued.raw_key

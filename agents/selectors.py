@@ -34,3 +34,17 @@ def server_tool_names(workflow: dict) -> set[str]:
         names.update(skill_tool_name(slug) for slug in node.get("skills", []))
     names.discard(None)
     return names
+
+
+def published_agents(workspace) -> list[Agent]:
+    """The workspace's agents that can be executed (a live version), by name: what a caller may pick."""
+    return list(
+        Agent.objects.select_related("live_version")
+        .filter(workspace=workspace, live_version__isnull=False)
+        .order_by("name", "created_at")
+    )
+
+
+def accepts_client_tools(workflow: dict) -> bool:
+    """Whether an execute request's `client_tools` reach the model (an `ai` node accepts them)."""
+    return any(node.get("type") == "ai" and node.get("accepts_client_tools") for node in workflow.get("nodes", []))

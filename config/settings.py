@@ -4,6 +4,7 @@ With no DATABASE_URL / REDIS_URL the embedded servers of ops.local_services are 
 """
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -52,7 +53,8 @@ ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the operators' dashboard on its index (executions/admin_site.py)
+    "executions.admin_site.ConsoleAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -70,6 +72,7 @@ INSTALLED_APPS = [
     "executions",
     "conversations",
     "files",
+    "webhooks",
     "workers",
     "schedules",
     "api",
@@ -81,7 +84,9 @@ INSTALLED_APPS = [
 # chain itself; api.http.middleware's Common and Authentication are Django's, with their hooks run
 # on the event loop.
 MIDDLEWARE = [
-    # First: CORS (django-cors-headers, async-capable), so that a preflight is answered before
+    # Outermost: the request_id of every line the request logs, and its access line and metrics.
+    "api.http.access_log.AccessLogMiddleware",
+    # Then CORS (django-cors-headers, async-capable), so that a preflight is answered before
     # anything else (no key, no body) and every answer, errors included, carries the CORS headers.
     # It reads only the Origin and Access-Control-Request-* headers and matches the path.
     "corsheaders.middleware.CorsMiddleware",
@@ -285,6 +290,16 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = None
 # (empty: links are paths relative to the API) and how long a link stays valid.
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
 DOWNLOAD_URL_MAX_AGE_SECONDS = env_int("DOWNLOAD_URL_MAX_AGE_SECONDS", 24 * 3600)
+# The `fal` media provider (workers/providers/fal.py): Fal.ai's queue API and key; its results come
+# back to POST /inbound/fal (a webhook URL built from PUBLIC_BASE_URL; empty: polling only), signed
+# with an ED25519 key from the JWKS (cached this long), and a waiting node polls the queue this often
+# when no webhook came. Downloaded media is limited to FAL_MEDIA_MAX_BYTES.
+FAL_KEY = os.environ.get("FAL_KEY", "")
+FAL_QUEUE_URL = os.environ.get("FAL_QUEUE_URL", "https://queue.fal.run").rstrip("/")
+FAL_JWKS_URL = os.environ.get("FAL_JWKS_URL", "https://rest.alpha.fal.ai/.well-known/jwks.json")
+FAL_JWKS_CACHE_SECONDS = env_int("FAL_JWKS_CACHE_SECONDS", 3600)
+FAL_POLL_INTERVAL_SECONDS = env_int("FAL_POLL_INTERVAL_SECONDS", 30)
+FAL_MEDIA_MAX_BYTES = env_int("FAL_MEDIA_MAX_BYTES", 50 * 1024 * 1024)
 # A skill artifact's download_url: signed for its tenant, valid this long (and a key of the tenant).
 ARTIFACT_URL_MAX_AGE_SECONDS = env_int("ARTIFACT_URL_MAX_AGE_SECONDS", 3600)
 # POST /v1/files/: size of one file of a caller's personal collection.
@@ -300,6 +315,25 @@ MODEL_API_KEY_ENV_ALLOWED = [
 LANGFUSE_HOST = os.environ.get("LANGFUSE_HOST", "")
 LANGFUSE_PUBLIC_KEY = os.environ.get("LANGFUSE_PUBLIC_KEY", "")
 LANGFUSE_SECRET_KEY = os.environ.get("LANGFUSE_SECRET_KEY", "")
+
+# --- Outbound webhooks (webhooks/): a workspace's endpoints get signed execution events.
+# Targets that resolve to loopback, private, link-local or other non-global addresses are refused at
+# delivery time (SSRF) unless this is on; `make run` turns it on for local development.
+WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
+# One delivery attempt: the whole request (connect, send, the answer's head and excerpt) is bounded by this.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# Retries of a failed attempt: base * 2^(n-1) seconds after the n-th, at most MAX_DELAY, while the
+# delivery is younger than WINDOW (24 h); then it has failed.
+WEBHOOK_RETRY_BASE_SECONDS = env_float("WEBHOOK_RETRY_BASE_SECONDS", 5.0)
+WEBHOOK_RETRY_MAX_DELAY_SECONDS = env_float("WEBHOOK_RETRY_MAX_DELAY_SECONDS", 2 * 3600.0)
+WEBHOOK_RETRY_WINDOW_SECONDS = env_float("WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600.0)
+# An endpoint is disabled once this many attempts in a row failed over at least this long (no success between).
+WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 10)
+WEBHOOK_DISABLE_AFTER_SECONDS = env_float("WEBHOOK_DISABLE_AFTER_SECONDS", 24 * 3600.0)
+# Finished deliveries (and their attempts) are deleted this long after they ended (with the hourly purge).
+WEBHOOK_DELIVERY_RETENTION_DAYS = env_int("WEBHOOK_DELIVERY_RETENTION_DAYS", 30)
+# Endpoints per workspace.
+WEBHOOK_MAX_ENDPOINTS = env_int("WEBHOOK_MAX_ENDPOINTS", 20)
 
 # --- Schedules (schedules/services.py): beat's tick fires the due ones this often (a run starts at
 # most this late), at most SCHEDULE_TICK_BATCH per tick (the rest on the next).
@@ -342,6 +376,7 @@ HOUSEKEEPING_QUEUE = os.environ.get("HOUSEKEEPING_QUEUE", "housekeeping")
 CELERY_TASK_ROUTES = {
     "workers.tasks.reap_executions": {"queue": HOUSEKEEPING_QUEUE},
     "workers.tasks.purge_expired_executions": {"queue": HOUSEKEEPING_QUEUE},
+    "workers.tasks.sweep_webhook_deliveries": {"queue": HOUSEKEEPING_QUEUE},
     "workers.tasks.fire_due_schedules": {"queue": HOUSEKEEPING_QUEUE},
 }
 # Runs in flight per worker process (one thread each: an execution waiting on a model costs a thread,
@@ -355,22 +390,84 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.tasks.purge_expired_executions",
         "schedule": float(PURGE_INTERVAL_SECONDS),
     },
+    # webhook deliveries whose retry is due, or whose message or worker was lost (webhooks/delivery.py)
+    "sweep-webhook-deliveries": {
+        "task": "workers.tasks.sweep_webhook_deliveries",
+        "schedule": float(REAPER_INTERVAL_SECONDS),
+    },
     "fire-due-schedules": {"task": "workers.tasks.fire_due_schedules", "schedule": float(SCHEDULE_TICK_SECONDS)},
 }
 
+# Logs (core/structured_logs.py): JSON lines, or readable lines for a person at a terminal (the
+# default when stderr is one, e.g. `make run`); both carry the bound request_id, workspace_id,
+# execution_id and attempt. LOG_FILE adds a JSON file of every line at LOG_LEVEL (`make run` writes
+# one per process under .data/logs/ and keeps its console to warnings: LOG_CONSOLE_LEVEL).
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or ("console" if sys.stderr.isatty() else "json")
+if LOG_FORMAT not in {"json", "console"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be json or console.")
+LOG_CONSOLE_LEVEL = os.environ.get("LOG_CONSOLE_LEVEL", "").upper() or LOG_LEVEL
+LOG_FILE = os.environ.get("LOG_FILE", "")
+# Celery's lines per task (received, succeeded) and beat's per schedule tick: the reaper alone made
+# four a REAPER_INTERVAL_SECONDS. The runtime logs one line per attempt with its fields instead.
+_CELERY_ROUTINE_LEVEL = "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"
+_log_handlers = {
+    "console": {
+        "class": "logging.StreamHandler",
+        "formatter": LOG_FORMAT,
+        "filters": ["context"],
+        "level": LOG_CONSOLE_LEVEL,
+    }
+}
+if LOG_FILE:
+    _log_handlers["file"] = {
+        "class": "logging.handlers.RotatingFileHandler",
+        "filename": LOG_FILE,
+        "maxBytes": 20 * 1024 * 1024,
+        "backupCount": 2,
+        "formatter": "json",
+        "filters": ["context"],
+    }
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "filters": {"context": {"()": "core.structured_logs.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "core.structured_logs.JsonFormatter"},
+        "console": {"()": "core.structured_logs.ConsoleFormatter"},
+    },
+    "handlers": _log_handlers,
+    "root": {"handlers": list(_log_handlers), "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # httpx logs every request's full URL at INFO, and an HTTP tool's or a provider's URL may hold a key.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # uvicorn's own lines through our handlers and format (it configured its own before Django's setup)
+        "uvicorn": {"handlers": [], "propagate": True},
+        "celery.app.trace": {"level": _CELERY_ROUTINE_LEVEL},
+        "celery.worker.strategy": {"level": _CELERY_ROUTINE_LEVEL},
+        "celery.beat": {"level": _CELERY_ROUTINE_LEVEL},
     },
 }
+
+# --- Limits (a workspace's or a key's own value in the admin wins; 0 is unlimited).
+# Executions of one workspace running at once; more wait `queued` in order (executions/concurrency.py).
+WORKSPACE_MAX_RUNNING_EXECUTIONS = env_int("WORKSPACE_MAX_RUNNING_EXECUTIONS", 0)
+# Requests one API key may make per window; more are 429 `rate_limited` (accounts/rate_limits.py).
+API_KEY_RATE_LIMIT_PER_MINUTE = env_int("API_KEY_RATE_LIMIT_PER_MINUTE", 0)
+# The window's length: a minute (not from the environment; tests shorten it).
+API_KEY_RATE_LIMIT_WINDOW_SECONDS = 60.0
+# A Redis that does not answer within this lets the request through (the limit fails open).
+API_KEY_RATE_LIMIT_REDIS_TIMEOUT_SECONDS = 0.5
+
+# Prometheus metrics (core/metrics.py, ops/metrics.py): `/metrics` answers only a request with
+# `Authorization: Bearer <METRICS_TOKEN>` (unset: 404 to everyone). PROMETHEUS_MULTIPROC_DIR, read
+# by prometheus_client itself at import, makes the processes of a host share their values through
+# files there; a worker on a host of its own serves its values on WORKER_METRICS_PORT (0: none).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 
 # Connections of the async pool that SSE streams read the event log through (per process).
 SSE_DB_POOL_SIZE = env_int("SSE_DB_POOL_SIZE", 10)

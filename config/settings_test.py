@@ -12,6 +12,10 @@ os.environ.setdefault("REAPER_INTERVAL_SECONDS", "1")
 os.environ.setdefault("EXECUTION_REDISPATCH_AFTER_SECONDS", "5")
 os.environ.setdefault("SSE_HEARTBEAT_SECONDS", "2")
 os.environ.setdefault("MEDIA_HEARTBEAT_SECONDS", "0.3")
+# webhooks: the receivers of the tests listen on 127.0.0.1 (the SSRF tests turn this off), retries come fast
+os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_URLS", "true")
+os.environ.setdefault("WEBHOOK_RETRY_BASE_SECONDS", "0.5")
+os.environ.setdefault("WEBHOOK_TIMEOUT_SECONDS", "3")
 # tests/test_schedules.py calls the schedules' tick itself, with a controlled clock: the beat of a
 # live housekeeping process (session-scoped, it keeps running after the live tests) must not tick
 # beside it, so it never does within a test session.

@@ -2,16 +2,20 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from api.frontdoor.views import index
 from api.http import errors
 from api.http.downloads import download
 from ops.health import healthz
+from ops.metrics import metrics
 
 # The schema and its two docs pages (Swagger UI, Redoc; their assets from drf-spectacular-sidecar) need no key.
 PUBLIC = {"authentication_classes": [], "permission_classes": []}
 
 urlpatterns = [
+    path("", index, name="frontdoor"),  # the browser front door (api/frontdoor/)
     path("admin/", admin.site.urls),
     path("healthz", healthz),
+    path("metrics", metrics),
     path("api/schema/", SpectacularAPIView.as_view(**PUBLIC), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **PUBLIC), name="swagger-ui"),
     path(
@@ -23,6 +27,8 @@ urlpatterns = [
     path("", include("api.agents.urls")),
     path("", include("api.skills.urls")),
     path("", include("api.query.urls")),
+    path("", include("api.inbound.urls")),
+    path("", include("api.webhooks.urls")),
     path("", include("api.schedules.urls")),
 ]
 

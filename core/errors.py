@@ -13,9 +13,14 @@ WWW_AUTHENTICATE = 'Bearer realm="api"'
 class ApiError(Exception):
     """Raised by services and views; rendered as the error envelope with a stable code."""
 
+    headers: dict = {}  # response headers that go with the error (a 429's Retry-After)
+
     def __init__(self, status_code: int, code: str, message: str, field: str | None = None, **extra):
         super().__init__(message)
         self.status_code, self.code, self.message, self.field, self.extra = status_code, code, message, field, extra
+
+    def response_headers(self) -> dict:
+        return {**challenge_headers(self.status_code), **self.headers}
 
     def body(self) -> dict:
         error = {"code": self.code, "message": self.message}
@@ -23,6 +28,14 @@ class ApiError(Exception):
             error["field"] = self.field
         error.update(self.extra)
         return {"error": error}
+
+
+class RateLimited(ApiError):
+    """429 `rate_limited`: over a rate limit; `Retry-After` says in how many seconds to try again."""
+
+    def __init__(self, message: str, retry_after_seconds: int):
+        super().__init__(429, "rate_limited", message)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
 def not_found(what: str = "resource") -> ApiError:
@@ -34,4 +47,4 @@ def challenge_headers(status_code: int) -> dict:
 
 
 def error_json(exc: ApiError) -> JsonResponse:
-    return JsonResponse(exc.body(), status=exc.status_code, headers=challenge_headers(exc.status_code))
+    return JsonResponse(exc.body(), status=exc.status_code, headers=exc.response_headers())

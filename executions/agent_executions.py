@@ -17,14 +17,24 @@ from executions.idempotency import claim_idempotency_key
 from executions.models import Execution, ExecutionSource, IdempotencyKey
 
 
-def _create(caller, agent, inputs: dict, source: str, **fields):
-    """One execution of the agent's live version, with its credits held."""
-    execution_id = uuid7()
+def hold_start_credits(*, workspace, principal, agent, inputs: dict, execution_id) -> dict:
+    """Hold the estimate of a new execution of the agent (InsufficientCredits, a 402, when the
+    balance cannot cover it); returns the execution's credit fields. Also for operators' reruns
+    (executions/reruns.py)."""
     estimate = quote(agent.credit_rules, inputs)["total"]
     account = None
     if estimate > 0:
-        account = account_for(caller.workspace, caller.principal)
+        account = account_for(workspace, principal)
         do_hold_credits(account, execution_id, estimate)
+    return {"credit_account": account, "credits_held": estimate}
+
+
+def _create(caller, agent, inputs: dict, source: str, **fields):
+    """One execution of the agent's live version, with its credits held."""
+    execution_id = uuid7()
+    credits = hold_start_credits(
+        workspace=caller.workspace, principal=caller.principal, agent=agent, inputs=inputs, execution_id=execution_id
+    )
     return services.create_execution(
         id=execution_id,
         workspace=caller.workspace,
@@ -33,8 +43,7 @@ def _create(caller, agent, inputs: dict, source: str, **fields):
         inputs=inputs,
         agent_version=agent.live_version,
         start_payload={"agent_id": f"agent:{agent.id}"},
-        credit_account=account,
-        credits_held=estimate,
+        **credits,
         **fields,
     )
 

@@ -47,6 +47,10 @@ class NodeState:
     def waits_for_sub_execution(self, child_id: str) -> bool:
         return False
 
+    def media_request_id(self) -> str | None:
+        """The provider job a suspended media node waits for (executions/media_requests.py)."""
+        return None
+
     def to_json(self) -> dict:
         return {"kind": self.kind, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
@@ -99,11 +103,20 @@ class EventWait(NodeState):
 
 @dataclass(kw_only=True)
 class MediaJob(NodeState):
-    """A `media_generation` node's submitted job, polled again by a retried attempt (it never suspends)."""
+    """A `media_generation` node's submitted job, polled again by a retried attempt. A job of a
+    provider that calls back (Fal.ai: its `request_id`) suspends the node until its webhook, or
+    until the timeout after which the reaper resumes the node to poll it."""
 
     kind: ClassVar[str] = "media_generation"
     job: dict
     submitted_at: float
+
+    def media_request_id(self) -> str | None:
+        return self.job.get("request_id") if self.waiting else None
+
+    def input_on_timeout(self) -> dict | None:
+        request_id = self.media_request_id()
+        return {"media_request_id": request_id, "poll": True} if request_id else None
 
 
 @dataclass(kw_only=True)
@@ -207,3 +220,6 @@ class Checkpoint:
 
     def waits_for_sub_execution(self, child_id: str) -> bool:
         return self.node_state is not None and self.node_state.waits_for_sub_execution(child_id)
+
+    def media_request_id(self) -> str | None:
+        return self.node_state.media_request_id() if self.node_state is not None else None

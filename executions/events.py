@@ -20,6 +20,8 @@ import redis
 from django.conf import settings
 from django.db import connection, transaction
 
+from core.metrics import EVENTS_WRITTEN
+
 logger = logging.getLogger(__name__)
 
 # `final`, `error` and `batch_completed` end every stream; `suspended` ends a stream unless more events follow it
@@ -74,6 +76,7 @@ def append_event(execution, type_: str, payload: dict | None = None, attempt: in
         row = cursor.fetchone()
     if row is None:
         raise LeaseLost(str(execution.id))
+    EVENTS_WRITTEN.inc()
     _seq, data_text, cancel_requested = row
     transaction.on_commit(lambda: publish(execution.id, data_text))
     return AppendResult(event=json.loads(data_text), cancel_requested=bool(cancel_requested))
@@ -161,4 +164,5 @@ def append_events(events: list[PendingEvent]) -> dict:
             entry = written.setdefault(execution_id, WrittenEvents(0, bool(cancel_requested), []))
             entry.last_seq = seq
             entry.data.append(data_text)
+    EVENTS_WRITTEN.inc(sum(len(entry.data) for entry in written.values()))
     return written

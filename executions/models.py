@@ -51,6 +51,12 @@ class Execution(models.Model):
     source = models.CharField(max_length=16, choices=ExecutionSource.choices)
     state = models.CharField(max_length=32, choices=ExecutionState.choices, default=ExecutionState.QUEUED)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    # An operator's rerun (executions/reruns.py): the execution this one retries, or forks from a checkpoint of.
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    forked_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks")
+    forked_from_seq = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The seq of the source's checkpoint the fork started from"
+    )
 
     inputs = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(null=True, blank=True)
@@ -93,6 +99,11 @@ class Execution(models.Model):
     resume_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
     cancel_requested = models.BooleanField(default=False)
     dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its task message was last published")
+    # Queued behind its workspace's running cap, with no task message out (executions/concurrency.py):
+    # a slot that frees dispatches the oldest such row again.
+    deferred_at = models.DateTimeField(
+        null=True, blank=True, help_text="Held back by the workspace's max_running_executions since"
+    )
     last_event_seq = models.PositiveIntegerField(default=0)
     # Purged (executions/purge.py): inputs, outputs, events and files erased; accounting kept.
     is_purged = models.BooleanField(default=False)
@@ -109,6 +120,23 @@ class Execution(models.Model):
             models.Index(fields=["workspace", "-created_at"], name="execution_ws_created"),
             models.Index(fields=["state", "lease_expires_at"], name="execution_state_lease"),
             models.Index(fields=["chat_tool_call_id"], name="execution_chat_tool_call"),
+            # The running cap: a workspace's running rows and its queue in order (executions/concurrency.py).
+            models.Index(
+                fields=["workspace", "state", "id"],
+                name="execution_ws_active",
+                condition=models.Q(state__in=["queued", "running"]),
+            ),
+            models.Index(
+                fields=["workspace", "id"],
+                name="execution_ws_deferred",
+                condition=models.Q(state="queued", deferred_at__isnull=False),
+            ),
+            # /metrics: the queue's depth and its oldest execution at each scrape (ops/metrics.py)
+            models.Index(fields=["updated_at"], condition=models.Q(state="queued"), name="execution_queued_since"),
+        ]
+        permissions = [
+            ("refund_execution", "Can refund the credits of an execution"),
+            ("purge_execution", "Can purge an execution"),
         ]
 
     def __str__(self):
@@ -117,6 +145,13 @@ class Execution(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def responder_type(self) -> str:
+        """What it runs, for metrics: agent, skill or batch (a batch's parent row)."""
+        if self.source == ExecutionSource.BATCH:
+            return "batch"
+        return "agent" if self.agent_version_id else "skill" if self.skill_version_id else "none"
 
     @property
     def public_id(self) -> str:
@@ -145,6 +180,26 @@ class ExecutionEvent(models.Model):
 
     def __str__(self):
         return f"{self.execution_id}#{self.seq} {self.type}"
+
+
+class ExecutionCheckpoint(models.Model):
+    """One checkpoint of a run as it was saved, kept so that a fork can start from any of them
+    (executions/reruns.py). `seq` is the seq of the last event it covers (the checkpoint's
+    `event_seq`); the latest one is also the execution's own `checkpoint`. Written by the statement
+    or transaction that saves that one (executions/services.py), erased by a purge."""
+
+    id = models.BigAutoField(primary_key=True)
+    # no separate index: the (execution, seq) index serves every lookup
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="checkpoints", db_index=False)
+    seq = models.PositiveIntegerField()
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["execution", "seq"], name="execution_checkpoint_seq")]
+
+    def __str__(self):
+        return f"{self.execution_id}@{self.seq}"
 
 
 class Artifact(models.Model):
@@ -187,3 +242,27 @@ class IdempotencyKey(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class MediaRequest(models.Model):
+    """A job a media provider (Fal.ai) runs for a waiting `media_generation` node: found by the
+    provider's request id when its webhook arrives, and holding the result once it came (by webhook
+    or by the node's polling), so a repeated webhook changes nothing."""
+
+    id = models.BigAutoField(primary_key=True)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="media_requests")
+    node_id = models.CharField(max_length=128)
+    provider = models.CharField(max_length=32)
+    request_id = models.CharField(max_length=128)
+    result = models.JSONField(null=True, blank=True, help_text='{"status": "OK"|"ERROR", "payload", "error"}')
+    received_via = models.CharField(max_length=16, blank=True, default="", help_text="webhook or poll")
+    received_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "request_id"], name="media_request_provider_id_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.provider}:{self.request_id}"

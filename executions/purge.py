@@ -2,7 +2,7 @@
 
 A purged execution keeps its row (`is_purged`, `purged_at`) with its state, timestamps, tokens,
 cost, credits and ids, so usage and billing reports stay whole. Erased: `inputs`, `outputs`,
-`error`, the checkpoint, the resume input and the staged file names; its events; its artifacts
+`error`, the checkpoint and its history, the resume input and the staged file names; its events; its artifacts
 (rows and storage objects); its workspace archive (row and object); the media its workflow
 generated (found through its `media_gen_complete` events); and the skill workspace
 `workspaces/<execution id>/` in the default storage. The caller's own uploads (attachments,
@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from accounts.models import Workspace
 from core.errors import ApiError
-from executions.models import TERMINAL_STATES, Artifact, Execution, ExecutionEvent
+from executions.models import TERMINAL_STATES, Artifact, Execution, ExecutionCheckpoint, ExecutionEvent
 from files.models import StoredFile
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def purge_execution(execution: Execution) -> Execution:
             updated_at=now,
         )
         ExecutionEvent.objects.filter(execution=locked).delete()
+        ExecutionCheckpoint.objects.filter(execution=locked).delete()
         Artifact.objects.filter(execution=locked).delete()
         files.delete()
     _delete_objects(storage_keys)

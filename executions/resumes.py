@@ -26,7 +26,9 @@ def check_waiting(execution, expected_state: str, action: str) -> Execution:
 
 
 @transaction.atomic
-def check_submit_tool_result(execution, tool_call_id: str, outcome: str, result) -> tuple[int, list]:
+def check_submit_tool_result(
+    execution, tool_call_id: str, outcome: str, result, *, by: str | None = None
+) -> tuple[int, list]:
     """Store one client tool's result; the last pending one resumes the execution. Holds the row's
     lock (check_waiting) until commit, so two results posted at once are counted one after the other.
 
@@ -53,12 +55,13 @@ def check_submit_tool_result(execution, tool_call_id: str, outcome: str, result)
     if remaining:
         Execution.objects.filter(id=row.id).update(resume_input={"tool_results": results})
         return 0, remaining
-    return do_resume_execution(row, ExecutionState.AWAITING_CLIENT_TOOL, {"tool_results": results}), remaining
+    return do_resume_execution(row, ExecutionState.AWAITING_CLIENT_TOOL, {"tool_results": results}, by=by), remaining
 
 
 @transaction.atomic
-def check_decide_approval(execution, decision: str, comment: str, principal) -> int:
-    """Holds the row's lock (check_waiting) until commit."""
+def check_decide_approval(execution, decision: str, comment: str, principal, *, by: str | None = None) -> int:
+    """Holds the row's lock (check_waiting) until commit. `by`: an operator deciding in the admin
+    (`admin:<username>`) instead of an API caller."""
     row = check_waiting(execution, ExecutionState.AWAITING_APPROVAL, "approve or reject")
     return do_resume_execution(
         row,
@@ -66,17 +69,25 @@ def check_decide_approval(execution, decision: str, comment: str, principal) -> 
         {
             "decision": decision,
             "comment": comment,
-            "decided_by": "api",
+            "decided_by": by or "api",
             "principal_id": str(principal.id) if principal else None,
         },
+        by=by,
     )
 
 
 @transaction.atomic
-def check_post_external_event(execution, event: str, payload) -> int:
+def check_post_external_event(execution, event: str, payload, *, by: str | None = None) -> int:
     """Holds the row's lock (check_waiting) until commit; the event must be the one waited for (422)."""
     row = check_waiting(execution, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, "deliver an event to")
-    expected = Checkpoint.from_json(row.checkpoint).expected_event()
+    checkpoint = Checkpoint.from_json(row.checkpoint)
+    if checkpoint.media_request_id():  # only the provider's signed webhook resumes a media wait
+        raise ApiError(
+            409,
+            "execution_waits_for_media",
+            "The execution waits for its media provider's result, not for a posted event.",
+        )
+    expected = checkpoint.expected_event()
     if expected and event != expected:
         raise ApiError(
             422,
@@ -85,4 +96,6 @@ def check_post_external_event(execution, event: str, payload) -> int:
             field="event",
             expected=expected,
         )
-    return do_resume_execution(row, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"event": event, "payload": payload})
+    return do_resume_execution(
+        row, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"event": event, "payload": payload}, by=by
+    )

@@ -17,9 +17,19 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core.errors import ApiError
+from core.metrics import EXECUTIONS_CREATED, EXECUTIONS_FINISHED
+from executions import concurrency
 from executions.checkpoints import Checkpoint
 from executions.events import append_event
-from executions.models import SUSPENDED_STATES, TERMINAL_STATES, Execution, ExecutionSource, ExecutionState
+from executions.models import (
+    SUSPENDED_STATES,
+    TERMINAL_STATES,
+    Execution,
+    ExecutionCheckpoint,
+    ExecutionSource,
+    ExecutionState,
+)
+from executions.suspension import SuspensionOutcome, do_suspension_effects
 from executions.terminal import TerminalOutcome, do_terminal_effects
 
 logger = logging.getLogger(__name__)
@@ -30,22 +40,37 @@ RUN_EXECUTION_TASK = "workers.tasks.run_execution"
 # --- creation and dispatch --------------------------------------------------------------------
 
 
+def publish_task(execution_id) -> None:
+    """Publish an execution's task message now. One that fails (the broker is down) fails nothing:
+    the row is marked in PostgreSQL (`dispatched_at` NULL), which the reaper's next sweep re-publishes
+    first thing once the broker answers again (redispatch_stale_queued), instead of waiting
+    EXECUTION_REDISPATCH_AFTER_SECONDS for a message that was never sent."""
+    try:
+        current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)])
+    except Exception:  # kombu's OperationalError, a Redis error: any message not sent
+        logger.warning("execution %s: task not published, left for the reaper", execution_id, exc_info=True)
+        Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).update(dispatched_at=None)
+
+
 def dispatch_on_commit(execution_id) -> None:
-    """Publish the task message once the row is committed; the row itself is the outbox.
+    """Publish the task message once the row is committed; the row itself is the outbox (a publish
+    that fails leaves it to the reaper, publish_task)."""
+    transaction.on_commit(lambda: publish_task(execution_id))
 
-    A publish that fails (the broker is down) fails nothing: the committed request answers as usual,
-    and the row is marked in PostgreSQL (`dispatched_at` NULL), which the reaper's next sweep
-    re-publishes first thing once the broker answers again (redispatch_stale_queued), instead of
-    waiting EXECUTION_REDISPATCH_AFTER_SECONDS for a message that was never sent."""
 
-    def publish():
-        try:
-            current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)])
-        except Exception:  # kombu's OperationalError, a Redis error: any message not sent
-            logger.warning("execution %s: task not published, left for the reaper", execution_id, exc_info=True)
-            Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).update(dispatched_at=None)
+def wake_deferred_on_commit(execution) -> None:
+    """A slot of the execution's workspace frees when this transaction commits: dispatch the oldest
+    execution its running cap holds back (executions/concurrency.py). Nothing for a run claimed
+    without a cap."""
+    if getattr(execution, "capped", True) is False:
+        return
+    workspace_id = execution.workspace_id
 
-    transaction.on_commit(publish)
+    def wake():
+        for execution_id in concurrency.wake_deferred(workspace_id):
+            publish_task(execution_id)
+
+    transaction.on_commit(wake)
 
 
 @transaction.atomic(savepoint=False)  # inside a start's transaction: no savepoint round trips; errors abort it all
@@ -59,9 +84,11 @@ def create_execution(
     skill_version=None,
     parent=None,
     start_payload=None,
+    start_event: str = "start",
     **fields,
 ) -> Execution:
-    """Insert a queued execution, log its `start` event, and enqueue it after commit."""
+    """Insert a queued execution, log its `start` event (a fork's: `forked_from`), and enqueue it
+    after commit."""
     execution = Execution.objects.create(
         tenant_id=workspace.tenant_id,
         workspace=workspace,
@@ -75,14 +102,21 @@ def create_execution(
         dispatched_at=timezone.now(),
         **fields,
     )
-    append_event(execution, "start", {"status": execution.state, **(start_payload or {})})
+    append_event(execution, start_event, {"status": execution.state, **(start_payload or {})})
     dispatch_on_commit(execution.id)
+    _count_on_commit(EXECUTIONS_CREATED, execution.responder_type, execution.source)
     return execution
+
+
+def _count_on_commit(counter, *labels) -> None:
+    """Count what the transaction does once it is committed (a rolled-back start or end did not happen)."""
+    child = counter.labels(*labels)
+    transaction.on_commit(child.inc)
 
 
 def create_batch(*, workspace, principal, agent_version, idempotency_key: str) -> Execution:
     """The parent row of a batch: it waits for its items, run by no worker itself."""
-    return Execution.objects.create(
+    batch = Execution.objects.create(
         tenant_id=workspace.tenant_id,
         workspace=workspace,
         principal=principal,
@@ -93,6 +127,8 @@ def create_batch(*, workspace, principal, agent_version, idempotency_key: str) -
         idempotency_key=idempotency_key,
         started_at=timezone.now(),
     )
+    _count_on_commit(EXECUTIONS_CREATED, batch.responder_type, batch.source)
+    return batch
 
 
 def start_batch(batch: Execution, agent, items: list[Execution]) -> None:
@@ -111,18 +147,10 @@ def start_batch(batch: Execution, agent, items: list[Execution]) -> None:
 # --- worker side: claim, lease, checkpoint, finish ------------------------------------------------
 
 
-_CLAIM_SQL = """
-UPDATE executions_execution
-   SET state = 'running', attempt = attempt + 1, lease_owner = %(worker)s, lease_expires_at = %(expires)s,
-       updated_at = %(now)s, started_at = COALESCE(started_at, %(now)s)
- WHERE id = %(id)s AND state = 'queued'
-RETURNING *
-"""
-
-
 def do_claim_execution(execution_id, worker_id: str) -> Execution | None:
-    """Take a queued execution for this worker, in one statement (the row is locked only for it);
-    None if another caller won it.
+    """Take a queued execution for this worker; None if another caller won it, or if its workspace
+    runs its maximum of executions (it stays queued, deferred, until a slot frees:
+    executions/concurrency.py). Without a cap, one statement (the row is locked only for it).
 
     The returned row's `attempt` is this run's fencing token.
     """
@@ -133,7 +161,7 @@ def do_claim_execution(execution_id, worker_id: str) -> Execution | None:
         "now": now,
         "expires": now + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS),
     }
-    return next(iter(Execution.objects.raw(_CLAIM_SQL, params)), None)
+    return concurrency.claim_uncapped(params) or concurrency.claim_capped(params)
 
 
 def _held(execution_id, attempt: int):
@@ -161,19 +189,48 @@ def renew_leases(held: list[tuple]) -> dict:
         return {execution_id: bool(cancel) for execution_id, cancel in cursor.fetchall()}
 
 
+_SAVE_CHECKPOINT_SQL = """
+WITH saved AS (
+    UPDATE executions_execution
+       SET checkpoint = %(checkpoint)s, updated_at = %(now)s{columns}
+     WHERE id = %(id)s AND attempt = %(attempt)s AND state = 'running'
+ RETURNING id
+)
+INSERT INTO executions_executioncheckpoint (execution_id, seq, data, created_at)
+SELECT id, %(seq)s, %(checkpoint)s, %(now)s FROM saved
+RETURNING id
+"""
+
+
 def save_checkpoint(execution_id, attempt: int, checkpoint: Checkpoint, **usage) -> bool:
-    """Fenced by the attempt: False if the lease was lost."""
-    return bool(
-        _held(execution_id, attempt).update(checkpoint=checkpoint.to_json(), updated_at=timezone.now(), **usage)
-    )
+    """Fenced by the attempt: False if the lease was lost. The row's checkpoint and its entry in the
+    history (ExecutionCheckpoint, what forks start from) in one statement: one round trip, atomic."""
+    params = {"id": execution_id, "attempt": attempt, "now": timezone.now(), "seq": checkpoint.event_seq}
+    params["checkpoint"] = _db_value("checkpoint", checkpoint.to_json())
+    columns = ""
+    for name, value in usage.items():
+        column = Execution._meta.get_field(name).column
+        columns += f", {column} = %({name})s"
+        params[name] = _db_value(name, value)
+    with connection.cursor() as cursor:
+        cursor.execute(_SAVE_CHECKPOINT_SQL.format(columns=columns), params)
+        return cursor.fetchone() is not None
 
 
-def _transition(execution, queryset, state: str, event_type: str | None, event_payload: dict, **fields) -> bool:
+def _db_value(name: str, value):
+    """A value as the ORM would write it to the execution's column `name` (JSON adapted, decimals...)."""
+    return Execution._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def _transition(
+    execution, queryset, state: str, event_type: str | None, event_payload: dict, frees_slot: bool = True, **fields
+) -> bool:
     """Move the row to `state` if `queryset` still matches it, and log the event, atomically.
 
     The UPDATE locks the row until the transaction ends. A terminal transition also runs the
     terminal effects (executions/terminal.py: credits, conversation, parent) in that transaction:
-    only one terminal transition can win, so each happens exactly once."""
+    only one terminal transition can win, so each happens exactly once. `frees_slot`: the row was
+    running or queued, so its workspace's oldest deferred execution may run now (concurrency.py)."""
     now = timezone.now()
     terminal = state in TERMINAL_STATES
     if terminal:
@@ -182,10 +239,18 @@ def _transition(execution, queryset, state: str, event_type: str | None, event_p
     with transaction.atomic():
         if not queryset.update(state=state, lease_owner="", lease_expires_at=None, updated_at=now, **fields):
             return False
+        if "checkpoint" in fields:  # its entry in the history forks start from (ExecutionCheckpoint)
+            checkpoint = fields["checkpoint"]
+            ExecutionCheckpoint.objects.create(
+                execution_id=execution.id, seq=checkpoint.get("event_seq", 0), data=checkpoint
+            )
         if event_type:
             append_event(execution, event_type, {"status": state, **event_payload})
         if terminal:
             do_terminal_effects(_outcome(execution, state, fields))
+            _count_on_commit(EXECUTIONS_FINISHED, execution.responder_type, execution.source, state)
+        if frees_slot:
+            wake_deferred_on_commit(execution)
     return True
 
 
@@ -289,6 +354,16 @@ def do_suspend_execution(
             resume_deadline=deadline,
         ):
             return False
+        if payload is not None:  # a wait for the outside (executions/suspension.py)
+            do_suspension_effects(
+                SuspensionOutcome(
+                    execution_id=execution.id,
+                    public_id=execution.public_id,
+                    workspace_id=execution.workspace_id,
+                    state=state,
+                    payload=payload,
+                )
+            )
         if sub_execution:
             child = {"source": ExecutionSource.SUB, **sub_execution}
             create_execution(
@@ -312,7 +387,7 @@ def check_request_cancel(execution: Execution) -> Execution:
     return do_request_cancel(execution)
 
 
-def do_request_cancel(execution: Execution) -> Execution:
+def do_request_cancel(execution: Execution, *, by: str | None = None) -> Execution:
     """Cancel at once what no worker runs; ask the running worker to stop cooperatively.
 
     Race: a worker that suspends its run between "the run is not idle" and "set the flag on the
@@ -320,7 +395,10 @@ def do_request_cancel(execution: Execution) -> Execution:
     flag is set first, on any unfinished row, and that UPDATE's row lock is held (one transaction)
     while the idle transition is taken: the state cannot change between the two. A worker that
     suspends after this commits finds the flag and cancels instead (do_suspend_execution skips a
-    flagged row). Its unfinished sub-executions (and batch items) are cancelled with it."""
+    flagged row). Its unfinished sub-executions (and batch items) are cancelled with it.
+
+    `by`: who asked, when not the API's caller (an operator, `admin:<username>`), in the `error` event
+    of a cancel taken at once."""
     with transaction.atomic():
         unfinished = Execution.objects.filter(id=execution.id).exclude(state__in=TERMINAL_STATES)
         if unfinished.update(cancel_requested=True, updated_at=timezone.now()):
@@ -330,21 +408,22 @@ def do_request_cancel(execution: Execution) -> Execution:
                 idle,
                 ExecutionState.CANCELLED,
                 "error",
-                CANCELLED_ERROR,
+                {**CANCELLED_ERROR, "by": by} if by else CANCELLED_ERROR,
                 failure_reason="cancelled",
                 error=CANCELLED_ERROR,
                 resume_deadline=None,
             )
     for child in Execution.objects.filter(parent_id=execution.id).exclude(state__in=TERMINAL_STATES):
-        do_request_cancel(child)
+        do_request_cancel(child, by=by)
     execution.refresh_from_db()
     return execution
 
 
 @transaction.atomic
-def do_resume_execution(execution: Execution, from_state: str, resume_input: dict) -> int:
+def do_resume_execution(execution: Execution, from_state: str, resume_input: dict, *, by: str | None = None) -> int:
     """Store the input that a suspended execution waits for and re-queue it after commit; its
-    conditional UPDATE locks the row until the (caller's) transaction ends.
+    conditional UPDATE locks the row until the (caller's) transaction ends. `by`: an operator who
+    resumed it (`admin:<username>`), named in the `resumed` event.
 
     Returns the seq of its `resumed` event (a stream of the resumed run starts there), 0 if the
     execution was not in `from_state`."""
@@ -357,7 +436,8 @@ def do_resume_execution(execution: Execution, from_state: str, resume_input: dic
     )
     if not resumed:
         return 0
-    event = append_event(execution, "resumed", {"status": ExecutionState.QUEUED, "from_state": from_state}).event
+    payload = {"status": ExecutionState.QUEUED, "from_state": from_state, **({"by": by} if by else {})}
+    event = append_event(execution, "resumed", payload).event
     dispatch_on_commit(execution.id)
     return event["seq"]
 
@@ -366,7 +446,9 @@ def do_complete_batch(batch: Execution, summary: dict) -> bool:
     """The last item of a batch finished: the batch completes with a `batch_completed` event
     (called with the batch's row locked, executions/sub_executions.py)."""
     waiting = Execution.objects.filter(id=batch.id, state=ExecutionState.WAITING_FOR_SUB_EXECUTION)
-    return _transition(batch, waiting, ExecutionState.COMPLETED, "batch_completed", summary, outputs=summary)
+    return _transition(
+        batch, waiting, ExecutionState.COMPLETED, "batch_completed", summary, frees_slot=False, outputs=summary
+    )
 
 
 # --- reaper ---------------------------------------------------------------------------------------
@@ -378,7 +460,18 @@ def reap_expired_leases() -> dict:
     requeued, failed = [], []
     expired = Execution.objects.filter(state=ExecutionState.RUNNING, lease_expires_at__lt=now)
     for execution in expired.only(
-        "id", "attempt", "recoveries", "created_at", "parent_id", "batch_key", "credit_account_id", "credits_held"
+        "id",
+        "workspace_id",
+        "attempt",
+        "recoveries",
+        "created_at",
+        "parent_id",
+        "batch_key",
+        "credit_account_id",
+        "credits_held",
+        "source",  # with the versions: the metrics' labels
+        "agent_version_id",
+        "skill_version_id",
     ):
         still_expired = _held(execution.id, execution.attempt).filter(lease_expires_at__lt=now)
         if execution.recoveries + 1 < settings.EXECUTION_MAX_ATTEMPTS:
@@ -392,6 +485,7 @@ def reap_expired_leases() -> dict:
                     updated_at=now,
                 ):
                     dispatch_on_commit(execution.id)
+                    wake_deferred_on_commit(execution)
                     requeued.append(execution.id)
         else:
             error = _error("lease_expired", f"Its worker stopped renewing the lease {execution.recoveries + 1} times.")
@@ -414,14 +508,15 @@ def redispatch_stale_queued() -> list:
     """Publish again the task of queued rows whose message seems lost (crash before publish)."""
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.EXECUTION_REDISPATCH_AFTER_SECONDS)
-    stale = Execution.objects.filter(state=ExecutionState.QUEUED).filter(
+    # not the ones a running cap holds back on purpose: a freed slot or release_deferred dispatches those
+    stale = Execution.objects.filter(state=ExecutionState.QUEUED, deferred_at__isnull=True).filter(
         Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True)
     )
     redispatched = []
     for execution_id in stale.order_by().values_list("id", flat=True)[:500]:  # no sort by Meta.ordering
         with transaction.atomic():
             if (
-                Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED)
+                Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED, deferred_at__isnull=True)
                 .filter(Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True))
                 .update(dispatched_at=now)
             ):
@@ -442,3 +537,14 @@ def resume_timed_out() -> list:
         if timeout_input is not None and do_resume_execution(execution, execution.state, timeout_input):
             resumed.append(execution.id)
     return resumed
+
+
+def release_deferred() -> list:
+    """Dispatch the deferred executions of workspaces with a free slot (executions/concurrency.py):
+    a wake-up lost in a crash, a cap raised or removed in the admin."""
+    released = concurrency.release_deferred()
+    for execution_id in released:
+        publish_task(execution_id)
+    if released:
+        logger.info("reaper: released deferred executions %s", released)
+    return released

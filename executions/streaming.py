@@ -46,6 +46,7 @@ from django_eventstream.channelmanager import ChannelManagerBase
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
+from core.metrics import SSE_LOG_REREADS, SSE_STREAMS_OPEN
 from executions.events import END_OF_STREAM_TYPES, PAUSE_TYPE, channel_name
 from executions.models import TERMINAL_STATES, Execution
 from executions.selectors import readable_executions
@@ -399,6 +400,7 @@ async def follow_events(execution_id: uuid.UUID, after_seq: int = 0, heartbeat: 
     heartbeat = heartbeat or settings.SSE_HEARTBEAT_SECONDS
     listener = _listener()
     inbox = await listener.join(channel_name(execution_id))
+    SSE_STREAMS_OPEN.inc()
     try:
         async with contextlib.aclosing(_follow(execution_id, after_seq, heartbeat, inbox)) as events:
             async for item in events:
@@ -406,6 +408,7 @@ async def follow_events(execution_id: uuid.UUID, after_seq: int = 0, heartbeat: 
     except psycopg.Error:
         logger.warning("ending the stream of %s: the event log cannot be read", execution_id, exc_info=True)
     finally:
+        SSE_STREAMS_OPEN.dec()
         listener.leave(inbox)  # also when the client went away (the generator is closed or cancelled)
 
 
@@ -430,11 +433,13 @@ async def _follow(execution_id: uuid.UUID, last: int, heartbeat: float, inbox: _
             need_log_read = True
             continue
         if need_log_read:
+            SSE_LOG_REREADS.labels("resync").inc()
             continue  # the log holds these messages too
         for seq, data_text, ends in messages:
             if seq <= last:
                 continue  # already sent from the log
             if seq != last + 1:
+                SSE_LOG_REREADS.labels("gap").inc()
                 need_log_read = True  # a gap: fill it from the log
                 break
             yield seq, data_text

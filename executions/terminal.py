@@ -7,7 +7,8 @@ state, usage, outputs), inside the transaction that moved the row and logged its
 effect happens exactly once, atomically with the end (only one terminal transition can win).
 The effects are independent of each other; they are wired in one place,
 `executions.effects.wire_terminal_effects` (from ExecutionsConfig.ready), so that this module and
-services.py import none of the apps they notify.
+services.py import none of the apps they notify. An app above executions (webhooks) registers its
+effect from its own AppConfig.ready instead, since executions may not import it.
 """
 
 from collections.abc import Callable

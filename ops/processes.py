@@ -43,14 +43,14 @@ def api(host: str, port: int, *extra: str) -> tuple[list[str], dict]:
     return command, API_ENV
 
 
-def worker(concurrency: int, queue: str, *extra: str) -> tuple[list[str], dict]:
+def _celery(quiet: bool) -> list[str]:
+    """`quiet`: without Celery's banner of some 20 lines at each start (`make run`'s console)."""
+    return [sys.executable, "-m", "celery", "-A", "config", *(["--quiet"] if quiet else []), "worker"]
+
+
+def worker(concurrency: int, queue: str, *extra: str, quiet: bool = False) -> tuple[list[str], dict]:
     command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
-        "worker",
+        *_celery(quiet),
         "--loglevel",
         "INFO",
         "--pool",
@@ -64,14 +64,9 @@ def worker(concurrency: int, queue: str, *extra: str) -> tuple[list[str], dict]:
     return command, {"DB_POOL_MAX_SIZE": str(settings.WORKER_DB_POOL_SIZE), "DB_APPLICATION_NAME": "skillrun-worker"}
 
 
-def housekeeping(schedule_path: str, *extra: str) -> tuple[list[str], dict]:
+def housekeeping(schedule_path: str, *extra: str, quiet: bool = False) -> tuple[list[str], dict]:
     command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
-        "worker",
+        *_celery(quiet),
         "--beat",
         "--schedule",
         schedule_path,

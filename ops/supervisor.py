@@ -32,9 +32,17 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, commands: dict[str, tuple[list[str], dict]], log: Callable[[str], None], **timings):
+    def __init__(
+        self,
+        commands: dict[str, tuple[list[str], dict]],
+        log: Callable[[str], None],
+        on_exit: Callable[[int], None] | None = None,
+        **timings,
+    ):
+        """`on_exit(pid)` is called for each child that exited (e.g. to drop its live metrics)."""
         self.children = {name: Child(name, command, env) for name, (command, env) in commands.items()}
         self.log = log
+        self.on_exit = on_exit
         self.min_backoff = timings.get("min_backoff", MIN_BACKOFF)
         self.max_backoff = timings.get("max_backoff", MAX_BACKOFF)
         self.healthy_after = timings.get("healthy_after", HEALTHY_AFTER)
@@ -66,6 +74,8 @@ class Supervisor:
                     f"restarting in {child.backoff:g} s"
                 )
                 child.backoff = min(child.backoff * 2, self.max_backoff)
+                if self.on_exit is not None:
+                    self.on_exit(child.process.pid)
             if child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
                 self._spawn(child)

@@ -60,9 +60,15 @@ def _database_url(settings_dict) -> str:
     return f"postgres://{user}{password}@{settings_dict['HOST'] or '127.0.0.1'}:{port}/{settings_dict['NAME']}"
 
 
+# The live servers' /metrics token (tests/test_metrics.py).
+LIVE_METRICS_TOKEN = "live-metrics-token"
+
+
 @pytest.fixture(scope="session")
-def services_env(django_db_setup, django_db_blocker):
-    """The environment that points a subprocess at the test database and the test Redis."""
+def services_env(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The environment that points a subprocess at the test database and the test Redis; the
+    servers share their metrics through one fresh multiprocess directory, as under `make run`, and
+    log JSON lines."""
     from django.conf import settings
     from django.db import connection
 
@@ -74,6 +80,9 @@ def services_env(django_db_setup, django_db_blocker):
         "REDIS_URL": settings.REDIS_URL,
         "TEST_REDIS_URL": settings.REDIS_URL,
         "PYTHONUNBUFFERED": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
+        "METRICS_TOKEN": LIVE_METRICS_TOKEN,
+        "LOG_FORMAT": "json",
     }
 
 
@@ -87,16 +96,17 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def api_server(services_env, tmp_path_factory):
-    """A real uvicorn serving config.asgi; yields its base URL."""
+def start_api_server(services_env: dict, log_path: Path, **extra_env: str) -> tuple[subprocess.Popen, str]:
+    """A real uvicorn serving config.asgi with the environment plus `extra_env` (a setting a test
+    module needs, e.g. CORS_ALLOWED_ORIGINS); returns the process, once it answers, and its base URL.
+    Stop it with `_stop(process)`."""
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("api") / "api.log", "w")
+    log = open(log_path, "w")
     command, process_env = processes.api("127.0.0.1", port)
     process = subprocess.Popen(
         command,
         cwd=REPO_ROOT,
-        env={**services_env, **process_env},
+        env={**services_env, **process_env, **extra_env},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -110,8 +120,16 @@ def api_server(services_env, tmp_path_factory):
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
             raise RuntimeError(f"uvicorn did not start: {Path(log.name).read_text()[-3000:]}")
         time.sleep(0.2)
+    return process, base_url
+
+
+@pytest.fixture(scope="session")
+def api_server(services_env, tmp_path_factory):
+    """A real uvicorn serving config.asgi; yields its base URL."""
+    process, base_url = start_api_server(services_env, tmp_path_factory.mktemp("api") / "api.log")
     yield base_url
     _stop(process)
 
@@ -271,9 +289,12 @@ class InlineRuntime:
     def __init__(self):
         self.local = threading.local()
         self.outcomes: list[str] = []
+        self.other_tasks: list[tuple[str, tuple]] = []  # e.g. webhook deliveries: a test runs them if it wants
 
     def send_task(self, name, args=(), **options):
-        assert name == RUN_EXECUTION_TASK, name
+        if name != RUN_EXECUTION_TASK:
+            self.other_tasks.append((name, tuple(args)))
+            return
         queue = self.local.__dict__.setdefault("queue", deque())
         queue.append(args[0])
         if getattr(self.local, "running", False):

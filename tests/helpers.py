@@ -5,6 +5,8 @@ API (`api` fixture, an httpx.Client), or Django's test `client`.
 """
 
 import json
+import socket
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -130,3 +132,67 @@ def event_validator(document: dict) -> jsonschema.Draft4Validator:
     """A validator of an SSE frame's data against the document's ExecutionEvent (a oneOf of the event
     types' components, resolved in the whole document)."""
     return jsonschema.Draft4Validator(_nullable_as_null({**document, "$ref": "#/components/schemas/ExecutionEvent"}))
+
+
+class CuttingProxy:
+    """A TCP proxy to a live server that cuts connections, as a network would: its first `cuts`
+    connections after `after_bytes` bytes of the answer (mid-frame, most likely), and, whenever the
+    test calls `cut()`, every connection open at that moment. Other bytes pass through."""
+
+    def __init__(self, target: str, after_bytes: int | None = None, cuts: int = 0):
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.after_bytes, self.cuts = after_bytes, cuts
+        self.connections = 0
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                downstream, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            limit = self.after_bytes if self.connections <= self.cuts else None
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.open.update((downstream, upstream))
+            threading.Thread(target=self._pump, args=(downstream, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, downstream, limit), daemon=True).start()
+
+    def _pump(self, source, sink, limit):
+        sent = 0
+        try:
+            while chunk := source.recv(65536):
+                if limit is not None and sent + len(chunk) >= limit:
+                    sink.sendall(chunk[: max(limit - sent, 0)])
+                    break
+                sink.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass
+        self._drop(source, sink)
+
+    def _drop(self, *sockets):
+        for s in sockets:
+            with self.lock:
+                self.open.discard(s)
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def cut(self) -> int:
+        """Cut every connection open now (both ends); returns how many client connections that was."""
+        with self.lock:
+            sockets = list(self.open)
+        self._drop(*sockets)
+        return len(sockets) // 2
+
+    def close(self):
+        self.server.close()

@@ -181,3 +181,8 @@ def test_conversations_and_memory_pages(admin_client, tenant, agent):
         in admin_client.get(f"/admin/conversations/conversation/{conversation.id}/change/").content.decode()
     )
     assert "likes tea" in admin_client.get("/admin/conversations/memoryfact/").content.decode()
+
+
+def test_the_workspace_page_names_its_model_aliases(admin_client, tenant):
+    page = admin_client.get(f"/admin/accounts/workspace/{tenant.workspace.id}/change/").content.decode()
+    assert "Model aliases" in page and "aliass" not in page.lower()

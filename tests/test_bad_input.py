@@ -17,13 +17,18 @@ from drf_spectacular.generators import SchemaGenerator
 from agents.models import Skill
 from agents.services import publish_skill_version
 from conversations.models import Conversation, Message
+from core.permissions import IsWorkspaceKey
 from executions.models import ExecutionState
 from tests.factories import ExecutionFactory
 from tests.helpers import auth
+from webhooks.services import check_create_endpoint
 
-PROJECT_APPS = {"accounts", "agents", "executions", "conversations", "files"}
+PROJECT_APPS = {"accounts", "agents", "executions", "conversations", "files", "webhooks"}
 NOT_API = ("admin/", "api/schema/", "api/docs/", "api/redoc/", "healthz", "files/download/")
 WRITE_METHODS = ("post", "put", "patch", "delete")
+# Webhooks from other services check their sender (a signature, the workspace's secret) before their
+# body: tests/test_inbound_*.py send them these bad bodies from an authentic sender.
+SENDER_CHECKED = ("inbound/",)
 
 NUL = "a\u0000b"
 SURROGATE = "\ud800"
@@ -60,8 +65,15 @@ def _routes(patterns=None, prefix=""):
             yield prefix + str(entry.pattern), entry.callback
 
 
+def needs_workspace_key(route: str) -> bool:
+    """A route for workspace keys only (IsWorkspaceKey): an end-user key gets its 403 before the body is read."""
+    view = dict(_routes())[route]
+    return IsWorkspaceKey in getattr(getattr(view, "cls", None), "permission_classes", ())
+
+
 def api_routes() -> list[str]:
-    return [route for route, _ in _routes() if not route.startswith(NOT_API)]
+    """Every route but the admin's, the docs' and the front door's page (`/`, the empty route)."""
+    return [route for route, _ in _routes() if route and not route.startswith(NOT_API)]
 
 
 def _openapi_path(route: str) -> str:
@@ -95,6 +107,9 @@ def world(tenant, agent):
     )
     conversation = Conversation.objects.create(workspace=tenant.workspace, principal=principal, agent=agent)
     message = Message.objects.create(conversation=conversation, role="assistant", content="hello")
+    webhook = check_create_endpoint(
+        workspace=tenant.workspace, url="https://hooks.example.com/", events=["execution.failed"]
+    )
     return {
         "agent_id": str(agent.id),
         "execution_id": str(execution.id),
@@ -108,6 +123,8 @@ def world(tenant, agent):
         "artifact_id": "00000000-0000-4000-8000-000000000002",
         "filename": "notes.txt",
         "tool_call_id": "call_1",
+        "workspace_id": str(tenant.workspace.id),
+        "webhook_id": str(webhook.endpoint.id),
     }
 
 
@@ -135,8 +152,9 @@ def assert_refused(response, status: int, code: str, field=...):
         assert error.get("field") == field, error
 
 
-def _headers(tenant) -> dict:
-    return {**auth(tenant), "Idempotency-Key": "bad-input-1"}
+def _headers(tenant, route: str | None = None) -> dict:
+    kind = "workspace" if route and needs_workspace_key(route) else "end_user"
+    return {**auth(tenant, kind), "Idempotency-Key": "bad-input-1"}
 
 
 def body_routes(openapi, media_type: str) -> list[tuple[str, str]]:
@@ -159,17 +177,17 @@ def test_bad_json_bodies_on_every_json_route(live, tenant, world, openapi):
     with httpx.Client(base_url=live, timeout=30) as client:
         for route, method in body_routes(openapi, "application/json"):
             url = fill(route, world)
-            for name, body, code, field in BAD_JSON_BODIES:
+            for name, body, code, field in BAD_JSON_BODIES if not route.startswith(SENDER_CHECKED) else []:
                 before = row_counts()
                 content = body if isinstance(body, bytes) else body.encode("utf-8", "surrogatepass")
-                headers = {**_headers(tenant), "Content-Type": "application/json"}
+                headers = {**_headers(tenant, route), "Content-Type": "application/json"}
                 response = client.request(method, url, content=content, headers=headers)
                 assert_refused(response, 400, code, field)
                 assert row_counts() == before, (route, name)
                 refused += 1
             # a body that is not JSON at all: 415, before anything is read
             for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
-                headers = _headers(tenant) | ({"Content-Type": content_type} if content_type else {})
+                headers = _headers(tenant, route) | ({"Content-Type": content_type} if content_type else {})
                 before = row_counts()
                 response = client.request(method, url, content=b'{"message": "hi"}', headers=headers)
                 assert_refused(response, 415, "unsupported_media_type")

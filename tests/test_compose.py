@@ -197,10 +197,13 @@ def test_the_lock_pins_every_dependency_with_hashes():
 
 
 @pytest.mark.parametrize("service", PLATFORM_SERVICES)
-def test_the_settings_load_with_each_services_environment(rendered, service):
+def test_the_settings_load_with_each_services_environment(rendered, service, tmp_path):
     """config/settings.py under exactly the environment compose gives the service: every value parses
     (PRODUCTION's SECRET_KEY check included) and the process kind gets its connection policy."""
     environment = {**rendered["services"][service]["environment"], "PATH": os.environ["PATH"]}
+    if environment["PROMETHEUS_MULTIPROC_DIR"]:  # the container's tmpfs: here a folder of the test's
+        assert environment["PROMETHEUS_MULTIPROC_DIR"] in rendered["services"][service]["tmpfs"]
+        environment["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
     script = (
         "import json, django; from django.conf import settings; django.setup(); "
         "db = settings.DATABASES['default']; "

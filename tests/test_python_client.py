@@ -2,8 +2,6 @@
 with /api/schema/, every helper, streams resumed after the connection is cut, error mapping."""
 
 import asyncio
-import socket
-import threading
 
 import httpx
 import pytest
@@ -21,11 +19,11 @@ from skillrun_client._core import OPERATION_MODELS
 
 from conversations.models import MemoryFact
 from tests.factories import SkillFactory
-from tests.helpers import WORDS_20
+from tests.helpers import WORDS_20, CuttingProxy
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 64
 # every route of the agents, skills and query APIs (not /api/schema/ itself, /healthz, /admin/)
-SURFACES = ("/agents/", "/executions/", "/attachments/", "/my/", "/users/", "/v1/", "/api/v1/executions")
+SURFACES = ("/agents", "/executions/", "/attachments/", "/my/", "/users/", "/v1/", "/api/v1/executions")
 
 
 def client_for(live, tenant, kind="end_user", **kwargs) -> SkillrunClient:
@@ -233,54 +231,6 @@ def test_retries_only_idempotent_calls_on_503_with_retry_after(live, tenant):
 
 
 # --- streaming, resumed after the connection is cut ------------------------------------------------
-
-
-class CuttingProxy:
-    """A TCP proxy to the live server that cuts its first `cuts` connections after `after_bytes`
-    bytes of the answer (mid-frame, most likely), and passes later ones through."""
-
-    def __init__(self, target: str, after_bytes: int, cuts: int = 1):
-        host, port = target.removeprefix("http://").split(":")
-        self.target = (host, int(port))
-        self.after_bytes, self.cuts = after_bytes, cuts
-        self.connections = 0
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                downstream, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            limit = self.after_bytes if self.connections <= self.cuts else None
-            upstream = socket.create_connection(self.target)
-            threading.Thread(target=self._pump, args=(downstream, upstream, None), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, downstream, limit), daemon=True).start()
-
-    @staticmethod
-    def _pump(source, sink, limit):
-        sent = 0
-        try:
-            while chunk := source.recv(65536):
-                if limit is not None and sent + len(chunk) >= limit:
-                    sink.sendall(chunk[: max(limit - sent, 0)])
-                    break
-                sink.sendall(chunk)
-                sent += len(chunk)
-        except OSError:
-            pass
-        for s in (source, sink):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self):
-        self.server.close()
 
 
 def test_retries_only_idempotent_calls_after_a_dropped_connection(live, tenant):
@@ -499,6 +449,7 @@ def test_conversations_memory_credits_and_artifacts(live, tenant, agent):
         },
     )
     with client_for(live, tenant) as client:
+        assert [(a.id, a.name) for a in client.list_agents()] == [(f"agent:{agent.id}", agent.name)]
         conversation = client.open_conversation(f"agent:{agent.id}")
         assert client.open_conversation(f"agent:{agent.id}").id == conversation.id  # the active one
         assert [c.id for c in client.list_conversations(state="active")] == [conversation.id]

@@ -4,6 +4,7 @@ The body limits are checked by the first layer of the ASGI application, so these
 the live uvicorn server, some over a raw socket to control what is sent and when.
 """
 
+import asyncio
 import json
 import socket
 import time
@@ -14,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.test import RequestFactory
 
-from api.http.request_limits import MULTIPART_ROOM, route_contract
+from api.http.request_limits import MULTIPART_ROOM, RequestLimits, route_contract
 from api.http.schemas import MAX_JSON_DEPTH, json_object
 from config import urls
 from core.errors import ApiError
@@ -260,3 +261,52 @@ def test_every_401_carries_www_authenticate(live, method, path, key):
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == 'Bearer realm="api"'
     assert response.json()["error"]["code"] in ("authentication_required", "invalid_api_key", "invalid_stream_token")
+
+
+CORS_ORIGIN = "http://app.example.test:3000"
+
+
+async def _through_the_limits_layer(path: str, content: bytes, headers: dict) -> httpx.Response:
+    """A request answered by the limits layer alone: the application behind it must not be reached."""
+
+    async def application(scope, receive, send):
+        raise AssertionError("the refused request reached the application")
+
+    transport = httpx.ASGITransport(app=RequestLimits(application))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        return await client.post(path, content=content, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "path, content_type, size, status",
+    [
+        (f"/agents/{AGENT}/execute", "application/json", settings.REQUEST_BODY_MAX_BYTES + 1, 413),
+        (f"/agents/{AGENT}/execute", "text/plain", 17, 415),
+        ("/v1/files/", "application/json", 17, 415),
+    ],
+)
+def test_a_refusal_carries_the_cors_headers_an_allowed_origin_needs(settings, path, content_type, size, status):
+    """The 413 and 415 come before the CORS middleware runs; a browser app on an allowed origin can
+    still read them (the same allow-list, the same exposed headers), another origin cannot."""
+    settings.CORS_ALLOWED_ORIGINS = [CORS_ORIGIN]
+    body = b"x" * size
+    allowed = asyncio.run(_through_the_limits_layer(path, body, {"Content-Type": content_type, "Origin": CORS_ORIGIN}))
+    assert allowed.status_code == status
+    assert allowed.json()["error"]["code"] == ("request_too_large" if status == 413 else "unsupported_media_type")
+    assert allowed.headers["access-control-allow-origin"] == CORS_ORIGIN
+    exposed = [h.strip() for h in allowed.headers["access-control-expose-headers"].split(",")]
+    assert exposed == list(settings.CORS_EXPOSE_HEADERS)
+    assert "access-control-allow-credentials" not in allowed.headers
+    assert allowed.headers["vary"].lower() == "origin"
+    assert allowed.headers["connection"] == "close" and allowed.headers["content-type"] == "application/json"
+    other = asyncio.run(
+        _through_the_limits_layer(path, body, {"Content-Type": content_type, "Origin": "http://evil.example.test"})
+    )
+    assert other.status_code == status and "access-control-allow-origin" not in other.headers
+    settings.CORS_ALLOWED_ORIGINS = []
+    assert (
+        "access-control-allow-origin"
+        not in asyncio.run(
+            _through_the_limits_layer(path, body, {"Content-Type": content_type, "Origin": CORS_ORIGIN})
+        ).headers
+    )

@@ -1,6 +1,7 @@
 """`make run` keeps its processes running: the supervisor restarts a child killed with SIGKILL, with
 backoff, and `make run` itself works on a fresh clone pointed at existing servers."""
 
+import json
 import os
 import re
 import signal
@@ -71,13 +72,15 @@ def test_make_run_on_a_fresh_clone_with_database_and_redis_urls_restarts_a_kille
     killed with SIGKILL: it comes back, the API never stopped."""
     port = _free_port()
     env = {
-        **services_env,
+        # its own metrics directory (.data/prometheus, emptied at its start) and log format defaults
+        **{k: v for k, v in services_env.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "LOG_FORMAT")},
         "DJANGO_SETTINGS_MODULE": "config.settings_test",
         "LOCAL_DATA_DIR": str(tmp_path / "fresh" / ".data"),
         "PORT": str(port),
         "WORKER_CONCURRENCY": "4",
         "CELERY_QUEUE": "run-platform-test",  # not the session worker's queue
         "HOUSEKEEPING_QUEUE": "run-platform-housekeeping",
+        "METRICS_TOKEN": "run-platform",
     }
     log = tmp_path / "run_platform.log"
     process = subprocess.Popen(
@@ -94,13 +97,26 @@ def test_make_run_on_a_fresh_clone_with_database_and_redis_urls_restarts_a_kille
         assert (tmp_path / "fresh" / ".data").is_dir()
 
         worker_pid = int(re.search(r"worker started \(pid (\d+)\)", log.read_text()).group(1))
-        wait_for(lambda: "celery@" in log.read_text() and "ready." in log.read_text(), timeout=60)
+        logs = tmp_path / "fresh" / ".data" / "logs"
+        # the processes' whole logs go to their files, as JSON lines; the console keeps the banner and warnings
+        wait_for(lambda: (logs / "worker.log").exists() and "ready." in (logs / "worker.log").read_text(), timeout=60)
+        assert "ready." not in log.read_text() and "[tasks]" not in log.read_text()  # nor Celery's banners
+        assert "eak_" in log.read_text() and "Logs (JSON lines)" in log.read_text()  # the banner
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer run-platform"})
+        assert metrics.status_code == 200 and "skillrun_queue_depth" in metrics.text
         os.killpg(worker_pid, signal.SIGKILL)
         wait_for(lambda: f"worker (pid {worker_pid}) exited with code -9" in log.read_text(), timeout=10)
         wait_for(lambda: len(re.findall(r"worker started \(pid \d+\)", log.read_text())) == 2, timeout=10)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
         assert process.poll() is None
         assert "housekeeping (pid" not in log.read_text()  # beat found its schedule's folder: it never exited
+        # beat ran the reaper every second meanwhile: its lines are not on the console (nor at INFO in its file)
+        assert "reap_executions[" not in log.read_text() and "Sending due task" not in log.read_text()
+        housekeeping_lines = (logs / "housekeeping.log").read_text().splitlines()
+        assert housekeeping_lines and all(
+            json.loads(line)["level"] for line in housekeeping_lines if line.startswith("{")
+        )
+        assert not [line for line in housekeeping_lines if "reap_executions[" in line or "Sending due task" in line]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)

@@ -22,14 +22,16 @@ from conversations.models import Conversation, Message
 from conversations.services import remember
 from executions.events import append_event
 from executions.models import Artifact, Execution, ExecutionSource, ExecutionState
+from webhooks.services import check_create_endpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-PROJECT_APPS = ("accounts", "agents", "executions", "conversations", "files")
-# Not called with API keys: the admin (staff sessions), and capability links that need no key at all
-# (/files/download/<token>: tests/test_secrets.py binds them to what they were issued for).
-EXCLUDED_PREFIXES = ("admin/", "files/download/")
+PROJECT_APPS = ("accounts", "agents", "executions", "conversations", "files", "webhooks")
+# Not called with API keys: the admin (staff sessions), capability links that need no key at all
+# (/files/download/<token>: tests/test_secrets.py binds them to what they were issued for), and
+# webhooks from other services (/inbound/: a workspace's own secret, tests/test_inbound_revenuecat.py).
+EXCLUDED_PREFIXES = ("admin/", "files/download/", "inbound/")
 # Path parameters that name something the whole workspace shares (its agents, skills, the space
 # itself), or a name the caller chooses in its own workspace (external_user_id): a second end user of
 # the workspace may use them. Every other parameter names something of the victim alone.
@@ -89,6 +91,9 @@ def victim(live, tenant, agent):
     conversation = Conversation.objects.create(workspace=tenant.workspace, principal=principal, agent=agent)
     message = Message.objects.create(conversation=conversation, role="assistant", content=SECRET_TEXT)
     fact = remember(tenant.workspace.id, "victim-user", SECRET_TEXT)
+    webhook = check_create_endpoint(
+        workspace=tenant.workspace, url="https://hooks.example.com/victim", events=["execution.completed"]
+    ).endpoint
     uploaded = httpx.post(
         f"{live}/v1/files/",
         headers={"X-API-Key": tenant.end_user_key.raw_key},
@@ -112,6 +117,7 @@ def victim(live, tenant, agent):
         "tool_call_id": "tc_victim",
         "artifact_id": str(artifact.id),
         "filename": "victim.md",
+        "webhook_id": str(webhook.id),
     }
     yield {"values": values, "skill_execution": str(skill_execution.id), "artifact_token": token}
     default_storage.delete(key)
@@ -157,7 +163,7 @@ def _snapshot() -> dict:
 def test_every_id_taking_route_is_known():
     unknown = {name for route in ROUTES for name in _parameters(route)} - {
         "agent_id", "space_id", "slug", "execution_id", "id", "conversation_id", "message_id",
-        "external_user_id", "fact_id", "tool_call_id", "artifact_id", "filename",
+        "external_user_id", "fact_id", "tool_call_id", "artifact_id", "filename", "webhook_id",
     }  # fmt: skip
     assert not unknown, f"give the victim's value for {unknown} in the victim fixture"
     assert len(ROUTES) >= 25

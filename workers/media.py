@@ -1,8 +1,10 @@
 """Media generation providers: submit a job, then poll it until it gives a file.
 
 The built-in provider needs no network: it renders a real PNG (a gradient derived from the prompt)
-after `duration_ms`, so the submitted -> heartbeat -> complete cycle can be watched and tested.
-A real provider (Fal.ai, Replicate, ...) implements the same two calls and registers below.
+after `duration_ms`, so the submitted -> heartbeat -> complete cycle can be watched and tested; the
+node polls it in the worker. A provider that `calls_back` (Fal.ai, workers/providers/fal.py) also
+has `fetch(job, result)`: its node suspends between polls and is resumed by the provider's webhook.
+The registry is workers/providers' `get_media_provider`.
 """
 
 import hashlib
@@ -39,6 +41,7 @@ def png_bytes(width: int, height: int, seed: bytes) -> bytes:
 
 class BuiltinMediaProvider:
     name = "builtin"
+    calls_back = False
 
     def submit(self, request: dict) -> dict:
         """The job, as JSON kept in the checkpoint (a retried attempt polls the same job)."""
@@ -56,13 +59,3 @@ class BuiltinMediaProvider:
             return None
         content = png_bytes(job["width"], job["height"], bytes.fromhex(job["seed"]))
         return MediaResult(content=content, content_type="image/png", filename=f"{job['job_id']}.png")
-
-
-MEDIA_PROVIDERS = {"builtin": BuiltinMediaProvider}
-
-
-def get_media_provider(name: str):
-    try:
-        return MEDIA_PROVIDERS[name]()
-    except KeyError:
-        raise ValueError(f"Unknown media provider {name!r}.") from None

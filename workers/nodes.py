@@ -19,12 +19,18 @@ from agents.skill_inputs import inputs_errors
 from conversations.selectors import history_for_model, memory_facts
 from core.ids import uuid7
 from executions.checkpoints import ApprovalGate, EventWait, MediaJob, ModelTurns, SubExecutionWait
+from executions.media_requests import (
+    do_record_media_result,
+    do_register_media_request,
+    do_resume_media_wait,
+    media_request_result,
+)
 from executions.models import Execution, ExecutionSource, ExecutionState
 from files.selectors import download_url
 from files.services import store_generated_file
-from workers.media import get_media_provider
 from workers.outcomes import StepFailed, Suspend
-from workers.run import ExecutionRun
+from workers.providers import ProviderError, get_media_provider
+from workers.run import ExecutionRun, release_connection
 from workers.templates import render
 from workers.tools import server_tools
 
@@ -367,38 +373,44 @@ def run_wait_event(run: ExecutionRun, node: dict) -> dict:
 
 
 def run_media_generation(run: ExecutionRun, node: dict) -> dict:
-    """Submit to a media provider, heartbeat while it works, store the file. Options: provider
-    (default builtin), prompt, width, height, duration_ms (built-in), timeout_seconds (default 600)."""
+    """Submit to a media provider, wait for it, store the file. Options: provider (builtin | fal,
+    default builtin), prompt, width, height, duration_ms (built-in), model and arguments (fal: the
+    model id, e.g. fal-ai/flux/dev, and its other inputs), timeout_seconds (default 600).
+
+    The built-in provider is polled here, with a `heartbeat` event every MEDIA_HEARTBEAT_SECONDS;
+    a provider that calls back (fal) suspends the run instead (_wait_for_callback)."""
     provider_name = node.get("provider", "builtin")
     try:
         provider = get_media_provider(provider_name)
     except ValueError as exc:
         raise StepFailed("invalid_workflow", str(exc)) from exc
     state = run.node_state(node)
-    if not isinstance(state, MediaJob):
-        request = render(
-            {key: node[key] for key in ("width", "height", "duration_ms") if key in node}, run.template_context()
-        )
-        request["prompt"] = render(node.get("prompt", "{{message}}"), run.template_context()) or ""
-        job = provider.submit(request)
-        run.emit(
-            "media_gen_submitted",
-            {"node_id": node["id"], "job_id": job["job_id"], "provider": provider_name, "media_type": "image"},
-        )
-        state = MediaJob(node_id=node["id"], job=job, submitted_at=time.time())
-        run.save_node_state(state)
-    deadline = state.submitted_at + node.get("timeout_seconds", 600)
-    last_beat = time.monotonic()
-    while (result := provider.poll(state.job)) is None:
-        if time.time() > deadline:
-            raise StepFailed(
-                "media_gen_timeout", f"The media provider did not finish in {node.get('timeout_seconds', 600)} s."
+    try:
+        if not isinstance(state, MediaJob):
+            options = ("width", "height", "duration_ms", "model", "arguments")
+            request = render({key: node[key] for key in options if key in node}, run.template_context())
+            request["prompt"] = render(node.get("prompt", "{{message}}"), run.template_context()) or ""
+            release_connection()
+            job = provider.submit(request)
+            run.emit(
+                "media_gen_submitted",
+                {"node_id": node["id"], "job_id": job["job_id"], "provider": provider_name, "media_type": "image"},
             )
-        time.sleep(min(0.25, settings.MEDIA_HEARTBEAT_SECONDS))
-        run.refresh_cancel()
-        if time.monotonic() - last_beat >= settings.MEDIA_HEARTBEAT_SECONDS:
-            run.emit("heartbeat", {"node_id": node["id"], "job_id": state.job["job_id"]})
-            last_beat = time.monotonic()
+            if provider.calls_back:
+                do_register_media_request(
+                    execution_id=run.execution.id, node_id=node["id"], provider=provider.name, request_id=job["job_id"]
+                )
+            state = MediaJob(node_id=node["id"], job=job, submitted_at=time.time())
+            run.save_node_state(state)
+            just_submitted = True
+        else:
+            just_submitted = False
+        if provider.calls_back:
+            result = _wait_for_callback(run, node, provider, state, poll=not just_submitted)
+        else:
+            result = _poll_in_worker(run, node, provider, state)
+    except ProviderError as exc:
+        raise StepFailed(exc.failure_reason, str(exc)) from exc
     stored = store_generated_file(
         run.execution.workspace, run.execution.principal, result.content, result.content_type, result.filename
     )
@@ -407,10 +419,65 @@ def run_media_generation(run: ExecutionRun, node: dict) -> dict:
         "storage_key": stored.storage_key,
         "content_type": stored.content_type,
         "size_bytes": stored.size_bytes,
-        "media_type": "image",
+        "media_type": "video" if stored.content_type.startswith("video/") else "image",
     }
     run.emit("media_gen_complete", {"node_id": node["id"], "job_id": state.job["job_id"], **media})
     return media
+
+
+def _media_timeout(node: dict) -> StepFailed:
+    return StepFailed(
+        "media_gen_timeout", f"The media provider did not finish in {node.get('timeout_seconds', 600)} s."
+    )
+
+
+def _poll_in_worker(run: ExecutionRun, node: dict, provider, state: MediaJob):
+    deadline = state.submitted_at + node.get("timeout_seconds", 600)
+    last_beat = time.monotonic()
+    while (result := provider.poll(state.job)) is None:
+        if time.time() > deadline:
+            raise _media_timeout(node)
+        time.sleep(min(0.25, settings.MEDIA_HEARTBEAT_SECONDS))
+        run.refresh_cancel()
+        if time.monotonic() - last_beat >= settings.MEDIA_HEARTBEAT_SECONDS:
+            run.emit("heartbeat", {"node_id": node["id"], "job_id": state.job["job_id"]})
+            last_beat = time.monotonic()
+    return result
+
+
+def _wait_for_callback(run: ExecutionRun, node: dict, provider, state: MediaJob, poll: bool):
+    """The job's result from its webhook, or from one poll of the provider (`poll`: not right after
+    the submit). None yet: the run suspends, without a `suspended` event (a stream of it goes on),
+    until the webhook resumes it or, FAL_POLL_INTERVAL_SECONDS later, the reaper does to poll again;
+    past the node's timeout it fails with media_gen_timeout."""
+    request_id = state.job["job_id"]
+    result = media_request_result(provider=provider.name, request_id=request_id)
+    if result is None and poll:
+        release_connection()
+        try:
+            polled = provider.poll(state.job)
+        except ProviderError as exc:
+            if not exc.retryable:
+                raise
+            polled = None  # Fal unavailable for now: the webhook, or the next poll, brings the result
+        if polled is not None:
+            do_record_media_result(provider=provider.name, request_id=request_id, result=polled, via="poll")
+            result = media_request_result(provider=provider.name, request_id=request_id) or polled
+    if result is None:
+        remaining = state.submitted_at + node.get("timeout_seconds", 600) - time.time()
+        if remaining <= 0:
+            raise _media_timeout(node)
+        raise Suspend(
+            ExecutionState.WAITING_FOR_EXTERNAL_EVENT,
+            None,
+            state,
+            timeout_seconds=max(1.0, min(settings.FAL_POLL_INTERVAL_SECONDS, remaining)),
+            after_suspend=lambda: do_resume_media_wait(provider=provider.name, request_id=request_id),
+        )
+    if result.get("status") != "OK":
+        error = result.get("error") or result.get("payload_error") or "the provider reported an error"
+        raise StepFailed("media_gen_failed", f"The media provider failed: {str(error)[:500]}")
+    return provider.fetch(state.job, result)
 
 
 # --- sub-executions -------------------------------------------------------------------------------

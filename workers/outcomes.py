@@ -1,6 +1,7 @@
 """How a step of a run ends other than with its output: the node types raise these, the run loop
 (workers/runtime.py) turns them into the execution's transition, tracing names them."""
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from executions.checkpoints import NodeState
@@ -15,7 +16,8 @@ class Suspend(Exception):
 
     `payload` is the `suspended` event's (None: an internal wait, no event); once `timeout_seconds`
     have passed, the reaper resumes the node with its state's `input_on_timeout()`; `sub_execution`
-    is the child to create in the same transaction."""
+    is the child to create in the same transaction; `after_suspend` runs once the suspension is
+    committed (a media wait resumes itself there when its webhook came meanwhile)."""
 
     def __init__(
         self,
@@ -24,10 +26,12 @@ class Suspend(Exception):
         node_state: NodeState,
         timeout_seconds: float | None = None,
         sub_execution: dict | None = None,
+        after_suspend: Callable[[], object] | None = None,
     ):
         super().__init__(state)
         self.state, self.payload, self.node_state = state, payload, replace(node_state, waiting=True)
         self.timeout_seconds, self.sub_execution = timeout_seconds, sub_execution
+        self.after_suspend = after_suspend
 
 
 class StepFailed(Exception):

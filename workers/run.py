@@ -14,6 +14,7 @@ from django.db import connection
 from accounts.models import ModelAlias
 from agents.credit_rules import actual_cost
 from agents.models import AgentVersion, SkillVersion
+from core.metrics import PROVIDER_CALLS, PROVIDER_ERRORS, PROVIDER_LATENCY, PROVIDER_TOKENS, TIME_TO_FIRST_EVENT
 from executions import services
 from executions.checkpoints import Checkpoint, NodeState
 from executions.events import LeaseLost
@@ -38,6 +39,16 @@ def release_connection() -> None:
     pool (a run in a test process, inside the test's transaction) the connection stays."""
     if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
         connection.close()
+
+
+def _count_tokens(labels: tuple, usage: Usage) -> None:
+    for kind, tokens in (
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+        ("cached_input", usage.cached_input_tokens),
+    ):
+        if tokens:
+            PROVIDER_TOKENS.labels(*labels, kind).inc(tokens)
 
 
 @dataclass
@@ -74,11 +85,18 @@ class ExecutionRun:
         self.max_seconds = self.time_limit_at = None
         self.skill_workspace = SkillWorkspace(execution.id) if execution.skill_version_id else None
         self.trace = execution_trace(execution)  # Langfuse (workers/tracing.py); a no-op when off
+        # the metric counts an execution's first attempt (its first claim), not a resumed or retried one
+        self._time_first_event = execution.started_at == execution.updated_at and attempt == 1
 
     # --- events ---------------------------------------------------------------------------------
 
     def emit(self, type_: str, payload: dict) -> None:
         """Hand the event to the writer (workers/event_writer.py) and go on; `flush_events` waits."""
+        if self._time_first_event:
+            self._time_first_event = False
+            TIME_TO_FIRST_EVENT.labels(self.execution.responder_type).observe(
+                max(0.0, time.time() - self.execution.created_at.timestamp())
+            )
         self.events.append(type_, payload)
 
     def flush_events(self) -> int:
@@ -179,6 +197,8 @@ class ExecutionRun:
             sub_execution=suspension.sub_execution,
         )
         if suspended:
+            if suspension.after_suspend is not None:
+                suspension.after_suspend()
             return "suspended"
         if services.do_cancel_running_execution(self.execution, self.attempt, **self.usage_fields()):
             return "cancelled"
@@ -261,6 +281,10 @@ class ExecutionRun:
         except ValueError as exc:  # an unknown provider
             raise StepFailed("invalid_workflow", str(exc)) from exc
         release_connection()
+        provider = str(model.get("provider", "builtin"))
+        labels = (provider, str(model.get("model") or provider))
+        PROVIDER_CALLS.labels(*labels).inc()
+        called = time.monotonic()
         with self.trace.generation(node["id"], model, messages, tools) as generation:
             try:
                 for chunk in stream:
@@ -269,6 +293,7 @@ class ExecutionRun:
                         if time.monotonic() - last_flush >= interval:
                             flush()
                     elif chunk.kind == "usage":
+                        _count_tokens(labels, chunk.usage)
                         self.usage.input_tokens += chunk.usage.input_tokens
                         self.usage.output_tokens += chunk.usage.output_tokens
                         self.usage.cached_input_tokens += chunk.usage.cached_input_tokens
@@ -291,10 +316,13 @@ class ExecutionRun:
                 flush()
                 raise
             except Exception as exc:  # the provider failed: keep what was streamed, then fail with its reason
+                reason = getattr(exc, "failure_reason", "provider_error")
+                PROVIDER_ERRORS.labels(*labels, reason).inc()
                 flush()
-                raise StepFailed(getattr(exc, "failure_reason", "provider_error"), str(exc)) from exc
+                raise StepFailed(reason, str(exc)) from exc
             finally:
                 stream.close()  # a cancelled or failed turn closes the upstream response at once
+                PROVIDER_LATENCY.labels(*labels).observe(time.monotonic() - called)
             flush()
             generation.set_output(channels["text"]["text"], tool_calls)
         return ModelTurn(text=channels["text"]["text"], tool_calls=tool_calls, provider_data=provider_data)
@@ -357,8 +385,11 @@ class ExecutionRun:
         ) / 1_000_000
 
     def model_for(self, node: dict) -> dict:
-        """A node's model: its `model` block, or the workspace alias it names ({"alias": "fast"})."""
+        """A node's model: its `model` block, or the workspace alias it names ({"alias": "fast"}); an
+        agent execution forked onto another alias (executions/reruns.py) runs every node on that one."""
         model = node.get("model") or {}
+        if self.execution.agent_version_id and self.execution.model_config:  # a fork on another alias
+            model = dict(self.execution.model_config)
         if "alias" in model and "provider" not in model:
             alias = ModelAlias.objects.filter(workspace_id=self.execution.workspace_id, alias=model["alias"]).first()
             if alias is None:

@@ -17,8 +17,11 @@ server tool whose result is logged is not run again.
 import logging
 import os
 import socket
+import time
 from dataclasses import replace
 
+from core.metrics import EXECUTION_ATTEMPTS, LEASE_LOSSES, QUEUE_WAIT, RUN_TIME
+from core.structured_logs import bind_context, reset_context
 from executions import services
 from executions.events import LeaseLost
 from workers.leases import hold_lease, release_lease
@@ -76,10 +79,38 @@ def _after_events(run: ExecutionRun, outcome: str | None, transition, *args, **k
 
 
 def run_execution(execution_id) -> str:
-    """Claim and run one execution; returns what happened (for logs and tests)."""
+    """Claim and run one execution; returns what happened (for logs and tests).
+
+    While it runs, its log lines carry execution_id, attempt and workspace_id (core/structured_logs);
+    its end is one log line and a few counters (core/metrics), nothing that queries."""
     execution = services.do_claim_execution(execution_id, worker_id())
     if execution is None:
         return "not_claimed"
+    claimed = time.monotonic()
+    responder_type = execution.responder_type
+    if execution.started_at == execution.updated_at:  # its first claim (started_at is set once)
+        QUEUE_WAIT.labels(responder_type).observe(
+            max(0.0, (execution.started_at - execution.created_at).total_seconds())
+        )
+    context = bind_context(
+        execution_id=str(execution.id), attempt=execution.attempt, workspace_id=str(execution.workspace_id)
+    )
+    outcome = "failed"
+    try:
+        outcome = _run_claimed(execution)
+        return outcome
+    finally:
+        seconds = time.monotonic() - claimed
+        EXECUTION_ATTEMPTS.labels(responder_type, outcome).inc()
+        RUN_TIME.labels(responder_type, outcome).observe(seconds)
+        if outcome == "lease_lost":
+            LEASE_LOSSES.inc()
+        logger.info("execution attempt ended", extra={"outcome": outcome, "duration_ms": round(seconds * 1000, 1)})
+        reset_context(context)
+
+
+def _run_claimed(execution) -> str:
+    execution_id = execution.id
     attempt = execution.attempt
     lease = hold_lease(execution, attempt)
     run = None

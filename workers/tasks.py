@@ -6,9 +6,12 @@ import redis
 from celery import shared_task
 from celery.signals import worker_init
 from django.conf import settings
+from prometheus_client import start_http_server
 
+from core.metrics import REAPER_RECOVERIES, metrics_registry
 from executions import purge, services
 from schedules import services as schedules
+from webhooks import delivery
 from workers import runtime
 from workers.event_writer import start_writer
 from workers.leases import start_renewer
@@ -23,6 +26,9 @@ def start_run_threads(**_):
     start_writer()
     start_renewer()
     logger.info("event writer and lease renewer started")
+    if settings.WORKER_METRICS_PORT:
+        start_http_server(settings.WORKER_METRICS_PORT, registry=metrics_registry())
+        logger.info("metrics served on port %s", settings.WORKER_METRICS_PORT)
 
 
 @shared_task(name="workers.tasks.run_execution", ignore_result=True)
@@ -35,13 +41,31 @@ def reap_executions() -> dict:
     reaped = services.reap_expired_leases()
     reaped["redispatched"] = services.redispatch_stale_queued()
     reaped["timed_out"] = services.resume_timed_out()
+    reaped["released"] = services.release_deferred()
+    for action, ids in reaped.items():
+        if ids:
+            REAPER_RECOVERIES.labels(action).inc(len(ids))
     return {key: [str(i) for i in ids] for key, ids in reaped.items()}
 
 
 @shared_task(name="workers.tasks.purge_expired_executions", ignore_result=True)
 def purge_expired_executions() -> int:
-    """Purge the finished executions older than their workspace's execution_retention_days."""
+    """Purge the finished executions older than their workspace's execution_retention_days, and the
+    webhook deliveries past WEBHOOK_DELIVERY_RETENTION_DAYS."""
+    delivery.purge_old_deliveries()
     return purge.purge_expired_executions()
+
+
+@shared_task(name="workers.tasks.deliver_webhook", ignore_result=True)
+def deliver_webhook(delivery_id: str) -> str:
+    """One attempt of a webhook delivery (the row decides whether it is due; webhooks/delivery.py)."""
+    return delivery.do_deliver(delivery_id)
+
+
+@shared_task(name="workers.tasks.sweep_webhook_deliveries", ignore_result=True)
+def sweep_webhook_deliveries() -> int:
+    """Beat: publish the webhook deliveries that are due and whose message is not out."""
+    return len(delivery.sweep_due())
 
 
 @shared_task(name="workers.tasks.noop_roundtrip", ignore_result=True)

@@ -9,8 +9,9 @@ from rest_framework.views import APIView
 from api.agents.serializers import ExecutionData
 from api.http.async_views import async_api_view, events_response, last_event_id, run_authenticated
 from api.http.openapi import LAST_EVENT_ID_HEADER, STREAM_OVER, async_operation, path_param
-from api.http.schemas import Schema, data_envelope, render
-from executions import services
+from api.http.schemas import Schema, data_envelope, parse, render
+from core.permissions import IsWorkspaceKey
+from executions import reruns, services
 from executions.models import ExecutionState
 from executions.selectors import get_readable_execution
 from executions.stream_tokens import issue_stream_token
@@ -96,3 +97,59 @@ class ExecutionStreamTokenView(APIView):
         execution = get_readable_execution(request.user, execution_id)
         data = {"token": issue_stream_token(request.user, execution), "expires_in": settings.SSE_TOKEN_MAX_AGE_SECONDS}
         return Response({"data": render(self.Output, data)}, status=201)
+
+
+class ExecutionForkView(APIView):
+    workspace_key_message = "Only a workspace key can fork executions."
+
+    class Input(Schema):
+        from_seq: int = Field(
+            ge=0,
+            le=2**31 - 1,
+            description="An event's seq: the fork starts from the latest checkpoint at or before it",
+        )
+        model: str | None = Field(
+            None, min_length=1, max_length=64, description="A model alias on the workspace's allow-list"
+        )
+
+    class Output(Schema):
+        execution_id: str = Field(description="The fork, a new execution")
+        status: ExecutionState
+
+    @extend_schema(
+        summary="Fork an execution from a checkpoint",
+        description="A new execution of the same agent version, inputs and caller that starts from the latest "
+        "checkpoint of this one at or before event `from_seq` (one is saved after every node and every model "
+        "turn), on the model alias `model` when given: nothing before the checkpoint runs again. The fork's "
+        "events begin with `forked_from` (`source_execution_id`, `from_seq`, `checkpoint_seq`). Workspace keys "
+        "only (an end-user key: 403 `forbidden`). 409 `no_checkpoint` when no checkpoint is at or before "
+        "`from_seq`, 409 `fork_not_supported` for a skill's execution, 409 `not_rerunnable` for a batch, an "
+        "item or a sub-execution, 409 `execution_purged`; 422 `model_not_allowed`; 402 `insufficient_credits`.",
+        request=Input,
+        responses={
+            201: data_envelope(Output),
+            **{
+                status: OpenApiResponse(description=description)
+                for status, description in (
+                    (400, "`from_seq_required`, `invalid_from_seq`, `invalid_model`"),
+                    (402, "`insufficient_credits`"),
+                    (403, "`forbidden`: an end-user key"),
+                    (404, "`not_found`"),
+                    (409, "`no_checkpoint`, `fork_not_supported`, `not_rerunnable`, `execution_purged`"),
+                    (422, "`model_not_allowed`"),
+                )
+            },
+        },
+    )
+    def post(self, request, execution_id):
+        # as the resume routes: the execution (404 unless the key may read it), its body (400), then
+        # the key's kind (403 for an end-user key), so a bad body is a 400 for every caller who may see it
+        execution = get_readable_execution(request.user, execution_id)
+        body = parse(self.Input, request.data if isinstance(request.data, dict) else {})
+        if not IsWorkspaceKey().has_permission(request, self):
+            self.permission_denied(request, message=self.workspace_key_message)
+        fork = reruns.check_fork_execution(execution=execution, from_seq=body.from_seq, model=body.model)
+        fork.refresh_from_db(fields=["state"])
+        return Response(
+            {"data": render(self.Output, {"execution_id": fork.public_id, "status": fork.state})}, status=201
+        )

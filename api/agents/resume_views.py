@@ -150,6 +150,7 @@ external_event = _view(
     ExternalEventInput,
     "external-event",
     "Deliver an external event",
-    "For an execution in `waiting_for_external_event` (a `wait_event` node): the event and its payload become the node's output. A node that names its event refuses another with 422 `unexpected_event`. Another state: 409 "
-    "`execution_not_waiting_for_external_event`.",
+    "For an execution in `waiting_for_external_event` (a `wait_event` node): the event and its payload become the node's output. A node that names its event refuses another with 422 `unexpected_event`; a `media_generation` node "
+    "waiting for its provider's webhook (Fal.ai) is resumed by that webhook only: 409 `execution_waits_for_media`. "
+    "Another state: 409 `execution_not_waiting_for_external_event`.",
 )

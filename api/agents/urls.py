@@ -4,6 +4,7 @@ and the execution routes every caller of an agent uses."""
 from django.urls import path
 
 from api.agents import (
+    agent_views,
     attachment_views,
     conversation_views,
     credits_views,
@@ -13,6 +14,7 @@ from api.agents import (
 )
 
 urlpatterns = [
+    path("agents", agent_views.AgentsView.as_view()),
     path("agents/<str:agent_id>/execute", execute_views.execute_sync),
     path("agents/<str:agent_id>/execute/stream", execute_views.execute_stream),
     path("agents/<str:agent_id>/execute/batch", execute_views.execute_batch),
@@ -36,6 +38,7 @@ urlpatterns = [
     path("executions/<str:execution_id>", execution_views.ExecutionDetailView.as_view()),
     path("executions/<str:execution_id>/cancel", execution_views.ExecutionCancelView.as_view()),
     path("executions/<str:execution_id>/events", execution_views.execution_events),
+    path("executions/<str:execution_id>/fork", execution_views.ExecutionForkView.as_view()),
     path("executions/<str:execution_id>/stream-token", execution_views.ExecutionStreamTokenView.as_view()),
     path("executions/<str:execution_id>/tool-result", resume_views.tool_result),
     path("executions/<str:execution_id>/approval", resume_views.approval),

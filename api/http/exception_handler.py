@@ -5,7 +5,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from core.errors import ApiError, challenge_headers
+from core.errors import ApiError
 
 _DEFAULT_CODES = {
     status.HTTP_400_BAD_REQUEST: "invalid_request",
@@ -21,7 +21,7 @@ _DEFAULT_CODES = {
 
 def api_exception_handler(exc, context):
     if isinstance(exc, ApiError):
-        return Response(exc.body(), status=exc.status_code, headers=challenge_headers(exc.status_code))
+        return Response(exc.body(), status=exc.status_code, headers=exc.response_headers())
     response = exception_handler(exc, context)
     if response is None:
         return None

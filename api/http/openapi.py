@@ -248,8 +248,23 @@ EVENT_TYPES = [
             "agent_id": {"type": "string", "description": "An agent's execution"},
             "skill_slug": {"type": "string", "description": "A skill's execution"},
             "parent_execution_id": {"type": "string", "description": "A sub-execution: its parent"},
+            "retry_of": {"type": "string", "description": "An operator's retry: the execution it retries"},
         },
         ["status"],
+    ),
+    (
+        "forked_from",
+        "A fork was created (queued) from a checkpoint of another execution (POST /executions/{id}/fork): "
+        "its first event, instead of `start`; nothing before that checkpoint is run or sent again.",
+        {
+            "status": STATUS,
+            "agent_id": STRING,
+            "source_execution_id": {"type": "string", "description": "The execution forked"},
+            "from_seq": {**INTEGER, "description": "The seq asked for"},
+            "checkpoint_seq": {**INTEGER, "description": "The seq of the source's checkpoint it starts from"},
+            "model": {**STRING, "nullable": True, "description": "The model alias it runs on, when another"},
+        },
+        ["status", "source_execution_id", "from_seq", "checkpoint_seq"],
     ),
     (
         "state_changed",
@@ -307,7 +322,12 @@ EVENT_TYPES = [
         },
         ["status"],
     ),
-    ("resumed", "The awaited input arrived: queued again.", {"status": STATUS, "from_state": STATUS}, ["status"]),
+    (
+        "resumed",
+        "The awaited input arrived: queued again.",
+        {"status": STATUS, "from_state": STATUS, "by": {**STRING, "description": "An operator: admin:<username>"}},
+        ["status"],
+    ),
     (
         "sub_execution_started",
         "A child execution (an agent or a skill) runs for this node.",
@@ -361,7 +381,12 @@ EVENT_TYPES = [
     (
         "error",
         "Failed or cancelled (`code` `cancelled`); the stream ends here.",
-        {"status": STATUS, "code": STRING, "message": STRING},
+        {
+            "status": STATUS,
+            "code": STRING,
+            "message": STRING,
+            "by": {**STRING, "description": "A cancel by an operator: admin:<username>"},
+        },
         ["status", "code", "message"],
     ),
     (
@@ -505,6 +530,8 @@ COMMON_ERRORS = {
     404: "Nothing this key may read at this path (`not_found`): unknown ids and other tenants' alike",
     413: "The body is over the endpoint's limit; refused before it is read",
     415: "The body's Content-Type is not the endpoint's (`unsupported_media_type`)",
+    429: "The API key made more requests than its rate limit allows in its window (`rate_limited`); retry after "
+    "`Retry-After` seconds",
     503: "A dependency (PostgreSQL, Redis) is unavailable; retry after `Retry-After` seconds",
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
@@ -512,7 +539,7 @@ OPERATION_METHODS = ("get", "put", "post", "delete", "patch", "head", "options",
 
 
 def _common_errors(operation: dict) -> list[int]:
-    statuses = [401, 403, 404, 503]
+    statuses = [401, 403, 404, 429, 503]
     if operation.get("parameters") or "requestBody" in operation:
         statuses.append(400)
     if "requestBody" in operation:
@@ -534,8 +561,9 @@ def document_common_errors(result, generator, request, public):
             for status, response in responses.items():
                 if status[0] in "45" and "content" not in response:
                     response["content"] = JSON_ERROR
-            if "503" in responses:
-                responses["503"].setdefault("headers", RETRY_AFTER)
+            for status in ("429", "503"):
+                if status in responses:
+                    responses[status].setdefault("headers", RETRY_AFTER)
     return result
 
 

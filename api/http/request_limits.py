@@ -12,14 +12,20 @@ views). Then, before authentication (so a refusal costs no database query):
 - a body (Content-Length > 0, or chunked) of a type the route does not parse: 415
   `unsupported_media_type`. A request without a body passes whatever its Content-Type.
 
-A refusal closes the connection (`Connection: close`), since the rest of the body is not read.
+A refusal closes the connection (`Connection: close`), since the rest of the body is not read. It
+carries the CORS headers an answer of the route would (django-cors-headers' own check, so the same
+allow-list and exposed headers): a browser app on an allowed origin can read the 413 or 415.
 Paths that match no route get JSON_BODY and no type check (Django then answers 404).
 """
 
+import io
 import json
 from dataclasses import dataclass
 
+from corsheaders.middleware import CorsMiddleware
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse
 from django.urls import Resolver404, resolve
 from rest_framework.views import APIView
 
@@ -97,11 +103,11 @@ class RequestLimits:
             return await self.app(scope, receive, send)  # no body: nothing to check (the streams' GETs)
         limit, media_types = route_contract(scope["path"])
         if length.isdigit() and int(length) > limit.max_bytes:
-            return await _refuse(send, limit.error())
+            return await _refuse(scope, send, limit.error())
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         if media_types is not None and not _accepts(media_types, content_type):
             types = ", ".join(media_types)
-            return await _refuse(send, ApiError(415, "unsupported_media_type", f"Send the body as {types}."))
+            return await _refuse(scope, send, ApiError(415, "unsupported_media_type", f"Send the body as {types}."))
         if not chunked:
             return await self.app(scope, receive, send)
         received, over = 0, False
@@ -118,15 +124,21 @@ class RequestLimits:
 
         await self.app(scope, receive_within_limit, send)
         if over:
-            await _refuse(send, limit.error())
+            await _refuse(scope, send, limit.error())
 
 
-async def _refuse(send, error: ApiError) -> None:
+async def _refuse(scope, send, error: ApiError) -> None:
     body = json.dumps(error.body()).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),  # the rest of the body is never read
-    ]
+    response = HttpResponse(body, status=error.status_code, content_type="application/json")
+    response["Content-Length"] = str(len(body))
+    response["Connection"] = "close"  # the rest of the body is never read
+    _add_cors_headers(scope, response)
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _add_cors_headers(scope, response: HttpResponse) -> None:
+    """What the CORS middleware adds to the route's answers, which this refusal never reaches."""
+    request = ASGIRequest(scope, io.BytesIO())  # its headers and path only; the body is never read
+    CorsMiddleware(lambda request: response).add_response_headers(request, response)

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0004_execution_retention"),
         ("agents", "0003_httptool"),
-        ("executions", "0010_execution_source_schedule"),
+        ("executions", "0014_execution_source_schedule"),
     ]
 
     operations = [

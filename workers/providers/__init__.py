@@ -1,4 +1,4 @@
-"""Model providers behind one interface; see base.py."""
+"""Model providers behind one interface (see base.py), and the media generation providers."""
 
 from workers.providers.base import FAILURE_REASONS, ModelChunk, ModelProvider, ProviderError, Usage
 from workers.providers.builtin import BuiltinModel
@@ -25,4 +25,25 @@ def get_provider(model_config: dict) -> ModelProvider:
     raise ValueError(f"unknown model provider {provider!r}")
 
 
-__all__ = ["FAILURE_REASONS", "ModelChunk", "ModelProvider", "ProviderError", "Usage", "get_provider"]
+def get_media_provider(name: str):
+    """A `media_generation` node's provider: builtin (workers/media.py) or fal (fal.py)."""
+    if name == "builtin":
+        from workers.media import BuiltinMediaProvider
+
+        return BuiltinMediaProvider()
+    if name == "fal":
+        from workers.providers.fal import FalMediaProvider
+
+        return FalMediaProvider()
+    raise ValueError(f"Unknown media provider {name!r}.")
+
+
+__all__ = [
+    "FAILURE_REASONS",
+    "ModelChunk",
+    "ModelProvider",
+    "ProviderError",
+    "Usage",
+    "get_media_provider",
+    "get_provider",
+]

@@ -221,6 +221,10 @@ class Operations:
 
     # --- agents API ---
 
+    def list_agents(self):
+        """`GET /agents`: the workspace's published agents, by name."""
+        return self._call(Call("GET", "/agents", list[m.Agent]))
+
     def execute(self, agent_id: str, request: m.ExecuteRequest | dict | None = None, *, idempotency_key=None, **fields):
         """`POST /agents/{id}/execute`: blocks until completed, failed or suspended -> ExecuteResult."""
         body = _request_body(request or fields, m.ExecuteRequest)
@@ -257,6 +261,12 @@ class Operations:
     def events(self, execution_id: str, *, after: int = 0):
         """`GET /executions/{id}/events` after seq `after`, live, to the end (resumed after drops)."""
         return self._stream(StreamSpec(None, execution_id=execution_id, last_seq=after))
+
+    def fork_execution(self, execution_id: str, from_seq: int, *, model: str | None = None):
+        """`POST /executions/{id}/fork` (workspace keys): a new execution from the latest checkpoint
+        at or before event `from_seq`, on the model alias `model` when given -> ForkResult."""
+        body = _request_body({"from_seq": from_seq, "model": model}, m.ForkRequest)
+        return self._call(Call("POST", f"/executions/{execution_id}/fork", m.ForkResult, json=body))
 
     def stream_token(self, execution_id: str):
         return self._call(Call("POST", f"/executions/{execution_id}/stream-token", m.StreamToken))
@@ -413,6 +423,7 @@ def batch_results(events: list[m.Event]) -> dict[str, m.Event]:
 # operationId of /api/schema/ -> (request model, response model: of `data`, of an array's items,
 # or of the SSE frames' event); checked against the schema by tests/test_python_client.py
 OPERATION_MODELS: dict[str, tuple[type | None, type | None]] = {
+    "agents_list": (None, m.Agent),
     "agents_execute": (m.ExecuteRequest, m.ExecuteResult),
     "agents_execute_stream": (m.ExecuteRequest, m.Event),
     "agents_execute_batch": (m.BatchRequest, m.Event),
@@ -421,6 +432,7 @@ OPERATION_MODELS: dict[str, tuple[type | None, type | None]] = {
     "executions_cancel_create": (None, m.Execution),
     "executions_events": (None, m.Event),
     "executions_stream_token_create": (None, m.StreamToken),
+    "executions_fork_create": (m.ForkRequest, m.ForkResult),
     "executions_tool_result": (m.ToolResultRequest, m.ResumeResult),
     "executions_approval": (m.ApprovalRequest, m.ResumeResult),
     "executions_external_event": (m.ExternalEventRequest, m.ResumeResult),

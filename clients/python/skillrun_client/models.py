@@ -164,6 +164,16 @@ class ResumeResult(Response):
     event: str | None = None
 
 
+class ForkRequest(Request):
+    from_seq: int
+    model: str | None = None
+
+
+class ForkResult(Response):
+    execution_id: str
+    status: str
+
+
 class Event(Response):
     """One event of an execution's log (an SSE frame's `data`); the other members depend on `type`
     (`text`: `text`; `tool_call_awaiting_client`: `tool_call_id`, `name`, `arguments`; `final`:
@@ -183,6 +193,14 @@ class Pagination(Response):
     limit: int
     offset: int
     total: int
+
+
+class Agent(Response):
+    id: str
+    name: str
+    requires_user_message: bool
+    accepts_client_tools: bool
+    created_at: str
 
 
 class ConversationRequest(Request):

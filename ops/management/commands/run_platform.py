@@ -1,18 +1,40 @@
 """`make run`: migrate, seed the demo, start the API (uvicorn), a Celery worker and housekeeping (beat + reaper),
-and keep them running (ops/supervisor.py) until Ctrl-C."""
+and keep them running (ops/supervisor.py) until Ctrl-C.
+
+The terminal shows the banner, the supervisor's lines and warnings; every process's whole log, as
+JSON lines, goes to .data/logs/<process>.log (LOG_FILE, LOG_CONSOLE_LEVEL; set either to override).
+The processes share their Prometheus metrics through .data/prometheus/ (PROMETHEUS_MULTIPROC_DIR),
+emptied at each start, so the API's /metrics also reports the worker's and housekeeping's values.
+"""
 
 import os
+import shutil
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from prometheus_client import multiprocess
 
 from agents.demo import seed_demo
 from ops import local_services, processes
 from ops.supervisor import Supervisor
+
+
+def platform_env() -> dict:
+    """The environment of the processes `make run` starts: this checkout's servers, and local
+    development's defaults."""
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.DATABASE_URL,
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
+        # webhooks may target a receiver on this machine or the LAN (unless set false)
+        "WEBHOOK_ALLOW_PRIVATE_URLS": os.environ.get("WEBHOOK_ALLOW_PRIVATE_URLS", "true"),
+    }
 
 
 class Command(BaseCommand):
@@ -23,22 +45,28 @@ class Command(BaseCommand):
         port = int(os.environ.get("PORT", "8000"))
         call_command("migrate", interactive=False, verbosity=0)
         demo = seed_demo()
-        env = {
-            **os.environ,
-            "DATABASE_URL": settings.DATABASE_URL,
-            "REDIS_URL": settings.REDIS_URL,
-            "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
-        }
+        env = platform_env()
         schedule = local_services.DATA_DIR / "celerybeat-schedule"
         schedule.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone with DATABASE_URL / REDIS_URL has no .data/
+        metrics_dir = Path(settings.PROMETHEUS_MULTIPROC_DIR or local_services.DATA_DIR / "prometheus")
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # the values of an earlier run's processes
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        logs_dir = local_services.DATA_DIR / "logs"
+        logs_dir.mkdir(exist_ok=True)
+        env.setdefault("LOG_CONSOLE_LEVEL", "WARNING")
         commands = {
             "api": processes.api(host, port),
-            "worker": processes.worker(settings.WORKER_CONCURRENCY, settings.CELERY_TASK_DEFAULT_QUEUE),
-            "housekeeping": processes.housekeeping(str(schedule)),
+            "worker": processes.worker(settings.WORKER_CONCURRENCY, settings.CELERY_TASK_DEFAULT_QUEUE, quiet=True),
+            "housekeeping": processes.housekeeping(str(schedule), quiet=True),
         }
         supervisor = Supervisor(
-            {name: (command, {**env, **process_env}) for name, (command, process_env) in commands.items()},
+            {
+                name: (command, {"LOG_FILE": str(logs_dir / f"{name}.log"), **env, **process_env})
+                for name, (command, process_env) in commands.items()
+            },
             log=lambda line: self.stderr.write(f"[run_platform] {line}"),
+            on_exit=lambda pid: multiprocess.mark_process_dead(pid, str(metrics_dir)),  # its live gauges
         )
 
         stopping = False
@@ -78,17 +106,28 @@ class Command(BaseCommand):
 
     def _print_banner(self, base, demo):
         key = demo["end_user_api_key"]
+        if key:
+            keys = f"Demo end-user API key (wak_ key for the workspace: {demo['workspace_api_key'] or demo['workspace_api_key_prefix'] + '..., issued earlier'}):\n  {key}\n"
+        else:
+            key = f"{demo['end_user_api_key_prefix']}..."
+            keys = (
+                f"Demo API keys: {demo['end_user_api_key_prefix']}... (end user) and {demo['workspace_api_key_prefix']}... "
+                "(workspace), printed when\n  they were issued (an earlier `make run` or `seed_demo`) and still valid; "
+                "`.venv/bin/python manage.py seed_demo --new-keys`\n  revokes them and prints new ones.\n"
+            )
         self.stdout.write(
             "\n"
             f"Platform running at {base}  (admin: {base}/admin/ - create a login with "
             "`.venv/bin/python manage.py createsuperuser`)\n"
             f"Demo workspace: {demo['workspace_id']}\n"
-            f"Demo end-user API key (wak_ key for the workspace: {demo['workspace_api_key']}):\n  {key}\n\n"
+            f"{keys}\n"
             "Stream the demo agent:\n"
             f"  curl -N -X POST {base}/agents/{demo['agent_id']}/execute/stream \\\n"
             f"    -H 'X-API-Key: {key}' \\\n"
             f"    -H 'X-Workspace-Id: workspace:{demo['workspace_id']}' \\\n"
             "    -H 'Content-Type: application/json' \\\n"
             '    -d \'{"message": "Hello, platform!"}\'\n\n'
+            f"Logs (JSON lines): {local_services.DATA_DIR / 'logs'}/{{api,worker,housekeeping}}.log; "
+            "this terminal shows warnings.\n"
             "Press Ctrl-C to stop everything.\n"
         )
