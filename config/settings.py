@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "files",
     "webhooks",
     "workers",
+    "schedules",
     "api",
     "ops",
 ]
@@ -334,6 +335,18 @@ WEBHOOK_DELIVERY_RETENTION_DAYS = env_int("WEBHOOK_DELIVERY_RETENTION_DAYS", 30)
 # Endpoints per workspace.
 WEBHOOK_MAX_ENDPOINTS = env_int("WEBHOOK_MAX_ENDPOINTS", 20)
 
+# --- Schedules (schedules/services.py): beat's tick fires the due ones this often (a run starts at
+# most this late), at most SCHEDULE_TICK_BATCH per tick (the rest on the next).
+SCHEDULE_TICK_SECONDS = env_int("SCHEDULE_TICK_SECONDS", 10)
+SCHEDULE_TICK_BATCH = env_int("SCHEDULE_TICK_BATCH", 500)
+# A due run while the previous execution has not ended: `skip` it or `queue` it (a schedule's own
+# `overlap` field overrides this default); at most SCHEDULE_MAX_QUEUED_RUNS wait, more are skipped.
+SCHEDULE_OVERLAP_DEFAULT = os.environ.get("SCHEDULE_OVERLAP_DEFAULT", "skip")
+if SCHEDULE_OVERLAP_DEFAULT not in {"skip", "queue"}:
+    raise ImproperlyConfigured("SCHEDULE_OVERLAP_DEFAULT must be skip or queue.")
+SCHEDULE_MAX_QUEUED_RUNS = env_int("SCHEDULE_MAX_QUEUED_RUNS", 10)
+SCHEDULE_MAX_PER_WORKSPACE = env_int("SCHEDULE_MAX_PER_WORKSPACE", 100)
+
 # --- Celery on a Redis broker (see DESIGN.md "Known pitfalls").
 CELERY_BROKER_URL = REDIS_URL
 # kombu's Redis transport with one fix: a Redis restart cannot end the worker (config/celery.py)
@@ -364,6 +377,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.reap_executions": {"queue": HOUSEKEEPING_QUEUE},
     "workers.tasks.purge_expired_executions": {"queue": HOUSEKEEPING_QUEUE},
     "workers.tasks.sweep_webhook_deliveries": {"queue": HOUSEKEEPING_QUEUE},
+    "workers.tasks.fire_due_schedules": {"queue": HOUSEKEEPING_QUEUE},
 }
 # Runs in flight per worker process (one thread each: an execution waiting on a model costs a thread,
 # not a process), and the database connections they share.
@@ -381,6 +395,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.tasks.sweep_webhook_deliveries",
         "schedule": float(REAPER_INTERVAL_SECONDS),
     },
+    "fire-due-schedules": {"task": "workers.tasks.fire_due_schedules", "schedule": float(SCHEDULE_TICK_SECONDS)},
 }
 
 # Logs (core/structured_logs.py): JSON lines, or readable lines for a person at a terminal (the

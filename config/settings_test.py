@@ -16,6 +16,10 @@ os.environ.setdefault("MEDIA_HEARTBEAT_SECONDS", "0.3")
 os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_URLS", "true")
 os.environ.setdefault("WEBHOOK_RETRY_BASE_SECONDS", "0.5")
 os.environ.setdefault("WEBHOOK_TIMEOUT_SECONDS", "3")
+# tests/test_schedules.py calls the schedules' tick itself, with a controlled clock: the beat of a
+# live housekeeping process (session-scoped, it keeps running after the live tests) must not tick
+# beside it, so it never does within a test session.
+os.environ.setdefault("SCHEDULE_TICK_SECONDS", "3600")
 
 from config.settings import *  # noqa: E402,F401,F403
 from config.settings import REDIS_URL as _BASE_REDIS_URL  # noqa: E402

@@ -29,6 +29,7 @@ urlpatterns = [
     path("", include("api.query.urls")),
     path("", include("api.inbound.urls")),
     path("", include("api.webhooks.urls")),
+    path("", include("api.schedules.urls")),
 ]
 
 # JSON error pages on the API's routes (the admin keeps Django's HTML ones).

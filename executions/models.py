@@ -38,6 +38,7 @@ class ExecutionSource(models.TextChoices):
     BATCH = "batch"
     BATCH_ITEM = "batch_item"
     SUB = "sub"
+    SCHEDULE = "schedule"  # started by a workspace's schedule (schedules/services.py)
 
 
 class Execution(models.Model):

@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 
 from core.metrics import REAPER_RECOVERIES, metrics_registry
 from executions import purge, services
+from schedules import services as schedules
 from webhooks import delivery
 from workers import runtime
 from workers.event_writer import start_writer
@@ -71,3 +72,9 @@ def sweep_webhook_deliveries() -> int:
 def noop_roundtrip(reply_key: str) -> None:
     """The benchmark's baseline: a bare Celery task that only answers on a Redis list."""
     redis.Redis.from_url(settings.REDIS_URL).lpush(reply_key, b"done")
+
+
+@shared_task(name="workers.tasks.fire_due_schedules", ignore_result=True)
+def fire_due_schedules() -> dict:
+    """Start the executions of the schedules due now (schedules/services.py: exactly once per due time)."""
+    return schedules.fire_due_schedules()

