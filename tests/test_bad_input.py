@@ -19,12 +19,14 @@ from agents.services import publish_skill_version
 from conversations.models import Conversation, Message
 from core.permissions import IsWorkspaceKey
 from executions.models import ExecutionState
+from schedules.services import create_schedule
 from tests.factories import ExecutionFactory
 from tests.helpers import auth
 from webhooks.services import check_create_endpoint
 
-PROJECT_APPS = {"accounts", "agents", "executions", "conversations", "files", "webhooks"}
-NOT_API = ("admin/", "api/schema/", "api/docs/", "api/redoc/", "healthz", "files/download/")
+PROJECT_APPS = {"accounts", "agents", "executions", "conversations", "files", "webhooks", "schedules"}
+# the operators' endpoints (health, Prometheus: tests/test_metrics.py) are not the API
+NOT_API = ("admin/", "api/schema/", "api/docs/", "api/redoc/", "healthz", "metrics", "files/download/")
 WRITE_METHODS = ("post", "put", "patch", "delete")
 # Webhooks from other services check their sender (a signature, the workspace's secret) before their
 # body: tests/test_inbound_*.py send them these bad bodies from an authentic sender.
@@ -110,6 +112,9 @@ def world(tenant, agent):
     webhook = check_create_endpoint(
         workspace=tenant.workspace, url="https://hooks.example.com/", events=["execution.failed"]
     )
+    schedule = create_schedule(
+        workspace=tenant.workspace, principal=principal, agent=agent, cron="0 3 * * *", inputs={"message": "hi"}
+    )
     return {
         "agent_id": str(agent.id),
         "execution_id": str(execution.id),
@@ -125,6 +130,7 @@ def world(tenant, agent):
         "tool_call_id": "call_1",
         "workspace_id": str(tenant.workspace.id),
         "webhook_id": str(webhook.endpoint.id),
+        "schedule_id": str(schedule.id),
     }
 
 

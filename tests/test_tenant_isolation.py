@@ -22,12 +22,13 @@ from conversations.models import Conversation, Message
 from conversations.services import remember
 from executions.events import append_event
 from executions.models import Artifact, Execution, ExecutionSource, ExecutionState
+from schedules.services import create_schedule
 from webhooks.services import check_create_endpoint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-PROJECT_APPS = ("accounts", "agents", "executions", "conversations", "files", "webhooks")
+PROJECT_APPS = ("accounts", "agents", "executions", "conversations", "files", "webhooks", "schedules")
 # Not called with API keys: the admin (staff sessions), capability links that need no key at all
 # (/files/download/<token>: tests/test_secrets.py binds them to what they were issued for), and
 # webhooks from other services (/inbound/: a workspace's own secret, tests/test_inbound_revenuecat.py).
@@ -94,6 +95,9 @@ def victim(live, tenant, agent):
     webhook = check_create_endpoint(
         workspace=tenant.workspace, url="https://hooks.example.com/victim", events=["execution.completed"]
     ).endpoint
+    schedule = create_schedule(
+        workspace=tenant.workspace, principal=principal, agent=agent, cron="0 3 * * *", inputs={"message": SECRET_TEXT}
+    )
     uploaded = httpx.post(
         f"{live}/v1/files/",
         headers={"X-API-Key": tenant.end_user_key.raw_key},
@@ -118,6 +122,7 @@ def victim(live, tenant, agent):
         "artifact_id": str(artifact.id),
         "filename": "victim.md",
         "webhook_id": str(webhook.id),
+        "schedule_id": str(schedule.id),
     }
     yield {"values": values, "skill_execution": str(skill_execution.id), "artifact_token": token}
     default_storage.delete(key)
@@ -164,6 +169,7 @@ def test_every_id_taking_route_is_known():
     unknown = {name for route in ROUTES for name in _parameters(route)} - {
         "agent_id", "space_id", "slug", "execution_id", "id", "conversation_id", "message_id",
         "external_user_id", "fact_id", "tool_call_id", "artifact_id", "filename", "webhook_id",
+        "schedule_id",
     }  # fmt: skip
     assert not unknown, f"give the victim's value for {unknown} in the victim fixture"
     assert len(ROUTES) >= 25
