@@ -105,14 +105,15 @@ def dashboard(now=None) -> Dashboard:
         reason = row["failure_reason"] or "(none)"
         per_workspace[row["workspace_id"]].failures[reason] = row["n"]
         total.failures[reason] = total.failures.get(reason, 0) + row["n"]
+    # spent: what was charged today less what an operator refunded today (a refund is a credit)
     charges = (
-        CreditEntry.objects.filter(kind=CreditEntryKind.CHARGE, created_at__gte=today)
+        CreditEntry.objects.filter(kind__in=[CreditEntryKind.CHARGE, CreditEntryKind.REFUND], created_at__gte=today)
         .order_by()
         .values("account__workspace_id")
         .annotate(amount=Sum("amount"))
     )
     for row in charges:
-        spent = -row["amount"]  # charges are debits
+        spent = -row["amount"]  # charges are debits, refunds credits
         per_workspace[row["account__workspace_id"]].credits_today = spent
         total.credits_today += spent
 

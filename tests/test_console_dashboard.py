@@ -41,7 +41,7 @@ def rows(tenant, other_tenant):
     make(a, ExecutionState.RUNNING)
     make(a, ExecutionState.AWAITING_APPROVAL, created_ago=hours)
     make(a, ExecutionState.COMPLETED, finished_ago=minute, created_ago=2 * minute)
-    make(a, ExecutionState.COMPLETED, finished_ago=hours, created_ago=hours)  # not in the last hour
+    refunded = make(a, ExecutionState.COMPLETED, finished_ago=hours, created_ago=hours)  # not in the last hour
     make(a, ExecutionState.FAILED, finished_ago=minute, failure_reason="provider_timeout", created_ago=hours)
     make(b, ExecutionState.FAILED, finished_ago=2 * hours, failure_reason="provider_timeout", created_ago=hours)
     make(b, ExecutionState.FAILED, finished_ago=minute, failure_reason="approval_rejected", created_ago=hours)
@@ -50,7 +50,9 @@ def rows(tenant, other_tenant):
     do_grant_credits(account_a, Decimal(100))
     do_grant_credits(account_b, Decimal(100))
     do_post_entry(account_a.id, CreditEntryKind.CHARGE, Decimal("-2.5"))
-    do_post_entry(account_a.id, CreditEntryKind.CHARGE, Decimal("-1.25"))
+    do_post_entry(account_a.id, CreditEntryKind.CHARGE, Decimal("-1.25"), execution_id=refunded.id)
+    do_post_entry(account_a.id, CreditEntryKind.CHARGE, Decimal("-1"))
+    do_post_entry(account_a.id, CreditEntryKind.REFUND, Decimal("1"), execution_id=refunded.id)  # given back
     do_post_entry(account_b.id, CreditEntryKind.CHARGE, Decimal("-4"))
     do_post_entry(account_b.id, CreditEntryKind.HOLD, Decimal("-50"))  # a hold is not spent
     return a, b
