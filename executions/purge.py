@@ -11,13 +11,18 @@ personal files) are not the execution's and are kept.
 Only finished executions are purged: a queued, running or suspended one still needs its content.
 Children are executions of their own, purged on their own (the retention purge reaches them too).
 
+Apps above executions that keep copies of an execution's content (webhooks: the bodies of its
+deliveries) erase them in the purge's transaction through `register_purge_effect`.
+
 Callers: `POST /api/v1/executions/{id}/purge`, the admin action, and `purge_expired_executions`
 (Celery beat, every PURGE_INTERVAL_SECONDS) for workspaces with `execution_retention_days`.
 """
 
 import logging
 import posixpath
+from collections.abc import Callable
 from datetime import timedelta
+from uuid import UUID
 
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -39,6 +44,16 @@ class NotPurgeable(ApiError):
         super().__init__(
             409, "execution_not_finished", f"Only a finished execution can be purged; this one is {execution.state}."
         )
+
+
+PurgeEffect = Callable[[UUID], None]
+_purge_effects: list[PurgeEffect] = []
+
+
+def register_purge_effect(effect: PurgeEffect) -> None:
+    """An effect run with the id of each execution purged, inside the purge's transaction."""
+    if effect not in _purge_effects:
+        _purge_effects.append(effect)
 
 
 def workspace_prefix(execution_id) -> str:
@@ -82,6 +97,8 @@ def purge_execution(execution: Execution) -> Execution:
         ExecutionCheckpoint.objects.filter(execution=locked).delete()
         Artifact.objects.filter(execution=locked).delete()
         files.delete()
+        for effect in _purge_effects:
+            effect(locked.id)
     _delete_objects(storage_keys)
     _delete_prefix(workspace_prefix(locked.id))
     return Execution.objects.get(id=locked.id)

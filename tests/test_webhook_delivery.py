@@ -25,6 +25,7 @@ from standardwebhooks.webhooks import Webhook
 
 from executions import services
 from executions.models import Execution, ExecutionState
+from executions.purge import purge_execution
 from tests.factories import ExecutionFactory
 from tests.helpers import auth, data_of, execute, execution_uuid, post, wait_for
 from webhooks import delivery, transport
@@ -154,6 +155,22 @@ def test_a_completed_execution_is_delivered_signed(api, tenant, agent, receiver)
     (attempt,) = row.attempt_log.all()
     assert attempt.status_code == 200 and attempt.response_excerpt.startswith("answer 200")
     assert len(attempt.response_excerpt) == transport.EXCERPT_BYTES  # the answer was longer: only its start is kept
+
+
+def test_a_purge_erases_the_content_kept_in_the_delivery_log(api, tenant, agent, receiver):
+    """The log keeps a delivery's body for WEBHOOK_DELIVERY_RETENTION_DAYS: a purge of the execution
+    erases its outputs there too, and what is still to be sent goes out erased, signed, `purged`."""
+    endpoint = register(api, tenant, receiver.url)
+    started = data_of(execute(api, agent, tenant, "hello"))
+    assert started["output"]["text"] in WebhookDelivery.objects.get().body
+    purge_execution(Execution(id=execution_uuid(started["execution_id"])))
+
+    row = WebhookDelivery.objects.get()
+    assert started["output"]["text"] not in row.body
+    assert run_webhook_tasks(api.runtime) == 1
+    data = verified(receiver.requests[0], endpoint["secret"])["data"]
+    assert data["purged"] is True and "outputs" not in data
+    assert data["execution_id"] == started["execution_id"] and data["status"] == "completed"
 
 
 def test_a_tampered_body_or_another_secret_does_not_verify(api, tenant, agent, receiver):

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from core.timestamps import iso_utc
 from executions.models import Execution, ExecutionState
+from executions.purge import register_purge_effect
 from executions.suspension import SuspensionOutcome, register_suspension_effect
 from executions.terminal import TerminalOutcome, register_terminal_effect
 from webhooks.delivery import publish_on_commit
@@ -124,6 +125,23 @@ def on_suspended(outcome: SuspensionOutcome) -> None:
     enqueue(endpoints, event_type, outcome.execution_id, payload(event_type, data))
 
 
+# What a purged execution's deliveries keep of their event: who, when, how it ended; not its content.
+PURGED_KEEPS = ("execution_id", "status", "workspace_id", "source", "responder", "parent_execution_id",
+                "batch_key", "created_at", "started_at", "finished_at", "usage", "credits_charged")  # fmt: skip
+
+
+def on_purged(execution_id) -> None:
+    """Erase the execution's outputs, error and suspension from the bodies of its deliveries (the
+    log keeps them for WEBHOOK_DELIVERY_RETENTION_DAYS otherwise). A delivery still to be sent goes
+    out with the erased body and `"purged": true`; it is signed at each attempt, so it verifies."""
+    for delivery in WebhookDelivery.objects.select_for_update().filter(execution_id=execution_id).only("id", "body"):
+        body = json.loads(delivery.body)
+        body["data"] = {key: value for key, value in body["data"].items() if key in PURGED_KEEPS} | {"purged": True}
+        delivery.body = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        delivery.save(update_fields=["body"])
+
+
 def wire_webhook_effects() -> None:
     register_terminal_effect(on_terminal)
     register_suspension_effect(on_suspended)
+    register_purge_effect(on_purged)
