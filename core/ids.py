@@ -9,6 +9,14 @@ _last_uuid7 = 0
 _uuid7_lock = threading.Lock()
 
 
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_prefixed_id(value: str, prefix: str) -> uuid.UUID | None:
     if value.startswith(prefix + ":"):
         value = value[len(prefix) + 1 :]

@@ -17,7 +17,6 @@ without it gets a 403; an action the execution's state does not allow is a 409 p
 """
 
 import json
-import uuid
 from dataclasses import dataclass
 
 from django import forms
@@ -32,6 +31,7 @@ from accounts.credits import charged_and_refunded
 from accounts.models import ModelAlias
 from core.admin import check_view_permission
 from core.errors import ApiError
+from core.ids import is_uuid
 from executions import purge, refunds, reruns, resumes, services
 from executions.checkpoints import Checkpoint, CheckpointError
 from executions.models import TERMINAL_STATES, Execution, ExecutionCheckpoint, ExecutionState
@@ -317,7 +317,7 @@ class ExecutionActionsMixin:
         check_view_permission(request, Execution)
         if not request.user.has_perm(spec.permission):
             raise PermissionDenied
-        execution = Execution.objects.filter(pk=object_id).first() if _is_uuid(object_id) else None
+        execution = Execution.objects.filter(pk=object_id).first() if is_uuid(object_id) else None
         if execution is None:
             raise Http404("No such execution.")
         error, status, form = None, 200, None
@@ -356,11 +356,3 @@ class ExecutionActionsMixin:
         messages.success(request, message)
         target = created or execution
         return HttpResponseRedirect(reverse("admin:executions_execution_change", args=[target.pk]))
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

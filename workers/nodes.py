@@ -7,7 +7,6 @@ Strings in node options may hold templates (workers/templates.py): `{{message}}`
 
 import json
 import time
-import uuid
 from dataclasses import replace
 
 import jsonschema
@@ -17,7 +16,7 @@ from agents.models import Agent, Skill
 from agents.selectors import skill_tool_name
 from agents.skill_inputs import inputs_errors
 from conversations.selectors import history_for_model, memory_facts
-from core.ids import uuid7
+from core.ids import is_uuid, uuid7
 from executions.checkpoints import ApprovalGate, EventWait, MediaJob, ModelTurns, SubExecutionWait
 from executions.media_requests import (
     do_record_media_result,
@@ -516,7 +515,7 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
     context, workspace_id = run.template_context(), run.execution.workspace_id
     if node["type"] == "agent":
         agent_id = str(node.get("agent_id", "")).removeprefix("agent:")
-        agent = Agent.objects.filter(workspace_id=workspace_id, id=agent_id).first() if _is_uuid(agent_id) else None
+        agent = Agent.objects.filter(workspace_id=workspace_id, id=agent_id).first() if is_uuid(agent_id) else None
         version, responder = (agent.live_version if agent else None), f"agent:{agent_id}"
         inputs = {
             "message": render(node.get("message", "{{message}}"), context),
@@ -542,14 +541,6 @@ def run_sub_execution(run: ExecutionRun, node: dict) -> dict:
         SubExecutionWait(node_id=node["id"], sub_execution_id=str(child_id)),
         sub_execution={"id": child_id, "inputs": inputs, **child},
     )
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 NODE_TYPES = {
