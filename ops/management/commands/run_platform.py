@@ -119,6 +119,7 @@ class Command(BaseCommand):
             "\n"
             f"Platform running at {base}  (admin: {base}/admin/ - create a login with "
             "`.venv/bin/python manage.py createsuperuser`)\n"
+            f"In a browser: {base}/ (paste a key, talk to an agent), API docs at {base}/api/docs/\n"
             f"Demo workspace: {demo['workspace_id']}\n"
             f"{keys}\n"
             "Stream the demo agent:\n"
