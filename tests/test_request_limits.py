@@ -5,7 +5,9 @@ the live uvicorn server, some over a raw socket to control what is sent and when
 """
 
 import asyncio
+import io
 import json
+import logging
 import socket
 import time
 from urllib.parse import urlsplit
@@ -14,11 +16,13 @@ import httpx
 import pytest
 from django.conf import settings
 from django.test import RequestFactory
+from prometheus_client import REGISTRY
 
 from api.http.request_limits import MULTIPART_ROOM, RequestLimits, route_contract
 from api.http.schemas import MAX_JSON_DEPTH, json_object
 from config import urls
 from core.errors import ApiError
+from core.structured_logs import ContextFilter, JsonFormatter
 from executions.models import Execution
 from tests.helpers import auth
 
@@ -310,3 +314,31 @@ def test_a_refusal_carries_the_cors_headers_an_allowed_origin_needs(settings, pa
             _through_the_limits_layer(path, body, {"Content-Type": content_type, "Origin": CORS_ORIGIN})
         ).headers
     )
+
+
+def test_a_refusal_has_its_access_line_and_its_count(settings):
+    """Refused before Django's chain, so before the access-log middleware: the layer logs it itself."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(ContextFilter())
+    access = logging.getLogger("api.access")
+    route = "agents/<str:agent_id>/execute"
+    before = REGISTRY.get_sample_value(
+        "skillrun_http_requests_total", {"method": "POST", "route": route, "status": "413"}
+    )
+    access.addHandler(handler)
+    try:
+        body = b"x" * (settings.REQUEST_BODY_MAX_BYTES + 1)
+        headers = {"Content-Type": "application/json", "X-Request-Id": "big-1"}
+        refused = asyncio.run(_through_the_limits_layer(f"/agents/{AGENT}/execute", body, headers))
+    finally:
+        access.removeHandler(handler)
+    assert refused.status_code == 413 and refused.headers["X-Request-Id"] == "big-1"
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["method"] == "POST" and line["route"] == route and line["status"] == 413
+    assert line["request_id"] == "big-1" and line["duration_ms"] >= 0
+    after = REGISTRY.get_sample_value(
+        "skillrun_http_requests_total", {"method": "POST", "route": route, "status": "413"}
+    )
+    assert after == (before or 0) + 1

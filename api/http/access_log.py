@@ -7,7 +7,8 @@ pattern, never the path: a download path holds its signed token), status, durati
 public `key_prefix` (never the key itself) and workspace_id when the request authenticated,
 execution_id when the route names one. The same answer counts in skillrun_http_requests_total and
 skillrun_http_request_seconds. A streamed answer (SSE) is logged when its headers go out.
-The probes' routes (/healthz, /metrics) log at DEBUG.
+The probes' routes (/healthz, /metrics) log at DEBUG. A request the body limits refuse before
+Django runs (api/http/request_limits.py: 413, 415) gets its line and its count too (`log_refused`).
 
 What a request binds is reset when its response is returned, in the sync and the async chain alike.
 """
@@ -53,6 +54,17 @@ class AccessLogMiddleware(SyncAndAsyncMiddleware):
             # Reset here too: a sync server runs this chain through async_to_sync, which copies the
             # context back into its thread. (So lines written while an SSE body streams, after this, have none.)
             reset_context(token)
+
+
+def log_refused(request, response, started: float) -> None:
+    """The access line, the counts and X-Request-Id of an answer given before Django's chain (the
+    caller set `request.resolver_match`, None for an unmatched path)."""
+    request_id = _request_id(request)
+    token = bind_context(request_id=request_id)
+    try:
+        _finish(request, response, request_id, started)
+    finally:
+        reset_context(token)
 
 
 def _finish(request, response, request_id: str, started: float):

@@ -20,6 +20,7 @@ Paths that match no route get JSON_BODY and no type check (Django then answers 4
 
 import io
 import json
+import time
 from dataclasses import dataclass
 
 from corsheaders.middleware import CorsMiddleware
@@ -29,6 +30,7 @@ from django.http import HttpResponse
 from django.urls import Resolver404, resolve
 from rest_framework.views import APIView
 
+from api.http.access_log import log_refused
 from core.errors import ApiError
 from files.services import size_limit_text
 
@@ -96,6 +98,7 @@ class RequestLimits:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        started = time.perf_counter()
         headers = dict(scope["headers"])  # names are lower-case bytes in ASGI
         length = headers.get(b"content-length", b"").strip()
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
@@ -103,11 +106,12 @@ class RequestLimits:
             return await self.app(scope, receive, send)  # no body: nothing to check (the streams' GETs)
         limit, media_types = route_contract(scope["path"])
         if length.isdigit() and int(length) > limit.max_bytes:
-            return await _refuse(scope, send, limit.error())
+            return await _refuse(scope, send, limit.error(), started)
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         if media_types is not None and not _accepts(media_types, content_type):
             types = ", ".join(media_types)
-            return await _refuse(scope, send, ApiError(415, "unsupported_media_type", f"Send the body as {types}."))
+            error = ApiError(415, "unsupported_media_type", f"Send the body as {types}.")
+            return await _refuse(scope, send, error, started)
         if not chunked:
             return await self.app(scope, receive, send)
         received, over = 0, False
@@ -124,21 +128,26 @@ class RequestLimits:
 
         await self.app(scope, receive_within_limit, send)
         if over:
-            await _refuse(scope, send, limit.error())
+            await _refuse(scope, send, limit.error(), started)
 
 
-async def _refuse(scope, send, error: ApiError) -> None:
+async def _refuse(scope, send, error: ApiError, started: float) -> None:
     body = json.dumps(error.body()).encode()
     response = HttpResponse(body, status=error.status_code, content_type="application/json")
     response["Content-Length"] = str(len(body))
     response["Connection"] = "close"  # the rest of the body is never read
-    _add_cors_headers(scope, response)
+    request = ASGIRequest(scope, io.BytesIO())  # its headers and path only; the body is never read
+    _add_cors_headers(request, response)
+    try:
+        request.resolver_match = resolve(request.path_info)
+    except Resolver404:
+        request.resolver_match = None
+    log_refused(request, response, started)
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def _add_cors_headers(scope, response: HttpResponse) -> None:
+def _add_cors_headers(request, response: HttpResponse) -> None:
     """What the CORS middleware adds to the route's answers, which this refusal never reaches."""
-    request = ASGIRequest(scope, io.BytesIO())  # its headers and path only; the body is never read
     CorsMiddleware(lambda request: response).add_response_headers(request, response)
