@@ -294,6 +294,29 @@ def test_a_rejected_gate_shows_the_error(live, browser, tenant, workflow_agent):
     assert event_log(browser, page)[-1][1] == "error"
 
 
+def test_the_page_posts_an_external_event(live, browser, tenant, workflow_agent):
+    agent = workflow_agent(
+        {"id": "delivery", "type": "wait_event", "event": "parcel_delivered"},
+        {
+            "id": "after",
+            "type": "ai",
+            "prompt": "{{nodes.delivery.payload.city}}",
+            "model": {"provider": "builtin", "script": [{"text": "Delivered in {{prompt}}."}]},
+        },
+    )
+    page = open_front_door(browser, live, tenant.workspace_key.raw_key)
+    send(browser, page, agent)
+    wait_for_text(browser, page, "Waiting for the external event parcel_delivered")
+    assert shown(browser, page, "#status") == ["waiting_for_external_event"]
+    browser.run(page.get_by_label("Event payload").fill, '{"city": "Lyon"}')
+    browser.run(page.get_by_role("button", name="Post the event parcel_delivered").click)
+    wait_for_text(browser, page, "output tokens")
+    assert shown(browser, page, "#answer")[0] == "Delivered in Lyon."
+    assert shown(browser, page, "#status") == ["completed"]
+    events = event_log(browser, page)
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1)), events
+
+
 # --- a browser app on another origin ---------------------------------------------------------------
 
 APP_PAGE = """<!doctype html><meta charset="utf-8"><title>app</title><ol id="out"></ol>

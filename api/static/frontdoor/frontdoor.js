@@ -192,9 +192,7 @@ function suspended(event) {
   closeStream(); // the stream ends here; it is opened again once the input is sent
   setStatus(event.status);
   if (event.status === "awaiting_approval") gateForm(event);
-  if (event.status === "waiting_for_external_event") {
-    $("actions").append(el("p", `Waiting for the external event ${event.event || ""}.`));
-  }
+  if (event.status === "waiting_for_external_event") externalEventForm(event);
   if (event.status === "awaiting_client_tool" && run.pendingCalls.size === 0) {
     openStream("following the resumed execution"); // every result was sent before the stream ended
   }
@@ -261,6 +259,38 @@ function gateForm(gate) {
     }
     form.remove();
     note(`${decision} sent`);
+    openStream("following the resumed execution");
+  };
+  $("actions").append(form);
+}
+
+function externalEventForm(wait) {
+  // Usually another system posts it; the page can too, for trying a workflow out.
+  const form = el("form", undefined, "action");
+  form.append(el("strong", `Waiting for the external event ${wait.event || ""}`));
+  const payload = el("textarea");
+  payload.rows = 3;
+  payload.value = "{}";
+  payload.setAttribute("aria-label", "Event payload");
+  const button = el("button", `Post the event ${wait.event || ""}`);
+  form.append(payload, button);
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    let value;
+    try {
+      value = JSON.parse(payload.value);
+    } catch {
+      return problem("The payload is not valid JSON.");
+    }
+    button.disabled = true;
+    try {
+      await callApi("POST", `/executions/${run.id}/external-event`, { event: wait.event, payload: value });
+    } catch (error) {
+      button.disabled = false;
+      return problem(error.message);
+    }
+    form.remove();
+    note(`event ${wait.event} posted`);
     openStream("following the resumed execution");
   };
   $("actions").append(form);
