@@ -104,6 +104,9 @@ class Execution(models.Model):
     # checkpoint's `timeout_input` once this passes.
     resume_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
     cancel_requested = models.BooleanField(default=False)
+    # Who asked for the cancel when not the API's caller (an operator: `admin:<username>`); the worker
+    # that stops the run names them in its `error` event.
+    cancel_requested_by = models.CharField(max_length=200, blank=True, default="")
     dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its task message was last published")
     # Queued behind its workspace's running cap, with no task message out (executions/concurrency.py):
     # a slot that frees dispatches the oldest such row again.

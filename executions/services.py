@@ -311,12 +311,13 @@ CANCELLED_ERROR = _error("cancelled", "The execution was cancelled.")
 
 def do_cancel_running_execution(execution, attempt: int, **usage) -> bool:
     """The worker saw cancel_requested between steps or chunks and stops here (fenced by the attempt)."""
+    by = Execution.objects.filter(id=execution.id).values_list("cancel_requested_by", flat=True).first()
     return _transition(
         execution,
         _held(execution.id, attempt),
         ExecutionState.CANCELLED,
         "error",
-        CANCELLED_ERROR,
+        {**CANCELLED_ERROR, "by": by} if by else CANCELLED_ERROR,
         failure_reason="cancelled",
         error=CANCELLED_ERROR,
         **usage,
@@ -398,10 +399,10 @@ def do_request_cancel(execution: Execution, *, by: str | None = None) -> Executi
     flagged row). Its unfinished sub-executions (and batch items) are cancelled with it.
 
     `by`: who asked, when not the API's caller (an operator, `admin:<username>`), in the `error` event
-    of a cancel taken at once."""
+    of a cancel taken at once, and kept on the row for the worker's `error` event otherwise."""
     with transaction.atomic():
         unfinished = Execution.objects.filter(id=execution.id).exclude(state__in=TERMINAL_STATES)
-        if unfinished.update(cancel_requested=True, updated_at=timezone.now()):
+        if unfinished.update(cancel_requested=True, cancel_requested_by=by or "", updated_at=timezone.now()):
             idle = Execution.objects.filter(id=execution.id, state__in=[ExecutionState.QUEUED, *SUSPENDED_STATES])
             _transition(
                 execution,

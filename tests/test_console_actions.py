@@ -9,6 +9,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
+from executions import services
 from executions.admin_actions import available_actions
 from executions.models import Execution, ExecutionCheckpoint, ExecutionState
 from tests.factories import ExecutionFactory, SkillFactory
@@ -153,6 +154,16 @@ def test_cancel(api, admin, gated):
     assert error["type"] == "error" and error["code"] == "cancelled" and error["by"] == "admin:ops"
     assert log_messages(gated) == ["cancel: Cancelled."]
     assert admin.post(url(gated, "cancel")).status_code == 409  # finished now
+
+
+def test_a_running_execution_cancelled_by_an_operator_names_them_in_the_workers_error(admin, agent):
+    """The worker stops the run later (between steps); its `error` event still says who asked."""
+    running = ExecutionFactory(agent=agent, state=ExecutionState.RUNNING, attempt=1, lease_owner="w1")
+    assert admin.post(url(running.id, "cancel")).status_code == 302
+    assert state(running.id) == ExecutionState.RUNNING  # asked, not done: the worker stops it
+    assert services.do_cancel_running_execution(running, 1)
+    error = events(running.id)[-1]
+    assert error["type"] == "error" and error["code"] == "cancelled" and error["by"] == "admin:ops"
 
 
 def test_post_an_external_event(api, admin, tenant, workflow_agent, settings):
