@@ -171,6 +171,16 @@ class Execution(models.Model):
         """How the execution's own surface names it: the agents API prefixes its ids."""
         return f"execution:{self.id}" if self.agent_version_id else str(self.id)
 
+    def usage(self) -> dict:
+        """The `usage` object of the agents API's execution and of the webhooks' payloads."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+            "cost_usd": str(self.cost_usd),
+            "wallclock_ms": self.wallclock_ms,
+        }
+
 
 class ExecutionEvent(models.Model):
     """One event of an execution's ordered log; seq is 1, 2, 3, ... per execution.

@@ -58,13 +58,7 @@ def execution_data(execution: Execution) -> dict:
         "created_at": iso_utc(execution.created_at),
         "started_at": iso_utc(execution.started_at),
         "finished_at": iso_utc(execution.finished_at),
-        "usage": {
-            "input_tokens": execution.input_tokens,
-            "output_tokens": execution.output_tokens,
-            "total_tokens": execution.input_tokens + execution.output_tokens,
-            "cost_usd": str(execution.cost_usd),
-            "wallclock_ms": execution.wallclock_ms,
-        },
+        "usage": execution.usage(),
         "credits_charged": str(execution.credits),
     }
 

@@ -27,7 +27,7 @@ from corsheaders.middleware import CorsMiddleware
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, ResolverMatch, resolve
 from rest_framework.views import APIView
 
 from api.http.access_log import log_refused
@@ -68,13 +68,22 @@ def upload_limit(limit: int | str, what: str = "Files") -> BodyLimit:
     return BodyLimit(limit, MULTIPART_ROOM, "file_too_large", "file", f"{what} are limited to {{limit}}.")
 
 
+def _resolve(path: str) -> ResolverMatch | None:
+    try:
+        return resolve(path)
+    except Resolver404:
+        return None
+
+
 def route_contract(path: str) -> tuple[BodyLimit, tuple[str, ...] | None]:
     """The body limit of the view `path` resolves to and the media types it parses (None: any)."""
-    try:
-        view = resolve(path).func
-    except Resolver404:
+    return _contract(_resolve(path))
+
+
+def _contract(match: ResolverMatch | None) -> tuple[BodyLimit, tuple[str, ...] | None]:
+    if match is None:
         return JSON_BODY, None
-    view = getattr(view, "view_class", view)
+    view = getattr(match.func, "view_class", match.func)
     if isinstance(view, type) and issubclass(view, APIView):
         media_types = tuple(parser.media_type for parser in view.parser_classes)
     else:
@@ -104,14 +113,15 @@ class RequestLimits:
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
         if not chunked and length.strip(b"0") == b"":
             return await self.app(scope, receive, send)  # no body: nothing to check (the streams' GETs)
-        limit, media_types = route_contract(scope["path"])
+        match = _resolve(scope["path"])
+        limit, media_types = _contract(match)
         if length.isdigit() and int(length) > limit.max_bytes:
-            return await _refuse(scope, send, limit.error(), started)
+            return await _refuse(scope, match, send, limit.error(), started)
         content_type = headers.get(b"content-type", b"").decode("latin-1")
         if media_types is not None and not _accepts(media_types, content_type):
             types = ", ".join(media_types)
             error = ApiError(415, "unsupported_media_type", f"Send the body as {types}.")
-            return await _refuse(scope, send, error, started)
+            return await _refuse(scope, match, send, error, started)
         if not chunked:
             return await self.app(scope, receive, send)
         received, over = 0, False
@@ -128,20 +138,17 @@ class RequestLimits:
 
         await self.app(scope, receive_within_limit, send)
         if over:
-            await _refuse(scope, send, limit.error(), started)
+            await _refuse(scope, match, send, limit.error(), started)
 
 
-async def _refuse(scope, send, error: ApiError, started: float) -> None:
+async def _refuse(scope, match: ResolverMatch | None, send, error: ApiError, started: float) -> None:
     body = json.dumps(error.body()).encode()
     response = HttpResponse(body, status=error.status_code, content_type="application/json")
     response["Content-Length"] = str(len(body))
     response["Connection"] = "close"  # the rest of the body is never read
     request = ASGIRequest(scope, io.BytesIO())  # its headers and path only; the body is never read
     _add_cors_headers(request, response)
-    try:
-        request.resolver_match = resolve(request.path_info)
-    except Resolver404:
-        request.resolver_match = None
+    request.resolver_match = match  # the access line names the route
     log_refused(request, response, started)
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
