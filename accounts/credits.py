@@ -14,7 +14,7 @@ from django.db.models import Sum
 
 from accounts.models import CreditAccount, CreditEntry, CreditEntryKind
 from core.errors import ApiError
-from core.metrics import CREDITS
+from core.metrics import CREDITS, inc_on_commit
 
 ZERO = Decimal("0")
 
@@ -72,7 +72,7 @@ def do_grant_credits(account: CreditAccount, amount: Decimal, note: str = "") ->
 def do_hold_credits(account: CreditAccount, execution_id, amount: Decimal) -> None:
     """Locks the account's row (do_post_entry); InsufficientCredits when the balance cannot cover it."""
     do_post_entry(account.id, CreditEntryKind.HOLD, -amount, execution_id=execution_id, require_funds=True)
-    _count_on_commit("held", amount)
+    inc_on_commit(CREDITS, "held", amount=float(amount))
 
 
 def do_settle_credits(*, execution_id, account_id, held: Decimal, charge: Decimal) -> None:
@@ -86,15 +86,9 @@ def do_settle_credits(*, execution_id, account_id, held: Decimal, charge: Decima
     charge = max(min(charge, held), ZERO)
     if charge > ZERO:
         do_post_entry(account_id, CreditEntryKind.CHARGE, -charge, execution_id=execution_id)
-        _count_on_commit("charged", charge)
+        inc_on_commit(CREDITS, "charged", amount=float(charge))
     if held > charge:
-        _count_on_commit("refunded", held - charge)
-
-
-def _count_on_commit(operation: str, amount: Decimal) -> None:
-    """skillrun_credits_total, once the ledger's transaction commits."""
-    child = CREDITS.labels(operation)
-    transaction.on_commit(lambda: child.inc(float(amount)))
+        inc_on_commit(CREDITS, "refunded", amount=float(held - charge))
 
 
 def charged_and_refunded(execution_id) -> tuple[Decimal, Decimal]:
@@ -145,7 +139,7 @@ def check_refund_credits(*, execution_id, amount: Decimal | None = None, note: s
             entry = do_post_entry(account_id, CreditEntryKind.REFUND, amount, execution_id=execution_id, note=note)
     except IntegrityError:
         raise AlreadyRefunded() from None
-    _count_on_commit("refunded", amount)
+    inc_on_commit(CREDITS, "refunded", amount=float(amount))
     return entry
 
 

@@ -16,6 +16,7 @@ never ids. Metrics added by later features go here too.
 """
 
 from django.conf import settings
+from django.db import transaction
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -124,6 +125,13 @@ HTTP_DURATION = Histogram(
     ["method", "route"],
     buckets=DURATION_BUCKETS,
 )
+
+
+def inc_on_commit(counter, *labels, amount: float = 1) -> None:
+    """Count what the transaction does once it is committed (a rolled-back start, end or ledger
+    entry did not happen)."""
+    child = counter.labels(*labels)
+    transaction.on_commit(lambda: child.inc(amount))
 
 
 def metrics_registry() -> CollectorRegistry:

@@ -17,7 +17,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core.errors import ApiError
-from core.metrics import EXECUTIONS_CREATED, EXECUTIONS_FINISHED
+from core.metrics import EXECUTIONS_CREATED, EXECUTIONS_FINISHED, inc_on_commit
 from executions import concurrency
 from executions.checkpoints import Checkpoint
 from executions.events import append_event
@@ -104,14 +104,8 @@ def create_execution(
     )
     append_event(execution, start_event, {"status": execution.state, **(start_payload or {})})
     dispatch_on_commit(execution.id)
-    _count_on_commit(EXECUTIONS_CREATED, execution.responder_type, execution.source)
+    inc_on_commit(EXECUTIONS_CREATED, execution.responder_type, execution.source)
     return execution
-
-
-def _count_on_commit(counter, *labels) -> None:
-    """Count what the transaction does once it is committed (a rolled-back start or end did not happen)."""
-    child = counter.labels(*labels)
-    transaction.on_commit(child.inc)
 
 
 def create_batch(*, workspace, principal, agent_version, idempotency_key: str) -> Execution:
@@ -127,7 +121,7 @@ def create_batch(*, workspace, principal, agent_version, idempotency_key: str) -
         idempotency_key=idempotency_key,
         started_at=timezone.now(),
     )
-    _count_on_commit(EXECUTIONS_CREATED, batch.responder_type, batch.source)
+    inc_on_commit(EXECUTIONS_CREATED, batch.responder_type, batch.source)
     return batch
 
 
@@ -248,7 +242,7 @@ def _transition(
             append_event(execution, event_type, {"status": state, **event_payload})
         if terminal:
             do_terminal_effects(_outcome(execution, state, fields))
-            _count_on_commit(EXECUTIONS_FINISHED, execution.responder_type, execution.source, state)
+            inc_on_commit(EXECUTIONS_FINISHED, execution.responder_type, execution.source, state)
         if frees_slot:
             wake_deferred_on_commit(execution)
     return True
