@@ -198,6 +198,29 @@ function suspended(event) {
   }
 }
 
+// The answer forms (client tool, gate, external event): parse, post with the buttons disabled,
+// show the API's error and enable them again if it is refused.
+function parsedJson(text, what) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    problem(`${what} is not valid JSON.`);
+    return undefined;
+  }
+}
+
+async function postAnswer(buttons, path, body) {
+  for (const button of buttons) button.disabled = true;
+  try {
+    await callApi("POST", path, body);
+    return true;
+  } catch (error) {
+    for (const button of buttons) button.disabled = false;
+    problem(error.message);
+    return false;
+  }
+}
+
 function clientToolForm(call) {
   run.pendingCalls.add(call.tool_call_id);
   $("tools").append(el("li", `${call.name}(${JSON.stringify(call.arguments || {})}), a client tool`));
@@ -214,20 +237,10 @@ function clientToolForm(call) {
   form.append(result, outcome, button);
   form.onsubmit = async (event) => {
     event.preventDefault();
-    let value;
-    try {
-      value = JSON.parse(result.value);
-    } catch {
-      return problem("The result is not valid JSON.");
-    }
-    button.disabled = true;
-    try {
-      const body = { tool_call_id: call.tool_call_id, outcome: outcome.value, result: value };
-      await callApi("POST", `/executions/${run.id}/tool-result`, body);
-    } catch (error) {
-      button.disabled = false;
-      return problem(error.message);
-    }
+    const value = parsedJson(result.value, "The result");
+    if (value === undefined) return;
+    const body = { tool_call_id: call.tool_call_id, outcome: outcome.value, result: value };
+    if (!(await postAnswer([button], `/executions/${run.id}/tool-result`, body))) return;
     form.remove();
     run.pendingCalls.delete(call.tool_call_id);
     $("tools").append(el("li", `${call.name} ${outcome.value}: ${JSON.stringify(value)} (sent)`));
@@ -250,13 +263,8 @@ function gateForm(gate) {
   form.onsubmit = async (event) => {
     event.preventDefault();
     const decision = event.submitter.value;
-    approve.disabled = reject.disabled = true;
-    try {
-      await callApi("POST", `/executions/${run.id}/approval`, { decision, comment: comment.value });
-    } catch (error) {
-      approve.disabled = reject.disabled = false;
-      return problem(error.message);
-    }
+    const body = { decision, comment: comment.value };
+    if (!(await postAnswer([approve, reject], `/executions/${run.id}/approval`, body))) return;
     form.remove();
     note(`${decision} sent`);
     openStream("following the resumed execution");
@@ -276,19 +284,10 @@ function externalEventForm(wait) {
   form.append(payload, button);
   form.onsubmit = async (event) => {
     event.preventDefault();
-    let value;
-    try {
-      value = JSON.parse(payload.value);
-    } catch {
-      return problem("The payload is not valid JSON.");
-    }
-    button.disabled = true;
-    try {
-      await callApi("POST", `/executions/${run.id}/external-event`, { event: wait.event, payload: value });
-    } catch (error) {
-      button.disabled = false;
-      return problem(error.message);
-    }
+    const value = parsedJson(payload.value, "The payload");
+    if (value === undefined) return;
+    const body = { event: wait.event, payload: value };
+    if (!(await postAnswer([button], `/executions/${run.id}/external-event`, body))) return;
     form.remove();
     note(`event ${wait.event} posted`);
     openStream("following the resumed execution");
