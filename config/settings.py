@@ -462,11 +462,20 @@ API_KEY_RATE_LIMIT_WINDOW_SECONDS = 60.0
 API_KEY_RATE_LIMIT_REDIS_TIMEOUT_SECONDS = 0.5
 
 # Prometheus metrics (core/metrics.py, ops/metrics.py): `/metrics` answers only a request with
-# `Authorization: Bearer <METRICS_TOKEN>` (unset: 404 to everyone). PROMETHEUS_MULTIPROC_DIR, read
-# by prometheus_client itself at import, makes the processes of a host share their values through
-# files there; a worker on a host of its own serves its values on WORKER_METRICS_PORT (0: none).
+# `Authorization: Bearer <METRICS_TOKEN>` (unset: 404 to everyone). PROMETHEUS_MULTIPROC_DIR makes
+# the processes of a host share their values through files there; a worker on a host of its own
+# serves its values on WORKER_METRICS_PORT (0: none).
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
-PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+# The mode is decided here, once: prometheus_client turns multiprocess mode on when the variable
+# merely exists, even empty, and then writes its files into the working directory (read-only in a
+# container). An empty value is removed before prometheus_client is imported (core/metrics.py
+# checks that it agrees), so empty means off for it too.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+if PROMETHEUS_MULTIPROC_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = PROMETHEUS_MULTIPROC_DIR
+else:
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    os.environ.pop("prometheus_multiproc_dir", None)  # prometheus_client's older spelling
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 
 # Connections of the async pool that SSE streams read the event log through (per process).

@@ -16,9 +16,20 @@ never ids. Metrics added by later features go here too.
 """
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.multiprocess import MultiProcessCollector
+
+# prometheus_client chose its mode when it was imported, from the environment; config/settings.py
+# decides it from PROMETHEUS_MULTIPROC_DIR. They disagree only if something imported
+# prometheus_client before the settings were read: then fail loudly instead of writing files to
+# wherever the working directory is.
+if bool(settings.PROMETHEUS_MULTIPROC_DIR) != (values.ValueClass is not values.MutexValue):
+    raise ImproperlyConfigured(
+        "prometheus_client was imported before config/settings.py decided the metrics mode "
+        f"(PROMETHEUS_MULTIPROC_DIR={settings.PROMETHEUS_MULTIPROC_DIR!r})."
+    )
 
 # Seconds: from a few milliseconds (a no-op run, a queue that is empty) to an hour (the hard limit).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)

@@ -40,11 +40,41 @@ from tests.helpers import WORDS_20
 from workers import runtime
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKOUT_BEFORE = pytest.StashKey[set[str] | None]()
 
 
 def pytest_configure(config):
     if local_services.uses_local_services():
         local_services.ensure_started()
+
+
+def _checkout_changes() -> set[str] | None:
+    """`git status --porcelain` of the checkout (untracked files included), or None outside a git checkout."""
+    result = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    return set(result.stdout.splitlines()) if result.returncode == 0 else None
+
+
+def pytest_sessionstart(session):
+    session.config.stash[CHECKOUT_BEFORE] = _checkout_changes()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves the checkout as it found it: a file a test (or a server it started) wrote
+    into the repository fails the run, even when every test passed."""
+    before = session.config.stash.get(CHECKOUT_BEFORE, None)
+    after = _checkout_changes()
+    if before is None or after is None or session.config.option.collectonly:
+        return
+    left = sorted(after - before)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "the tests left these changes in the checkout (git status --porcelain):\n  " + "\n  ".join(left)
+        if reporter is not None:
+            reporter.write_sep("=", "checkout not clean", red=True)
+            reporter.write_line(message)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _free_port() -> int:

@@ -4,7 +4,10 @@ servers (the worker's and housekeeping's values through the shared multiprocess 
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -401,3 +404,28 @@ def test_a_pubsub_gap_filled_from_the_log_is_counted_once_and_the_stream_gauge_f
     assert seqs == [1, 2, 3, 4, 5]
     assert sample("skillrun_sse_log_rereads_total", reason="gap") == gaps + 1
     assert seen_open == [open_streams + 1] and sample("skillrun_sse_streams_open") == open_streams
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_multiproc_dir_is_off_and_writes_nothing_into_the_working_directory(value, tmp_path):
+    """compose gives migrate, the workers and housekeeping PROMETHEUS_MULTIPROC_DIR="" and runs them
+    from read-only code: prometheus_client must stay in memory there (it wrote counter_<pid>.db into
+    the working directory, and failed django.setup() where that was read-only)."""
+    script = (
+        "import django; django.setup(); "
+        "from prometheus_client import values; from core import metrics; "
+        "metrics.EVENTS_WRITTEN.inc(); "
+        "assert values.ValueClass is values.MutexValue, values.ValueClass; print('in memory')"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        "PROMETHEUS_MULTIPROC_DIR": value,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "in memory"
+    assert list(tmp_path.iterdir()) == []
