@@ -86,6 +86,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: the request_id of every line the request logs, and its access line and metrics.
     "api.http.access_log.AccessLogMiddleware",
+    # /livez, /readyz and /healthz, answered before the host check (a probe asks by pod IP)
+    "ops.health.ProbesMiddleware",
     # Then CORS (django-cors-headers, async-capable), so that a preflight is answered before
     # anything else (no key, no body) and every answer, errors included, carries the CORS headers.
     # It reads only the Origin and Access-Control-Request-* headers and matches the path.
@@ -152,6 +154,16 @@ if os.environ.get("DB_APPLICATION_NAME"):
 ASGI_SYNC_THREADS = env_int("ASGI_SYNC_THREADS", env_int("DB_POOL_MAX_SIZE", 0) or 10)
 # Django's backend, with a pool that recovers at once from a PostgreSQL restart (core/pg_backend).
 DATABASES["default"]["ENGINE"] = "core.pg_backend"
+# Behind a transaction-mode pooler (PgBouncer: compose's `pgbouncer` service), each transaction may
+# run on another server session, so nothing may rely on session state: no server-side cursors
+# (Django's iterator() keeps one open between fetches) and no prepared statements (psycopg prepares a
+# query after its 5th run; PgBouncer before 1.21 cannot route them). Nothing else here keeps session
+# state; the one session-level advisory lock (ops/management/commands/migrate.py) is taken by
+# migrate, which connects to PostgreSQL directly.
+DB_TRANSACTION_POOLING = env_bool("DB_TRANSACTION_POOLING", False)
+if DB_TRANSACTION_POOLING:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL") or local_services.redis_url()
@@ -169,9 +181,18 @@ SERVESTATIC_USE_FINDERS = True
 AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")
 if AWS_STORAGE_BUCKET_NAME:
     AWS_S3_ENDPOINT_URL = os.environ.get("AWS_S3_ENDPOINT_URL") or None
+    # Where clients fetch presigned URLs from, when that is not where the platform reaches S3 (compose:
+    # the platform uses http://minio:9000, a name only its network resolves). Presigned URLs are
+    # signed for this address (files/storage.py); empty: AWS_S3_ENDPOINT_URL's.
+    AWS_S3_PUBLIC_ENDPOINT_URL = os.environ.get("AWS_S3_PUBLIC_ENDPOINT_URL") or None
     AWS_S3_REGION_NAME = os.environ.get("AWS_S3_REGION_NAME") or None
     AWS_QUERYSTRING_EXPIRE = env_int("AWS_QUERYSTRING_EXPIRE", 900)
-    _default_storage = {"BACKEND": "storages.backends.s3.S3Storage"}
+    # SigV4 (every S3-compatible server takes it; SigV2 is deprecated and MinIO's URLs were signed
+    # with it), and path-style addresses on a server of our own (http://host:9000/bucket/key: no DNS
+    # name per bucket), virtual-hosted ones on AWS.
+    AWS_S3_SIGNATURE_VERSION = "s3v4"
+    AWS_S3_ADDRESSING_STYLE = "path" if AWS_S3_ENDPOINT_URL else "virtual"
+    _default_storage = {"BACKEND": "files.storage.S3Storage"}
 else:
     MEDIA_ROOT = os.environ.get("MEDIA_ROOT", str(local_services.DATA_DIR / "media"))
     _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}

@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from api.frontdoor.views import index
 from api.http import errors
 from api.http.downloads import download
-from ops.health import healthz
+from ops.health import healthz, livez, readyz
 from ops.metrics import metrics
 
 # The schema and its two docs pages (Swagger UI, Redoc; their assets from drf-spectacular-sidecar) need no key.
@@ -14,7 +14,10 @@ PUBLIC = {"authentication_classes": [], "permission_classes": []}
 urlpatterns = [
     path("", index, name="frontdoor"),  # the browser front door (api/frontdoor/)
     path("admin/", admin.site.urls),
+    # answered by ops.health.ProbesMiddleware before the host check; routed too, for the URL conf's walkers
     path("healthz", healthz),
+    path("livez", livez),
+    path("readyz", readyz),
     path("metrics", metrics),
     path("api/schema/", SpectacularAPIView.as_view(**PUBLIC), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **PUBLIC), name="swagger-ui"),

@@ -112,7 +112,12 @@ async def _pool() -> AsyncConnectionPool:
             min_size=1,
             max_size=settings.SSE_DB_POOL_SIZE,
             open=False,
-            kwargs={"autocommit": True},  # reads only: no BEGIN and COMMIT around each
+            # reads only: no BEGIN and COMMIT around each; no prepared statements behind a transaction
+            # pooler (settings.DB_TRANSACTION_POOLING), like Django's own connections
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": django_connection.settings_dict["OPTIONS"].get("prepare_threshold", 5),
+            },
         )
         _pools[loop] = pool
         await pool.open()

@@ -1,4 +1,11 @@
-"""GET /healthz: 200 when PostgreSQL and Redis answer, 503 otherwise, within HEALTH_TIMEOUT_SECONDS.
+"""Health probes, answered before Django's host check (a kubelet or a scraper asks by pod IP):
+
+- GET /livez: the process is up and its event loop answers; no dependency is asked, so a database
+  outage never gets every API process restarted;
+- GET /readyz: PostgreSQL and Redis answer and every migration of this code is applied: send traffic;
+- GET /healthz: PostgreSQL and Redis answer (kept for compose's health check and existing monitors).
+
+Each answers 200 when healthy, 503 otherwise, within HEALTH_TIMEOUT_SECONDS.
 
 The two checks run at once on two threads of their own (not the ASGI server's sync threads, which
 requests stuck on a dead database may all hold), each bounded: the pooled connection is waited for
@@ -12,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import redis
+from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
 from django.http import JsonResponse
 
 HEALTH_TIMEOUT_SECONDS = 1.5
@@ -62,10 +71,64 @@ async def _bounded(check) -> str:
         return "error: timeout"
 
 
-async def healthz(request):
-    postgres, redis_ = await asyncio.gather(_bounded(_check_postgres), _bounded(_check_redis))
-    checks = {"postgres": postgres, "redis": redis_}
-    healthy = all(value == "ok" for value in checks.values())
+_migrations_applied = False  # once true for this code, it stays true: the check is not repeated
+
+
+def _check_migrations() -> str:
+    """Every migration of this code is applied (a new release's pods are not ready before its migrate Job ran)."""
+    global _migrations_applied
+    if _migrations_applied:
+        return "ok"
+    try:
+        executor = MigrationExecutor(connections["default"])
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    finally:
+        connections.close_all()  # this probe thread's connection goes back to the pool
+    if pending:
+        return f"error: {len(pending)} migrations not applied"
+    _migrations_applied = True
+    return "ok"
+
+
+async def _answer(**checks) -> JsonResponse:
+    results = dict(zip(checks, await asyncio.gather(*(_bounded(check) for check in checks.values()))))
+    healthy = all(value == "ok" for value in results.values())
     return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
+        {"status": "ok" if healthy else "unavailable", "checks": results}, status=200 if healthy else 503
     )
+
+
+async def healthz(request):
+    return await _answer(postgres=_check_postgres, redis=_check_redis)
+
+
+async def readyz(request):
+    return await _answer(postgres=_check_postgres, redis=_check_redis, migrations=_check_migrations)
+
+
+async def livez(request):
+    return JsonResponse({"status": "ok"})
+
+
+PROBES = {"/livez": livez, "/readyz": readyz, "/healthz": healthz}
+
+
+class ProbesMiddleware:
+    """Answers the probes before anything reads the Host header: Django's check refuses a host outside
+    ALLOWED_HOSTS with a 400, and a probe by pod IP cannot know the public name. Placed right after
+    the access log, so probes are counted, but neither CORS, sessions nor authentication run."""
+
+    async_capable = True
+    sync_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        probe = PROBES.get(request.path_info)
+        if probe is not None and request.method in ("GET", "HEAD"):
+            return await probe(request)
+        return await self.get_response(request)

@@ -26,7 +26,17 @@ from webhooks.services import check_create_endpoint
 
 PROJECT_APPS = {"accounts", "agents", "executions", "conversations", "files", "webhooks", "schedules"}
 # the operators' endpoints (health, Prometheus: tests/test_metrics.py) are not the API
-NOT_API = ("admin/", "api/schema/", "api/docs/", "api/redoc/", "healthz", "metrics", "files/download/")
+NOT_API = (
+    "admin/",
+    "api/schema/",
+    "api/docs/",
+    "api/redoc/",
+    "healthz",
+    "livez",
+    "readyz",
+    "metrics",
+    "files/download/",
+)
 WRITE_METHODS = ("post", "put", "patch", "delete")
 # Webhooks from other services check their sender (a signature, the workspace's secret) before their
 # body: tests/test_inbound_*.py send them these bad bodies from an authentic sender.

@@ -60,8 +60,10 @@ def secrets_env(tmp_path) -> Path:
         SECRET_KEY=secrets.token_urlsafe(50),
         POSTGRES_PASSWORD=secrets.token_hex(24),
         REDIS_PASSWORD=secrets.token_hex(24),
-        MINIO_ROOT_USER="skillrun",
+        MINIO_ROOT_USER="minio-root",
         MINIO_ROOT_PASSWORD=secrets.token_hex(24),
+        S3_ACCESS_KEY="skillrun",
+        S3_SECRET_KEY=secrets.token_hex(16),
     )
 
 
@@ -90,7 +92,7 @@ def rendered(compose, tmp_path_factory) -> dict:
 
 
 def test_config_passes_with_the_secrets_of_an_env_file(rendered):
-    assert set(rendered["services"]) == {*PLATFORM_SERVICES, "postgres", "redis", "minio", "minio-bucket"}
+    assert set(rendered["services"]) == {*PLATFORM_SERVICES, "postgres", "pgbouncer", "redis", "minio", "minio-bucket"}
 
 
 def test_the_example_env_has_no_working_secret(compose, tmp_path):
@@ -98,7 +100,15 @@ def test_the_example_env_has_no_working_secret(compose, tmp_path):
     shutil.copy(ROOT / ".env.example", example)
     result = config(compose, example)
     assert result.returncode != 0
-    for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+    for name in (
+        "SECRET_KEY",
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "MINIO_ROOT_USER",
+        "MINIO_ROOT_PASSWORD",
+        "S3_ACCESS_KEY",
+        "S3_SECRET_KEY",
+    ):
         assert name in result.stderr
     # and a short SECRET_KEY would still be refused by the settings themselves (PRODUCTION is on)
     assert "PRODUCTION" in (ROOT / "config" / "settings.py").read_text()
@@ -149,16 +159,58 @@ def test_images_pinned_health_checks_restart_policies(rendered):
             assert service["healthcheck"]["test"], name
 
 
-def test_the_bucket_exists_before_the_platform_starts(rendered):
+def test_the_bucket_and_its_own_access_key_exist_before_the_platform_starts(rendered):
     bucket = rendered["services"]["minio-bucket"]
     assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
-    assert "mc mb --ignore-existing" in " ".join(bucket["entrypoint"])
+    script = " ".join(bucket["entrypoint"]).replace("$$", "$")  # compose's escape of a literal $
+    assert "mc mb --ignore-existing" in script
+    # the platform's key: created by the job, allowed on the bucket alone; never MinIO's root user
+    assert 'mc admin user add local "$S3_ACCESS_KEY" "$S3_SECRET_KEY"' in script
+    assert "mc admin policy attach local skillrun-bucket --user" in script
+    assert '"arn:aws:s3:::$BUCKET/*"' in script and "arn:aws:s3:::*" not in script
     for name in ("api", "worker", "housekeeping"):
         depends = rendered["services"][name]["depends_on"]
         assert depends["minio-bucket"]["condition"] == "service_completed_successfully"
         assert depends["migrate"]["condition"] == "service_completed_successfully"
+        assert depends["pgbouncer"]["condition"] == "service_healthy"
+        environment = rendered["services"][name]["environment"]
+        assert environment["AWS_ACCESS_KEY_ID"] == bucket["environment"]["S3_ACCESS_KEY"]
+        assert environment["AWS_ACCESS_KEY_ID"] != bucket["environment"]["MINIO_ROOT_USER"]
+        assert "MINIO_ROOT_PASSWORD" not in environment
+        # presigned URLs for where clients reach MinIO (its published port), not the compose network's name
+        assert environment["AWS_S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000"
     migrate = rendered["services"]["migrate"]["depends_on"]
     assert migrate["postgres"]["condition"] == migrate["redis"]["condition"] == "service_healthy"
+
+
+def test_the_platform_reaches_postgres_through_pgbouncer_and_migrate_directly(rendered):
+    pgbouncer = rendered["services"]["pgbouncer"]
+    assert pgbouncer["environment"]["POOL_MODE"] == "transaction"
+    assert pgbouncer["environment"]["LISTEN_PORT"] == "6432"
+    for name in ("api", "worker", "housekeeping"):
+        environment = rendered["services"][name]["environment"]
+        assert "@pgbouncer:6432/" in environment["DATABASE_URL"]
+        assert environment["DB_TRANSACTION_POOLING"] == "1"
+    migrate = rendered["services"]["migrate"]["environment"]  # its advisory lock needs a session of its own
+    assert "@postgres:5432/" in migrate["DATABASE_URL"] and migrate["DB_TRANSACTION_POOLING"] == "0"
+
+
+def test_the_connection_budget_holds_with_the_defaults(rendered):
+    """README, "Production": what each process may open is its pools' sizes; PgBouncer takes them all
+    as clients and keeps PostgreSQL to its own pool, which fits max_connections with migrate and room
+    for an operator."""
+    services = rendered["services"]
+    api, worker = services["api"]["environment"], services["worker"]["environment"]
+    api_workers = int(services["api"]["command"][services["api"]["command"].index("--workers") + 1])
+    per_api = api_workers * (int(api["DB_POOL_MAX_SIZE"]) + int(api["SSE_DB_POOL_SIZE"]))
+    per_worker = int(worker["DB_POOL_MAX_SIZE"])
+    per_housekeeping = 2  # no pool: the solo pool's thread and beat's, one kept connection each at most
+    clients = 4 * per_api + 20 * per_worker + per_housekeeping  # e.g. 4 api and 20 worker replicas
+    pgbouncer = services["pgbouncer"]["environment"]
+    assert clients <= int(pgbouncer["MAX_CLIENT_CONN"])
+    max_connections = int(services["postgres"]["command"][-1].split("=")[1])
+    superuser_reserved, migrate, operator = 3, 1, 5
+    assert int(pgbouncer["MAX_DB_CONNECTIONS"]) + migrate + operator <= max_connections - superuser_reserved
 
 
 def test_the_dockerfile_installs_the_lock_before_the_source_and_runs_as_a_user():
@@ -209,7 +261,10 @@ def test_the_settings_load_with_each_services_environment(rendered, service, tmp
         "db = settings.DATABASES['default']; "
         "print(json.dumps({'pool': db['OPTIONS'].get('pool', {}).get('max_size'), 'age': db['CONN_MAX_AGE'], "
         "'bucket': settings.AWS_STORAGE_BUCKET_NAME, 'secure': settings.SESSION_COOKIE_SECURE, "
-        "'host': db['HOST'], 'tick': settings.SCHEDULE_TICK_SECONDS}))"
+        "'host': db['HOST'], 'tick': settings.SCHEDULE_TICK_SECONDS, "
+        "'storage': settings.STORAGES['default']['BACKEND'], 'signature': settings.AWS_S3_SIGNATURE_VERSION, "
+        "'server_side_cursors': db.get('DISABLE_SERVER_SIDE_CURSORS', False), "
+        "'prepare_threshold': db['OPTIONS'].get('prepare_threshold', 5)}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", script],
@@ -224,4 +279,8 @@ def test_the_settings_load_with_each_services_environment(rendered, service, tmp
     pool = {"api": 10, "worker": int(environment["WORKER_DB_POOL_SIZE"]), "migrate": None, "housekeeping": None}
     assert loaded["pool"] == pool[service]
     assert loaded["age"] == (300 if service == "housekeeping" else 0)
-    assert (loaded["bucket"], loaded["secure"], loaded["host"], loaded["tick"]) == ("platform", True, "postgres", 10)
+    host = "postgres" if service == "migrate" else "pgbouncer"
+    assert (loaded["bucket"], loaded["secure"], loaded["host"], loaded["tick"]) == ("platform", True, host, 10)
+    assert loaded["storage"] == "files.storage.S3Storage" and loaded["signature"] == "s3v4"
+    assert loaded["server_side_cursors"] is (service != "migrate")
+    assert loaded["prepare_threshold"] == (5 if service == "migrate" else None)

@@ -177,6 +177,8 @@ def test_every_route_answers_json_and_a_503_with_retry_after_while_postgres_is_d
         "/",
         "/metrics",
         "/healthz",
+        "/livez",
+        "/readyz",
         "/api/schema/",
         "/api/docs/",
         "/api/redoc/",
