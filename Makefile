@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.8
 LOCK := requirements.lock
 
-.PHONY: run test install bench clean-data
+.PHONY: run test install bench clean-data drill-production
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The compose topology on network namespaces, with its workload and faults (root, iproute2, pgbouncer).
+drill-production: $(VENV)/.installed
+	$(PY) -m pytest tests/test_production_drill.py -m production $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/run_bench.py
