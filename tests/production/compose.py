@@ -5,6 +5,7 @@ side of a container mapped onto this checkout."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -68,6 +69,14 @@ def platform_command(service: dict) -> list[str]:
     if (VENV_BIN / command[0]).exists():
         command[0] = str(VENV_BIN / command[0])
     return command
+
+
+def stop_grace_seconds(service: dict) -> float:
+    """compose's `stop_grace_period` as `config` renders it (a Go duration: "1m0s", "10s"); 10 s unset."""
+    text, seconds = service.get("stop_grace_period", "10s"), 0.0
+    for amount, unit in re.findall(r"([\d.]+)(h|ms|m|s)", text):
+        seconds += float(amount) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
+    return seconds
 
 
 def platform_environment(service: dict) -> dict:

@@ -1,6 +1,6 @@
 """The drill's tenant, made inside the migrate service's environment (uid 10001, read-only code), as
 an operator would with `manage.py shell`: a workspace, a customer's end-user key with credits, a
-paid streaming agent, a free agent for batches and a skill that reads an uploaded file and writes a
+paid streaming agent, a free agent for batches and attachments, a slow one and a skill that reads an uploaded file and writes a
 report. Run: `python manage.py shell -c "from tests.production.seed import main; main()"`; it prints
 one JSON line. The constants are shared with tests/test_production_drill.py, which checks them."""
 
@@ -8,6 +8,7 @@ import json
 from decimal import Decimal
 
 REPLY = " ".join(f"w{i:02d}" for i in range(20))
+SLOW_REPLY = " ".join(f"s{i:02d}" for i in range(40))  # 40 words 500 ms apart: 20 s, running when a worker stops
 RULES = {"base": 10, "per_1k_tokens": 2, "max_tokens": 4000}  # hold 18, a 20-word run costs 12 (tests/test_drills.py)
 HOLD, CHARGE = Decimal(18), Decimal(12)
 GRANT = Decimal(100_000)
@@ -52,6 +53,8 @@ def main() -> None:
     publish_agent_version(paid, builtin(chunk_delay_ms=150, reply=REPLY))
     free = Agent.objects.create(workspace=workspace, name="free")
     publish_agent_version(free, builtin(chunk_delay_ms=20, reply=REPLY))
+    slow = Agent.objects.create(workspace=workspace, name="slow")
+    publish_agent_version(slow, builtin(chunk_delay_ms=500, reply=SLOW_REPLY))
     skill = Skill.objects.create(workspace=workspace, slug=SKILL_SLUG, name="Drill report")
     publish_skill_version(skill, SKILL_MANIFEST)
     print(
@@ -62,6 +65,7 @@ def main() -> None:
                 "workspace_key": tenant.workspace_key.raw_key,
                 "paid_agent_id": str(paid.id),
                 "free_agent_id": str(free.id),
+                "slow_agent_id": str(slow.id),
             }
         )
     )

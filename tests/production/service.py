@@ -88,12 +88,14 @@ class Service:
         tmpfs: tuple[str, ...] = (),
         private_tmp: bool = True,
         stop_signal: int = signal.SIGTERM,
+        stop_timeout: float = 10.0,
     ):
         self.host, self.name, self.command, self.env, self.log = host, name, command, env, log
         self.checkout, self.hosts_file = checkout, hosts_file
         self.uid, self.gid = uid, uid if gid is None else gid
         self.cwd = cwd or checkout
         self.tmpfs, self.private_tmp, self.stop_signal = tmpfs, private_tmp, stop_signal
+        self.stop_timeout = stop_timeout  # compose's stop_grace_period (docker's default: 10 s)
         self.process: subprocess.Popen | None = None
 
     def _setup_script(self) -> str:
@@ -140,14 +142,14 @@ class Service:
             except ProcessLookupError:
                 pass
 
-    def stop(self, timeout: float = 20) -> int | None:
+    def stop(self, timeout: float | None = None) -> int | None:
         """The stop signal (SIGTERM unless the image says otherwise), as `docker stop` sends it, then
-        SIGKILL after `timeout`; returns the exit status."""
+        SIGKILL after `timeout` (the service's stop_timeout); returns the exit status."""
         if self.process is None:
             return None
         self.send(self.stop_signal)
         try:
-            return self.process.wait(timeout)
+            return self.process.wait(self.stop_timeout if timeout is None else timeout)
         except subprocess.TimeoutExpired:
             self.send(signal.SIGKILL)
             return self.process.wait(10)

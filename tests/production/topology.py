@@ -18,7 +18,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.production.compose import CHECKOUT, platform_command, platform_environment, render, write_env_file
+from tests.production.compose import (
+    CHECKOUT,
+    platform_command,
+    platform_environment,
+    render,
+    stop_grace_seconds,
+    write_env_file,
+)
 from tests.production.data import DataHost, wait_until
 from tests.production.forwarder import Forwarder
 from tests.production.network import Host, Network, remove_leftovers
@@ -110,6 +117,7 @@ class Topology:
             checkout=CHECKOUT,
             hosts_file=self.hosts_file,
             tmpfs=tuple(service.get("tmpfs", ())),
+            stop_timeout=stop_grace_seconds(service),
         )
 
     def migrate_twice(self) -> None:
@@ -163,7 +171,7 @@ class Topology:
     def restart(self, host_name: str, timeout: float = 90) -> None:
         """`docker restart`: the stop signal, then the same command again, ready."""
         service = self.services[host_name]
-        service.stop(30)
+        service.stop()
         service.start()
         if host_name == "api":
             wait_until("the api's /readyz", lambda: self.get("/readyz").status_code == 200, timeout, service)
