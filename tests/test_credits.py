@@ -204,6 +204,19 @@ def test_x_credits_remaining_only_for_customer_keys(client, tenant, customer_key
     assert "X-Credits-Remaining" not in client.get(url, headers=auth(tenant, "workspace"))
 
 
+def test_a_balance_that_cannot_be_read_leaves_the_header_out_not_a_500(client, customer_key, monkeypatch):
+    """PostgreSQL going down between the view's answer and the header's read (the production drill
+    met it on an artifact's redirect): the answer stands, without the header."""
+    from django import db
+
+    def down(principal):
+        raise db.OperationalError("couldn't get a connection after 3.00 sec")
+
+    monkeypatch.setattr("api.http.middleware.remaining_credits", down)
+    response = client.get("/executions/execution:00000000-0000-0000-0000-000000000000", headers=customer_key)
+    assert response.status_code == 404 and "X-Credits-Remaining" not in response
+
+
 def test_preview_returns_the_breakdown_and_creates_nothing(client, tenant, customer_key, paid_agent):
     agent = paid_agent()
     agent.credit_rules = {

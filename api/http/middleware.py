@@ -4,6 +4,7 @@ and X-Credits-Remaining for end-user keys of a customer), and Django's header-on
 their hooks run on the event loop."""
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django import db
 from django.contrib.auth import middleware as auth
 from django.core.exceptions import BadRequest
 from django.http import Http404
@@ -77,8 +78,16 @@ def _has_credits_header(caller) -> bool:
 
 def _credits_remaining(caller, response):
     """The customer's balance, read after the view ran (so it includes this request's hold); not
-    after a 503, when the database it would read is likely the dependency that is down."""
-    return remaining_credits(caller.principal) if _has_credits_header(caller) and response.status_code != 503 else None
+    after a 503, when the database it would read is likely the dependency that is down. When that
+    read itself finds PostgreSQL down (a view that needed no query, e.g. an artifact's redirect,
+    answered meanwhile), the header is left out: this runs outside DependencyErrorsMiddleware, and the
+    view's answer must not become a 500 for a header."""
+    if not _has_credits_header(caller) or response.status_code == 503:
+        return None
+    try:
+        return remaining_credits(caller.principal)
+    except (db.OperationalError, db.InterfaceError):  # a pool timeout included (Django wraps psycopg's)
+        return None
 
 
 def _add_workspace_headers(request, response, credits=None):
