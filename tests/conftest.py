@@ -25,6 +25,7 @@ import httpx
 import pytest
 import redis
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connections
 from django.test import AsyncClient
 from django.utils import timezone
@@ -213,12 +214,17 @@ def _celery_flags(name: str) -> tuple[str, ...]:
     return "--without-mingle", "--without-gossip", "--hostname", f"{name}-{os.getpid()}@%h"
 
 
+# The session worker consumes the execution queues and the webhooks' (which a deployment gives
+# processes of their own: tests/test_fair_queues.py runs them apart).
+TEST_WORKER_QUEUES = ",".join((*settings.EXECUTION_QUEUES, settings.WEBHOOKS_QUEUE))
+
+
 @pytest.fixture(scope="session")
 def worker(services_env, tmp_path_factory):
     """The executions worker: Celery's threads pool, 64 runs in flight in one process."""
     folder = tmp_path_factory.mktemp("worker")
     process = CeleryProcess(
-        processes.worker(64, "executions", *_celery_flags("executions")), services_env, folder / "worker.log"
+        processes.worker(64, TEST_WORKER_QUEUES, *_celery_flags("executions")), services_env, folder / "worker.log"
     )
     yield process
     process.stop()
