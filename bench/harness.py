@@ -170,7 +170,7 @@ class Platform:
 
         command, env = processes.worker(
             concurrency or self.worker_concurrency,
-            settings.CELERY_TASK_DEFAULT_QUEUE,
+            ",".join(settings.EXECUTION_QUEUES),
             "--without-mingle",
             "--without-gossip",
         )

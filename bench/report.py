@@ -150,6 +150,17 @@ def render(output: dict) -> str:
             f"p99 {_f(i['start_latency'].get('p99_ms'))} ms; start errors {i['start_errors']}"
         )
 
+    if "fairness" in r and "fairness" not in errors:
+        fair = r["fairness"]
+        other = fair["other_workspace_ms"]
+        lines.append("")
+        lines.append(
+            f"9 fairness: one workspace queued {fair['burst']} no-ops; during their drain "
+            f"({_f(fair['burst_drained_per_s'])}/s, {fair['burst_still_queued_after']} still queued after) another "
+            f"workspace's sync no-op took p50 {_f(other.get('p50_ms'))} ms, p90 {_f(other.get('p90_ms'))} ms, "
+            f"p99 {_f(other.get('p99_ms'))} ms"
+        )
+
     for f in (r.get("fanout") or []) if "fanout" not in errors else []:
         lines.append("")
         lines.append(

@@ -10,6 +10,7 @@ Phases (each capped in time; bench/README.md says what each row measures):
   stream      5. 10-chunk agent over POST /agents/{id}/execute/stream: first and final event
   fanout      7. 1,000 and 5,000 SSE clients on one execution: connected, memory, delivery latency
   inflight    6. 500 executions of ~2 s in flight at once on one worker
+  fairness    9. one workspace's burst of 10,000 queued, another workspace's no-op latency meanwhile
   history     8. the no-op on an empty vs a 1M-execution / 20M-event database, with plans (--no-history: off)
 
 Usage: `make bench`, or e.g.
@@ -51,9 +52,9 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # the health checks while 
 from django.core.management import call_command  # noqa: E402
 
 from bench import fixtures, report  # noqa: E402
-from bench.scenarios import celery_baseline, history, inflight, noop, statements, streams  # noqa: E402
+from bench.scenarios import celery_baseline, fairness, history, inflight, noop, statements, streams  # noqa: E402
 
-PHASES = ["celery", "noop", "load", "statements", "stream", "fanout", "inflight", "history"]
+PHASES = ["celery", "noop", "load", "statements", "stream", "fanout", "inflight", "fairness", "history"]
 
 
 def free_port() -> int:
@@ -94,6 +95,7 @@ def parse_args():
         help="the row 6 worker's --concurrency (use a small one with the prefork pool)",
     )
     parser.add_argument("--inflight-cap", type=float, default=90, help="seconds before row 6 stops")
+    parser.add_argument("--fairness-burst", type=int, default=10_000, help="executions one workspace queues in row 9")
     parser.add_argument("--worker-concurrency", type=int, default=4, help="the worker of the other rows")
     parser.add_argument("--history-executions", type=int, default=1_000_000)
     parser.add_argument("--history-refill", action="store_true")
@@ -177,6 +179,7 @@ def run_phases(args, platform, fixture) -> dict:
     phase(
         "inflight", lambda: inflight.run(platform, fixture, args.inflight, args.inflight_concurrency, args.inflight_cap)
     )
+    phase("fairness", lambda: fairness.run(platform, fixture, fixtures.create(), args.fairness_burst))
     phase(
         "history",
         lambda: history.run(

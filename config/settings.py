@@ -350,7 +350,7 @@ WEBHOOK_RETRY_MAX_DELAY_SECONDS = env_float("WEBHOOK_RETRY_MAX_DELAY_SECONDS", 2
 WEBHOOK_RETRY_WINDOW_SECONDS = env_float("WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600.0)
 # An endpoint is disabled once this many attempts in a row failed over at least this long (no success between).
 WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 10)
-WEBHOOK_DISABLE_AFTER_SECONDS = env_float("WEBHOOK_DISABLE_AFTER_SECONDS", 24 * 3600.0)
+WEBHOOK_DISABLE_AFTER_SECONDS = env_float("WEBHOOK_DISABLE_AFTER_SECONDS", 3600.0)
 # Finished deliveries (and their attempts) are deleted this long after they ended (with the hourly purge).
 WEBHOOK_DELIVERY_RETENTION_DAYS = env_int("WEBHOOK_DELIVERY_RETENTION_DAYS", 30)
 # Endpoints per workspace.
@@ -390,16 +390,36 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": EXECUTION_HARD_TIME_LIM
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# One queue per kind of work, so that no backlog of one delays another (ops/processes.py says which
+# process consumes which): an execution's first run; its resumes (a client tool's result, an
+# approval, an event, a re-queue after a lost lease: someone is waiting on a run already started);
+# the media polls of executions waiting on a provider; webhook deliveries (their own processes: a
+# dead endpoint's backlog never holds an execution's thread); beat's housekeeping; the schedules'
+# tick. Names derived from CELERY_QUEUE and HOUSEKEEPING_QUEUE, so one setting moves a whole stack.
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "executions")
-# The reaper and the purge run on their own queue, consumed by the housekeeping process (it also
-# runs beat), so they never wait behind a backlog of executions.
+RESUMES_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.resumes"
+MEDIA_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.media"
+EXECUTION_QUEUES = (CELERY_TASK_DEFAULT_QUEUE, RESUMES_QUEUE, MEDIA_QUEUE)  # the workers'
+WEBHOOKS_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.webhooks"
 HOUSEKEEPING_QUEUE = os.environ.get("HOUSEKEEPING_QUEUE", "housekeeping")
+SCHEDULES_QUEUE = f"{HOUSEKEEPING_QUEUE}.schedules"
 CELERY_TASK_ROUTES = {
     "workers.tasks.reap_executions": {"queue": HOUSEKEEPING_QUEUE},
     "workers.tasks.purge_expired_executions": {"queue": HOUSEKEEPING_QUEUE},
     "workers.tasks.sweep_webhook_deliveries": {"queue": HOUSEKEEPING_QUEUE},
-    "workers.tasks.fire_due_schedules": {"queue": HOUSEKEEPING_QUEUE},
+    "workers.tasks.fire_due_schedules": {"queue": SCHEDULES_QUEUE},
+    "workers.tasks.deliver_webhook": {"queue": WEBHOOKS_QUEUE},
 }
+# Fairness between workspaces (executions/fairness.py): within a queue, the broker hands out the
+# highest priority first; a workspace's first FAIR_SHARE_STARTS starts in a FAIR_SHARE_WINDOW_SECONDS
+# window go ahead of the rest of its burst, so one workspace's thousands of queued starts do not make
+# another's single execution wait behind them.
+FAIR_SHARE_STARTS = env_int("FAIR_SHARE_STARTS", 20)
+FAIR_SHARE_WINDOW_SECONDS = env_int("FAIR_SHARE_WINDOW_SECONDS", 10)
+# Webhook deliveries in flight at once: per webhooks process (its threads), and per endpoint (more
+# wait for a free slot without counting as an attempt, webhooks/delivery.py).
+WEBHOOK_WORKER_CONCURRENCY = env_int("WEBHOOK_WORKER_CONCURRENCY", 32)
+WEBHOOK_ENDPOINT_MAX_IN_FLIGHT = env_int("WEBHOOK_ENDPOINT_MAX_IN_FLIGHT", 4)
 # Runs in flight per worker process (one thread each: an execution waiting on a model costs a thread,
 # not a process), and the database connections they share.
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 100)

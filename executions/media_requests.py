@@ -13,6 +13,7 @@ worker looks at the result after its suspension committed (`Suspend.after_suspen
 comes second sees the other's write, and the conditional resume lets only one of them re-queue it.
 """
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -58,7 +59,10 @@ def do_resume_media_wait(*, provider: str, request_id: str) -> bool:
         return False
     if Checkpoint.from_json(row.checkpoint).media_request_id() != request_id:
         return False
-    return bool(do_resume_execution(row, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, {"media_request_id": request_id}))
+    resume_input = {"media_request_id": request_id}
+    return bool(
+        do_resume_execution(row, ExecutionState.WAITING_FOR_EXTERNAL_EVENT, resume_input, queue=settings.MEDIA_QUEUE)
+    )
 
 
 def check_deliver_media_webhook(*, provider: str, request_id: str, result: dict) -> str:

@@ -16,11 +16,13 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from core.broker import waiting_messages
 from core.errors import ApiError
 from core.metrics import EXECUTIONS_CREATED, EXECUTIONS_FINISHED, inc_on_commit
-from executions import concurrency
+from executions import concurrency, fairness
 from executions.checkpoints import Checkpoint
 from executions.events import append_event
+from executions.fairness import start_priority
 from executions.models import (
     SUSPENDED_STATES,
     TERMINAL_STATES,
@@ -40,22 +42,34 @@ RUN_EXECUTION_TASK = "workers.tasks.run_execution"
 # --- creation and dispatch --------------------------------------------------------------------
 
 
-def publish_task(execution_id) -> None:
-    """Publish an execution's task message now. One that fails (the broker is down) fails nothing:
-    the row is marked in PostgreSQL (`dispatched_at` NULL), which the reaper's next sweep re-publishes
-    first thing once the broker answers again (redispatch_stale_queued), instead of waiting
-    EXECUTION_REDISPATCH_AFTER_SECONDS for a message that was never sent."""
+def publish_task(execution_id, *, queue: str, priority: int) -> None:
+    """Publish an execution's task message now, to `queue` at `priority` (executions/fairness.py).
+    One that fails (the broker is down) fails nothing: the row is marked in PostgreSQL
+    (`dispatched_at` NULL), which the reaper's next sweep re-publishes first thing once the broker
+    answers again (redispatch_stale_queued), instead of waiting EXECUTION_REDISPATCH_AFTER_SECONDS
+    for a message that was never sent."""
     try:
-        current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)])
+        current_app.send_task(RUN_EXECUTION_TASK, args=[str(execution_id)], queue=queue, priority=priority)
     except Exception:  # kombu's OperationalError, a Redis error: any message not sent
         logger.warning("execution %s: task not published, left for the reaper", execution_id, exc_info=True)
         Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED).update(dispatched_at=None)
 
 
-def dispatch_on_commit(execution_id) -> None:
-    """Publish the task message once the row is committed; the row itself is the outbox (a publish
-    that fails leaves it to the reaper, publish_task)."""
-    transaction.on_commit(lambda: publish_task(execution_id))
+def dispatch_start_on_commit(execution_id, workspace_id) -> None:
+    """A new execution's first message, once the row is committed (the row itself is the outbox: a
+    publish that fails leaves it to the reaper, publish_task), at its workspace's fair priority."""
+
+    def publish():
+        publish_task(execution_id, queue=settings.CELERY_TASK_DEFAULT_QUEUE, priority=start_priority(workspace_id))
+
+    transaction.on_commit(publish)
+
+
+def dispatch_resume_on_commit(execution_id, *, queue: str | None = None) -> None:
+    """The message of a run already started (a resume, a re-queue, a hand-back) once the row is
+    committed: on the resumes queue (or `queue`: the media polls'), ahead of every start."""
+    target = queue or settings.RESUMES_QUEUE
+    transaction.on_commit(lambda: publish_task(execution_id, queue=target, priority=fairness.RESUME))
 
 
 def wake_deferred_on_commit(execution) -> None:
@@ -68,7 +82,7 @@ def wake_deferred_on_commit(execution) -> None:
 
     def wake():
         for execution_id in concurrency.wake_deferred(workspace_id):
-            publish_task(execution_id)
+            publish_task(execution_id, queue=settings.CELERY_TASK_DEFAULT_QUEUE, priority=fairness.START)
 
     transaction.on_commit(wake)
 
@@ -103,7 +117,7 @@ def create_execution(
         **fields,
     )
     append_event(execution, start_event, {"status": execution.state, **(start_payload or {})})
-    dispatch_on_commit(execution.id)
+    dispatch_start_on_commit(execution.id, workspace.id)
     inc_on_commit(EXECUTIONS_CREATED, execution.responder_type, execution.source)
     return execution
 
@@ -415,10 +429,13 @@ def do_request_cancel(execution: Execution, *, by: str | None = None) -> Executi
 
 
 @transaction.atomic
-def do_resume_execution(execution: Execution, from_state: str, resume_input: dict, *, by: str | None = None) -> int:
+def do_resume_execution(
+    execution: Execution, from_state: str, resume_input: dict, *, by: str | None = None, queue: str | None = None
+) -> int:
     """Store the input that a suspended execution waits for and re-queue it after commit; its
     conditional UPDATE locks the row until the (caller's) transaction ends. `by`: an operator who
-    resumed it (`admin:<username>`), named in the `resumed` event.
+    resumed it (`admin:<username>`), named in the `resumed` event; `queue`: the media polls' for a
+    media wait (dispatch_resume_on_commit).
 
     Returns the seq of its `resumed` event (a stream of the resumed run starts there), 0 if the
     execution was not in `from_state`."""
@@ -433,7 +450,7 @@ def do_resume_execution(execution: Execution, from_state: str, resume_input: dic
         return 0
     payload = {"status": ExecutionState.QUEUED, "from_state": from_state, **({"by": by} if by else {})}
     event = append_event(execution, "resumed", payload).event
-    dispatch_on_commit(execution.id)
+    dispatch_resume_on_commit(execution.id, queue=queue)
     return event["seq"]
 
 
@@ -479,7 +496,7 @@ def reap_expired_leases() -> dict:
                     dispatched_at=now,
                     updated_at=now,
                 ):
-                    dispatch_on_commit(execution.id)
+                    dispatch_resume_on_commit(execution.id)
                     wake_deferred_on_commit(execution)
                     requeued.append(execution.id)
         else:
@@ -500,22 +517,30 @@ def reap_expired_leases() -> dict:
 
 
 def redispatch_stale_queued() -> list:
-    """Publish again the task of queued rows whose message seems lost (crash before publish)."""
+    """Publish again the task of queued rows whose message was not sent (the broker was down), or
+    seems lost: published EXECUTION_REDISPATCH_AFTER_SECONDS ago and never claimed, while the
+    execution queues are empty (with a backlog waiting, it is most likely still in it: core/broker.py).
+    At the lowest priority: usually a duplicate, which the claim makes a no-op."""
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.EXECUTION_REDISPATCH_AFTER_SECONDS)
+    lost = Q(dispatched_at__isnull=True)
+    if waiting_messages(*settings.EXECUTION_QUEUES) == 0:
+        lost |= Q(dispatched_at__lt=stale_before)
     # not the ones a running cap holds back on purpose: a freed slot or release_deferred dispatches those
-    stale = Execution.objects.filter(state=ExecutionState.QUEUED, deferred_at__isnull=True).filter(
-        Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True)
-    )
+    stale = Execution.objects.filter(state=ExecutionState.QUEUED, deferred_at__isnull=True).filter(lost)
     redispatched = []
     for execution_id in stale.order_by().values_list("id", flat=True)[:500]:  # no sort by Meta.ordering
         with transaction.atomic():
             if (
                 Execution.objects.filter(id=execution_id, state=ExecutionState.QUEUED, deferred_at__isnull=True)
-                .filter(Q(dispatched_at__lt=stale_before) | Q(dispatched_at__isnull=True))
+                .filter(lost)
                 .update(dispatched_at=now)
             ):
-                dispatch_on_commit(execution_id)
+                transaction.on_commit(
+                    lambda execution_id=execution_id: publish_task(
+                        execution_id, queue=settings.CELERY_TASK_DEFAULT_QUEUE, priority=fairness.REDISPATCH
+                    )
+                )
                 redispatched.append(execution_id)
     if redispatched:
         logger.warning("reaper: re-dispatched queued executions %s", redispatched)
@@ -528,8 +553,10 @@ def resume_timed_out() -> list:
     resumed = []
     due = Execution.objects.filter(state__in=SUSPENDED_STATES, resume_deadline__lt=timezone.now())
     for execution in due.only("id", "state", "checkpoint")[:500]:
-        timeout_input = Checkpoint.from_json(execution.checkpoint).input_on_timeout()
-        if timeout_input is not None and do_resume_execution(execution, execution.state, timeout_input):
+        checkpoint = Checkpoint.from_json(execution.checkpoint)
+        timeout_input = checkpoint.input_on_timeout()
+        queue = settings.MEDIA_QUEUE if checkpoint.media_request_id() else None  # a media node's poll
+        if timeout_input is not None and do_resume_execution(execution, execution.state, timeout_input, queue=queue):
             resumed.append(execution.id)
     return resumed
 
@@ -539,7 +566,7 @@ def release_deferred() -> list:
     a wake-up lost in a crash, a cap raised or removed in the admin."""
     released = concurrency.release_deferred()
     for execution_id in released:
-        publish_task(execution_id)
+        publish_task(execution_id, queue=settings.CELERY_TASK_DEFAULT_QUEUE, priority=fairness.START)
     if released:
         logger.info("reaper: released deferred executions %s", released)
     return released

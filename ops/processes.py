@@ -8,8 +8,16 @@ Each process kind gets its database connection policy (see DATABASES in settings
   Django process. Threads rather than gevent or an asyncio runner: every library we call (psycopg,
   the model SDKs, boto3, Langfuse's OpenTelemetry exporter) works unchanged, with no monkey-patching;
   the GIL is no limit for runs that mostly wait;
-- housekeeping: beat plus a one-slot worker on the housekeeping queue (reaper, purge), so they
-  never wait behind a backlog of executions. Run exactly one.
+- webhooks: Celery's threads pool on the webhooks queue alone (WEBHOOK_WORKER_CONCURRENCY deliveries
+  at once, each waiting on someone else's server): a backlog of deliveries to endpoints that never
+  answer holds these threads, never an execution's;
+- housekeeping: beat plus a small threads pool on the housekeeping queue (reaper, purge, the
+  webhooks' sweep) and the schedules' queue, so they never wait behind a backlog of executions, and
+  the tick has a thread while a long purge runs. Run exactly one.
+
+Each process kind consumes its own queues (settings: one per kind of work), so that no backlog of
+one delays another; the worker's three (first runs, resumes, media polls) share its threads, the
+broker handing out resumes first (executions/fairness.py).
 """
 
 import sys
@@ -48,7 +56,9 @@ def _celery(quiet: bool) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "config", *(["--quiet"] if quiet else []), "worker"]
 
 
-def worker(concurrency: int, queue: str, *extra: str, quiet: bool = False) -> tuple[list[str], dict]:
+def worker(
+    concurrency: int, queue: str = ",".join(settings.EXECUTION_QUEUES), *extra: str, quiet: bool = False
+) -> tuple[list[str], dict]:
     command = [
         *_celery(quiet),
         "--loglevel",
@@ -64,6 +74,25 @@ def worker(concurrency: int, queue: str, *extra: str, quiet: bool = False) -> tu
     return command, {"DB_POOL_MAX_SIZE": str(settings.WORKER_DB_POOL_SIZE), "DB_APPLICATION_NAME": "skillrun-worker"}
 
 
+def webhooks(*extra: str, quiet: bool = False) -> tuple[list[str], dict]:
+    command = [
+        *_celery(quiet),
+        "--loglevel",
+        "INFO",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(settings.WEBHOOK_WORKER_CONCURRENCY),
+        "--queues",
+        settings.WEBHOOKS_QUEUE,
+        *extra,
+    ]
+    return command, {"DB_POOL_MAX_SIZE": "4", "DB_APPLICATION_NAME": "skillrun-webhooks"}
+
+
+HOUSEKEEPING_THREADS = 3  # the reaper and the sweep every few seconds, the tick beside an hour-long purge
+
+
 def housekeeping(schedule_path: str, *extra: str, quiet: bool = False) -> tuple[list[str], dict]:
     command = [
         *_celery(quiet),
@@ -73,9 +102,11 @@ def housekeeping(schedule_path: str, *extra: str, quiet: bool = False) -> tuple[
         "--loglevel",
         "INFO",
         "--pool",
-        "solo",
+        "threads",
+        "--concurrency",
+        str(HOUSEKEEPING_THREADS),
         "--queues",
-        settings.HOUSEKEEPING_QUEUE,
+        f"{settings.HOUSEKEEPING_QUEUE},{settings.SCHEDULES_QUEUE}",
         *extra,
     ]
     return command, {"DB_CONN_MAX_AGE": "300", "DB_APPLICATION_NAME": "skillrun-housekeeping"}

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import redis
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connections
 from django.test import AsyncClient
 from django.utils import timezone
@@ -43,9 +44,28 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKOUT_BEFORE = pytest.StashKey[set[str] | None]()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+LIVE_FIXTURES = {"live", "api_server", "worker", "housekeeping", "services_env"}
+
+
 def pytest_configure(config):
+    # SIGTERM (a CI timeout, `kill`) ends the session as Ctrl-C does: pytest then tears the session's
+    # fixtures down (the uvicorn and Celery processes they started) and atexit stops the embedded
+    # servers this session started. The default action would kill pytest alone and leave them running.
+    signal.signal(signal.SIGTERM, _interrupt)
+    config.addinivalue_line("markers", "live: needs the running stack (a real uvicorn, Celery processes)")
     if local_services.uses_local_services():
         local_services.ensure_started()
+
+
+def pytest_collection_modifyitems(config, items):
+    """`live` on every test that uses the running stack, so that `pytest -m "not live"` is a fast loop."""
+    for item in items:
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
 
 
 def _checkout_changes() -> set[str] | None:
@@ -116,6 +136,23 @@ def services_env(django_db_setup, django_db_blocker, tmp_path_factory):
     }
 
 
+# Every server process a fixture starts, so that an interrupt that comes before its fixture's
+# teardown is registered (during the wait for it to answer) still stops it (pytest_unconfigure).
+_started: list[subprocess.Popen] = []
+
+
+def spawn(command: list[str], **options) -> subprocess.Popen:
+    """A server process in a session of its own (stopped as a group), stopped at the latest when pytest ends."""
+    process = subprocess.Popen(command, start_new_session=True, **options)
+    _started.append(process)
+    return process
+
+
+def pytest_unconfigure(config):
+    for process in _started:
+        _stop(process)
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
@@ -133,13 +170,8 @@ def start_api_server(services_env: dict, log_path: Path, **extra_env: str) -> tu
     port = _free_port()
     log = open(log_path, "w")
     command, process_env = processes.api("127.0.0.1", port)
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        env={**services_env, **process_env, **extra_env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    process = spawn(
+        command, cwd=REPO_ROOT, env={**services_env, **process_env, **extra_env}, stdout=log, stderr=subprocess.STDOUT
     )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -174,13 +206,12 @@ class CeleryProcess:
 
     def start(self):
         self.log_path.write_text("")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             self.command,
             cwd=REPO_ROOT,
             env={**self.env, **self.process_env},
             stdout=open(self.log_path, "a"),
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while "ready." not in self.log_path.read_text():
@@ -213,12 +244,17 @@ def _celery_flags(name: str) -> tuple[str, ...]:
     return "--without-mingle", "--without-gossip", "--hostname", f"{name}-{os.getpid()}@%h"
 
 
+# The session worker consumes the execution queues and the webhooks' (which a deployment gives
+# processes of their own: tests/test_fair_queues.py runs them apart).
+TEST_WORKER_QUEUES = ",".join((*settings.EXECUTION_QUEUES, settings.WEBHOOKS_QUEUE))
+
+
 @pytest.fixture(scope="session")
 def worker(services_env, tmp_path_factory):
     """The executions worker: Celery's threads pool, 64 runs in flight in one process."""
     folder = tmp_path_factory.mktemp("worker")
     process = CeleryProcess(
-        processes.worker(64, "executions", *_celery_flags("executions")), services_env, folder / "worker.log"
+        processes.worker(64, TEST_WORKER_QUEUES, *_celery_flags("executions")), services_env, folder / "worker.log"
     )
     yield process
     process.stop()
@@ -374,7 +410,7 @@ def s3_server():
     The bucket `attachments-test` exists; tests may create others with the client.
     """
     port = _free_port()
-    process = subprocess.Popen(
+    process = spawn(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

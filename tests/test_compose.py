@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PLATFORM_SERVICES = ("migrate", "api", "worker", "housekeeping")
+PLATFORM_SERVICES = ("migrate", "api", "worker", "webhooks", "housekeeping")
 ONE_SHOTS = ("migrate", "minio-bucket")
 # Read by config/settings.py but not for a deployment: the embedded servers' and local disk's
 # folders (the compose file uses PostgreSQL, Redis and S3), collectstatic's target (ServeStatic
@@ -168,7 +168,7 @@ def test_the_bucket_and_its_own_access_key_exist_before_the_platform_starts(rend
     assert 'mc admin user add local "$S3_ACCESS_KEY" "$S3_SECRET_KEY"' in script
     assert "mc admin policy attach local skillrun-bucket --user" in script
     assert '"arn:aws:s3:::$BUCKET/*"' in script and "arn:aws:s3:::*" not in script
-    for name in ("api", "worker", "housekeeping"):
+    for name in ("api", "worker", "webhooks", "housekeeping"):
         depends = rendered["services"][name]["depends_on"]
         assert depends["minio-bucket"]["condition"] == "service_completed_successfully"
         assert depends["migrate"]["condition"] == "service_completed_successfully"
@@ -187,7 +187,7 @@ def test_the_platform_reaches_postgres_through_pgbouncer_and_migrate_directly(re
     pgbouncer = rendered["services"]["pgbouncer"]
     assert pgbouncer["environment"]["POOL_MODE"] == "transaction"
     assert pgbouncer["environment"]["LISTEN_PORT"] == "6432"
-    for name in ("api", "worker", "housekeeping"):
+    for name in ("api", "worker", "webhooks", "housekeeping"):
         environment = rendered["services"][name]["environment"]
         assert "@pgbouncer:6432/" in environment["DATABASE_URL"]
         assert environment["DB_TRANSACTION_POOLING"] == "1"
@@ -204,8 +204,10 @@ def test_the_connection_budget_holds_with_the_defaults(rendered):
     api_workers = int(services["api"]["command"][services["api"]["command"].index("--workers") + 1])
     per_api = api_workers * (int(api["DB_POOL_MAX_SIZE"]) + int(api["SSE_DB_POOL_SIZE"]))
     per_worker = int(worker["DB_POOL_MAX_SIZE"])
-    per_housekeeping = 2  # no pool: the solo pool's thread and beat's, one kept connection each at most
-    clients = 4 * per_api + 20 * per_worker + per_housekeeping  # e.g. 4 api and 20 worker replicas
+    per_webhooks = int(services["webhooks"]["environment"]["DB_POOL_MAX_SIZE"])
+    per_housekeeping = 4  # no pool: its 3 threads and beat's, one kept connection each at most
+    # e.g. 4 api, 20 worker and 4 webhooks replicas
+    clients = 4 * per_api + 20 * per_worker + 4 * per_webhooks + per_housekeeping
     pgbouncer = services["pgbouncer"]["environment"]
     assert clients <= int(pgbouncer["MAX_CLIENT_CONN"])
     max_connections = int(services["postgres"]["command"][-1].split("=")[1])
@@ -264,7 +266,9 @@ def test_the_settings_load_with_each_services_environment(rendered, service, tmp
         "'host': db['HOST'], 'tick': settings.SCHEDULE_TICK_SECONDS, "
         "'storage': settings.STORAGES['default']['BACKEND'], 'signature': settings.AWS_S3_SIGNATURE_VERSION, "
         "'server_side_cursors': db.get('DISABLE_SERVER_SIDE_CURSORS', False), "
-        "'prepare_threshold': db['OPTIONS'].get('prepare_threshold', 5)}))"
+        "'prepare_threshold': db['OPTIONS'].get('prepare_threshold', 5), "
+        "'queues': {'worker': ','.join(settings.EXECUTION_QUEUES), 'webhooks': settings.WEBHOOKS_QUEUE, "
+        "'housekeeping': settings.HOUSEKEEPING_QUEUE + ',' + settings.SCHEDULES_QUEUE}}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", script],
@@ -276,7 +280,13 @@ def test_the_settings_load_with_each_services_environment(rendered, service, tmp
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    pool = {"api": 10, "worker": int(environment["WORKER_DB_POOL_SIZE"]), "migrate": None, "housekeeping": None}
+    pool = {
+        "api": 10,
+        "worker": int(environment["WORKER_DB_POOL_SIZE"]),
+        "webhooks": 4,
+        "migrate": None,
+        "housekeeping": None,
+    }
     assert loaded["pool"] == pool[service]
     assert loaded["age"] == (300 if service == "housekeeping" else 0)
     host = "postgres" if service == "migrate" else "pgbouncer"
@@ -284,3 +294,7 @@ def test_the_settings_load_with_each_services_environment(rendered, service, tmp
     assert loaded["storage"] == "files.storage.S3Storage" and loaded["signature"] == "s3v4"
     assert loaded["server_side_cursors"] is (service != "migrate")
     assert loaded["prepare_threshold"] == (5 if service == "migrate" else None)
+    # each consumer's --queues are the queues these settings publish to (ops/processes.py)
+    command = rendered["services"][service]["command"]
+    if service in loaded["queues"]:
+        assert command[command.index("--queues") + 1] == loaded["queues"][service]

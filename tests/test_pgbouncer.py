@@ -88,7 +88,8 @@ def platform_behind_pgbouncer(services_env, pgbouncer_url, tmp_path_factory):
     env = {**services_env, "DATABASE_URL": pgbouncer_url, "DB_TRANSACTION_POOLING": "1", "CELERY_QUEUE": QUEUE}
     folder = tmp_path_factory.mktemp("pgbouncer-platform")
     api, base_url = start_api_server(env, folder / "api.log")
-    worker = CeleryProcess(processes.worker(16, QUEUE, *_celery_flags("pgbouncer")), env, folder / "worker.log")
+    queues = f"{QUEUE},{QUEUE}.resumes,{QUEUE}.media"  # the settings' execution queues under CELERY_QUEUE
+    worker = CeleryProcess(processes.worker(16, queues, *_celery_flags("pgbouncer")), env, folder / "worker.log")
     try:
         yield base_url
     finally:

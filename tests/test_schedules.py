@@ -360,13 +360,16 @@ def test_a_disabled_or_deleted_schedule_does_not_fire(transactional_db, queued_o
     assert executions_of(disabled) == [] and queued_only == []
 
 
-def test_beat_runs_the_tick_on_the_housekeeping_queue():
+def test_beat_runs_the_tick_on_its_own_queue_consumed_by_housekeeping():
+    from ops import processes
     from workers import tasks
 
     entry = settings.CELERY_BEAT_SCHEDULE["fire-due-schedules"]
     assert entry["task"] == tasks.fire_due_schedules.name
     assert entry["schedule"] == settings.SCHEDULE_TICK_SECONDS
-    assert settings.CELERY_TASK_ROUTES[entry["task"]]["queue"] == settings.HOUSEKEEPING_QUEUE
+    assert settings.CELERY_TASK_ROUTES[entry["task"]]["queue"] == settings.SCHEDULES_QUEUE
+    command, _ = processes.housekeeping("/tmp/schedule")
+    assert settings.SCHEDULES_QUEUE in command[command.index("--queues") + 1].split(",")
 
 
 # --- the admin --------------------------------------------------------------------------------------

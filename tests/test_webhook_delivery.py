@@ -581,7 +581,8 @@ def test_an_endpoint_that_keeps_failing_is_disabled(inline_runtime, tenant, agen
     )
     for _ in range(2):
         services.do_request_cancel(ExecutionFactory(agent=agent, state=ExecutionState.QUEUED))
-    run_webhook_tasks(inline_runtime)
+        run_webhook_tasks(inline_runtime)
+        WebhookEndpoint.objects.update(backoff_until=None)  # the endpoint's backoff is over
     endpoint.refresh_from_db()
     assert endpoint.enabled and endpoint.consecutive_failures == 2  # one below the limit
     waiting = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count()
@@ -608,7 +609,7 @@ def test_failures_must_also_last_before_an_endpoint_is_disabled(db, tenant, rece
     # each delivery above has its own endpoint: one failure each, nothing disabled
     assert WebhookEndpoint.objects.filter(enabled=True).count() == 3
     endpoint = WebhookEndpoint.objects.first()
-    WebhookEndpoint.objects.filter(id=endpoint.id).update(consecutive_failures=5)
+    WebhookEndpoint.objects.filter(id=endpoint.id).update(consecutive_failures=5, backoff_until=None)
     row = WebhookDelivery.objects.create(
         endpoint=endpoint,
         event_type="execution.failed",
@@ -619,7 +620,9 @@ def test_failures_must_also_last_before_an_endpoint_is_disabled(db, tenant, rece
     delivery.do_deliver(row.id)
     endpoint.refresh_from_db()
     assert endpoint.enabled and endpoint.consecutive_failures == 6  # failing for less than an hour
-    WebhookEndpoint.objects.filter(id=endpoint.id).update(failing_since=timezone.now() - timedelta(hours=2))
+    WebhookEndpoint.objects.filter(id=endpoint.id).update(
+        failing_since=timezone.now() - timedelta(hours=2), backoff_until=None
+    )
     row = WebhookDelivery.objects.create(
         endpoint=endpoint,
         event_type="execution.failed",

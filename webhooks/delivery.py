@@ -4,8 +4,16 @@ At least once, never lost: the row is the outbox and the schedule. A task messag
 after the commit that wrote (or rescheduled) the row; an attempt is claimed by a conditional UPDATE
 that also sets `locked_until`, so two messages of one delivery never send at once; a worker that
 dies mid-attempt leaves a lock that expires; beat's sweep (`sweep_due`) publishes every delivery
-whose retry is due, whose lock expired, or whose message was never published or not consumed.
-Every attempt carries the delivery's `webhook-id` and a fresh `webhook-timestamp`.
+whose retry is due, whose lock expired, or whose message was never published. A message is published
+once: the sweep publishes one again only when it may be lost (out for EXECUTION_REDISPATCH_AFTER_SECONDS
+while the webhooks queue is empty; with a backlog waiting, it is in it). Every attempt carries the
+delivery's `webhook-id` and a fresh `webhook-timestamp`. Deliveries have a queue and processes of
+their own (settings.WEBHOOKS_QUEUE), so their backlog never delays an execution.
+
+One endpoint cannot take the webhooks processes for itself: at most WEBHOOK_ENDPOINT_MAX_IN_FLIGHT of
+its attempts run at once, and after a failed attempt none of its deliveries is attempted before its
+`backoff_until` (the same exponential delay as a delivery's retries, by the endpoint's failures in a
+row). A delivery that meets either waits (`next_attempt_at` moved, no attempt counted) for the sweep.
 
 Retries: the n-th failed attempt schedules the next WEBHOOK_RETRY_BASE_SECONDS * 2^(n-1) seconds
 later (at most WEBHOOK_RETRY_MAX_DELAY_SECONDS), until `retry_until` (WEBHOOK_RETRY_WINDOW_SECONDS,
@@ -25,6 +33,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core.broker import waiting_messages
+from core.connections import release_connection
 from webhooks import transport
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from webhooks.signing import signed_headers
@@ -66,19 +76,42 @@ def publish_on_commit(delivery_ids: list) -> None:
     transaction.on_commit(publish)
 
 
-def _claim(delivery_id) -> WebhookDelivery | None:
+ENDPOINT_BUSY_DELAY_SECONDS = 1.0  # a delivery whose endpoint has its maximum in flight tries again this much later
+
+
+def _claim(delivery_id) -> WebhookDelivery | str:
+    """The delivery, claimed for an attempt; or why not: "skipped" (not due, or another attempt holds
+    it), "deferred" (its endpoint is backing off or has its maximum in flight).
+
+    The claims of one endpoint's deliveries are serialised by a lock on the endpoint's row, so two
+    workers cannot both see a free slot and take the last one."""
     now = timezone.now()
-    claimed = (
-        WebhookDelivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-        .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .update(
+    claimable = WebhookDelivery.objects.filter(
+        id=delivery_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+    ).filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
+    with transaction.atomic():
+        endpoint_id = claimable.values_list("endpoint_id", flat=True).first()
+        if endpoint_id is None:
+            return "skipped"
+        endpoint = WebhookEndpoint.objects.select_for_update().get(id=endpoint_id)
+        in_flight = WebhookDelivery.objects.filter(
+            endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, locked_until__gt=now
+        ).count()
+        if endpoint.enabled and (
+            endpoint.backoff_until
+            and endpoint.backoff_until > now
+            or in_flight >= settings.WEBHOOK_ENDPOINT_MAX_IN_FLIGHT
+        ):
+            later = max(endpoint.backoff_until or now, now + timedelta(seconds=ENDPOINT_BUSY_DELAY_SECONDS))
+            claimable.update(next_attempt_at=later, dispatched_at=None)
+            return "deferred"
+        claimed = claimable.update(
             attempts=F("attempts") + 1,
             locked_until=now + timedelta(seconds=lock_seconds()),
             dispatched_at=None,
         )
-    )
     if not claimed:
-        return None
+        return "skipped"
     return WebhookDelivery.objects.select_related("endpoint").get(id=delivery_id)
 
 
@@ -91,8 +124,8 @@ def _fenced(delivery: WebhookDelivery):
 def do_deliver(delivery_id) -> str:
     """One attempt of a delivery, if it is due and nobody else is attempting it. Returns what happened."""
     delivery = _claim(delivery_id)
-    if delivery is None:
-        return "skipped"
+    if isinstance(delivery, str):
+        return delivery
     endpoint = delivery.endpoint
     if not endpoint.enabled:
         _fenced(delivery).update(
@@ -110,6 +143,7 @@ def do_deliver(delivery_id) -> str:
         "user-agent": USER_AGENT,
         **signed_headers(endpoint.secret, delivery.webhook_id, int(time.time()), delivery.body),
     }
+    release_connection()  # the HTTP request may take WEBHOOK_TIMEOUT_SECONDS: no connection held meanwhile
     answer = transport.post(
         endpoint.url,
         delivery.body.encode(),
@@ -146,7 +180,9 @@ def _succeeded(delivery: WebhookDelivery, status_code: int) -> None:
         last_status_code=status_code,
         last_error="",
     )
-    WebhookEndpoint.objects.filter(id=delivery.endpoint_id).update(consecutive_failures=0, failing_since=None)
+    WebhookEndpoint.objects.filter(id=delivery.endpoint_id).update(
+        consecutive_failures=0, failing_since=None, backoff_until=None
+    )
 
 
 def _failed(delivery: WebhookDelivery, status_code: int | None, error: str) -> None:
@@ -162,9 +198,10 @@ def _failed(delivery: WebhookDelivery, status_code: int | None, error: str) -> N
         last_status_code=status_code,
         last_error=error[:500],
     )
-    WebhookEndpoint.objects.filter(id=delivery.endpoint_id).update(
-        consecutive_failures=F("consecutive_failures") + 1, failing_since=Coalesce(F("failing_since"), now)
-    )
+    endpoint = WebhookEndpoint.objects.filter(id=delivery.endpoint_id)
+    endpoint.update(consecutive_failures=F("consecutive_failures") + 1, failing_since=Coalesce(F("failing_since"), now))
+    failures = endpoint.values_list("consecutive_failures", flat=True).first() or 1
+    endpoint.update(backoff_until=now + timedelta(seconds=retry_delay(failures)))
     _disable_if_failing(delivery.endpoint_id, now)
 
 
@@ -188,14 +225,17 @@ def _disable_if_failing(endpoint_id, now) -> None:
 
 def sweep_due() -> list:
     """Beat's sweep: publish the deliveries due for an attempt whose message is not out (a retry
-    that came due, a lock that expired with its worker, a publish that failed) or was published
-    longer than EXECUTION_REDISPATCH_AFTER_SECONDS ago and never consumed."""
+    that came due, a wait for the endpoint that ended, a lock that expired with its worker, a
+    publish that failed), or may be lost: published longer than EXECUTION_REDISPATCH_AFTER_SECONDS
+    ago, never consumed, and the webhooks queue is empty (core/broker.py)."""
     now = timezone.now()
-    stale = now - timedelta(seconds=settings.EXECUTION_REDISPATCH_AFTER_SECONDS)
+    not_out = Q(dispatched_at__isnull=True)
+    if waiting_messages(settings.WEBHOOKS_QUEUE) == 0:
+        not_out |= Q(dispatched_at__lt=now - timedelta(seconds=settings.EXECUTION_REDISPATCH_AFTER_SECONDS))
     due = (
         WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
         .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
-        .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
+        .filter(not_out)
         .order_by("next_attempt_at")
     )
     with transaction.atomic():
@@ -208,7 +248,8 @@ def sweep_due() -> list:
 
 def do_redeliver(deliveries) -> int:
     """The admin's manual redelivery: each delivery (with its webhook-id) is attempted again now,
-    with a fresh retry window; a delivery with an attempt in flight or a disabled endpoint is skipped."""
+    with a fresh retry window and its endpoint's backoff lifted; a delivery with an attempt in flight
+    or a disabled endpoint is skipped."""
     now = timezone.now()
     with transaction.atomic():
         ids = list(
@@ -216,6 +257,8 @@ def do_redeliver(deliveries) -> int:
             .filter(Q(locked_until__isnull=True) | Q(locked_until__lt=now))
             .values_list("id", flat=True)
         )
+        # an operator's "now" is now: their endpoints' backoff does not hold these back
+        WebhookEndpoint.objects.filter(deliveries__id__in=ids).update(backoff_until=None)
         WebhookDelivery.objects.filter(id__in=ids).update(
             status=DeliveryStatus.PENDING,
             next_attempt_at=now,

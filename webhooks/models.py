@@ -33,6 +33,8 @@ class WebhookEndpoint(models.Model):
     # The failures since its last success: the automatic disabling counts them.
     consecutive_failures = models.PositiveIntegerField(default=0)
     failing_since = models.DateTimeField(null=True, blank=True)
+    # after a failed attempt, none of its deliveries is attempted before this (webhooks/delivery.py)
+    backoff_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -86,6 +88,12 @@ class WebhookDelivery(models.Model):
         indexes = [
             models.Index(fields=["next_attempt_at"], name="webhook_delivery_due", condition=models.Q(status="pending")),
             models.Index(fields=["endpoint", "-created_at"], name="webhook_delivery_endpoint"),
+            # an endpoint's attempts in flight (per-endpoint concurrency, webhooks/delivery.py)
+            models.Index(
+                fields=["endpoint", "locked_until"],
+                name="webhook_delivery_in_flight",
+                condition=models.Q(status="pending"),
+            ),
         ]
 
     def __str__(self):

@@ -7,8 +7,9 @@ pattern, never the path: a download path holds its signed token), status, durati
 public `key_prefix` (never the key itself) and workspace_id when the request authenticated,
 execution_id when the route names one. The same answer counts in skillrun_http_requests_total and
 skillrun_http_request_seconds. A streamed answer (SSE) is logged when its headers go out.
-The probes' routes (/healthz, /metrics) log at DEBUG. A request the body limits refuse before
-Django runs (api/http/request_limits.py: 413, 415) gets its line and its count too (`log_refused`).
+The probes' routes (/livez, /readyz, /healthz, /metrics) log at DEBUG. A request the body limits
+refuse before Django runs (api/http/request_limits.py: 413, 415) gets its line and its count too
+(`log_refused`).
 
 What a request binds is reset when its response is returned, in the sync and the async chain alike.
 """
@@ -26,7 +27,7 @@ logger = logging.getLogger("api.access")
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-PROBE_ROUTES = frozenset({"healthz", "metrics"})
+PROBE_ROUTES = frozenset({"healthz", "livez", "readyz", "metrics"})
 
 
 def _request_id(request) -> str:

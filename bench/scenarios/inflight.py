@@ -127,12 +127,11 @@ PREFORK_MAX = 32  # a prefork child is a whole process (~100 MB): 500 of them wo
 
 def worker_pool() -> str:
     """The pool `ops/processes.py` starts the worker with (--pool / -P, else the app's setting)."""
-    from django.conf import settings
 
     from config.celery import app
     from ops import processes
 
-    command, _ = processes.worker(1, settings.CELERY_TASK_DEFAULT_QUEUE)
+    command, _ = processes.worker(1)
     for index, arg in enumerate(command):
         if arg in ("--pool", "-P") and index + 1 < len(command):
             return command[index + 1]

@@ -57,7 +57,8 @@ class Command(BaseCommand):
         env.setdefault("LOG_CONSOLE_LEVEL", "WARNING")
         commands = {
             "api": processes.api(host, port),
-            "worker": processes.worker(settings.WORKER_CONCURRENCY, settings.CELERY_TASK_DEFAULT_QUEUE, quiet=True),
+            "worker": processes.worker(settings.WORKER_CONCURRENCY, quiet=True),
+            "webhooks": processes.webhooks(quiet=True),
             "housekeeping": processes.housekeeping(str(schedule), quiet=True),
         }
         supervisor = Supervisor(
