@@ -4,7 +4,7 @@ docker-compose.yml's deployment rebuilt without a container engine (tests/produc
 service's command and environment from `docker compose config`, each platform service as uid 10001
 with the code read-only, on hosts that are network namespaces on a bridge; PostgreSQL (fsync on)
 behind PgBouncer in transaction mode, Redis, an S3 server; migrate run twice at once, the bucket
-job, then the api, two workers and housekeeping. The test process is the outside: it reaches the
+job, then the api, two workers, the webhooks worker and housekeeping. The test process is the outside: it reaches the
 api through its published port and S3 through the data host's address, as clients would.
 
 Where network namespaces cannot be made (not root, no `ip`), the drill skips and says why; with
@@ -25,10 +25,10 @@ import pytest
 
 from tests.production import seed
 from tests.production.audit import TERMINAL_STATES, Audit
-from tests.production.topology import METRICS_TOKEN, Topology
+from tests.production.topology import CELERY_HOSTS, METRICS_TOKEN, Topology
 from tests.production.workload import Outside, Workload
 
-pytestmark = [pytest.mark.drill, pytest.mark.production, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.drill, pytest.mark.production, pytest.mark.live, pytest.mark.timeout(900)]
 
 
 def namespaces_unavailable() -> str | None:
@@ -281,6 +281,6 @@ def test_a_mixed_workload_from_outside_through_every_fault(drill):
     assert drill.get("/metrics").status_code == 404
     metrics = drill.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert metrics.status_code == 200 and "skillrun_" in metrics.text
-    for host in ("worker1", "worker2", "housekeeping"):
+    for host in CELERY_HOSTS:
         scraped = drill.scrape(host)
         assert scraped.status_code == 200 and "skillrun_" in scraped.text, host

@@ -3,8 +3,8 @@ platform's services, started in compose's order; and its teardown, which runs wh
 
 Hosts (network.py): `data` (postgres, pgbouncer, redis, minio: one address answers every name, as
 the services of one compose network do by name), `migrate1` and `migrate2` (two migrates at once, as
-several deploying hosts would), `api`, `worker1`, `worker2` (the worker service scaled to two) and
-`housekeeping`. Every service's command, environment and tmpfs come from `docker compose config`
+several deploying hosts would), `api`, `worker1`, `worker2` (the worker service scaled to two),
+`webhooks` and `housekeeping`. Every service's command, environment and tmpfs come from `docker compose config`
 (compose.py); only the image's side is mapped onto the checkout.
 """
 
@@ -31,7 +31,17 @@ from tests.production.forwarder import Forwarder
 from tests.production.network import Host, Network, remove_leftovers
 from tests.production.service import Service
 
-PLATFORM_HOSTS = {"api": "api", "worker1": "worker", "worker2": "worker", "housekeeping": "housekeeping"}
+# host -> the compose service it runs (the worker service scaled to two hosts)
+PLATFORM_HOSTS = {
+    "api": "api",
+    "worker1": "worker",
+    "worker2": "worker",
+    "webhooks": "webhooks",
+    "housekeeping": "housekeeping",
+}
+CELERY_HOSTS = ("worker1", "worker2", "webhooks", "housekeeping")
+# compose's DNS: a service's name resolves to its host (the worker's to its first replica)
+ALIASES = {"data": "postgres pgbouncer redis minio", "migrate1": "migrate", "worker1": "worker"}
 STATE_ROOT = Path("/tmp")  # the data servers' folders: /tmp/srd-<pid>, reachable by their unprivileged users
 METRICS_TOKEN = "production-drill-metrics"
 
@@ -89,18 +99,9 @@ class Topology:
         self.wait_platform_ready()
 
     def _write_hosts_file(self) -> Path:
-        """Compose's DNS: each service's name resolves to its host (the worker's to its first replica)."""
-        addresses = {name: host.address for name, host in self.hosts.items()}
-        lines = [
-            "127.0.0.1 localhost",
-            f"{addresses['data']} data postgres pgbouncer redis minio",
-            f"{addresses['migrate1']} migrate1 migrate",
-            f"{addresses['migrate2']} migrate2",
-            f"{addresses['api']} api",
-            f"{addresses['worker1']} worker1 worker",
-            f"{addresses['worker2']} worker2",
-            f"{addresses['housekeeping']} housekeeping",
-        ]
+        """/etc/hosts for every service: each host by its name and its compose services' names."""
+        lines = ["127.0.0.1 localhost"]
+        lines += [f"{host.address} {name} {ALIASES.get(name, '')}".rstrip() for name, host in self.hosts.items()]
         path = self.tmp_path / "hosts"
         path.write_text("\n".join(lines) + "\n")
         path.chmod(0o644)
@@ -148,7 +149,7 @@ class Topology:
 
     def wait_platform_ready(self) -> None:
         wait_until("the api's /readyz", lambda: self.get("/readyz").status_code == 200, 90, self.services["api"])
-        for name in ("worker1", "worker2", "housekeeping"):
+        for name in CELERY_HOSTS:
             self.wait_celery_ready(name)
 
     def wait_celery_ready(self, name: str, timeout: float = 90) -> None:
