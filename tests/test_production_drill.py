@@ -33,9 +33,9 @@ pytestmark = [pytest.mark.drill, pytest.mark.production, pytest.mark.live, pytes
 
 def namespaces_unavailable() -> str | None:
     """Why this machine cannot run the drill, or None."""
-    for tool in ("ip", "unshare", "setpriv"):
+    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("setpriv", "util-linux")):
         if shutil.which(tool) is None:
-            return f"no `{tool}` (iproute2, util-linux)"
+            return f"no `{tool}` on PATH (Debian's {package})"
     if os.geteuid() != 0:
         return "not root: creating network namespaces needs CAP_NET_ADMIN and CAP_SYS_ADMIN"
     probe = f"srd-{os.getpid()}-probe"
@@ -56,11 +56,12 @@ def topology(tmp_path_factory, request):
             pytest.fail(f"REQUIRE_NETNS=1 but {reason}")
         pytest.skip(reason)
     built = Topology(tmp_path_factory.mktemp("production"))
-    request.addfinalizer(built.destroy)  # first: whatever fails below, nothing is left behind
+    request.addfinalizer(built.destroy)
     try:
         built.up()
-    except BaseException:
+    except BaseException:  # Ctrl-C or SIGTERM too: pytest runs no finalizer of a fixture interrupted in its setup
         print(built.tails())
+        built.destroy()
         raise
     return built
 
@@ -238,8 +239,10 @@ def test_a_mixed_workload_from_outside_through_every_fault(drill):
         cuts += drill.forwarder.cut()
         faults.rolling_restart_api()
         faults.rolling_restart_worker(outside)
-    finally:
-        workload.stop()
+    except BaseException:  # a failure or an interruption: the clients are let go, not waited for
+        workload.stopping.set()
+        raise
+    workload.stop()
 
     deadline = time.monotonic() + 90
     while audit.unfinished() and time.monotonic() < deadline:

@@ -194,9 +194,11 @@ class Topology:
         )
 
     def destroy(self) -> None:
+        """Every process, namespace, link and folder of this run gone; safe to call twice."""
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda service: service.stop(5), [s for s in self.all_services() if s.running()]))
         if self.forwarder is not None:
             self.forwarder.close()
+            self.forwarder = None
         self.network.destroy()
         shutil.rmtree(self.state, ignore_errors=True)
