@@ -327,6 +327,8 @@ def test_the_worker_has_time_to_hand_back_and_scales_on_queue_depth(rendered):
         assert pod_spec(worker)["terminationGracePeriodSeconds"] >= grace + 5
         hpa = the(docs, "HorizontalPodAutoscaler", "worker")["spec"]
         assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"}
+        # the autoscaler's count: an apply must not reset it (Kubernetes' advice for a scaled Deployment)
+        assert "replicas" not in worker["spec"] and 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
         (metric,) = hpa["metrics"]
         assert metric["type"] == "External"
         # a metric the platform exports
