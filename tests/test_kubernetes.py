@@ -412,3 +412,21 @@ def test_the_writable_paths_are_emptydirs(rendered):
         assert wanted <= mounted, f"{name}: {wanted - mounted} not on an emptyDir"
     api = container_env(docs, platform["api"])["PROMETHEUS_MULTIPROC_DIR"]
     assert api, "the api's uvicorn workers share their metrics through a directory"
+
+
+def test_the_connection_budget_holds_at_the_largest_scale(rendered):
+    """What every platform pod may open (its pools), with the api and webhooks at their replicas and the
+    workers at their autoscaler's maximum, fits one PgBouncer replica's MAX_CLIENT_CONN: one replica
+    alone carries them all while the other restarts."""
+    docs = rendered[OVERLAY]
+    containers, pods = platform_containers(docs), workloads(docs)
+    env = {name: container_env(docs, container) for name, container in containers.items()}
+    api_processes = pods["api"]["spec"]["replicas"] * int(env["api"]["API_WORKERS"])
+    clients = api_processes * (int(env["api"]["DB_POOL_MAX_SIZE"]) + int(env["api"]["SSE_DB_POOL_SIZE"]))
+    clients += the(docs, "HorizontalPodAutoscaler", "worker")["spec"]["maxReplicas"] * int(
+        env["worker"]["DB_POOL_MAX_SIZE"]
+    )
+    clients += pods["webhooks"]["spec"]["replicas"] * int(env["webhooks"]["DB_POOL_MAX_SIZE"])
+    clients += 4  # housekeeping: no pool; its 3 threads and beat's, one kept connection each at most
+    pgbouncer = {item["name"]: item.get("value") for item in pod_spec(pods["pgbouncer"])["containers"][0]["env"]}
+    assert clients <= int(pgbouncer["MAX_CLIENT_CONN"])
