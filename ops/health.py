@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import JsonResponse
+from django.urls import resolve
 
 HEALTH_TIMEOUT_SECONDS = 1.5
 _threads = ThreadPoolExecutor(4, thread_name_prefix="healthz")
@@ -130,5 +131,6 @@ class ProbesMiddleware:
     async def __call__(self, request):
         probe = PROBES.get(request.path_info)
         if probe is not None and request.method in ("GET", "HEAD"):
+            request.resolver_match = resolve(request.path_info)  # the access log's route: a probe's, at DEBUG
             return await probe(request)
         return await self.get_response(request)
