@@ -456,7 +456,7 @@ _log_handlers = {
     "console": {
         "class": "logging.StreamHandler",
         "formatter": LOG_FORMAT,
-        "filters": ["context"],
+        "filters": ["context", "hygiene"],
         "level": LOG_CONSOLE_LEVEL,
     }
 }
@@ -467,12 +467,17 @@ if LOG_FILE:
         "maxBytes": 20 * 1024 * 1024,
         "backupCount": 2,
         "formatter": "json",
-        "filters": ["context"],
+        "filters": ["context", "hygiene"],
     }
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"context": {"()": "core.structured_logs.ContextFilter"}},
+    # core/log_hygiene.py: no signed token, query string or ANSI colour in a line; a bad Host a warning
+    "filters": {
+        "context": {"()": "core.structured_logs.ContextFilter"},
+        "hygiene": {"()": "core.log_hygiene.LogHygieneFilter"},
+        "disallowed_host": {"()": "core.log_hygiene.DisallowedHostFilter"},
+    },
     "formatters": {
         "json": {"()": "core.structured_logs.JsonFormatter"},
         "console": {"()": "core.structured_logs.ConsoleFormatter"},
@@ -484,8 +489,15 @@ LOGGING = {
         # httpx logs every request's full URL at INFO, and an HTTP tool's or a provider's URL may hold a key.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # Django's lines through our handlers only (its default console and mail_admins handlers go)
+        "django": {"handlers": [], "propagate": True},
+        "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
         # uvicorn's own lines through our handlers and format (it configured its own before Django's setup)
         "uvicorn": {"handlers": [], "propagate": True},
+        # Never uvicorn's access log, however uvicorn was started (--no-access-log or not): it logs the
+        # full URL, signed tokens included, and api/http/access_log.py already writes one line per
+        # request. uvicorn writes it only while this logger has a handler, its parents' included.
+        "uvicorn.access": {"handlers": [], "propagate": False},
         "celery.app.trace": {"level": _CELERY_ROUTINE_LEVEL},
         "celery.worker.strategy": {"level": _CELERY_ROUTINE_LEVEL},
         "celery.beat": {"level": _CELERY_ROUTINE_LEVEL},

@@ -11,13 +11,16 @@ bound (a Celery thread runs many executions one after another).
 
 Formats (settings.LOG_FORMAT): `json`, one JSON object per line (python-json-logger) with `time`,
 `level`, `logger`, `message`, the bound fields and the call's `extra`; `console`, a readable line
-with the same fields as `key=value` after the message.
+with the same fields as `key=value` after the message. Both pass the finished line, traceback
+included, through core/log_hygiene.redact_text: no signed token of a URL reaches a log.
 """
 
 import contextvars
 import logging
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
+
+from core.log_hygiene import redact_text
 
 # The bound fields; a new dict at each bind (never changed in place), so a context copy cannot see later binds.
 _context: contextvars.ContextVar[dict | None] = contextvars.ContextVar("log_context", default=None)
@@ -58,6 +61,9 @@ class JsonFormatter(_JsonFormatter):
             json_ensure_ascii=False,
         )
 
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
 
 class ConsoleFormatter(logging.Formatter):
     """`2026-12-01 15:00:00,000 INFO workers.runtime execution attempt ended  execution_id=... attempt=1`."""
@@ -68,7 +74,7 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         fields = {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRIBUTES and not k.startswith("_")}
-        if not fields:
-            return line
-        head, newline, rest = line.partition("\n")  # a traceback stays below the fields
-        return head + "  " + " ".join(f"{k}={v}" for k, v in fields.items()) + newline + rest
+        if fields:
+            head, newline, rest = line.partition("\n")  # a traceback stays below the fields
+            line = head + "  " + " ".join(f"{k}={v}" for k, v in fields.items()) + newline + rest
+        return redact_text(line)

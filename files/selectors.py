@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.files.storage import default_storage
 
+from files.download_headers import s3_response_parameters
 from files.models import FilePurpose, StoredFile
 
 DOWNLOAD_SALT = "files.download"
@@ -23,11 +24,13 @@ def _download_salt(purpose: str) -> str:
 
 
 def download_url(stored_file) -> str:
-    """A URL that needs no API key: S3's presigned URL, or our signed, expiring download link."""
+    """A URL that needs no API key: S3's presigned URL (a download, as files/download_headers.py
+    says), or our signed, expiring download link."""
     if stored_file.purpose not in DOWNLOAD_PURPOSES:
         raise ValueError(f"download links are not issued for {stored_file.purpose} files")
     if storage_is_s3():
-        return default_storage.url(stored_file.storage_key)
+        parameters = s3_response_parameters(stored_file.content_type, stored_file.filename)
+        return default_storage.url(stored_file.storage_key, parameters=parameters)
     claims = {"f": str(stored_file.id), "p": stored_file.purpose}
     token = signing.dumps(claims, salt=_download_salt(stored_file.purpose))
     return f"{settings.PUBLIC_BASE_URL}/files/download/{token}"

@@ -2,25 +2,17 @@
 
 import functools
 import logging
-import mimetypes
 import os
 import re
 import uuid
 
-import filetype
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
 from core.errors import ApiError
-from files.content_types import (
-    ATTACHMENT_TYPES,
-    SNIFF_BYTES,
-    TEXT_BY_EXTENSION,
-    _looks_like_text,
-    detect_content_type,
-)
+from files.content_types import ATTACHMENT_TYPES, SNIFF_BYTES, detect_content_type, stored_content_type
 from files.models import FilePurpose, StoredFile
 
 logger = logging.getLogger(__name__)
@@ -76,10 +68,13 @@ def upload_attachment(caller, upload) -> StoredFile:
 
 
 def store_generated_file(
-    workspace, principal, content: bytes, content_type: str, filename: str, purpose: str = FilePurpose.GENERATED
+    workspace, principal, content: bytes, filename: str, purpose: str = FilePurpose.GENERATED
 ) -> StoredFile:
-    """Keep a file an execution produced (generated media, a workspace archive) under generated/<workspace>/."""
+    """Keep a file an execution produced (generated media, a workspace archive) under generated/<workspace>/.
+
+    Stored with the type its bytes are (files/content_types.py), never one a provider named."""
     filename = safe_filename(filename)
+    content_type = stored_content_type(content[:SNIFF_BYTES], filename)
     key = f"generated/{workspace.id}/{uuid.uuid4().hex}{os.path.splitext(filename)[1].lower()[:10]}"
     stored_key = default_storage.save(key, ContentFile(content))
     return StoredFile.objects.create(
@@ -99,21 +94,6 @@ def store_generated_file(
 def size_limit_text(limit: int) -> str:
     mib = 1024 * 1024
     return f"{limit // mib} MiB" if limit >= mib and limit % mib == 0 else f"{limit} bytes"
-
-
-def _personal_content_type(head: bytes, declared: str, filename: str) -> str:
-    """What the bytes are when recognisable, else what the client declared, else a guess by name."""
-    kind = filetype.guess(head)
-    if kind is not None:
-        return kind.mime
-    declared = (declared or "").split(";")[0].strip().lower()
-    if "/" in declared and declared != "application/octet-stream" and len(declared) <= 100:
-        return declared
-    extension = os.path.splitext(filename)[1].lower()
-    guessed = TEXT_BY_EXTENSION.get(extension) or mimetypes.guess_type(filename, strict=False)[0]
-    if guessed and len(guessed) <= 100:
-        return guessed
-    return "text/plain" if _looks_like_text(head) else "application/octet-stream"
 
 
 def _delete_object(storage_key: str) -> None:
@@ -139,7 +119,7 @@ def upload_personal_file(caller, upload) -> StoredFile:
     upload.seek(0)
     head = upload.read(SNIFF_BYTES)
     upload.seek(0)
-    content_type = _personal_content_type(head, upload.content_type, filename)
+    content_type = stored_content_type(head, filename)  # the bytes decide, never the client's header
     extension = os.path.splitext(filename)[1].lower()[:10]
     key = f"files/{workspace.id}/{principal.id}/{uuid.uuid4().hex}{extension}"
     stored_key = default_storage.save(key, upload)

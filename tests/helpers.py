@@ -5,15 +5,34 @@ API (`api` fixture, an httpx.Client), or Django's test `client`.
 """
 
 import json
+import re
 import socket
 import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import jsonschema
 from httpx_sse import connect_sse
+
+ROOT = Path(__file__).resolve().parent.parent
+# Read by config/settings.py but not for a deployment (docker-compose.yml, deploy/kubernetes/): the
+# embedded servers' and local disk's folders (a deployment uses PostgreSQL, Redis and S3),
+# collectstatic's target (ServeStatic serves from the apps), the tests' Redis, the demo model's pacing.
+NOT_FOR_DEPLOYMENT = {"LOCAL_DATA_DIR", "MEDIA_ROOT", "STATIC_ROOT", "TEST_REDIS_URL", "BUILTIN_MODEL_CHUNK_DELAY_MS"}
+
+
+def settings_variables() -> set[str]:
+    """Every environment variable config/settings.py reads (through its env_* helpers or os.environ):
+    what a deployment must give each platform process (tests/test_compose.py, tests/test_kubernetes.py)."""
+    source = (ROOT / "config" / "settings.py").read_text()
+    pattern = r'(?:env_int|env_bool|env_float|os\.environ\.get|os\.environ\.setdefault)\(\s*"([A-Z][A-Z0-9_]*)"|os\.environ\["([A-Z][A-Z0-9_]*)"\]'
+    found = {a or b for a, b in re.findall(pattern, source)}
+    assert len(found) > 40, found  # the parser still finds them
+    return found
+
 
 WORDS_20 = " ".join(f"word{i:02d}" for i in range(20))
 

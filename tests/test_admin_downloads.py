@@ -26,10 +26,8 @@ def files(tenant, agent):
         size_bytes=8,
         storage_key=key,
     )
-    archive = store_generated_file(
-        tenant.workspace, None, b"zip bytes", "application/zip", "w.zip", purpose=FilePurpose.WORKSPACE_ARCHIVE
-    )
-    media = store_generated_file(tenant.workspace, None, b"png bytes", "image/png", "m.png")
+    archive = store_generated_file(tenant.workspace, None, b"zip bytes", "w.zip", purpose=FilePurpose.WORKSPACE_ARCHIVE)
+    media = store_generated_file(tenant.workspace, None, b"png bytes", "m.png")
     yield {
         f"/admin/executions/execution/artifact/{artifact.id}/download/": b"# report",
         f"/admin/files/storedfile/{archive.id}/download/": b"zip bytes",

@@ -18,13 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import NOT_FOR_DEPLOYMENT, settings_variables
+
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORM_SERVICES = ("migrate", "api", "worker", "webhooks", "housekeeping")
 ONE_SHOTS = ("migrate", "minio-bucket")
-# Read by config/settings.py but not for a deployment: the embedded servers' and local disk's
-# folders (the compose file uses PostgreSQL, Redis and S3), collectstatic's target (ServeStatic
-# serves from the apps), the tests' Redis, the demo model's pacing.
-NOT_FOR_DEPLOYMENT = {"LOCAL_DATA_DIR", "MEDIA_ROOT", "STATIC_ROOT", "TEST_REDIS_URL", "BUILTIN_MODEL_CHUNK_DELAY_MS"}
 
 
 def compose_command() -> list[str] | None:
@@ -112,14 +110,6 @@ def test_the_example_env_has_no_working_secret(compose, tmp_path):
         assert name in result.stderr
     # and a short SECRET_KEY would still be refused by the settings themselves (PRODUCTION is on)
     assert "PRODUCTION" in (ROOT / "config" / "settings.py").read_text()
-
-
-def settings_variables() -> set[str]:
-    source = (ROOT / "config" / "settings.py").read_text()
-    pattern = r'(?:env_int|env_bool|env_float|os\.environ\.get|os\.environ\.setdefault)\(\s*"([A-Z][A-Z0-9_]*)"|os\.environ\["([A-Z][A-Z0-9_]*)"\]'
-    found = {a or b for a, b in re.findall(pattern, source)}
-    assert len(found) > 40, found  # the parser still finds them
-    return found
 
 
 def test_every_setting_is_given_to_every_platform_service(rendered):

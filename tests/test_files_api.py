@@ -105,7 +105,11 @@ def test_limit_bounds_are_accepted(client, tenant):
         (PDF, "a.pdf", "application/pdf", "application/pdf"),
         (EXE, "tool.exe", "application/octet-stream", "application/x-msdownload"),
         (ZIP, "archive.zip", "application/zip", "application/zip"),
-        (b"<svg/>", "logo.svg", "image/svg+xml", "image/svg+xml"),
+        # markup is text, whatever the client declares: never served as a document of our origin
+        (b"<svg/>", "logo.svg", "image/svg+xml", "text/plain"),
+        (b"<html><script>1</script>", "r.html", "text/html", "text/plain"),
+        (b"# Title\n<b>bold</b>", "notes.md", "text/markdown", "text/plain"),
+        (PDF, "a.html", "text/html", "application/pdf"),
         (b"# Title\n", "notes.md", "application/octet-stream", "text/markdown"),
         (b'{"a": 1}', "data.json", "application/json", "application/json"),
         (b"plain words", "README", "application/octet-stream", "text/plain"),

@@ -410,9 +410,7 @@ def run_media_generation(run: ExecutionRun, node: dict) -> dict:
             result = _poll_in_worker(run, node, provider, state)
     except ProviderError as exc:
         raise StepFailed(exc.failure_reason, str(exc)) from exc
-    stored = store_generated_file(
-        run.execution.workspace, run.execution.principal, result.content, result.content_type, result.filename
-    )
+    stored = store_generated_file(run.execution.workspace, run.execution.principal, result.content, result.filename)
     media = {
         "url": download_url(stored),
         "storage_key": stored.storage_key,

@@ -9,7 +9,7 @@ from executions.models import Artifact
 from files.models import FilePurpose
 from files.services import store_generated_file
 from workers.outcomes import StepFailed
-from workers.skill_workspace import OUTPUTS_DIR, SkillWorkspace, document_type
+from workers.skill_workspace import OUTPUTS_DIR, SkillWorkspace
 
 
 def skill_outputs(manifest: dict, text: str) -> dict:
@@ -36,7 +36,7 @@ def collect_artifacts(execution, workspace: SkillWorkspace) -> list[dict]:
             execution=execution,
             relpath_in_workspace=relpath,
             defaults={
-                "document_type": document_type(relpath),
+                "document_type": workspace.document_type(relpath),
                 "size_bytes": workspace.size(relpath),
                 "storage_key": workspace.storage_key(relpath),
             },
@@ -57,7 +57,6 @@ def archive_workspace(execution, workspace: SkillWorkspace):
         execution.workspace,
         execution.principal,
         workspace.archive(),
-        "application/zip",
         f"workspace-{execution.id}.zip",
         purpose=FilePurpose.WORKSPACE_ARCHIVE,
     )

@@ -6,7 +6,6 @@ paths (`inputs/materials/notes.md`, `outputs/report.md`); nothing outside its wo
 """
 
 import io
-import mimetypes
 import posixpath
 import zipfile
 
@@ -14,6 +13,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from files.content_types import SNIFF_BYTES, stored_content_type
 from files.selectors import personal_file
 from workers.server_tool import ToolError, local_tool
 
@@ -55,6 +55,12 @@ class SkillWorkspace:
         with default_storage.open(key, "rb") as handle:
             return handle.read()
 
+    def document_type(self, relpath: str) -> str:
+        """An artifact's type, from its first bytes as any stored file's (files/content_types.py):
+        `outputs/summary.html` is text/plain, never text/html."""
+        with default_storage.open(self._key(relpath), "rb") as handle:
+            return stored_content_type(handle.read(SNIFF_BYTES), relpath)
+
     def write_bytes(self, relpath: str, content: bytes) -> str:
         if len(content) > settings.SKILL_WORKSPACE_MAX_FILE_BYTES:
             raise ToolError(f"A workspace file is limited to {settings.SKILL_WORKSPACE_MAX_FILE_BYTES} bytes.")
@@ -87,12 +93,6 @@ class SkillWorkspace:
             for relpath in self.relpaths():
                 archive.writestr(relpath, self.read_bytes(relpath))
         return buffer.getvalue()
-
-
-def document_type(relpath: str) -> str:
-    if relpath.endswith(".md"):
-        return "text/markdown"
-    return mimetypes.guess_type(relpath)[0] or "application/octet-stream"
 
 
 def workspace_tools(workspace: SkillWorkspace) -> dict:

@@ -3,13 +3,15 @@
 The outermost middleware: it binds `request_id` (the client's `X-Request-Id` when it is a plain
 token of at most 64 characters, else a new one; echoed in the response) before anything else
 runs, and after the response one line on the `api.access` logger: method, route (the URL
-pattern, never the path: a download path holds its signed token), status, duration_ms, the key's
-public `key_prefix` (never the key itself) and workspace_id when the request authenticated,
-execution_id when the route names one. The same answer counts in skillrun_http_requests_total and
-skillrun_http_request_seconds. A streamed answer (SSE) is logged when its headers go out.
-The probes' routes (/livez, /readyz, /healthz, /metrics) log at DEBUG. A request the body limits
-refuse before Django runs (api/http/request_limits.py: 413, 415) gets its line and its count too
-(`log_refused`).
+pattern), path (the matched path without its query string, a signed token's segment as
+`<redacted>`: core/log_hygiene.redact_path; none for a path no route matches, which may be a
+mistyped link), status, duration_ms, the key's public `key_prefix` (never the key itself) and
+workspace_id when the request authenticated, execution_id when the route names one. This is the
+only access log: uvicorn's is off (config/settings.py LOGGING), so a request has one line. The
+same answer counts in skillrun_http_requests_total and skillrun_http_request_seconds. A streamed
+answer (SSE) is logged when its headers go out. The probes' routes (/healthz, /livez, /readyz,
+/metrics) log at DEBUG. A request the body limits refuse before Django runs
+(api/http/request_limits.py: 413, 415) gets its line and its count too (`log_refused`).
 
 What a request binds is reset when its response is returned, in the sync and the async chain alike.
 """
@@ -20,6 +22,7 @@ import time
 import uuid
 
 from api.http.middleware import SyncAndAsyncMiddleware
+from core.log_hygiene import redact_path
 from core.metrics import HTTP_DURATION, HTTP_REQUESTS
 from core.structured_logs import bind_context, reset_context
 
@@ -77,6 +80,8 @@ def _finish(request, response, request_id: str, started: float):
     HTTP_REQUESTS.labels(method, route, str(response.status_code)).inc()
     HTTP_DURATION.labels(method, route).observe(seconds)
     fields = {"method": request.method, "route": route, "status": response.status_code}
+    if match is not None:
+        fields["path"] = redact_path(request.path)
     fields["duration_ms"] = round(seconds * 1000, 1)
     caller = getattr(request, "caller", None)
     if caller is not None:

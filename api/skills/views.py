@@ -240,7 +240,11 @@ class ArtifactDownloadView(APIView):
         "short-lived presigned URL.",
         parameters=[Input],
         responses={
-            (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, description="the file, in its own content type"),
+            (200, "*/*"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description="the file as an attachment, in its type when passive (else text/plain or "
+                "application/octet-stream), sandboxed (files/download_headers.py)",
+            ),
             302: OpenApiResponse(description="to S3"),
         },
     )

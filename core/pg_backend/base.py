@@ -7,6 +7,11 @@ PoolTimeout. Django always passes its own `check` (ConnectionPool.check_connecti
 setting for another, so this backend swaps it on the pool Django built: the first broken
 connection makes the pool check all its idle ones at once (`pool.check()`, the remedy psycopg's
 authors give), and the next attempt gets a fresh connection.
+
+`_check` is psycopg_pool's private attribute for the check it was built with: Django offers no hook
+for another (it passes `check=` itself, so the pool options cannot), and psycopg_pool none after
+construction. Checked against psycopg_pool 3.3.3 (the lock's); tests/test_pg_backend.py fails if the
+attribute moves or stops being the one getconn calls.
 """
 
 from django.db.backends.postgresql import base
