@@ -378,6 +378,11 @@ def _stop_redis() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # redis-cli returns before the server has closed its port: a start right after would find
+        # it open and reuse a server about to exit
+        deadline = time.monotonic() + 10
+        while _port_open(REDIS_PORT) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 # --- Entry points ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ teardown, also when the test fails.
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -95,14 +96,27 @@ class Servers:
         return int((self.data_dir / relative).read_text().split()[0])
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture
 def servers():
     # A folder of its own under /tmp rather than pytest's tmp_path: as root, PostgreSQL runs as
     # another user, which must traverse the path, and every pytest session of the machine's user
     # makes pytest's root folder private again (0700). Short, too: PostgreSQL's Unix socket lives
     # in the data folder, and a socket's path has ~100 bytes.
-    folder = Path(tempfile.mkdtemp(prefix="skillrun-ls-"))
-    servers = Servers(folder / "data")
+    for _ in range(10):  # the ports derive from the path: one whose ports something else holds is skipped
+        folder = Path(tempfile.mkdtemp(prefix="skillrun-ls-"))
+        servers = Servers(folder / "data")
+        if port_free(servers.pg_port) and port_free(servers.redis_port):
+            break
+        shutil.rmtree(folder)
     try:
         yield servers
     finally:
