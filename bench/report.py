@@ -13,8 +13,15 @@ def _ratio(a, b) -> str:
     return f"{a / b:.1f}x" if a and b else "-"
 
 
-def _row(name, p50="", p90="", p99="", rate="", busy="", cpu="", versus=""):
-    return f"{name:<46} {p50:>8} {p90:>8} {p99:>8} {rate:>9} {busy:>6} {cpu:>9}  {versus}"
+def _row(name, p50="", p90="", p99="", rate="", busy="", cpu="", versus="", off=None):
+    """One line of the table; `off`: the fsync-off figures (p50, per s, CPU ms/op) after their columns."""
+    if off is None:
+        return f"{name:<46} {p50:>8} {p90:>8} {p99:>8} {rate:>9} {busy:>6} {cpu:>9}  {versus}"
+    p50_off, rate_off, cpu_off = off
+    return (
+        f"{name:<46} {p50:>8} {p50_off:>8} {p90:>8} {p99:>8} {rate:>9} {rate_off:>9} {busy:>6} {cpu:>9} "
+        f"{cpu_off:>9}  {versus}"
+    )
 
 
 def _by_process(row: dict) -> str:
@@ -22,30 +29,33 @@ def _by_process(row: dict) -> str:
     return ", ".join(f"{kind} {ms:.1f}" for kind, ms in parts.items())
 
 
-def render(output: dict) -> str:
-    r, m = output["results"], output["machine"]
-    lines = [
-        "",
-        f"machine: {m['nproc']} cores, {m['memory_gib']} GiB, Python {m['python']}, PostgreSQL {m['postgresql']} "
-        f"(fsync={m['fsync']}), Redis {m['redis']}; load average at start {m['load_average_at_start'][0]:.2f}",
-        "",
-        _row("", "p50 ms", "p90 ms", "p99 ms", "per s", "busy%", "CPU ms/op", "vs bare Celery"),
-    ]
-    errors = {name: value["error"] for name, value in r.items() if isinstance(value, dict) and "error" in value}
+def _errors(r: dict) -> dict:
+    return {name: value["error"] for name, value in r.items() if isinstance(value, dict) and "error" in value}
+
+
+def _table(r: dict) -> list[tuple]:
+    """The rows of the main table: (name, p50, p90, p99, per s, busy %, CPU ms/op, versus), as
+    formatted strings."""
+    errors = _errors(r)
+    rows = []
     celery = r.get("celery") if "celery" not in errors else None
     bare_seq = celery["sequential"] if celery else {}
     bare_loop = celery["closed_loop"] if celery else {}
     if celery:
-        lines.append(
-            _row(
+        rows.append(
+            (
                 "1 bare Celery round trip, sequential",
                 _f(bare_seq["p50_ms"]),
                 _f(bare_seq["p90_ms"]),
                 _f(bare_seq["p99_ms"]),
+                "",
+                "",
+                "",
+                "",
             )
         )
-        lines.append(
-            _row(
+        rows.append(
+            (
                 f"1 bare Celery, {bare_loop['clients']} clients",
                 _f(bare_loop.get("p50_ms")),
                 "",
@@ -53,17 +63,21 @@ def render(output: dict) -> str:
                 _f(bare_loop["per_s"]),
                 _f(bare_loop["machine_busy_pct"], 0),
                 _f(bare_loop["cpu_ms_per_op"], 2),
+                "",
             )
         )
     if "noop" in r and "noop" not in errors:
         n = r["noop"]
-        lines.append(
-            _row(
+        rows.append(
+            (
                 "2 no-op POST /execute, sequential",
                 _f(n["p50_ms"]),
                 _f(n["p90_ms"]),
                 _f(n["p99_ms"]),
-                versus=f"{_ratio(n['p50_ms'], bare_seq.get('p50_ms'))} p50",
+                "",
+                "",
+                "",
+                f"{_ratio(n['p50_ms'], bare_seq.get('p50_ms'))} p50",
             )
         )
     for row in (r.get("load") or []) if "load" not in errors else []:
@@ -75,8 +89,8 @@ def render(output: dict) -> str:
             if bare_loop
             else ""
         )
-        lines.append(
-            _row(
+        rows.append(
+            (
                 f"3 no-op POST /execute, {row['clients']} clients",
                 _f(row.get("p50_ms")),
                 "",
@@ -89,24 +103,64 @@ def render(output: dict) -> str:
         )
     if "stream" in r and "stream" not in errors:
         s = r["stream"]
-        lines.append(
-            _row("5 10-chunk stream: first event", _f(s["first_event"]["p50_ms"]), "", _f(s["first_event"]["p99_ms"]))
+        rows.append(
+            (
+                "5 10-chunk stream: first event",
+                _f(s["first_event"]["p50_ms"]),
+                "",
+                _f(s["first_event"]["p99_ms"]),
+                "",
+                "",
+                "",
+                "",
+            )
         )
-        lines.append(
-            _row(
+        rows.append(
+            (
                 "5 10-chunk stream: final event",
                 _f(s["final_event"]["p50_ms"]),
                 "",
                 _f(s["final_event"]["p99_ms"]),
-                versus=f"model {s['model_ms']} ms, {s['events_per_stream']} SSE events",
+                "",
+                "",
+                "",
+                f"model {s['model_ms']} ms, {s['events_per_stream']} SSE events",
             )
         )
+    return rows
+
+
+def render(output: dict) -> str:
+    r, m = output["results"], output["machine"]
+    off = output.get("fsync_off")  # the same phases on the server restarted with fsync=off
+    lines = [
+        "",
+        f"machine: {m['nproc']} cores, {m['memory_gib']} GiB, Python {m['python']}, PostgreSQL {m['postgresql']} "
+        f"(fsync={m['fsync']}, synchronous_commit={m.get('synchronous_commit', '?')}), Redis {m['redis']}; "
+        f"load average at start {m['load_average_at_start'][0]:.2f}",
+    ]
+    if off:
+        lines.append(
+            "'off' columns: the same phases again, the server restarted with fsync=off (the embedded server's "
+            f"old default; load average at their start {off['load_average_at_start'][0]:.2f})"
+        )
+    header = ("", "p50 ms", "p90 ms", "p99 ms", "per s", "busy%", "CPU ms/op", "vs bare Celery")
+    off_rows = {row[0]: (row[1], row[4], row[6]) for row in _table(off["results"])} if off else {}
+    lines += ["", _row(*header, off=("p50 off", "/s off", "CPU off") if off else None)]
+    for row in _table(r):
+        lines.append(_row(*row, off=off_rows.get(row[0], ("-", "-", "-")) if off else None))
+    errors = _errors(r)
+    celery = r.get("celery") if "celery" not in errors else None
+    bare_loop = celery["closed_loop"] if celery else {}
     lines.append("")
     lines.append("CPU ms per operation by process tree (the bench client is this process alone):")
     if bare_loop:
         lines.append(f"  bare Celery {bare_loop['clients']} clients: {_by_process(bare_loop)}")
     for row in (r.get("load") or []) if "load" not in errors else []:
         lines.append(f"  no-op {row['clients']} clients: {_by_process(row)}")
+    if off and "load" not in _errors(off["results"]):
+        for row in off["results"].get("load") or []:
+            lines.append(f"  no-op {row['clients']} clients, fsync=off: {_by_process(row)}")
 
     if "statements" in r and "statements" not in errors:
         st = r["statements"]
@@ -215,5 +269,7 @@ def render(output: dict) -> str:
 
     for name, error in errors.items():
         lines.append(f"\nphase {name} FAILED: {error}")
+    for name, error in _errors(off["results"]).items() if off else ():
+        lines.append(f"\nphase {name} with fsync=off FAILED: {error}")
     lines.append(f"\ntotal {output['total_seconds']} s")
     return "\n".join(lines)

@@ -13,9 +13,15 @@ Phases (each capped in time; bench/README.md says what each row measures):
   fairness    9. one workspace's burst of 10,000 queued, another workspace's no-op latency meanwhile
   history     8. the no-op on an empty vs a 1M-execution / 20M-event database, with plans (--no-history: off)
 
+On the embedded PostgreSQL it runs durable: fsync on (the server is restarted with it if it runs
+without) and synchronous_commit on. --fsync-off runs the phases a second time on the same server
+restarted with fsync=off (the old default) and prints those figures beside the durable ones; the
+server is restarted durable at the end.
+
 Usage: `make bench`, or e.g.
   .venv/bin/python bench/run_bench.py --phases celery,noop --requests 100
   .venv/bin/python bench/run_bench.py --inflight-concurrency 8 --no-history
+  .venv/bin/python bench/run_bench.py --phases celery,noop,load --requests 100 --no-history --fsync-off
 Writes bench/results/latest.json; the API's and worker's output go to bench/results/*.log.
 """
 
@@ -41,6 +47,7 @@ OPEN_FILES = harness.raise_open_files_limit()  # before the servers start: they 
 
 from ops import local_services  # noqa: E402
 
+EMBEDDED_POSTGRES = not os.environ.get("DATABASE_URL")
 if local_services.uses_local_services():
     os.environ.update(local_services.ensure_started())
 
@@ -100,7 +107,14 @@ def parse_args():
     parser.add_argument("--history-executions", type=int, default=1_000_000)
     parser.add_argument("--history-refill", action="store_true")
     parser.add_argument("--port", type=int, default=0, help="the API's port (default: a free one)")
+    parser.add_argument(
+        "--fsync-off",
+        action="store_true",
+        help="run the phases again on the embedded PostgreSQL restarted with fsync=off, as a second column",
+    )
     args = parser.parse_args()
+    if args.fsync_off and not EMBEDDED_POSTGRES:
+        parser.error("--fsync-off restarts this checkout's embedded PostgreSQL: unset DATABASE_URL")
     args.phases = [p for p in PHASES if p in args.phases.split(",") and (p != "history" or args.history)]
     args.port = args.port or free_port()
     return args
@@ -111,6 +125,7 @@ def machine_info() -> dict:
     with harness.connect() as conn:
         pg_version = conn.execute("SHOW server_version").fetchone()[0]
         fsync = conn.execute("SHOW fsync").fetchone()[0]
+        synchronous_commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
         preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
     redis_info = harness.redis_client().info("server")
     return {
@@ -120,6 +135,7 @@ def machine_info() -> dict:
         "kernel": pyplatform.release(),
         "postgresql": pg_version,
         "fsync": fsync,
+        "synchronous_commit": synchronous_commit,
         "shared_preload_libraries": preload,
         "redis": redis_info["redis_version"],
         "open_files_limit": OPEN_FILES,
@@ -190,26 +206,55 @@ def run_phases(args, platform, fixture) -> dict:
     return results
 
 
+def server_fsync() -> bool:
+    with harness.connect() as conn:
+        return conn.execute("SHOW fsync").fetchone()[0] == "on"
+
+
+def restart_postgres(fsync: bool) -> None:
+    """This checkout's embedded PostgreSQL restarted with fsync on or off (the API and the worker
+    are stopped first; a `make run` of the checkout sees a restart, which its pools survive)."""
+    from django.db import connections
+
+    harness.log(f"restarting the embedded PostgreSQL with fsync={'on' if fsync else 'off'}")
+    connections.close_all()
+    local_services.restart_postgres(fsync)
+
+
 def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still runs the finally blocks
     args = parse_args()
     started = time.perf_counter()
+    if EMBEDDED_POSTGRES and not server_fsync():  # e.g. a server a test session left running
+        restart_postgres(fsync=True)
     call_command("migrate", interactive=False, verbosity=0)
     fixture = fixtures.create(stream_delay_ms=args.stream_delay_ms, fanout_delay_ms=args.fanout_delay_ms)
     info = machine_info()
     harness.log(f"API on port {args.port}; phases: {', '.join(args.phases)}")
     platform = harness.Platform(args.port, args.worker_concurrency)
+    fsync_off = None
     try:
         platform.start_api()
         platform.start_worker()
         results = run_phases(args, platform, fixture)
+        if args.fsync_off:
+            platform.stop()  # run_phases starts them again, on the restarted server
+            fsync_off = {"load_average_at_start": os.getloadavg()}
+            restart_postgres(fsync=False)
+            if server_fsync():
+                raise RuntimeError("the embedded PostgreSQL still runs with fsync on")
+            harness.log("the same phases with fsync=off")
+            fsync_off["results"] = run_phases(args, platform, fixture)
     finally:
         platform.stop()
+        if fsync_off is not None:  # back to durable, also after an error
+            restart_postgres(fsync=True)
     output = {
         "machine": info,
         "args": {k: v for k, v in vars(args).items()},
         "total_seconds": round(time.perf_counter() - started),
         "results": results,
+        **({"fsync_off": fsync_off} if fsync_off and "results" in fsync_off else {}),
     }
     harness.RESULTS.mkdir(exist_ok=True)
     (harness.RESULTS / "latest.json").write_text(json.dumps(output, indent=2, default=str))

@@ -57,6 +57,11 @@ def pytest_configure(config):
     # servers this session started. The default action would kill pytest alone and leave them running.
     signal.signal(signal.SIGTERM, _interrupt)
     config.addinivalue_line("markers", "live: needs the running stack (a real uvicorn, Celery processes)")
+    # The suite's embedded PostgreSQL runs without fsync, for speed: its test databases are thrown
+    # away (`make run`'s server is durable). Set before the server starts, and inherited by every
+    # server a test starts again (tests/test_drills.py). A server already running (this checkout's
+    # `make run`) is reused as it is, durable; `make run` warns when it finds one the suite left.
+    os.environ.setdefault("LOCAL_POSTGRES_FSYNC", "off")
     if local_services.uses_local_services():
         local_services.ensure_started()
 
