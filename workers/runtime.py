@@ -24,9 +24,10 @@ from core.metrics import EXECUTION_ATTEMPTS, LEASE_LOSSES, QUEUE_WAIT, RUN_TIME
 from core.structured_logs import bind_context, reset_context
 from executions import services
 from executions.events import LeaseLost
+from workers import shutdown
 from workers.leases import hold_lease, release_lease
 from workers.nodes import run_node
-from workers.outcomes import Cancelled, StepFailed, Suspend
+from workers.outcomes import Cancelled, HandBack, StepFailed, Suspend
 from workers.run import ExecutionRun, release_connection
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,12 @@ def run_execution(execution_id) -> str:
 
     While it runs, its log lines carry execution_id, attempt and workspace_id (core/structured_logs);
     its end is one log line and a few counters (core/metrics), nothing that queries."""
+    if shutdown.stopping():
+        # Race: Celery stops consuming only at its loop's next turn after SIGTERM, so a message can
+        # still be delivered here. Not claimed: published again for another worker, then acked.
+        services.publish_task(execution_id)
+        logger.info("execution %s: worker shutting down, left to another worker", execution_id)
+        return "not_claimed"
     execution = services.do_claim_execution(execution_id, worker_id())
     if execution is None:
         return "not_claimed"
@@ -121,6 +128,9 @@ def _run_claimed(execution) -> str:
         return "completed"
     except Suspend as suspension:
         return _after_events(run, None, run.suspend, suspension)
+    except HandBack:
+        logger.warning("execution %s: worker shutting down, attempt %s handed back", execution_id, attempt)
+        return _after_events(run, None, run.hand_back)
     except Cancelled:
         return _after_events(
             run, "cancelled", services.do_cancel_running_execution, execution, attempt, **run.usage_fields()
