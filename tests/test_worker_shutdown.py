@@ -27,7 +27,7 @@ from executions.services import RUN_EXECUTION_TASK
 from ops import processes
 from tests.conftest import CeleryProcess, _celery_flags
 from tests.factories import AgentFactory
-from tests.helpers import read_stream, wait_for
+from tests.helpers import execution_uuid, read_stream, wait_for
 from workers import runtime, shutdown
 from workers.leases import HeldLease
 from workers.run import ExecutionRun
@@ -108,9 +108,13 @@ class StreamingClient:
         self.events, self.error = [], None
         url = f"{base_url}/agents/{agent.id}/execute/stream"
 
+        def observe(events) -> bool:
+            self.events = events  # the list read_stream fills, seen while it reads
+            return False
+
         def read():
             try:
-                self.events = read_stream("POST", url, headers, {"message": "hi"}, timeout=90)
+                read_stream("POST", url, headers, {"message": "hi"}, stop=observe, timeout=90)
             except Exception as exc:  # reported by the test, not lost on the thread
                 self.error = exc
 
@@ -118,8 +122,10 @@ class StreamingClient:
         self.thread.start()
 
     def execution_id(self) -> str:
-        first = wait_for(lambda: ExecutionEvent.objects.filter(type="start").order_by("-id").first(), timeout=20)
-        return str(first.execution_id)
+        """Its execution, from its first event."""
+        wait_for(lambda: self.events or self.error, timeout=20)
+        assert self.error is None, self.error
+        return execution_uuid(self.events[0].data["execution_id"])
 
     def finish(self, timeout: float = 60) -> list[dict]:
         self.thread.join(timeout)
@@ -241,10 +247,15 @@ def test_a_run_that_ends_within_the_grace_is_finished_by_the_stopping_worker(
 
 
 def test_a_stopping_worker_claims_nothing_more(api_server, start_workers, tenant, paid_caller):
-    """A holds a long run through its grace; an execution queued meanwhile runs on B, not on A."""
+    """A holds a long run through its grace; an execution queued meanwhile runs on B, not on A; a
+    suspended one (waiting for an approval, no worker) is left as it is."""
     agent = paid_agent(tenant, 8)
     quick = paid_agent(tenant, 1)
+    gate = AgentFactory(workspace=tenant.workspace, workflow={"nodes": [{"id": "gate", "type": "human_gate"}]})
     workers = start_workers(grace=4)
+    gated = StreamingClient(api_server, gate, paid_caller).finish()  # the stream ends at the suspension
+    gated_id = execution_uuid(gated[0]["execution_id"])
+    assert gated[-1]["type"] == "suspended" and owner(gated_id)[0] == ExecutionState.AWAITING_APPROVAL
     long_run = StreamingClient(api_server, agent, paid_caller)
     long_id = long_run.execution_id()
     a, b = holder(workers, long_id)
@@ -253,8 +264,7 @@ def test_a_stopping_worker_claims_nothing_more(api_server, start_workers, tenant
     time.sleep(0.2)  # the shutdown has begun
     assert a.process.poll() is None  # A is still running its long run
     new_run = StreamingClient(api_server, quick, paid_caller)
-    wait_for(lambda: ExecutionEvent.objects.filter(type="start").count() == 2, timeout=20)
-    new_id = str(ExecutionEvent.objects.filter(type="start").order_by("-id").first().execution_id)
+    new_id = new_run.execution_id()
     wait_for(lambda: runs_on(b, new_id) or owner(new_id)[0] == ExecutionState.COMPLETED, timeout=10, interval=0.01)
     assert a.process.poll() is None  # still in its grace: it could have claimed it
 
@@ -265,6 +275,7 @@ def test_a_stopping_worker_claims_nothing_more(api_server, start_workers, tenant
     assert new_id in b.log()
     assert_ran_exactly_once(long_id, long_run.finish(), 8)  # handed back at the end of the grace, finished by B
     a.process.wait(10)
+    assert owner(gated_id) == (ExecutionState.AWAITING_APPROVAL, 1, "") and logged(gated_id) == gated
 
 
 # --- in-process: the message delivered after SIGTERM, the hand-back's races -----------------------

@@ -11,7 +11,9 @@ A retried attempt (the reaper re-queued it after its worker died) starts from th
 reads the events the lost attempt wrote after it, so nothing reaches the client twice: text
 already streamed is not sent again (the built-in model is deterministic; a provider that answers
 differently gets a `text` event with `"reset": true` carrying the whole text so far), and a
-server tool whose result is logged is not run again.
+server tool whose result is logged is not run again. So does the attempt after a hand-back: a worker
+that shuts down stops its runs at their next step or chunk and queues them again from their
+checkpoint (workers/shutdown.py).
 """
 
 import logging

@@ -18,7 +18,9 @@ handler before the shutdown starts):
   (executions/services.py, `do_hand_back_execution`). Another worker claims it within a second.
 The margin (a quarter of the grace, at most 2 s) is for the runs to reach their next safe point and
 for the hand-backs' transactions and publishes, so that all is handed back within the grace, before
-Celery's wait for its threads ends and the process exits.
+Celery's wait for its threads ends and the process exits. A run inside a step with no safe point
+that outlasts the grace (a long tool call) is handed back when that step ends; if the orchestrator
+kills the process first, it is resumed after its lease, as before.
 
 Only this module's state is touched from the signal handler: a float, no lock, no log line.
 """
