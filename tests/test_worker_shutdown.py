@@ -30,6 +30,7 @@ from tests.factories import AgentFactory
 from tests.helpers import execution_uuid, read_stream, wait_for
 from workers import runtime, shutdown
 from workers.leases import HeldLease
+from workers.outcomes import Cancelled, HandBack
 from workers.run import ExecutionRun
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -363,3 +364,16 @@ def test_a_cancel_requested_before_the_hand_back_wins(tenant, published):
     assert owner(run.execution.id)[0] == ExecutionState.CANCELLED
     assert [e["type"] for e in logged(run.execution.id)] == ["start", "error"]
     assert published == []
+
+
+def test_past_the_grace_a_run_stops_at_its_next_safe_point_and_a_cancel_goes_first(tenant, published, monkeypatch):
+    run = claimed_run(tenant, AgentFactory(workspace=tenant.workspace, workflow=workflow(1)))
+    run.check_cancel()  # no shutdown: the run goes on
+    monkeypatch.setattr(shutdown, "_hand_back_at", time.monotonic() + 60)
+    run.check_cancel()  # within the grace: it goes on too
+    monkeypatch.setattr(shutdown, "_hand_back_at", time.monotonic())
+    with pytest.raises(HandBack):
+        run.check_cancel()
+    run.lease.cancel_requested = True
+    with pytest.raises(Cancelled):
+        run.check_cancel()
