@@ -163,7 +163,7 @@ def logged(execution_id) -> list[dict]:
     return list(ExecutionEvent.objects.filter(execution_id=execution_id).order_by("seq").values_list("data", flat=True))
 
 
-def assert_ran_exactly_once(execution_id, streamed: list[dict], nodes: int) -> Execution:
+def assert_ran_exactly_once(execution_id, streamed: list[dict], nodes: int, reply: str = REPLY) -> Execution:
     """Completed, one final, seq 1..N with no gap or double, the client's stream the whole log, and
     each node's text streamed once."""
     execution = Execution.objects.get(id=execution_id)
@@ -175,7 +175,7 @@ def assert_ran_exactly_once(execution_id, streamed: list[dict], nodes: int) -> E
     assert kinds.count("start") == 1 and kinds.count("final") == 1 and kinds[-1] == "final"
     for index in range(nodes):
         text = "".join(e["text"] for e in events if e["type"] == "text" and e["node_id"] == f"n{index}")
-        assert text == REPLY, (index, text)
+        assert text == reply, (index, text)
     assert execution.lease_owner == "" and execution.lease_expires_at is None
     return execution
 
@@ -277,6 +277,35 @@ def test_a_stopping_worker_claims_nothing_more(api_server, start_workers, tenant
     assert_ran_exactly_once(long_id, long_run.finish(), 8)  # handed back at the end of the grace, finished by B
     a.process.wait(10)
     assert owner(gated_id) == (ExecutionState.AWAITING_APPROVAL, 1, "") and logged(gated_id) == gated
+
+
+def test_a_run_inside_a_step_longer_than_the_grace_is_handed_back_from_outside(
+    api_server, start_workers, tenant, paid_caller
+):
+    """Its model sends a word every 4 s: no safe point between 1.5 s (the runs stop) and 2 s (the
+    grace's end), so the watchdog hands it back at 2 s, before A's run wakes up."""
+    reply = "s0 s1 s2"
+    model = {"provider": "builtin", "reply": reply, "chunk_delay_ms": 4000}
+    agent = AgentFactory(workspace=tenant.workspace, workflow={"nodes": [{"id": "n0", "type": "ai", "model": model}]})
+    workers = start_workers(grace=2)
+    client = StreamingClient(api_server, agent, paid_caller)
+    execution_id = client.execution_id()
+    a, b = holder(workers, execution_id)
+    wait_for(lambda: ExecutionEvent.objects.filter(execution_id=execution_id, type="text").exists(), timeout=20)
+
+    sent = sigterm(a)
+    wait_for(lambda: runs_on(b, execution_id), timeout=10, interval=0.01)
+    resumed_at = time.time() - sent
+    a_exit = exit_after(a, sent, timeout=10)
+
+    handed_back = ExecutionEvent.objects.get(execution_id=execution_id, type="resumed")
+    after_sigterm = handed_back.created_at.timestamp() - sent
+    print(f"\nstuck run handed back {after_sigterm:.2f} s after SIGTERM, resumed by B at {resumed_at:.2f} s")
+    assert 2 <= after_sigterm < 3, after_sigterm  # at the grace's end, not at A's next word (4 s)
+    assert "still inside a step at the grace's end" in a.log()
+    assert a_exit < 4 + 3, a_exit  # A's run wakes at its next word, finds its lease lost, and ends
+    execution = assert_ran_exactly_once(execution_id, client.finish(), 1, reply)
+    assert (execution.attempt, execution.recoveries) == (2, 0)
 
 
 # --- in-process: the message delivered after SIGTERM, the hand-back's races -----------------------

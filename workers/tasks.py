@@ -22,10 +22,11 @@ logger = logging.getLogger(__name__)
 @worker_init.connect(weak=False)
 def start_run_threads(**_):
     """In a Celery worker process (this module is imported by its loader before `worker_init`):
-    the threads shared by all its runs (event writer, lease renewer)."""
+    the threads shared by all its runs (event writer, lease renewer, shutdown watchdog)."""
     start_writer()
     start_renewer()
-    logger.info("event writer and lease renewer started")
+    shutdown.start_watchdog()
+    logger.info("event writer, lease renewer and shutdown watchdog started")
     if settings.WORKER_METRICS_PORT:
         start_http_server(settings.WORKER_METRICS_PORT, registry=metrics_registry())
         logger.info("metrics served on port %s", settings.WORKER_METRICS_PORT)
