@@ -274,6 +274,11 @@ EXECUTION_REDISPATCH_AFTER_SECONDS = env_int("EXECUTION_REDISPATCH_AFTER_SECONDS
 # limit (60 s less) the run fails itself at its next step or chunk, past the hard one its lease
 # renewer fails it (workers/leases.py).
 EXECUTION_HARD_TIME_LIMIT_SECONDS = env_int("EXECUTION_HARD_TIME_LIMIT_SECONDS", 3600)
+# A worker told to stop (SIGTERM: a deploy, a scale-down) claims nothing more and lets its runs go on
+# for this long, then hands each one still running back (queued, from its checkpoint) so that another
+# worker resumes it at once rather than after its lease (workers/shutdown.py). 20: within Kubernetes'
+# default 30 s grace before SIGKILL, with room for the hand-backs and Celery's exit.
+WORKER_SHUTDOWN_GRACE_SECONDS = env_float("WORKER_SHUTDOWN_GRACE_SECONDS", 20.0)
 REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 5)
 # How often beat purges the executions past their workspace's execution_retention_days.
 PURGE_INTERVAL_SECONDS = env_int("PURGE_INTERVAL_SECONDS", 3600)

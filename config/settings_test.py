@@ -8,6 +8,8 @@ import os
 
 os.environ.setdefault("TEXT_FLUSH_INTERVAL_MS", "20")
 os.environ.setdefault("EXECUTION_LEASE_SECONDS", "4")
+# a live worker the tests stop (tests/conftest.py: SIGKILL 15 s after SIGTERM) hands its runs back first
+os.environ.setdefault("WORKER_SHUTDOWN_GRACE_SECONDS", "5")
 os.environ.setdefault("REAPER_INTERVAL_SECONDS", "1")
 os.environ.setdefault("EXECUTION_REDISPATCH_AFTER_SECONDS", "5")
 os.environ.setdefault("SSE_HEARTBEAT_SECONDS", "2")

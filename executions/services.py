@@ -385,6 +385,26 @@ def do_suspend_execution(
     return True
 
 
+def do_hand_back_execution(execution, attempt: int) -> bool:
+    """Its worker shuts down (workers/shutdown.py): the run goes back to `queued`, from its last
+    checkpoint (kept as it is), its lease cleared, with a `resumed` event (`from_state: running`),
+    and its task is published after commit, so another worker claims it at once instead of after
+    the lease. Not a lost lease: `recoveries` (EXECUTION_MAX_ATTEMPTS) is not counted, the worker
+    did nothing wrong. False if the lease was lost or a cancel was requested (the caller then
+    cancels the run).
+
+    Fenced by the attempt, as every worker transition: a hand-back racing the reaper (an expired
+    lease) or a cancel, one of them wins the row's lock and the other finds it changed. Skips a row
+    whose cancel was requested (race: the flag set while this run ran must not land on a queued
+    row, to be seen only by the next claim), as do_suspend_execution does."""
+    held = _held(execution.id, attempt).filter(cancel_requested=False)
+    running = {"from_state": ExecutionState.RUNNING}
+    if not _transition(execution, held, ExecutionState.QUEUED, "resumed", running, dispatched_at=timezone.now()):
+        return False
+    dispatch_on_commit(execution.id)
+    return True
+
+
 # --- API side: cancel and resume ------------------------------------------------------------------
 
 

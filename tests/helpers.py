@@ -74,6 +74,8 @@ def read_stream(
             assert source.response.status_code == 200, source.response.read()
             assert source.response.headers["content-type"].startswith("text/event-stream")
             for sse in source.iter_sse():
+                if not sse.data:  # a heartbeat comment: httpx-sse reports its blank line as an event (the last id kept)
+                    continue
                 events.append(Received(id=sse.id, data=json.loads(sse.data), at=time.monotonic()))
                 if stop and stop(events):
                     break

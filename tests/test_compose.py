@@ -134,6 +134,15 @@ def test_every_setting_is_given_to_every_platform_service(rendered):
     assert worker["WORKER_CONCURRENCY"] in rendered["services"]["worker"]["command"]
 
 
+def test_the_worker_is_killed_only_after_its_shutdown_grace(rendered):
+    """compose's SIGKILL comes after WORKER_SHUTDOWN_GRACE_SECONDS, within which a stopping worker hands
+    back its runs (workers/shutdown.py), with time left for its exit."""
+    worker = rendered["services"]["worker"]
+    stop_grace = re.fullmatch(r"(\d+)s", worker["stop_grace_period"])
+    assert stop_grace, worker["stop_grace_period"]
+    assert int(stop_grace.group(1)) >= float(worker["environment"]["WORKER_SHUTDOWN_GRACE_SECONDS"]) + 5
+
+
 def test_images_pinned_health_checks_restart_policies(rendered):
     for name, service in rendered["services"].items():
         if name in PLATFORM_SERVICES:

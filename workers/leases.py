@@ -50,6 +50,10 @@ class LeaseRenewer(threading.Thread):
         with self._lock:
             self._held.discard(lease)
 
+    def held(self) -> list[HeldLease]:
+        with self._lock:
+            return list(self._held)
+
     def run(self) -> None:
         while True:
             time.sleep(settings.EXECUTION_LEASE_SECONDS / 3)
@@ -108,3 +112,8 @@ def hold_lease(execution, attempt: int) -> HeldLease:
 def release_lease(lease: HeldLease) -> None:
     if _renewer is not None:
         _renewer.release(lease)
+
+
+def held_leases() -> list[HeldLease]:
+    """The leases of the runs in flight in this process (none outside a worker process)."""
+    return _renewer.held() if _renewer is not None else []

@@ -11,6 +11,11 @@ class Cancelled(Exception):
     pass
 
 
+class HandBack(Exception):
+    """The worker is shutting down and the run's grace is over: stop here and give the execution
+    back, queued from its checkpoint, to another worker (workers/shutdown.py)."""
+
+
 class Suspend(Exception):
     """The node waits for input from outside: save the checkpoint and free the worker.
 

@@ -19,9 +19,10 @@ from executions import services
 from executions.checkpoints import Checkpoint, NodeState
 from executions.events import LeaseLost
 from executions.models import Execution, ExecutionEvent
+from workers import shutdown
 from workers.event_writer import RunEvents
 from workers.leases import HeldLease
-from workers.outcomes import Cancelled, StepFailed, Suspend
+from workers.outcomes import Cancelled, HandBack, StepFailed, Suspend
 from workers.providers import Usage, get_provider
 from workers.server_tool import ServerTool, call_tool, tool_idempotency_key
 from workers.skill_finish import archive_workspace, collect_artifacts, skill_outputs
@@ -135,11 +136,14 @@ class ExecutionRun:
 
     def check_cancel(self) -> None:
         """Between steps and chunks: the claim and every event written since report cancel_requested;
-        a skill's `limits.max_seconds` (wallclock since it started) is checked at the same points."""
+        a skill's `limits.max_seconds` (wallclock since it started) is checked at the same points, and
+        so is the end of a shutting-down worker's grace (workers/shutdown.py; a cancel goes first)."""
         if self.events.lease_lost or self.lease.lost:
             raise LeaseLost(str(self.execution.id))
         if self.cancel_requested:
             raise Cancelled()
+        if shutdown.hand_back_due():
+            raise HandBack()
         if self.time_limit_at is not None and time.time() > self.time_limit_at:
             raise StepFailed("time_limit_exceeded", f"The skill ran longer than its {self.max_seconds} s limit.")
         if time.time() > self.soft_deadline:
@@ -200,6 +204,16 @@ class ExecutionRun:
             if suspension.after_suspend is not None:
                 suspension.after_suspend()
             return "suspended"
+        if services.do_cancel_running_execution(self.execution, self.attempt, **self.usage_fields()):
+            return "cancelled"
+        return "lease_lost"
+
+    def hand_back(self) -> str:
+        """The worker shuts down: the execution goes back to the queue from its last checkpoint
+        (services.do_hand_back_execution); a cancel requested meanwhile wins, as over a suspension.
+        Returns the outcome."""
+        if services.do_hand_back_execution(self.execution, self.attempt):
+            return "handed_back"
         if services.do_cancel_running_execution(self.execution, self.attempt, **self.usage_fields()):
             return "cancelled"
         return "lease_lost"
@@ -312,7 +326,7 @@ class ExecutionRun:
                             }
                         )
                     self.check_cancel()
-            except (Cancelled, StepFailed, LeaseLost):
+            except (Cancelled, HandBack, StepFailed, LeaseLost):
                 flush()
                 raise
             except Exception as exc:  # the provider failed: keep what was streamed, then fail with its reason

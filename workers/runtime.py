@@ -11,7 +11,9 @@ A retried attempt (the reaper re-queued it after its worker died) starts from th
 reads the events the lost attempt wrote after it, so nothing reaches the client twice: text
 already streamed is not sent again (the built-in model is deterministic; a provider that answers
 differently gets a `text` event with `"reset": true` carrying the whole text so far), and a
-server tool whose result is logged is not run again.
+server tool whose result is logged is not run again. So does the attempt after a hand-back: a worker
+that shuts down stops its runs at their next step or chunk and queues them again from their
+checkpoint (workers/shutdown.py).
 """
 
 import logging
@@ -24,9 +26,10 @@ from core.metrics import EXECUTION_ATTEMPTS, LEASE_LOSSES, QUEUE_WAIT, RUN_TIME
 from core.structured_logs import bind_context, reset_context
 from executions import services
 from executions.events import LeaseLost
+from workers import shutdown
 from workers.leases import hold_lease, release_lease
 from workers.nodes import run_node
-from workers.outcomes import Cancelled, StepFailed, Suspend
+from workers.outcomes import Cancelled, HandBack, StepFailed, Suspend
 from workers.run import ExecutionRun, release_connection
 
 logger = logging.getLogger(__name__)
@@ -83,6 +86,12 @@ def run_execution(execution_id) -> str:
 
     While it runs, its log lines carry execution_id, attempt and workspace_id (core/structured_logs);
     its end is one log line and a few counters (core/metrics), nothing that queries."""
+    if shutdown.stopping():
+        # Race: Celery stops consuming only at its loop's next turn after SIGTERM, so a message can
+        # still be delivered here. Not claimed: published again for another worker, then acked.
+        services.publish_task(execution_id)
+        logger.info("execution %s: worker shutting down, left to another worker", execution_id)
+        return "not_claimed"
     execution = services.do_claim_execution(execution_id, worker_id())
     if execution is None:
         return "not_claimed"
@@ -121,6 +130,9 @@ def _run_claimed(execution) -> str:
         return "completed"
     except Suspend as suspension:
         return _after_events(run, None, run.suspend, suspension)
+    except HandBack:
+        logger.warning("execution %s: worker shutting down, attempt %s handed back", execution_id, attempt)
+        return _after_events(run, None, run.hand_back)
     except Cancelled:
         return _after_events(
             run, "cancelled", services.do_cancel_running_execution, execution, attempt, **run.usage_fields()

@@ -4,7 +4,7 @@ import logging
 
 import redis
 from celery import shared_task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_shutting_down
 from django.conf import settings
 from prometheus_client import start_http_server
 
@@ -12,7 +12,7 @@ from core.metrics import REAPER_RECOVERIES, metrics_registry
 from executions import purge, services
 from schedules import services as schedules
 from webhooks import delivery
-from workers import runtime
+from workers import runtime, shutdown
 from workers.event_writer import start_writer
 from workers.leases import start_renewer
 
@@ -22,13 +22,22 @@ logger = logging.getLogger(__name__)
 @worker_init.connect(weak=False)
 def start_run_threads(**_):
     """In a Celery worker process (this module is imported by its loader before `worker_init`):
-    the threads shared by all its runs (event writer, lease renewer)."""
+    the threads shared by all its runs (event writer, lease renewer, shutdown watchdog)."""
     start_writer()
     start_renewer()
-    logger.info("event writer and lease renewer started")
+    shutdown.start_watchdog()
+    logger.info("event writer, lease renewer and shutdown watchdog started")
     if settings.WORKER_METRICS_PORT:
         start_http_server(settings.WORKER_METRICS_PORT, registry=metrics_registry())
         logger.info("metrics served on port %s", settings.WORKER_METRICS_PORT)
+
+
+@worker_shutting_down.connect(weak=False)
+def hand_back_on_shutdown(**_):
+    """SIGTERM (Celery's warm shutdown; sent from its signal handler, before its wait for the tasks
+    in flight): claim nothing more, and hand the runs in flight back at the end of their grace
+    (workers/shutdown.py)."""
+    shutdown.begin()
 
 
 @shared_task(name="workers.tasks.run_execution", ignore_result=True)

@@ -37,7 +37,7 @@ from django.conf import settings
 from agents.models import AgentVersion, SkillVersion
 from executions.events import LeaseLost
 from executions.models import Execution
-from workers.outcomes import Cancelled, StepFailed, Suspend
+from workers.outcomes import Cancelled, HandBack, StepFailed, Suspend
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,8 @@ def _status(exc: BaseException | None) -> tuple[str, str, str | None]:
         return "suspended", "DEFAULT", f"suspended: {exc.state}"
     if isinstance(exc, Cancelled):
         return "cancelled", "WARNING", "cancelled"
+    if isinstance(exc, HandBack):
+        return "handed_back", "DEFAULT", "the worker shut down; another attempt continues"
     if isinstance(exc, LeaseLost):
         return "lease_lost", "WARNING", "the lease was lost; another attempt continues"
     if isinstance(exc, StepFailed):

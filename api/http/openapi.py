@@ -324,7 +324,9 @@ EVENT_TYPES = [
     ),
     (
         "resumed",
-        "The awaited input arrived: queued again.",
+        "Queued again: the awaited input arrived (`from_state`: the waiting state), or its worker shut down "
+        "mid-run and handed it back (`from_state: running`; another worker goes on from its last checkpoint, "
+        "without sending again what was sent).",
         {"status": STATUS, "from_state": STATUS, "by": {**STRING, "description": "An operator: admin:<username>"}},
         ["status"],
     ),

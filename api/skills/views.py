@@ -211,7 +211,7 @@ class ExecutionByChatToolCallView(APIView):
     summary="Follow a skill execution (SSE)",
     description="The execution's events: start, state_changed, materials_staged, node_start, iteration, "
     "reasoning, text, tool_call, tool_result, sub_execution_started, sub_execution_finished, "
-    "node_complete, artifact, final or error. Resumable with `Last-Event-ID` (or `last_event_id`).",
+    "node_complete, artifact, resumed (queued again), final or error. Resumable with `Last-Event-ID` (or `last_event_id`).",
     responses={200: "sse", 204: STREAM_OVER, **{status: "error" for status in (400, 401, 404)}},
     parameters=[path_param("space_id"), path_param("execution_id"), LAST_EVENT_ID_HEADER],
 )

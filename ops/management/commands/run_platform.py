@@ -86,7 +86,8 @@ class Command(BaseCommand):
             supervisor.run(lambda: stopping)  # a child that dies is restarted (ops/supervisor.py)
         finally:
             self.stdout.write("Stopping api, worker and housekeeping...")
-            supervisor.stop()
+            # the worker hands its runs back within WORKER_SHUTDOWN_GRACE_SECONDS (workers/shutdown.py), then exits
+            supervisor.stop(timeout=settings.WORKER_SHUTDOWN_GRACE_SECONDS + 5)
             self.stdout.write("Stopped.")
 
     def _wait_healthy(self, base, supervisor, stopping) -> bool:
