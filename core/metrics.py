@@ -48,7 +48,7 @@ EXECUTIONS_FINISHED = Counter(
 )
 EXECUTION_ATTEMPTS = Counter(
     "skillrun_execution_attempts",
-    "Attempts run by a worker, by how they ended (completed, failed, cancelled, suspended, lease_lost, handed_back)",
+    "Attempts run by a worker, by how they ended (completed, failed, cancelled, suspended, lease_lost, handed_back, interrupted: a database error)",
     ["responder_type", "outcome"],
 )
 QUEUE_WAIT = Histogram(

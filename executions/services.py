@@ -401,7 +401,7 @@ def do_hand_back_execution(execution, attempt: int) -> bool:
     running = {"from_state": ExecutionState.RUNNING}
     if not _transition(execution, held, ExecutionState.QUEUED, "resumed", running, dispatched_at=timezone.now()):
         return False
-    dispatch_on_commit(execution.id)
+    dispatch_resume_on_commit(execution.id)
     return True
 
 

@@ -16,6 +16,7 @@ from agents.models import Agent, Skill
 from agents.selectors import skill_tool_name
 from agents.skill_inputs import inputs_errors
 from conversations.selectors import history_for_model, memory_facts
+from core.connections import release_connection
 from core.ids import is_uuid, uuid7
 from executions.checkpoints import ApprovalGate, EventWait, MediaJob, ModelTurns, SubExecutionWait
 from executions.media_requests import (
@@ -29,7 +30,7 @@ from files.selectors import download_url
 from files.services import store_generated_file
 from workers.outcomes import StepFailed, Suspend
 from workers.providers import ProviderError, get_media_provider
-from workers.run import ExecutionRun, release_connection
+from workers.run import ExecutionRun
 from workers.templates import render
 from workers.tools import server_tools
 

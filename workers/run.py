@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db import connection
 
 from accounts.models import ModelAlias
 from agents.credit_rules import actual_cost
 from agents.models import AgentVersion, SkillVersion
+from core.connections import release_connection
 from core.metrics import PROVIDER_CALLS, PROVIDER_ERRORS, PROVIDER_LATENCY, PROVIDER_TOKENS, TIME_TO_FIRST_EVENT
 from executions import services
 from executions.checkpoints import Checkpoint, NodeState
@@ -32,14 +32,6 @@ from workers.tracing import execution_trace
 logger = logging.getLogger(__name__)
 
 MICRODOLLAR = Decimal("0.000001")
-
-
-def release_connection() -> None:
-    """Before a run waits (a model, a tool, a timer): its database connection goes back to the pool,
-    so hundreds of waiting runs need no more connections than the few that are writing. Without a
-    pool (a run in a test process, inside the test's transaction) the connection stays."""
-    if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:
-        connection.close()
 
 
 def _count_tokens(labels: tuple, usage: Usage) -> None:

@@ -22,15 +22,19 @@ import socket
 import time
 from dataclasses import replace
 
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from core.connections import release_connection
 from core.metrics import EXECUTION_ATTEMPTS, LEASE_LOSSES, QUEUE_WAIT, RUN_TIME
 from core.structured_logs import bind_context, reset_context
-from executions import services
+from executions import fairness, services
 from executions.events import LeaseLost
 from workers import shutdown
 from workers.leases import hold_lease, release_lease
 from workers.nodes import run_node
 from workers.outcomes import Cancelled, HandBack, StepFailed, Suspend
-from workers.run import ExecutionRun, release_connection
+from workers.run import ExecutionRun
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +92,9 @@ def run_execution(execution_id) -> str:
     its end is one log line and a few counters (core/metrics), nothing that queries."""
     if shutdown.stopping():
         # Race: Celery stops consuming only at its loop's next turn after SIGTERM, so a message can
-        # still be delivered here. Not claimed: published again for another worker, then acked.
-        services.publish_task(execution_id)
+        # still be delivered here. Not claimed: published again for another worker, then acked (on the
+        # resumes queue: whether a first run or a resume, someone may be waiting for it already).
+        services.publish_task(execution_id, queue=settings.RESUMES_QUEUE, priority=fairness.RESUME)
         logger.info("execution %s: worker shutting down, left to another worker", execution_id)
         return "not_claimed"
     execution = services.do_claim_execution(execution_id, worker_id())
@@ -151,6 +156,14 @@ def _run_claimed(execution) -> str:
     except LeaseLost:
         logger.warning("execution %s: lease of attempt %s lost, stopping", execution_id, attempt)
         return "lease_lost"
+    except (OperationalError, InterfaceError):
+        # The database failed under the run, not the run itself: a PostgreSQL restart behind PgBouncer
+        # ends a live connection's statement with an error (the pooler keeps the client connection), and
+        # a deadlock or a lost connection may strike any run. The attempt stops as after a lost lease:
+        # its lease is no longer renewed and the reaper queues it again from its checkpoint (counted in
+        # EXECUTION_MAX_ATTEMPTS, so an error that repeats still ends the execution).
+        logger.warning("execution %s: attempt %s interrupted by a database error", execution_id, attempt, exc_info=True)
+        return "interrupted"
     except Exception as exc:
         logger.exception("execution %s failed", execution_id)
         usage = {}
