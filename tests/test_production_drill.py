@@ -28,6 +28,10 @@ from tests.production.audit import TERMINAL_STATES, Audit
 from tests.production.topology import CELERY_HOSTS, METRICS_TOKEN, Topology
 from tests.production.workload import Outside, Workload
 
+# A hand-back is done before the grace ends, and another worker claims it at once: allowances for a
+# busy 2-core machine (measured: about 0.1 s from the hand-back to the next attempt)
+HAND_BACK_MARGIN = 5.0
+
 pytestmark = [pytest.mark.drill, pytest.mark.production, pytest.mark.live, pytest.mark.timeout(900)]
 
 
@@ -213,10 +217,17 @@ class Faults:
         self.record(f"SIGTERM of {host}", gaps)
         self.figures[f"SIGTERM of {host}"] += f"; the worker exited {stopped:.1f} s after SIGTERM"
         environment = self.topology.rendered["services"]["worker"]["environment"]
-        if "WORKER_SHUTDOWN_GRACE_SECONDS" in environment:  # the hand-back (on main once it lands)
-            grace = float(environment["WORKER_SHUTDOWN_GRACE_SECONDS"])
-            late = {i: gap for i, gap in gaps.items() if gap is not None and gap >= self.lease}
-            assert not late, f"re-queued later than the lease ({self.lease} s), grace {grace} s: {late}"
+        # The hand-back: what the worker could not finish in WORKER_SHUTDOWN_GRACE_SECONDS is queued
+        # again before the grace ends, and another worker's next attempt follows at once (not after a
+        # lease: measured from the hand-back's `resumed` event to the next attempt's first event).
+        grace = float(environment["WORKER_SHUTDOWN_GRACE_SECONDS"])
+        late = {i: gap for i, gap in gaps.items() if gap is not None and gap > grace + HAND_BACK_MARGIN}
+        assert not late, f"next attempt later than the grace ({grace} s) + {HAND_BACK_MARGIN} s: {late}"
+        resumed = self.audit.hand_back_gaps([i for i, gap in gaps.items() if gap is not None])
+        self.figures[f"SIGTERM of {host}"] += (
+            f"; hand-back -> next attempt {', '.join(f'{gap:.2f}' for gap in sorted(resumed.values()))} s"
+        )
+        assert all(gap < HAND_BACK_MARGIN for gap in resumed.values()), resumed
         for thread in slow:
             thread.join(120)
 
@@ -256,6 +267,9 @@ def test_a_mixed_workload_from_outside_through_every_fault(drill):
     audit.ledger_is_exact(executions)
     failed = Counter((row["error"] or {}).get("code") for row in executions.values() if row["state"] != "completed")
     print(f"  executions: {len(executions)}, attempts {dict(audit.attempts())}, not completed {dict(failed)}")
+    # no run fails for a fault of the platform's: only an execution whose workers died on it
+    # EXECUTION_MAX_ATTEMPTS times may end failed, with lease_expired
+    assert set(failed) <= {"lease_expired"}, dict(failed)
     print(f"  stream cuts {cuts}, reconnection attempts {sum(s.reconnections for s in results.streams)}")
     # what the clients saw: every stream to its terminal event, each seq once and in order, across resumes
     logs = audit.events()

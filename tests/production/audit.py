@@ -156,5 +156,21 @@ class Audit:
         assert not missing, f"no next attempt within {timeout} s for {sorted(missing)}"
         return gaps
 
+    def hand_back_gaps(self, execution_ids: list[str]) -> dict[str, float]:
+        """For each execution its worker handed back (a `resumed` event from `running`): seconds from
+        that event to the next event, the first of the next attempt."""
+        gaps = {}
+        for execution_id in execution_ids:
+            rows = self.query(
+                "SELECT h.created_at, (SELECT min(n.created_at) FROM executions_executionevent n"
+                "  WHERE n.execution_id = h.execution_id AND n.seq > h.seq)"
+                " FROM executions_executionevent h WHERE h.execution_id = %s AND h.type = 'resumed'"
+                " AND h.data->>'from_state' = 'running' ORDER BY h.seq DESC LIMIT 1",
+                [execution_id],
+            )
+            if rows and rows[0][1] is not None:
+                gaps[execution_id] = (rows[0][1] - rows[0][0]).total_seconds()
+        return gaps
+
     def attempts(self) -> Counter:
         return Counter(row["attempt"] for row in self.executions().values())
