@@ -5,6 +5,7 @@ is a result with outcome "error" that the model sees, not an exception of the ru
 """
 
 import ast
+import math
 import operator
 import uuid
 from datetime import UTC, datetime
@@ -63,10 +64,19 @@ def _evaluate(node):
     },
 )
 def calculator(arguments: dict):
+    """Every failure is a tool error: `9...9 * 1.0` overflows a float, deep nesting the parser, and
+    `1e308 * 10` gives an infinity, which JSON cannot carry (core/json.py)."""
     try:
-        return {"value": _evaluate(ast.parse(arguments["expression"], mode="eval"))}
-    except (SyntaxError, ZeroDivisionError) as exc:
+        value = _evaluate(ast.parse(arguments["expression"], mode="eval"))
+    except (SyntaxError, ZeroDivisionError, ValueError) as exc:
         raise ToolError(str(exc)) from exc
+    except OverflowError:
+        raise ToolError("The result is too large for a number.") from None
+    except (RecursionError, MemoryError):
+        raise ToolError("The expression is nested too deeply.") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ToolError("The result is not a finite number.")
+    return {"value": value}
 
 
 @python_tool(
