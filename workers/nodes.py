@@ -32,7 +32,7 @@ from workers.providers import ProviderError, get_media_provider
 from workers.run import ExecutionRun, release_connection
 from workers.server_tool import ServerTool, ToolError
 from workers.templates import render
-from workers.tools import server_tools
+from workers.tools import memory_user, server_tools
 
 MAX_SUB_EXECUTION_DEPTH = 5
 
@@ -102,8 +102,9 @@ def _context_messages(run: ExecutionRun, node: dict) -> list[dict]:
     inputs, messages = run.execution.inputs, []
     if node.get("instructions"):
         messages.append({"role": "system", "content": node["instructions"]})
-    if inputs.get("external_user_id"):
-        facts = memory_facts(run.execution.workspace_id, inputs["external_user_id"])
+    user = memory_user(run.execution)
+    if user:
+        facts = memory_facts(run.execution.workspace_id, user)
         if facts:
             listed = "\n".join(f"- {fact.content} (fact {fact.id})" for fact in facts)
             messages.append({"role": "system", "content": f"What you remember about this user:\n{listed}"})

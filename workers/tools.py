@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
+from accounts.selectors import may_act_for_user
 from agents.models import HttpTool
 from conversations.services import forget, remember
 from workers.server_tool import ServerTool, ToolError, local_tool, secret_values
@@ -115,9 +116,18 @@ def _http_tool(tool: HttpTool) -> ServerTool:
     return ServerTool(tool.name, tool.description, tool.parameters or {"type": "object"}, call, secrets)
 
 
-def _memory_tool(execution) -> ServerTool:
+def memory_user(execution) -> str | None:
+    """The user whose memory this execution reads and writes: its `external_user_id`, if its caller
+    may act for that user (an end user only for itself: the API refuses another one, and this
+    keeps a run from before that rule, or a copy of one, out of another user's memory)."""
+    user = (execution.inputs or {}).get("external_user_id")
+    if not user or not may_act_for_user(execution.principal, user):
+        return None
+    return user
+
+
+def _memory_tool(execution, user: str) -> ServerTool:
     """`memory`: what the agent learns about the user (`external_user_id`) lasts across executions."""
-    user = execution.inputs["external_user_id"]
 
     def call(arguments: dict):
         if arguments["action"] == "remember":
@@ -155,8 +165,8 @@ def server_tools(execution, names, skill_workspace=None) -> dict[str, ServerTool
     tools = {name: PYTHON_TOOLS[name] for name in names if name in PYTHON_TOOLS}
     for tool in HttpTool.objects.filter(workspace_id=execution.workspace_id, name__in=names):
         tools[tool.name] = _http_tool(tool)
-    if "memory" in names and execution.inputs.get("external_user_id"):
-        tools["memory"] = _memory_tool(execution)
+    if "memory" in names and (user := memory_user(execution)):
+        tools["memory"] = _memory_tool(execution, user)
     if skill_workspace is not None:
         tools.update({name: tool for name, tool in workspace_tools(skill_workspace).items() if name in names})
     return tools
