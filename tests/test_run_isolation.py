@@ -99,6 +99,7 @@ def test_a_batch_the_database_refuses_fails_only_the_run_it_came_from(
         workspace=tenant.workspace,
         name="lookup",
         url=f"http://127.0.0.1:{nul_server.server_port}/",
+        allow_private_network=True,
     )
     calls = [{"name": "lookup", "arguments": {"n": i}} for i in range(20)]
     poisoned_agent = workflow_agent(

@@ -16,6 +16,7 @@ import httpx
 from accounts.selectors import may_act_for_user
 from agents.models import HttpTool
 from conversations.services import forget, remember
+from webhooks.transport import BlockedAddress, GuardedHTTPTransport
 from workers.server_tool import ServerTool, ToolError, local_tool, secret_values
 from workers.skill_workspace import workspace_tools
 
@@ -92,16 +93,26 @@ def current_time(arguments: dict):
 def _http_tool(tool: HttpTool) -> ServerTool:
     """The configured headers and the URL's query values are the tool's secrets: call_tool redacts
     them from what the receiver answers (a server may echo the request), and a failed request is
-    reported by its kind only (an exception's text may hold the URL or a header)."""
+    reported by its kind only (an exception's text may hold the URL or a header). The request goes
+    through the webhooks' SSRF guard (webhooks/transport.py): to the public address that was checked,
+    unless the tool's `allow_private_network` lets it reach an internal host; never through a proxy
+    of the environment, never following a redirect."""
 
     def call(arguments: dict, idempotency_key: str):
         try:
             headers = httpx.Headers(tool.headers)
             headers["Idempotency-Key"] = idempotency_key  # ours, even if the configuration names one
-            if tool.method == "GET":
-                response = httpx.get(tool.url, params=arguments, headers=headers, timeout=tool.timeout_seconds)
-            else:
-                response = httpx.post(tool.url, json=arguments, headers=headers, timeout=tool.timeout_seconds)
+            transport = GuardedHTTPTransport(allow_private=tool.allow_private_network, timeout=tool.timeout_seconds)
+            with httpx.Client(transport=transport, trust_env=False, timeout=tool.timeout_seconds) as client:
+                if tool.method == "GET":
+                    response = client.get(tool.url, params=arguments, headers=headers)
+                else:
+                    response = client.post(tool.url, json=arguments, headers=headers)
+        except BlockedAddress:
+            raise ToolError(
+                f"{tool.name}: blocked_address (its host is not a public address; an operator may allow "
+                "private networks for this tool)"
+            ) from None
         except (httpx.HTTPError, httpx.InvalidURL, TypeError, ValueError) as exc:
             raise ToolError(f"{tool.name}: {type(exc).__name__}") from None
         if response.status_code >= 400:
