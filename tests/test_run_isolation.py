@@ -193,3 +193,13 @@ def test_an_execution_column_refuses_nan_before_the_database_sees_it(tenant):
     for column in ("outputs", "error", "checkpoint", "resume_input"):
         with pytest.raises(finite_json.NonFiniteNumber):
             Execution.objects.filter(id=execution.id).update(**{column: {"value": float("nan")}})
+
+
+def test_an_event_of_a_transition_refuses_nan_before_the_database_sees_it(tenant):
+    """The API's and the transitions' events (executions/events.py:append_event) use the same encoder."""
+    from executions.events import append_event
+
+    execution = ExecutionFactory(agent=AgentFactory(workspace=tenant.workspace))
+    with pytest.raises(finite_json.NonFiniteNumber):
+        append_event(execution, "final", {"output": {"value": float("inf")}})
+    assert not ExecutionEvent.objects.filter(execution_id=execution.id).exists()
