@@ -57,8 +57,8 @@ class AgentAdmin(admin.ModelAdmin):
 class HttpToolAdmin(admin.ModelAdmin):
     """Server tools called over HTTP; an agent's nodes name them in `tools` or `tool`."""
 
-    list_display = ("name", "workspace", "method", "url")
-    list_filter = ("workspace",)
+    list_display = ("name", "workspace", "method", "url", "allow_private_network")
+    list_filter = ("workspace", "allow_private_network")
     search_fields = ("name", "url")
 
 

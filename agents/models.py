@@ -95,6 +95,11 @@ class HttpTool(models.Model):
     method = models.CharField(max_length=8, choices=[("POST", "POST"), ("GET", "GET")], default="POST")
     headers = models.JSONField(default=dict, blank=True, help_text="Sent with every call (e.g. an API key)")
     timeout_seconds = models.PositiveIntegerField(default=30)
+    allow_private_network = models.BooleanField(
+        default=False,
+        help_text="Let this tool reach a host on a private, loopback or link-local address (an internal "
+        "service). Off: such a URL is refused (blocked_address), as for webhooks.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

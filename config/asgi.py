@@ -24,7 +24,8 @@ disconnected here, in the ASGI process only. request_finished keeps its receiver
 response.close(), which runs in a sync call anyway).
 
 In front of the handler, api/http/request_limits.RequestLimits refuses a body over its route's
-limit, or of a type the route does not parse, before Django reads it.
+limit, or of a type the route does not parse, before Django reads it; a chunked body within it is
+then given its length (`create_request`).
 """
 
 import os
@@ -75,6 +76,17 @@ class PooledThreadsASGIHandler(ASGIHandler):
         # The outermost ThreadSensitiveContext decides; Django's own, inside, then changes nothing.
         async with ThreadSensitiveContext(executor=RequestExecutor(self.sync_threads)):
             await super().__call__(scope, receive, send)
+
+    def create_request(self, scope, body_file):
+        """A chunked body (no Content-Length) has been read whole into `body_file` (RequestLimits cut
+        it at its route's limit): give the request its length, since Django reads a body, and parses
+        a multipart one, only as far as CONTENT_LENGTH says (without it a chunked upload had no file)."""
+        if not any(name == b"content-length" for name, _ in scope["headers"]):
+            size = body_file.seek(0, os.SEEK_END)
+            body_file.seek(0)
+            if size:
+                scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(size).encode())]}
+        return super().create_request(scope, body_file)
 
 
 request_started.disconnect(close_old_connections)

@@ -303,6 +303,11 @@ TOOL_RESULT_MAX_BYTES = env_int("TOOL_RESULT_MAX_BYTES", 1024 * 1024)
 # Request bodies, refused with 413 before they are read (api/http/request_limits.py, the first layer
 # of the ASGI application): every JSON route's, unless it declares one of the two below.
 REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 1024 * 1024)
+# Slow clients (slowloris): a request's headers must arrive within this many seconds of its
+# connection or first byte (ops/http_protocol.py, uvicorn has no such limit), its body within this
+# many of its headers (api/http/request_limits.py: room for a 50 MiB upload at ~4 Mbit/s); else 408.
+REQUEST_HEADER_TIMEOUT_SECONDS = env_float("REQUEST_HEADER_TIMEOUT_SECONDS", 10)
+REQUEST_BODY_TIMEOUT_SECONDS = env_float("REQUEST_BODY_TIMEOUT_SECONDS", 120)
 # The batch route: BATCH_MAX_ITEMS items of up to 320 KiB each (a message of 65,536 characters at 4
 # UTF-8 bytes each, 16 KiB of variables, the rest of an item): 32 MiB for 100 items.
 BATCH_BODY_MAX_BYTES = BATCH_MAX_ITEMS * 320 * 1024

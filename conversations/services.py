@@ -1,11 +1,10 @@
 """Writes of conversations and memory."""
 
-import json
-
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations.models import Conversation, ConversationState, MemoryFact, Message, MessageFeedback, MessageRole
+from core import json as finite_json
 from core.errors import ApiError
 
 
@@ -83,7 +82,7 @@ def record_exchange(
                 execution_id=execution_id,
                 tool_call_id=data.get("tool_call_id", ""),
                 tool_name=data.get("name", ""),
-                content=json.dumps({"outcome": data.get("outcome"), "result": data.get("result")}),
+                content=finite_json.dumps({"outcome": data.get("outcome"), "result": data.get("result")}),
             )
         )
     rows.append(

@@ -9,6 +9,7 @@ are published after commit.
 from django.db import transaction
 
 from accounts.credits import account_for, do_hold_credits
+from accounts.selectors import check_external_user
 from agents.credit_rules import quote
 from conversations.selectors import conversation_for_execution
 from core.ids import uuid7
@@ -75,6 +76,8 @@ def start_agent_execution(
     """One execution of the agent's live version with validated `inputs` (api/agents/schemas.py).
     `fingerprint` identifies the request an Idempotency-Key was sent with (request_fingerprint)."""
 
+    check_external_user(caller.principal, inputs.get("external_user_id"))
+
     def create():
         _check_conversation(caller, agent, inputs)
         return _create(caller, agent, inputs, source, idempotency_key=idempotency_key or "")
@@ -88,6 +91,9 @@ def start_agent_batch(
     """The batch of validated `(key, inputs)` items is a parent execution waiting for its items; each
     item is a child execution that any worker of the fleet may run. The parent's events:
     batch_started, batch_progress per finished item, batch_completed."""
+
+    for index, (_, inputs) in enumerate(items):  # before anything is written
+        check_external_user(caller.principal, inputs.get("external_user_id"), f"items[{index}].external_user_id")
 
     def create():
         batch = services.create_batch(

@@ -20,6 +20,7 @@ import redis
 from django.conf import settings
 from django.db import connection, transaction
 
+from core import json as finite_json
 from core.metrics import EVENTS_WRITTEN
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def append_event(execution, type_: str, payload: dict | None = None, attempt: in
     with connection.cursor() as cursor:
         cursor.execute(
             _APPEND_SQL.format(fence=fence),
-            {"execution_id": execution.id, "type": type_, "payload": json.dumps(body), "attempt": attempt},
+            {"execution_id": execution.id, "type": type_, "payload": finite_json.dumps(body), "attempt": attempt},
         )
         row = cursor.fetchone()
     if row is None:

@@ -7,6 +7,7 @@ from django.db import models
 from accounts.models import Principal, Tenant, Workspace
 from agents.models import AgentVersion, SkillVersion
 from core.ids import uuid7
+from core.json import FiniteJSONEncoder
 
 
 class ExecutionState(models.TextChoices):
@@ -65,8 +66,8 @@ class Execution(models.Model):
     )
 
     inputs = models.JSONField(default=dict, blank=True)
-    outputs = models.JSONField(null=True, blank=True)
-    error = models.JSONField(null=True, blank=True)
+    outputs = models.JSONField(null=True, blank=True, encoder=FiniteJSONEncoder)
+    error = models.JSONField(null=True, blank=True, encoder=FiniteJSONEncoder)
     failure_reason = models.CharField(max_length=64, blank=True, default="")
 
     input_tokens = models.BigIntegerField(default=0)
@@ -98,8 +99,8 @@ class Execution(models.Model):
     recoveries = models.PositiveIntegerField(default=0, help_text="Times the reaper re-queued it after a lost lease")
     lease_owner = models.CharField(max_length=200, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    checkpoint = models.JSONField(default=dict, blank=True)
-    resume_input = models.JSONField(null=True, blank=True)
+    checkpoint = models.JSONField(default=dict, blank=True, encoder=FiniteJSONEncoder)
+    resume_input = models.JSONField(null=True, blank=True, encoder=FiniteJSONEncoder)
     # A suspended node with a timeout (human gate, external event): the reaper resumes it with the
     # checkpoint's `timeout_input` once this passes.
     resume_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -194,7 +195,7 @@ class ExecutionEvent(models.Model):
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=64)
-    data = models.JSONField(default=dict)
+    data = models.JSONField(default=dict, encoder=FiniteJSONEncoder)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -215,7 +216,7 @@ class ExecutionCheckpoint(models.Model):
     # no separate index: the (execution, seq) index serves every lookup
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="checkpoints", db_index=False)
     seq = models.PositiveIntegerField()
-    data = models.JSONField(default=dict)
+    data = models.JSONField(default=dict, encoder=FiniteJSONEncoder)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -26,7 +26,9 @@ anyone read any channel) and relay ourselves:
 - the stream ends after the `final`, `error` or `batch_completed` event, and at a suspension
   (`suspended`) that is the latest event; a request resumed at or past the end of an ended
   execution is answered 204 instead of an empty stream (`stream_is_over`), since a browser's
-  EventSource reconnects after every stream that ends and stops only on a 204.
+  EventSource reconnects after every stream that ends and stops only on a 204; so is any request
+  for a purged execution (its log is erased), and a stream open when its execution is purged ends
+  at its next heartbeat.
 """
 
 import asyncio
@@ -156,10 +158,13 @@ async def read_log(execution_id: uuid.UUID, after_seq: int) -> list[tuple[int, s
 
 
 async def log_has_ended(execution_id: uuid.UUID, up_to_seq: int) -> bool:
+    """An end-of-stream event at or before `up_to_seq`, or a purged execution: its log was erased,
+    so the event a stream would wait for will never come."""
     rows = await _query(
         "SELECT EXISTS (SELECT 1 FROM executions_executionevent"
-        " WHERE execution_id = %s AND seq <= %s AND type = ANY(%s))",
-        (execution_id, up_to_seq, list(END_OF_STREAM_TYPES)),
+        " WHERE execution_id = %s AND seq <= %s AND type = ANY(%s))"
+        " OR EXISTS (SELECT 1 FROM executions_execution WHERE id = %s AND is_purged)",
+        (execution_id, up_to_seq, list(END_OF_STREAM_TYPES), execution_id),
     )
     return rows[0][0]
 
@@ -386,7 +391,10 @@ def _listener() -> _Listener:
 def stream_is_over(execution: Execution, after_seq: int) -> bool:
     """Whether a stream resumed after `after_seq` would end at once, from the row just read (no
     query): an ended execution's log is complete, since its final transition wrote the last event
-    (final, error, batch_completed) in the same transaction, and `last_event_seq` counts them all."""
+    (final, error, batch_completed) in the same transaction, and `last_event_seq` counts them all.
+    A purged execution's log is erased: there is nothing to stream, from any seq."""
+    if execution.is_purged:
+        return True
     return after_seq > 0 and execution.state in TERMINAL_STATES and after_seq >= execution.last_event_seq
 
 

@@ -27,6 +27,10 @@ from django.conf import settings
 # The API's sync calls never wait for a connection (as many threads as connections, config/asgi.py):
 # a pool wait that lasts is PostgreSQL being down, answered 503 after 3 s.
 API_ENV = {"DB_POOL_MAX_SIZE": "10", "DB_POOL_TIMEOUT_SECONDS": "3", "DB_APPLICATION_NAME": "skillrun-api"}
+# httptools with a deadline on a request's headers (ops/http_protocol.py says why), and an idle
+# kept-alive connection closed after this many seconds (docker-compose.yml's api says the same).
+HTTP_PROTOCOL = "ops.http_protocol:DeadlineHttpToolsProtocol"
+KEEP_ALIVE_SECONDS = 5
 
 
 def api(host: str, port: int, *extra: str) -> tuple[list[str], dict]:
@@ -42,7 +46,9 @@ def api(host: str, port: int, *extra: str) -> tuple[list[str], dict]:
         "--loop",
         "uvloop",
         "--http",
-        "httptools",
+        HTTP_PROTOCOL,
+        "--timeout-keep-alive",
+        str(KEEP_ALIVE_SECONDS),
         "--no-access-log",
         "--timeout-graceful-shutdown",
         "5",

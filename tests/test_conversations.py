@@ -199,9 +199,10 @@ def test_feedback_is_one_per_principal_and_changeable(client, tenant, other_tena
 def test_memory_is_injected_updated_by_the_tool_and_forgotten(api, client, tenant, chat_agent):
     MemoryFact.objects.create(workspace=tenant.workspace, external_user_id="uid_1", content="prefers French")
     echo = chat_agent()
-    received = json.loads(data_of(execute(api, echo, tenant, "hi", external_user_id="uid_1"))["output"]["text"])
+    wak = auth(tenant, "workspace")  # acts for any user of the workspace (an end user: tests/test_user_lanes.py)
+    received = json.loads(data_of(execute(api, echo, headers=wak, external_user_id="uid_1"))["output"]["text"])
     assert received[0]["role"] == "system" and "prefers French" in received[0]["content"]
-    assert len(json.loads(data_of(execute(api, echo, tenant, "hi", external_user_id="uid_2"))["output"]["text"])) == 1
+    assert len(json.loads(data_of(execute(api, echo, headers=wak, external_user_id="uid_2"))["output"]["text"])) == 1
 
     rememberer = chat_agent(
         {
@@ -213,8 +214,7 @@ def test_memory_is_injected_updated_by_the_tool_and_forgotten(api, client, tenan
         },
         tools=["memory"],
     )
-    data_of(execute(api, rememberer, tenant, "I have a dog", external_user_id="uid_1"))
-    wak = auth(tenant, "workspace")
+    data_of(execute(api, rememberer, message="I have a dog", headers=wak, external_user_id="uid_1"))
     facts = api.get("/users/uid_1/memory", headers=wak).json()["data"]
     assert [f["content"] for f in facts] == ["prefers French", "has a dog"]
     assert api.get("/users/uid_1/memory", headers=auth(tenant)).status_code == 403

@@ -4,6 +4,7 @@ from the execution and the tool call, the same on every attempt."""
 
 import hashlib
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -57,6 +58,7 @@ def _tool(tenant, server, path: str, method: str = "POST") -> HttpTool:
         url=f"http://127.0.0.1:{server.server_port}{path}?api_key={QUERY_SECRET}",
         method=method,
         headers={"Authorization": f"Bearer {TOKEN}", "X-Api-Key": "abcd", "X-Short": "abc"},
+        allow_private_network=True,  # the receiver is on this machine's loopback
     )
 
 
@@ -138,3 +140,66 @@ def test_headers_must_be_an_object_of_strings(tenant):
     assert "headers" in caught.value.message_dict
     tool.headers = {"X-N": "1"}
     tool.full_clean()
+
+
+# --- the SSRF guard: the webhooks' rules, an explicit allow per tool, no proxy from the environment --------
+
+
+def _lookup_agent(workflow_agent):
+    script = [{"tool_calls": [{"name": "lookup", "arguments": {"q": "x"}}]}, {"text": "{{last_tool_result}}"}]
+    return workflow_agent(
+        {"id": "answer", "type": "ai", "tools": ["lookup"], "model": {"provider": "builtin", "script": script}}
+    )
+
+
+def _model_saw(api, tenant, agent) -> dict:
+    """The tool result the model got (its next turn answers with it)."""
+    events = stream_agent(api, agent, tenant)
+    final = next(e.data for e in events if e.data["type"] == "final")
+    return json.loads(final["output"]["text"])
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "localhost", "[::1]", "10.0.0.1", "169.254.169.254", "[::ffff:127.0.0.1]", "tools.internal.test"],
+)
+def test_a_private_target_is_refused_as_a_tool_error_the_model_sees(
+    api, tenant, workflow_agent, echo_server, monkeypatch, host
+):
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(name, port, *args, **kwargs):  # a name of ours that resolves to loopback
+        return real_getaddrinfo("127.0.0.1" if name == "tools.internal.test" else name, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    HttpTool.objects.create(workspace=tenant.workspace, name="lookup", url=f"http://{host}:{echo_server.server_port}/x")
+    seen = _model_saw(api, tenant, _lookup_agent(workflow_agent))
+    assert seen["outcome"] == "error"
+    assert seen["result"]["message"].startswith("lookup: blocked_address")
+    assert echo_server.received == []  # nothing was sent
+
+
+def test_the_allow_lets_a_tool_reach_an_internal_host(api, tenant, workflow_agent, echo_server):
+    _tool(tenant, echo_server, "/echo")
+    seen = _model_saw(api, tenant, _lookup_agent(workflow_agent))
+    assert seen["outcome"] == "success" and seen["result"]["path"].startswith("/echo")
+    assert len(echo_server.received) == 1
+
+
+def test_proxies_from_the_environment_are_not_used(api, tenant, workflow_agent, echo_server, monkeypatch):
+    """A proxy set in the worker's environment would see every request (and its secrets)."""
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    proxy.received = []
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.server_port}")
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        _tool(tenant, echo_server, "/echo")
+        seen = _model_saw(api, tenant, _lookup_agent(workflow_agent))
+        assert seen["outcome"] == "success"
+        assert len(echo_server.received) == 1 and proxy.received == []
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

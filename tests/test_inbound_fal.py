@@ -284,6 +284,20 @@ def test_tampered_old_unknown_and_unsigned_webhooks_are_refused(api, tenant, fal
     assert 1 <= len(jwks_fetches) <= 2
 
 
+@pytest.mark.parametrize(
+    "timestamp", ["9" * 309, "9" * 400, "-" + "9" * 309, "9" * 19, "1e400", "+1700000000", "1_700_000_000"]
+)
+def test_a_timestamp_that_is_not_plain_unix_seconds_is_a_401(api, fal, timestamp):
+    """Checked before any key is fetched: no key needed to be refused, and never a 500 (a number of
+    309 digits overflowed the comparison with the clock)."""
+    body = fal.webhook("req-overflow")
+    headers = signed_headers(fal.key, "req-overflow", body) | {"X-Fal-Webhook-Timestamp": timestamp}
+    response = send_webhook(api, body, headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert not [call for call in fal.calls if call[1] == "/.well-known/jwks.json"]
+
+
 def test_a_rotated_key_is_fetched_again(api, tenant, fal, fal_agent, monkeypatch):
     start(api, fal_agent(), tenant)
     request_id = fal.submits[0]["id"]

@@ -259,6 +259,15 @@ def test_openai_invalid_tool_arguments_are_kept_raw(server):
     assert chunks[-1].kind == "usage" and chunks[-1].usage.input_tokens == 0  # a server that sent no usage
 
 
+@pytest.mark.parametrize("raw", ['{"city": NaN}', '{"city": -Infinity}', '{"temperature": 1e999}'])
+def test_openai_tool_arguments_json_cannot_carry_are_kept_raw(server, raw):
+    """NaN and infinities: Python's json reads them, PostgreSQL's jsonb refuses them (core/json.py)."""
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": raw}}
+    server.replies.append(Reply(frames=[oa_chunk({"tool_calls": [call]}), oa_chunk(finish="tool_calls"), OA_DONE]))
+    chunks = collect(openai_model(server).stream(MESSAGES, TOOLS))
+    assert chunks[0].tool_call["arguments"] == {"_raw": raw}
+
+
 def test_openai_reasoning_content(server):
     frames = [
         oa_chunk({"role": "assistant", "content": "", "reasoning_content": "Think"}),

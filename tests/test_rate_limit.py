@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from accounts import rate_limits
 from accounts.models import ApiKey
+from executions.models import Execution
 from tests.conftest import _free_port, _stop, start_api_server
 from tests.factories import ApiKeyFactory
 from tests.helpers import auth
@@ -45,6 +46,36 @@ def test_n_requests_pass_the_next_is_429_with_retry_after(api, tenant):
     assert limited_count(tenant.workspace) == before + 1
     # per key: the workspace key of the same workspace has its own budget
     assert statuses(api, auth(tenant, "workspace"), 2) == [200, 200]
+
+
+def _batch(api, agent, headers, count: int):
+    items = [{"key": f"item-{i}", "message": "hi"} for i in range(count)]
+    return api.post(f"/agents/{agent.id}/execute/batch", json={"items": items}, headers=headers)
+
+
+def test_a_batch_counts_its_items_and_one_larger_than_what_is_left_starts_nothing(api, tenant, agent):
+    set_key_limit(tenant, 10)
+    before = limited_count(tenant.workspace)
+    assert statuses(api, auth(tenant), 2) == [200, 200]  # 8 left
+    refused = _batch(api, agent, auth(tenant), 9)  # its own request counted: 7 left for 8 more items
+    assert refused.status_code == 429
+    assert (
+        refused.json()["error"]["code"] == "rate_limited" and "batch of 9 items" in refused.json()["error"]["message"]
+    )
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert not Execution.objects.exists()
+    assert limited_count(tenant.workspace) == before + 1
+    # at the boundary: the refused batch used one request; a batch of exactly what is left passes
+    assert _batch(api, agent, auth(tenant), 7).status_code == 200
+    assert Execution.objects.filter(batch_key__isnull=False).exclude(batch_key="").count() == 7
+    assert api.get(LIST, headers=auth(tenant)).status_code == 429  # the window is used up
+
+
+def test_a_batch_larger_than_the_whole_limit_is_refused(api, tenant, agent):
+    set_key_limit(tenant, 5)
+    assert _batch(api, agent, auth(tenant), 6).status_code == 429
+    assert not Execution.objects.exists()
+    assert _batch(api, agent, auth(tenant), 3).status_code == 200  # 4 left after the refused one's request
 
 
 def test_after_the_window_the_key_is_allowed_again(api, tenant, settings):

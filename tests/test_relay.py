@@ -11,6 +11,7 @@ from django.db import connection
 from executions import events as event_log
 from executions.events import append_event
 from executions.models import ExecutionState
+from executions.purge import purge_execution
 from executions.streaming import close_loop_resources, follow_events
 from tests.factories import ExecutionFactory
 from tests.helpers import auth
@@ -94,3 +95,61 @@ def test_idle_stream_gets_heartbeats_then_ends_when_cancelled(live, tenant, susp
     assert lines[-2].startswith("data: ") and '"code": "cancelled"' in lines[-2]
     suspended_execution.refresh_from_db()
     assert suspended_execution.state == ExecutionState.CANCELLED
+
+
+# --- a purged execution: its log is erased, so its streams end ------------------------------------------
+
+
+@pytest.fixture
+def finished_execution(tenant, agent):
+    execution = ExecutionFactory(agent=agent, principal=tenant.end_user_key.api_key.principal, finished=True)
+    append_event(execution, "start", {"status": "queued"})
+    append_event(execution, "final", {"status": "completed"})
+    return execution
+
+
+def collect_within(execution_id, seconds: float, after=0) -> list:
+    """`collect`, but a stream that has not ended within `seconds` fails the test."""
+
+    async def run():
+        try:
+            return [item[0] async for item in follow_events(execution_id, after, heartbeat=0.3) if item is not None]
+        finally:
+            await close_loop_resources()
+
+    return asyncio.run(asyncio.wait_for(run(), timeout=seconds))
+
+
+def test_a_stream_of_a_purged_execution_ends_at_once(finished_execution):
+    purge_execution(finished_execution)
+    started = time.monotonic()
+    assert collect_within(finished_execution.id, 5) == []
+    assert time.monotonic() - started < 2
+
+
+def test_a_stream_open_when_its_execution_is_purged_ends_at_its_next_heartbeat(tenant, agent):
+    """A stream that has sent part of the log (here: an execution whose end is not in it yet) when the
+    purge erases the rest."""
+    execution = ExecutionFactory(agent=agent, principal=tenant.end_user_key.api_key.principal, finished=True)
+    append_event(execution, "start", {"status": "queued"})
+
+    def purge_soon():
+        try:
+            time.sleep(0.5)
+            purge_execution(execution)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=purge_soon)
+    thread.start()
+    assert collect_within(execution.id, 5) == [1]
+    thread.join()
+
+
+def test_the_events_route_of_a_purged_execution_is_a_204(live, tenant, finished_execution):
+    """As for a stream resumed past its end: an EventSource stops on a 204 instead of reconnecting."""
+    purge_execution(finished_execution)
+    url = f"{live}/executions/{finished_execution.id}/events"
+    for headers in ({}, {"Last-Event-ID": "1"}, {"Last-Event-ID": "99"}):
+        response = httpx.get(url, headers={**auth(tenant), **headers}, timeout=10)
+        assert response.status_code == 204 and response.content == b""

@@ -342,3 +342,60 @@ def test_a_refusal_has_its_access_line_and_its_count(settings):
         "skillrun_http_requests_total", {"method": "POST", "route": route, "status": "413"}
     )
     assert after == (before or 0) + 1
+
+
+# --- multipart: chunked uploads, malformed bodies ------------------------------------------------------
+
+
+def _multipart(filename: str, content: bytes, boundary: str = "sr-boundary") -> tuple[bytes, str]:
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    return body + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("route", ["/v1/files/", "/attachments/upload"])
+def test_a_chunked_upload_within_the_limit_is_stored(live, tenant, route):
+    """No Content-Length (Transfer-Encoding: chunked): the body is read whole within the route's
+    limit, then parsed; it had been answered `file_required` after the whole body was read."""
+    content = b"chunked notes\n" * 5000
+    body, content_type = _multipart("notes.txt", content)
+
+    def chunks():
+        for start in range(0, len(body), 4096):
+            yield body[start : start + 4096]
+
+    response = httpx.post(
+        f"{live}{route}", content=chunks(), headers={**auth(tenant), "Content-Type": content_type}, timeout=30
+    )
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    assert response.status_code == 201, response.content
+    assert response.json()["data"]["size_bytes"] == len(content)
+
+
+@pytest.mark.parametrize("route", ["/v1/files/", "/attachments/upload"])
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("multipart/form-data", b"--x\r\nnot a part\r\n--x--\r\n"),  # no boundary
+        ("multipart/form-data; boundary=", b"--\r\n"),  # an empty one
+        ("multipart/form-data; charset=utf-8", b"--x\r\n"),  # parameters, but no boundary
+    ],
+)
+def test_a_malformed_multipart_body_is_a_400_invalid_multipart(live, tenant, route, content_type, body):
+    response = httpx.post(
+        f"{live}{route}", content=body, headers={**auth(tenant), "Content-Type": content_type}, timeout=30
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_multipart"
+
+
+def test_a_malformed_json_body_is_still_invalid_json(live, tenant, agent):
+    response = httpx.post(
+        f"{live}/agents/{agent.id}/execute",
+        content=b'{"message": ',
+        headers={**auth(tenant), "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"

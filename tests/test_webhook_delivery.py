@@ -20,6 +20,7 @@ import httpcore
 import pytest
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -566,6 +567,108 @@ def test_a_target_that_does_not_answer_in_time_is_a_timeout(db, tenant, receiver
     assert delivery.do_deliver(row.id) == "failed"
     assert time.monotonic() - started < 2
     assert WebhookAttempt.objects.get().error.startswith("timeout")
+
+
+# --- an endpoint deleted while its deliveries are in flight ----------------------------------------------
+
+
+def _attempt_in_thread(delivery_id):
+    """do_deliver on a thread of its own (its own connection), as a worker runs it; (thread, outcome)."""
+    from django.db import connection
+
+    outcome = {}
+
+    def attempt():
+        try:
+            outcome["value"] = delivery.do_deliver(delivery_id)
+        except Exception as exc:  # what the worker would raise
+            outcome["value"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_an_endpoint_while_an_attempt_is_in_flight(client, tenant, receiver):
+    """The receiver holds the request; DELETE answers 204 at once, and the attempt that comes back
+    to a deleted delivery ends quietly instead of raising in the worker."""
+    receiver.script = [None]
+    endpoint = register(client, tenant, receiver.url)
+    row = WebhookDelivery.objects.create(
+        endpoint_id=endpoint["id"].removeprefix("webhook:"),
+        event_type="execution.completed",
+        body="{}",
+        next_attempt_at=timezone.now(),
+        retry_until=timezone.now() + timedelta(hours=1),
+    )
+    thread, outcome = _attempt_in_thread(row.id)
+    assert receiver.held.wait(10)
+    response = client.delete(f"/webhooks/{endpoint['id']}", headers=auth(tenant, "workspace"))
+    assert response.status_code == 204
+    receiver.release.set()
+    thread.join(30)
+    assert outcome["value"] == "endpoint_deleted"
+    assert not WebhookDelivery.objects.exists() and not WebhookAttempt.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_an_endpoint_while_an_attempt_writes_its_outcome(client, tenant, receiver, monkeypatch):
+    """The attempt commits its log line after a Python-side cascade deleted the attempts and before
+    it deleted their deliveries (the window that made `DELETE /webhooks/{id}` a 500 on the foreign
+    key): one statement and the database's ON DELETE CASCADE leave no such window."""
+    endpoint = register(client, tenant, receiver.url)
+    row = WebhookDelivery.objects.create(
+        endpoint_id=endpoint["id"].removeprefix("webhook:"),
+        event_type="execution.completed",
+        body="{}",
+        next_attempt_at=timezone.now(),
+        retry_until=timezone.now() + timedelta(hours=1),
+    )
+    writing, proceed, collected, committed = (threading.Event() for _ in range(4))
+    real_succeeded, real_raw_delete = delivery._succeeded, QuerySet._raw_delete
+
+    def succeeded_slowly(row, status_code):  # inside the attempt's transaction, after its log line
+        writing.set()
+        proceed.wait(10)
+        real_succeeded(row, status_code)
+
+    def raw_delete_then_wait(queryset, using):  # a Python-side cascade deletes the attempts first
+        deleted = real_raw_delete(queryset, using)
+        if queryset.model is WebhookAttempt:
+            collected.set()
+            committed.wait(10)
+        return deleted
+
+    monkeypatch.setattr(delivery, "_succeeded", succeeded_slowly)
+    monkeypatch.setattr(QuerySet, "_raw_delete", raw_delete_then_wait)
+    thread, outcome = _attempt_in_thread(row.id)
+    assert writing.wait(10)
+    deleted = {}
+
+    def delete():
+        from django.db import connection
+
+        try:
+            deleted["response"] = client.delete(f"/webhooks/{endpoint['id']}", headers=auth(tenant, "workspace"))
+        except Exception as exc:  # Django's test client raises what a server answers with a 500
+            deleted["response"] = exc
+        finally:
+            connection.close()
+
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    collected.wait(2)  # a Python-side cascade deleted the attempts; one statement never waits here
+    proceed.set()
+    thread.join(30)
+    committed.set()
+    deleter.join(30)
+    assert getattr(deleted["response"], "status_code", None) == 204, deleted["response"]
+    assert outcome["value"] in ("succeeded", "endpoint_deleted"), outcome
+    assert not WebhookEndpoint.objects.exists()
+    assert not WebhookDelivery.objects.exists() and not WebhookAttempt.objects.exists()
 
 
 # --- automatic disabling --------------------------------------------------------------------------------

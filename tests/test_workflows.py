@@ -154,6 +154,7 @@ def test_tool_node_calls_a_workspace_http_tool(api, tenant, workflow_agent, tool
         name="order_status",
         url=f"{tool_server}/orders",
         headers={"X-Token": "secret"},
+        allow_private_network=True,
         parameters={"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
     )
     agent = workflow_agent(
@@ -183,7 +184,9 @@ def test_a_tool_node_that_fails_fails_the_execution(api, tenant, workflow_agent)
 
 
 def test_another_workspaces_http_tool_is_not_callable(api, tenant, other_tenant, workflow_agent, tool_server):
-    HttpTool.objects.create(workspace=other_tenant.workspace, name="order_status", url=f"{tool_server}/orders")
+    HttpTool.objects.create(
+        workspace=other_tenant.workspace, name="order_status", url=f"{tool_server}/orders", allow_private_network=True
+    )
     agent = workflow_agent({"id": "lookup", "type": "tool", "tool": "order_status", "arguments": {"order_id": "1"}})
     events = stream_agent(api, agent, tenant)
     result = next(e.data for e in events if e.data["type"] == "tool_result")

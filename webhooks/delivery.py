@@ -28,7 +28,7 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -112,7 +112,9 @@ def _claim(delivery_id) -> WebhookDelivery | str:
         )
     if not claimed:
         return "skipped"
-    return WebhookDelivery.objects.select_related("endpoint").get(id=delivery_id)
+    return (
+        WebhookDelivery.objects.select_related("endpoint").filter(id=delivery_id).first() or "skipped"
+    )  # deleted since
 
 
 def _fenced(delivery: WebhookDelivery):
@@ -153,6 +155,19 @@ def do_deliver(delivery_id) -> str:
     )
     succeeded = answer.status_code is not None and 200 <= answer.status_code < 300
     error = answer.error or ("" if succeeded else f"HTTP {answer.status_code}")
+    try:
+        _record(delivery, answer, succeeded, error, started_at, clock)
+    except IntegrityError:
+        if WebhookDelivery.objects.filter(id=delivery.id).exists():
+            raise
+        logger.info("webhook delivery %s: its endpoint was deleted during the attempt", delivery.id)
+        return "endpoint_deleted"
+    return "succeeded" if succeeded else "failed"
+
+
+def _record(delivery: WebhookDelivery, answer, succeeded: bool, error: str, started_at, clock: float) -> None:
+    """The attempt's log line and the delivery's next state, in one transaction. IntegrityError when
+    the endpoint (and so the delivery) was deleted while the request was in flight."""
     with transaction.atomic():
         WebhookAttempt.objects.create(
             delivery=delivery,
@@ -167,7 +182,6 @@ def do_deliver(delivery_id) -> str:
             _succeeded(delivery, answer.status_code)
         else:
             _failed(delivery, answer.status_code, error)
-    return "succeeded" if succeeded else "failed"
 
 
 def _succeeded(delivery: WebhookDelivery, status_code: int) -> None:

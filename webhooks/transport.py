@@ -6,6 +6,9 @@ that changes between the check and the connect (rebinding) cannot reach an inter
 TLS handshake and the Host header still use the URL's name, so certificates are verified as usual.
 Redirects are never followed (httpcore has none), proxies from the environment are not used, the
 whole request has one deadline, and only the first bytes of the answer are read.
+
+The runtime's HTTP tools (workers/tools.py) use the same guard through `GuardedHTTPTransport`, an
+httpx transport over the same network backend.
 """
 
 import ipaddress
@@ -15,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import httpcore
+import httpx
 
 EXCERPT_BYTES = 500
 # NAT64's well-known prefix: 64:ff9b::a.b.c.d reaches the IPv4 a.b.c.d
@@ -112,6 +116,23 @@ class GuardedBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+
+class GuardedHTTPTransport(httpx.HTTPTransport):
+    """httpx's transport over `GuardedBackend`: every connection of a request (one deadline of
+    `timeout` seconds) goes to an address that was checked (BlockedAddress, raised as it is, when
+    one is not public, unless `allow_private`). Use it in a client with `trust_env=False`, else
+    proxies from the environment would take the request elsewhere."""
+
+    def __init__(self, *, allow_private: bool, timeout: float):
+        super().__init__(retries=0)
+        self._pool.close()  # httpx builds its pool in __init__; this one connects through the guard
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl.create_default_context(),
+            network_backend=GuardedBackend(allow_private, time.monotonic() + timeout),
+            max_connections=1,
+            retries=0,
+        )
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,15 @@ assigned by the database), publishes it in one Redis pipeline, then tells each r
 whether a cancel was requested, or that its lease was lost. A run waits for its events
 (`RunEvents.flush`) only where it needs their seq: before a checkpoint, a suspension or its end.
 Celery and Django have nothing like this group commit across threads, hence this small module.
+One run's bad data must not fail the others: events are encoded by core/json.py in the run's own
+thread (NaN and infinities refused there), and a batch the database refuses is written again run
+by run (`write_batch`).
 
 The writer thread is started in worker processes (workers/tasks.py, on `worker_init`); anywhere
 else (a run in a test process, a shell) each run writes its events itself, on its own thread,
 through the same statement.
 """
 
-import json
 import logging
 import queue
 import threading
@@ -23,6 +25,7 @@ from collections import Counter
 
 from django.db import InterfaceError, OperationalError, connection
 
+from core import json as finite_json
 from executions.events import LeaseLost, PendingEvent, append_events, publish_many
 
 logger = logging.getLogger(__name__)
@@ -43,7 +46,8 @@ class RunEvents:
         self._settled = threading.Condition()
 
     def append(self, type_: str, payload: dict) -> None:
-        body = json.dumps({**payload, "type": type_, "execution_id": self.public_id})
+        """NonFiniteNumber (raised here, in the run's thread) for an event jsonb would refuse."""
+        body = finite_json.dumps({**payload, "type": type_, "execution_id": self.public_id})
         event = PendingEvent(self.execution_id, self.attempt, type_, body)
         with self._settled:
             self._pending += 1
@@ -76,24 +80,50 @@ class RunEvents:
 
 
 def write_batch(batch: list[tuple[RunEvents, PendingEvent]]) -> None:
-    """One statement for the batch (retried once after a lost connection), then one pipeline."""
+    """One statement for the batch (retried once after a lost connection), then one pipeline.
+
+    A statement the database refuses for its data (a string jsonb cannot hold, say) is written
+    again run by run, so that only the run whose events were refused fails: each run's flush then
+    raises its own error, and the runtime fails that run alone with an error event."""
     events = [event for _, event in batch]
-    written, error = {}, None
+    written, error = _append(events)
+    errors: dict = {}
+    if error is not None and not _is_connection_error(error) and len({id(r) for r, _ in batch}) > 1:
+        written, error = {}, None
+        for run_events, run_batch in _by_run(batch).items():
+            run_written, run_error = _append([event for _, event in run_batch])
+            written.update(run_written)
+            if run_error is not None:
+                errors[run_events] = run_error
+    publish_many([(execution_id, data) for execution_id, entry in written.items() for data in entry.data])
+    for run_events, count in Counter(run_events for run_events, _ in batch).items():
+        run_events._settle(count, written.get(run_events.execution_id), errors.get(run_events, error))
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def _by_run(batch: list[tuple[RunEvents, PendingEvent]]) -> dict:
+    runs: dict = {}
+    for run_events, event in batch:
+        runs.setdefault(run_events, []).append((run_events, event))
+    return runs
+
+
+def _append(events: list[PendingEvent]) -> tuple[dict, BaseException | None]:
+    """append_events, retried once on a new connection after a lost one; (written, error)."""
     for first_try in (True, False):
         try:
-            written, error = append_events(events), None
-            break
+            return append_events(events), None
         except Exception as exc:
             connection.close()
-            error = exc
-            if first_try and isinstance(exc, (OperationalError, InterfaceError)):  # e.g. PostgreSQL restarted
+            if first_try and _is_connection_error(exc):  # e.g. PostgreSQL restarted
                 time.sleep(0.2)  # then once more, on a new connection
                 continue
             logger.exception("could not write %s events", len(events))
-            break
-    publish_many([(execution_id, data) for execution_id, entry in written.items() for data in entry.data])
-    for run_events, count in Counter(run_events for run_events, _ in batch).items():
-        run_events._settle(count, written.get(run_events.execution_id), error)
+            return {}, exc
+    raise AssertionError("unreachable")
 
 
 class EventWriter(threading.Thread):

@@ -5,7 +5,6 @@ Strings in node options may hold templates (workers/templates.py): `{{message}}`
 `{{variables.tone}}`, `{{nodes.<node_id>.text}}`, `{{inputs}}` (a skill's).
 """
 
-import json
 import time
 from dataclasses import replace
 
@@ -16,6 +15,7 @@ from agents.models import Agent, Skill
 from agents.selectors import skill_tool_name
 from agents.skill_inputs import inputs_errors
 from conversations.selectors import history_for_model, memory_facts
+from core import json as finite_json
 from core.connections import release_connection
 from core.ids import is_uuid, uuid7
 from executions.checkpoints import ApprovalGate, EventWait, MediaJob, ModelTurns, SubExecutionWait
@@ -31,8 +31,9 @@ from files.services import store_generated_file
 from workers.outcomes import StepFailed, Suspend
 from workers.providers import ProviderError, get_media_provider
 from workers.run import ExecutionRun
+from workers.server_tool import ServerTool, ToolError
 from workers.templates import render
-from workers.tools import server_tools
+from workers.tools import memory_user, server_tools
 
 MAX_SUB_EXECUTION_DEPTH = 5
 
@@ -53,7 +54,7 @@ def parse_output(node: dict, text: str):
     if not schema:
         return None
     try:
-        value = json.loads(text)
+        value = finite_json.loads(text)  # `NaN` is no JSON output
         jsonschema.validate(value, schema)
     except (ValueError, jsonschema.ValidationError, jsonschema.SchemaError):
         return None
@@ -65,8 +66,24 @@ def _tool_message(call: dict, outcome: str, result) -> dict:
         "role": "tool",
         "tool_call_id": call["id"],
         "name": call["name"],
-        "content": json.dumps({"outcome": outcome, "result": result}),
+        "content": finite_json.dumps({"outcome": outcome, "result": result}),
     }
+
+
+NON_FINITE_ARGUMENTS = "The arguments hold NaN or an infinite number, which JSON cannot carry."
+
+
+def _finite_arguments(call: dict) -> tuple[dict, ServerTool | None]:
+    """The call as it is (and None) when JSON can carry its arguments; else (a provider that parsed
+    `NaN`) the call made writable, its arguments as text, and a tool that answers the model with an
+    error in place of the one it named."""
+    if finite_json.is_finite(call["arguments"]):
+        return call, None
+    return {**call, "arguments": {"_raw": repr(call["arguments"])}}, ServerTool(call["name"], "", {}, _refuse)
+
+
+def _refuse(arguments: dict, idempotency_key: str):
+    raise ToolError(NON_FINITE_ARGUMENTS)
 
 
 CALL_SKILL = "call_skill"
@@ -86,8 +103,9 @@ def _context_messages(run: ExecutionRun, node: dict) -> list[dict]:
     inputs, messages = run.execution.inputs, []
     if node.get("instructions"):
         messages.append({"role": "system", "content": node["instructions"]})
-    if inputs.get("external_user_id"):
-        facts = memory_facts(run.execution.workspace_id, inputs["external_user_id"])
+    user = memory_user(run.execution)
+    if user:
+        facts = memory_facts(run.execution.workspace_id, user)
         if facts:
             listed = "\n".join(f"- {fact.content} (fact {fact.id})" for fact in facts)
             messages.append({"role": "system", "content": f"What you remember about this user:\n{listed}"})
@@ -108,7 +126,7 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
         prompt = render(node.get("prompt", "{{message}}"), run.template_context())
         messages = [
             *_context_messages(run, node),
-            {"role": "user", "content": prompt if isinstance(prompt, str) else json.dumps(prompt)},
+            {"role": "user", "content": prompt if isinstance(prompt, str) else finite_json.dumps(prompt)},
         ]
         state = ModelTurns(node_id=node["id"], messages=messages)
     resumed = run.resume_input(node)
@@ -187,6 +205,11 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
         if run.skill_workspace:
             run.emit("iteration", {"node_id": node["id"], "iteration": state.turns + 1})
         turn = run.stream_model(node, state.messages, specs or None)
+        refused = {}
+        for index, call in enumerate(turn.tool_calls):
+            turn.tool_calls[index], refusing = _finite_arguments(call)
+            if refusing is not None:
+                refused[call["id"]] = refusing
         state.turns += 1
         run.iterations += 1
         state.messages.append(
@@ -200,7 +223,10 @@ def run_ai(run: ExecutionRun, node: dict) -> dict:
         if not turn.tool_calls:
             return {"text": turn.text, "parsed_output": parse_output(node, turn.text)}
         for call in turn.tool_calls:
-            if call["name"] in client:
+            if call["id"] in refused:
+                outcome, result = run.run_server_tool(node, refused[call["id"]], call)
+                state.messages.append(_tool_message(call, outcome, result))
+            elif call["name"] in client:
                 state.pending.append(call)
             elif call["name"] == CALL_SKILL and CALL_SKILL in tool_names:
                 arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}

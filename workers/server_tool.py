@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import jsonschema
 
+from core import json as finite_json
+
 REDACTED = "[redacted]"
 # A secret shorter than this is no secret, and replacing it would mangle ordinary results.
 MIN_SECRET_CHARS = 4
@@ -59,14 +61,22 @@ def redact(value, secrets: tuple[str, ...]):
     return value
 
 
+NON_FINITE_RESULT = "The tool's result holds NaN or an infinite number, which JSON cannot carry."
+
+
 def call_tool(tool: ServerTool | None, name: str, arguments, idempotency_key: str) -> tuple[str, object]:
     """Run a tool; returns (outcome, result) with outcome "success" or "error", its secrets redacted
-    (the one place a tool's result and errors pass through)."""
+    (the one place a tool's result and errors pass through). A result JSON cannot carry (NaN, an
+    infinity: an HTTP tool's answer may hold them) is an error the model sees, not a crash of the
+    run or of the statement that would write it (core/json.py)."""
     if tool is None:
         return "error", {"message": f"Unknown tool {name!r}."}
     try:
         jsonschema.validate(arguments, tool.parameters)
-        return "success", redact(tool.call(arguments, idempotency_key), tool.secrets)
+        result = tool.call(arguments, idempotency_key)
+        if not finite_json.is_finite(result):
+            return "error", {"message": NON_FINITE_RESULT}
+        return "success", redact(result, tool.secrets)
     except jsonschema.ValidationError as exc:
         return "error", {"message": f"Invalid arguments: {exc.message}"}
     except ToolError as exc:  # redacted before it is cut, so no part of a secret is left at the cut

@@ -1,10 +1,9 @@
 """The end of a skill execution: outputs checked against the manifest's outputs schema, the files
 under outputs/ kept as artifacts, the whole workspace archived to storage."""
 
-import json
-
 import jsonschema
 
+from core import json as finite_json
 from executions.models import Artifact
 from files.models import FilePurpose
 from files.services import store_generated_file
@@ -18,10 +17,13 @@ def skill_outputs(manifest: dict, text: str) -> dict:
     if not schema:
         return {"text": text}
     try:
-        outputs = json.loads(text)
+        outputs = finite_json.loads(text)  # `NaN` is not JSON
         jsonschema.validate(outputs, schema)
     except ValueError:
-        raise StepFailed("outputs_invalid", "The skill's final answer is not JSON, as its outputs schema requires.")
+        raise StepFailed(
+            "outputs_invalid",
+            "The skill's final answer is not JSON (or holds NaN or an infinity), as its outputs schema requires.",
+        )
     except jsonschema.ValidationError as exc:
         where = "/".join(str(part) for part in exc.absolute_path) or "(root)"
         raise StepFailed("outputs_invalid", f"The outputs do not match the outputs schema at {where}: {exc.message}")

@@ -2,10 +2,12 @@
 
 On the local disk it is a directory; on S3 a key prefix. Either way it outlives the worker, so an
 attempt retried on another machine finds what the lost attempt wrote. The skill sees relative
-paths (`inputs/materials/notes.md`, `outputs/report.md`); nothing outside its workspace.
+paths (`inputs/materials/notes.md`, `outputs/report.md`); nothing outside its workspace: every
+path a file tool gets goes through `inside`, which refuses the others with a tool error.
 """
 
 import io
+import os
 import posixpath
 import zipfile
 
@@ -21,22 +23,50 @@ MATERIALS_DIR = "inputs/materials"
 OUTPUTS_DIR = "outputs"
 
 
+def inside(relpath: str) -> str:
+    """`relpath` normalised inside the workspace ("" for its root); a ToolError for any path that
+    is not: absolute, or leaving it through `..` (`outputs/../../x`, `..\\..`), or holding a NUL. The one check of every file tool (list, read, write): the storage below joins keys as
+    strings, so `workspaces/<id>/../..` would be another execution's files, or all of them."""
+    raw = relpath or ""
+    if "\x00" in raw:
+        raise ToolError("A path cannot hold a NUL character.")
+    path = raw.replace("\\", "/")  # a separator to the skill, whatever the storage makes of it
+    if path.startswith("/"):
+        raise ToolError(f"{raw!r} is an absolute path; paths are relative to the workspace.")
+    path = posixpath.normpath(path) if path else "."
+    if path == ".." or path.startswith("../"):
+        raise ToolError(f"{raw!r} is outside the workspace.")
+    return "" if path == "." else path
+
+
 class SkillWorkspace:
     def __init__(self, execution_id):
         self.root = f"workspaces/{execution_id}"
 
     def _key(self, relpath: str) -> str:
-        path = posixpath.normpath("/" + (relpath or "").replace("\\", "/")).lstrip("/")
-        if not path or path == ".":
+        path = inside(relpath)
+        if not path:
             raise ToolError("A file path inside the workspace is required.")
-        return f"{self.root}/{path}"
+        return self._resolved(f"{self.root}/{path}", relpath)
+
+    def _resolved(self, key: str, relpath: str) -> str:
+        """On a local disk, the key's real path (symbolic links followed) must stay in the workspace
+        too: a link put there by anything else must not lead a tool out. (S3 has no links.)"""
+        try:
+            real, root = (os.path.realpath(default_storage.path(k)) for k in (key, self.root))
+        except NotImplementedError:  # a storage without local paths
+            return key
+        if real != root and not real.startswith(root + os.sep):
+            raise ToolError(f"{relpath!r} is outside the workspace.")
+        return key
 
     def relpaths(self, directory: str = "") -> list[str]:
-        """Every file below `directory`, as paths relative to the workspace, sorted."""
-        found, pending = [], [directory.strip("/")]
+        """Every file below `directory` (inside the workspace: `inside`), as paths relative to the
+        workspace, sorted."""
+        found, pending = [], [inside(directory)]
         while pending:
             current = pending.pop()
-            base = f"{self.root}/{current}" if current else self.root
+            base = self._resolved(f"{self.root}/{current}", current) if current else self.root
             try:
                 dirs, files = default_storage.listdir(base)
             except FileNotFoundError:
@@ -65,9 +95,12 @@ class SkillWorkspace:
         if len(content) > settings.SKILL_WORKSPACE_MAX_FILE_BYTES:
             raise ToolError(f"A workspace file is limited to {settings.SKILL_WORKSPACE_MAX_FILE_BYTES} bytes.")
         key = self._key(relpath)
-        if default_storage.exists(key):
-            default_storage.delete(key)  # a rewrite replaces the file (storages would pick another name)
-        default_storage.save(key, ContentFile(content))
+        try:
+            if default_storage.exists(key):
+                default_storage.delete(key)  # a rewrite replaces the file (storages would pick another name)
+            default_storage.save(key, ContentFile(content))
+        except OSError as exc:  # a name too long for the disk, a directory where a file goes, ...
+            raise ToolError(f"{relpath!r} cannot be written: {exc.strerror or type(exc).__name__}.") from None
         return key
 
     def storage_key(self, relpath: str) -> str:
@@ -129,7 +162,7 @@ def workspace_tools(workspace: SkillWorkspace) -> dict:
         "list_files": local_tool(
             "list_files",
             "List the files of the workspace (optionally below a directory).",
-            {"type": "object", "properties": {"directory": {"type": "string"}}},
+            {"type": "object", "properties": {"directory": {"type": "string", "maxLength": 1024}}},
             list_files,
         ),
         "read_file": local_tool(

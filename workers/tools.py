@@ -5,6 +5,7 @@ is a result with outcome "error" that the model sees, not an exception of the ru
 """
 
 import ast
+import math
 import operator
 import uuid
 from datetime import UTC, datetime
@@ -12,8 +13,10 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
+from accounts.selectors import may_act_for_user
 from agents.models import HttpTool
 from conversations.services import forget, remember
+from webhooks.transport import BlockedAddress, GuardedHTTPTransport
 from workers.server_tool import ServerTool, ToolError, local_tool, secret_values
 from workers.skill_workspace import workspace_tools
 
@@ -63,10 +66,19 @@ def _evaluate(node):
     },
 )
 def calculator(arguments: dict):
+    """Every failure is a tool error: `9...9 * 1.0` overflows a float, deep nesting the parser, and
+    `1e308 * 10` gives an infinity, which JSON cannot carry (core/json.py)."""
     try:
-        return {"value": _evaluate(ast.parse(arguments["expression"], mode="eval"))}
-    except (SyntaxError, ZeroDivisionError) as exc:
+        value = _evaluate(ast.parse(arguments["expression"], mode="eval"))
+    except (SyntaxError, ZeroDivisionError, ValueError) as exc:
         raise ToolError(str(exc)) from exc
+    except OverflowError:
+        raise ToolError("The result is too large for a number.") from None
+    except (RecursionError, MemoryError):
+        raise ToolError("The expression is nested too deeply.") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ToolError("The result is not a finite number.")
+    return {"value": value}
 
 
 @python_tool(
@@ -81,16 +93,26 @@ def current_time(arguments: dict):
 def _http_tool(tool: HttpTool) -> ServerTool:
     """The configured headers and the URL's query values are the tool's secrets: call_tool redacts
     them from what the receiver answers (a server may echo the request), and a failed request is
-    reported by its kind only (an exception's text may hold the URL or a header)."""
+    reported by its kind only (an exception's text may hold the URL or a header). The request goes
+    through the webhooks' SSRF guard (webhooks/transport.py): to the public address that was checked,
+    unless the tool's `allow_private_network` lets it reach an internal host; never through a proxy
+    of the environment, never following a redirect."""
 
     def call(arguments: dict, idempotency_key: str):
         try:
             headers = httpx.Headers(tool.headers)
             headers["Idempotency-Key"] = idempotency_key  # ours, even if the configuration names one
-            if tool.method == "GET":
-                response = httpx.get(tool.url, params=arguments, headers=headers, timeout=tool.timeout_seconds)
-            else:
-                response = httpx.post(tool.url, json=arguments, headers=headers, timeout=tool.timeout_seconds)
+            transport = GuardedHTTPTransport(allow_private=tool.allow_private_network, timeout=tool.timeout_seconds)
+            with httpx.Client(transport=transport, trust_env=False, timeout=tool.timeout_seconds) as client:
+                if tool.method == "GET":
+                    response = client.get(tool.url, params=arguments, headers=headers)
+                else:
+                    response = client.post(tool.url, json=arguments, headers=headers)
+        except BlockedAddress:
+            raise ToolError(
+                f"{tool.name}: blocked_address (its host is not a public address; an operator may allow "
+                "private networks for this tool)"
+            ) from None
         except (httpx.HTTPError, httpx.InvalidURL, TypeError, ValueError) as exc:
             raise ToolError(f"{tool.name}: {type(exc).__name__}") from None
         if response.status_code >= 400:
@@ -105,9 +127,18 @@ def _http_tool(tool: HttpTool) -> ServerTool:
     return ServerTool(tool.name, tool.description, tool.parameters or {"type": "object"}, call, secrets)
 
 
-def _memory_tool(execution) -> ServerTool:
+def memory_user(execution) -> str | None:
+    """The user whose memory this execution reads and writes: its `external_user_id`, if its caller
+    may act for that user (an end user only for itself: the API refuses another one, and this
+    keeps a run from before that rule, or a copy of one, out of another user's memory)."""
+    user = (execution.inputs or {}).get("external_user_id")
+    if not user or not may_act_for_user(execution.principal, user):
+        return None
+    return user
+
+
+def _memory_tool(execution, user: str) -> ServerTool:
     """`memory`: what the agent learns about the user (`external_user_id`) lasts across executions."""
-    user = execution.inputs["external_user_id"]
 
     def call(arguments: dict):
         if arguments["action"] == "remember":
@@ -145,8 +176,8 @@ def server_tools(execution, names, skill_workspace=None) -> dict[str, ServerTool
     tools = {name: PYTHON_TOOLS[name] for name in names if name in PYTHON_TOOLS}
     for tool in HttpTool.objects.filter(workspace_id=execution.workspace_id, name__in=names):
         tools[tool.name] = _http_tool(tool)
-    if "memory" in names and execution.inputs.get("external_user_id"):
-        tools["memory"] = _memory_tool(execution)
+    if "memory" in names and (user := memory_user(execution)):
+        tools["memory"] = _memory_tool(execution, user)
     if skill_workspace is not None:
         tools.update({name: tool for name, tool in workspace_tools(skill_workspace).items() if name in names})
     return tools

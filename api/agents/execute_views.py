@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import JsonResponse
 
+from accounts.rate_limits import check_batch_rate_limit
 from agents.selectors import get_live_agent
 from api.agents.schemas import ExecuteBatchInput, ExecuteInput, SyncExecuteOutput
 from api.http.async_views import async_api_view, run_authenticated, sse_response
@@ -85,6 +86,7 @@ def _accepted(execution) -> JsonResponse:
 
 def _start_batch(caller, agent_id: str, request):
     agent, body, idempotency = _parse(caller, agent_id, request, "execute/batch", ExecuteBatchInput)
+    check_batch_rate_limit(caller.api_key, len(body.items))  # each item counts as a request
     items = [(item.key, item.inputs()) for item in body.items]
     return start_agent_batch(caller=caller, agent=agent, items=items, **idempotency)
 

@@ -150,7 +150,10 @@ class ExecuteInput(CodedSchema):
     conversation_scope: str | None = _identifier(
         "A conversation of the caller with this agent (POST /my/conversations)"
     )
-    external_user_id: str | None = _identifier("Your user's id: per-user memory")
+    external_user_id: str | None = _identifier(
+        "Your user's id: per-user memory. A workspace key names any user; an end-user key only its own "
+        "(its customer's external id, else `principal:<uuid>`): another is 403 `forbidden`"
+    )
     client_tools: list[ExecuteClientTool] | None = Field(None, max_length=MAX_CLIENT_TOOLS)
 
     _stored_files: dict = PrivateAttr(default_factory=dict)

@@ -33,8 +33,16 @@ def api_exception_handler(exc, context):
         message = messages[0] if isinstance(messages, list) and messages else messages
         body = {"code": "invalid_request", "message": str(message), "field": field}
     elif isinstance(exc, exceptions.ParseError):
-        body = {"code": "invalid_json", "message": str(detail)}
+        body = {"code": _parse_error_code(context), "message": str(detail)}
     else:
         body = {"code": _DEFAULT_CODES.get(response.status_code, "error"), "message": str(detail)}
     response.data = {"error": body}
     return response
+
+
+def _parse_error_code(context) -> str:
+    """A body DRF could not parse: `invalid_multipart` for an upload (no boundary, a malformed
+    part), `invalid_json` otherwise (the JSON routes' parser)."""
+    request = context.get("request")
+    content_type = (getattr(request, "content_type", "") or "").lower()
+    return "invalid_multipart" if content_type.startswith("multipart/") else "invalid_json"

@@ -9,6 +9,9 @@ views). Then, before authentication (so a refusal costs no database query):
 
 - a Content-Length over the limit: 413 before a byte of the body is read;
 - a chunked body: cut at the limit, 413;
+- a body that has not all arrived REQUEST_BODY_TIMEOUT_SECONDS after its headers: 408
+  `request_timeout` (a slow client holds no connection for longer; its headers have their own
+  deadline, ops/http_protocol.py);
 - a body (Content-Length > 0, or chunked) of a type the route does not parse: 415
   `unsupported_media_type`. A request without a body passes whatever its Content-Type.
 
@@ -18,6 +21,7 @@ allow-list and exposed headers): a browser app on an allowed origin can read the
 Paths that match no route get JSON_BODY and no type check (Django then answers 404).
 """
 
+import asyncio
 import io
 import json
 import time
@@ -122,23 +126,37 @@ class RequestLimits:
             types = ", ".join(media_types)
             error = ApiError(415, "unsupported_media_type", f"Send the body as {types}.")
             return await _refuse(scope, match, send, error, started)
-        if not chunked:
-            return await self.app(scope, receive, send)
-        received, over = 0, False
+        received, refusal = 0, None
+        deadline = time.monotonic() + settings.REQUEST_BODY_TIMEOUT_SECONDS
+        body_done = False
 
-        async def receive_within_limit():
-            nonlocal received, over
-            message = await receive()
+        async def receive_within_limits():
+            """The body's messages, cut at the limit (a chunked body) or the deadline; after the
+            body, Django listens for the client's disconnect here: that waits as long as it must."""
+            nonlocal received, refusal, body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                refusal = _body_timeout()
+                return {"type": "http.disconnect"}  # Django stops reading and answers nothing
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit.max_bytes:
-                    over = True
-                    return {"type": "http.disconnect"}  # Django stops reading and answers nothing
+                body_done = not message.get("more_body", False)
+                if chunked and received > limit.max_bytes:
+                    refusal = limit.error()
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, receive_within_limit, send)
-        if over:
-            await _refuse(scope, match, send, limit.error(), started)
+        await self.app(scope, receive_within_limits, send)
+        if refusal is not None:
+            await _refuse(scope, match, send, refusal, started)
+
+
+def _body_timeout() -> ApiError:
+    seconds = settings.REQUEST_BODY_TIMEOUT_SECONDS
+    return ApiError(408, "request_timeout", f"The request's body did not arrive within {seconds:g} s.")
 
 
 async def _refuse(scope, match: ResolverMatch | None, send, error: ApiError, started: float) -> None:

@@ -25,6 +25,7 @@ from django.conf import settings
 from core.errors import ApiError
 
 TOLERANCE_SECONDS = 300
+MAX_TIMESTAMP_DIGITS = 18  # as every integer the API reads (core/query_params.py)
 REFETCH_MIN_SECONDS = 60
 HEADERS = ("X-Fal-Webhook-Request-Id", "X-Fal-Webhook-User-Id", "X-Fal-Webhook-Timestamp", "X-Fal-Webhook-Signature")
 
@@ -82,6 +83,9 @@ def check_fal_signature(headers, body: bytes) -> str:
         raise invalid(f"A Fal webhook carries the headers {', '.join(HEADERS)}.")
     request_id, user_id, timestamp, signature_hex = values
     try:
+        # ASCII digits only, few enough to compare with the clock (309 digits overflow a float)
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= MAX_TIMESTAMP_DIGITS):
+            raise ValueError(timestamp)
         sent_at = int(timestamp)
         signature = bytes.fromhex(signature_hex)
     except ValueError:

@@ -6,7 +6,6 @@ and `with_retries`, the one retry policy: exponential backoff with jitter, only 
 been yielded yet, because output already streamed to the client cannot be taken back.
 """
 
-import json
 import logging
 import os
 import random
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from accounts.model_keys import api_key_env_allowed
+from core import json as finite_json
 
 logger = logging.getLogger(__name__)
 
@@ -186,11 +186,12 @@ def api_key_from_env(provider: str, options: dict, default_env: str) -> tuple[st
 
 
 def parse_arguments(raw: str) -> dict:
-    """A tool call's arguments; "" is no arguments; anything but a JSON object is kept as {"_raw": raw}."""
+    """A tool call's arguments; "" is no arguments; anything but a JSON object is kept as {"_raw": raw}
+    (`NaN`, `Infinity` and `1e999` too: JSON cannot carry them, core/json.py)."""
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = finite_json.loads(raw)
     except ValueError:
         return {"_raw": raw}
     return value if isinstance(value, dict) else {"_raw": raw}

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
+from core import json as finite_json
 from workers.providers.base import ModelChunk, Usage
 from workers.templates import render
 
@@ -37,8 +38,9 @@ class BuiltinModelError(Exception):
 
 
 def _parsed(text):
+    """JSON text as its value (a message `NaN` stays text: JSON cannot carry it, core/json.py)."""
     try:
-        return json.loads(text)
+        return finite_json.loads(text)
     except (TypeError, ValueError):
         return text
 
