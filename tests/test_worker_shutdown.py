@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 
 from accounts.credits import account_for, do_grant_credits
 from accounts.models import ApiKeyKind, CreditAccount, CreditEntryKind, Customer
@@ -65,7 +66,7 @@ def start_workers(services_env, without_session_worker, tmp_path):
             "EXECUTION_LEASE_SECONDS": str(LEASE_SECONDS),
             "WORKER_SHUTDOWN_GRACE_SECONDS": str(grace),
         }
-        command = processes.worker(8, "executions", *_celery_flags(name))
+        command = processes.worker(8, ",".join(settings.EXECUTION_QUEUES), *_celery_flags(name))
         process = CeleryProcess(command, env, tmp_path / f"{name}.log")
         started.append(process)
         return process
