@@ -62,10 +62,8 @@ def _celery(quiet: bool) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "config", *(["--quiet"] if quiet else []), "worker"]
 
 
-def worker(
-    concurrency: int, queue: str = ",".join(settings.EXECUTION_QUEUES), *extra: str, quiet: bool = False
-) -> tuple[list[str], dict]:
-    command = [
+def _threads_worker(concurrency: int, queues: str, extra: tuple, quiet: bool) -> list[str]:
+    return [
         *_celery(quiet),
         "--loglevel",
         "INFO",
@@ -74,25 +72,20 @@ def worker(
         "--concurrency",
         str(concurrency),
         "--queues",
-        queue,
+        queues,
         *extra,
     ]
+
+
+def worker(
+    concurrency: int, queue: str = ",".join(settings.EXECUTION_QUEUES), *extra: str, quiet: bool = False
+) -> tuple[list[str], dict]:
+    command = _threads_worker(concurrency, queue, extra, quiet)
     return command, {"DB_POOL_MAX_SIZE": str(settings.WORKER_DB_POOL_SIZE), "DB_APPLICATION_NAME": "skillrun-worker"}
 
 
 def webhooks(*extra: str, quiet: bool = False) -> tuple[list[str], dict]:
-    command = [
-        *_celery(quiet),
-        "--loglevel",
-        "INFO",
-        "--pool",
-        "threads",
-        "--concurrency",
-        str(settings.WEBHOOK_WORKER_CONCURRENCY),
-        "--queues",
-        settings.WEBHOOKS_QUEUE,
-        *extra,
-    ]
+    command = _threads_worker(settings.WEBHOOK_WORKER_CONCURRENCY, settings.WEBHOOKS_QUEUE, extra, quiet)
     return command, {"DB_POOL_MAX_SIZE": "4", "DB_APPLICATION_NAME": "skillrun-webhooks"}
 
 

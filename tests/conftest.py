@@ -37,7 +37,7 @@ from executions.services import RUN_EXECUTION_TASK
 from executions.streaming import close_loop_resources
 from ops import local_services, processes
 from tests.factories import AgentFactory, TenantFactory
-from tests.helpers import WORDS_20
+from tests.helpers import WORDS_20, missing_tool
 from workers import runtime
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -555,9 +555,7 @@ def chromium():
     REQUIRE_BROWSER=1 (set by `.ci/run`, which installs Debian's package): then they fail."""
     executable = chromium_path()
     if executable is None:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail("REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)")
-        pytest.skip("no chromium on PATH (apt-get install chromium, or set CHROMIUM_PATH)")
+        missing_tool("REQUIRE_BROWSER", "no chromium on PATH (apt-get install chromium, or set CHROMIUM_PATH)")
     browser = Browser(executable)
     yield browser
     browser.close()

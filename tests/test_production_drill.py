@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from tests.helpers import missing_tool
 from tests.production import seed
 from tests.production.audit import TERMINAL_STATES, Audit
 from tests.production.topology import CELERY_HOSTS, METRICS_TOKEN, Topology
@@ -56,9 +57,7 @@ def namespaces_unavailable() -> str | None:
 def topology(tmp_path_factory, request):
     reason = namespaces_unavailable()
     if reason:
-        if os.environ.get("REQUIRE_NETNS") == "1":
-            pytest.fail(f"REQUIRE_NETNS=1 but {reason}")
-        pytest.skip(reason)
+        missing_tool("REQUIRE_NETNS", reason)
     built = Topology(tmp_path_factory.mktemp("production"))
     request.addfinalizer(built.destroy)
     try:
