@@ -57,7 +57,7 @@ def _tool(tenant, server, path: str, method: str = "POST") -> HttpTool:
         name="lookup",
         url=f"http://127.0.0.1:{server.server_port}{path}?api_key={QUERY_SECRET}",
         method=method,
-        headers={"Authorization": f"Bearer {TOKEN}", "X-Api-Key": "abcd", "X-Short": "abc"},
+        headers={"Authorization": f"Bearer {TOKEN}", "X-Api-Key": "wxyz", "X-Short": "wxy"},
         allow_private_network=True,  # the receiver is on this machine's loopback
     )
 
@@ -82,7 +82,7 @@ def test_configured_secrets_never_reach_an_event_an_error_or_a_log(
     result = next(e.data for e in events if e.data["type"] == "tool_result")
     recorded = _everything_recorded(execution_uuid(events[0].data["execution_id"]))
     log = worker.log()
-    for secret in (TOKEN, QUERY_SECRET, "abcd"):
+    for secret in (TOKEN, QUERY_SECRET, "wxyz"):
         assert secret not in recorded, f"{secret} leaked"
         assert secret not in log, f"{secret} is in the worker's log"
     assert "[redacted]" in json.dumps(result)
@@ -90,7 +90,7 @@ def test_configured_secrets_never_reach_an_event_an_error_or_a_log(
     if path == "/echo":
         assert result["result"]["headers"]["Authorization"] == "[redacted]"
         assert result["result"]["token_only"] == "[redacted]"  # the credentials without their scheme too
-        assert result["result"]["headers"]["X-Short"] == "abc"  # 3 characters: below MIN_SECRET_CHARS
+        assert result["result"]["headers"]["X-Short"] == "wxy"  # 3 characters: below MIN_SECRET_CHARS
 
 
 def _key(execution_id, call_id: str) -> str:
