@@ -22,7 +22,6 @@ from core.metrics import EXECUTIONS_CREATED, EXECUTIONS_FINISHED, inc_on_commit
 from executions import concurrency, fairness
 from executions.checkpoints import Checkpoint
 from executions.events import append_event
-from executions.fairness import start_priority
 from executions.models import (
     SUSPENDED_STATES,
     TERMINAL_STATES,
@@ -60,7 +59,9 @@ def dispatch_start_on_commit(execution_id, workspace_id) -> None:
     publish that fails leaves it to the reaper, publish_task), at its workspace's fair priority."""
 
     def publish():
-        publish_task(execution_id, queue=settings.CELERY_TASK_DEFAULT_QUEUE, priority=start_priority(workspace_id))
+        publish_task(
+            execution_id, queue=settings.CELERY_TASK_DEFAULT_QUEUE, priority=fairness.start_priority(workspace_id)
+        )
 
     transaction.on_commit(publish)
 
